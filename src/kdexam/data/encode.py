@@ -1,0 +1,153 @@
+"""Tokenise examples for a model and batch them with dynamic padding.
+
+Token classification aligns word tags to subwords: the tag sits on each word's
+first subword and every other position (continuation subwords, special tokens)
+gets ``-100``, which the loss ignores. ``word_ids`` are kept so that predictions
+can be mapped back to one tag per word.
+
+Batches are length-bucketed: after a seeded shuffle, examples are sorted by length
+within chunks of ``batch_size × 50``, cut into batches, and the batches shuffled —
+so a batch pads to nearly its own longest input, not to ``max_length``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from kdexam.data.readers import Example
+from kdexam.tasks import IGNORE_INDEX, Task
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass
+class Features:
+    """Encoded examples: one dict of lists per example."""
+
+    rows: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(r["input_ids"]) for r in self.rows]
+
+
+class FeatureDataset(Dataset):
+    def __init__(self, features: Features):
+        self.rows = features.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return dict(self.rows[i], index=i)
+
+
+def encode(examples: list[Example], tokenizer, task: Task, max_length: int, batch: int = 1000) -> Features:
+    """Tokenise ``examples`` (in chunks, with the fast tokenizer) and attach labels."""
+    rows: list[dict] = []
+    label2id = task.label2id
+    for start in range(0, len(examples), batch):
+        chunk = examples[start : start + batch]
+        if task.kind == "token-classification":
+            enc = tokenizer([e.text for e in chunk], is_split_into_words=True, truncation=True, max_length=max_length)
+        else:
+            pairs = [e.text_pair for e in chunk] if task.text_pair else None
+            enc = tokenizer([e.text for e in chunk], pairs, truncation=True, max_length=max_length)
+        for j, e in enumerate(chunk):
+            row = {k: enc[k][j] for k in MODEL_INPUTS if k in enc}
+            if task.kind == "token-classification":
+                word_ids = enc.word_ids(j)
+                row["word_ids"] = [-1 if w is None else w for w in word_ids]
+                row["n_words"] = len(e.text)
+                if e.label is not None:
+                    row["labels"] = align_labels(word_ids, [label2id[t] for t in e.label])
+            elif e.label is not None:
+                row["labels"] = float(e.label) if task.kind == "regression" else label2id[str(e.label)]
+            rows.append(row)
+    return Features(rows)
+
+
+def align_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int]:
+    """Put each word's label on its first subword; ``-100`` everywhere else."""
+    out, previous = [], None
+    for w in word_ids:
+        out.append(IGNORE_INDEX if w is None or w == previous else word_labels[w])
+        previous = w
+    return out
+
+
+def words_from_subwords(word_ids: list[int], subword_preds: list[int], n_words: int, fill: int = 0) -> list[int]:
+    """Map per-subword predictions back to one prediction per word (its first subword's).
+    Words cut off by truncation get ``fill``."""
+    out = [None] * n_words
+    for w, p in zip(word_ids, subword_preds):
+        if w is not None and w >= 0 and out[w] is None:
+            out[w] = p
+    return [fill if p is None else p for p in out]
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of similar length, reshuffled every epoch from ``seed + epoch``.
+
+    With ``shuffle=False`` (evaluation) the batches are sorted by length, longest first."""
+
+    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool = True, seed: int = 0, bucket_mult: int = 50):
+        self.lengths, self.batch_size, self.shuffle, self.seed = lengths, batch_size, shuffle, seed
+        self.bucket = batch_size * bucket_mult
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        idx = list(range(len(self.lengths)))
+        if not self.shuffle:
+            idx.sort(key=lambda i: -self.lengths[i])
+            return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        rng = random.Random(self.seed + self.epoch)
+        rng.shuffle(idx)
+        batches = []
+        for s in range(0, len(idx), self.bucket):
+            chunk = sorted(idx[s : s + self.bucket], key=lambda i: self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
+class Collator:
+    """Pad model inputs with the tokenizer's pad token, labels with ``-100``."""
+
+    def __init__(self, tokenizer, task: Task):
+        self.tokenizer, self.task = tokenizer, task
+
+    def __call__(self, rows: list[dict]) -> dict:
+        inputs = [{k: r[k] for k in MODEL_INPUTS if k in r} for r in rows]
+        batch = dict(self.tokenizer.pad(inputs, return_tensors="pt"))
+        batch["index"] = torch.tensor([r["index"] for r in rows])
+        if "labels" in rows[0]:
+            if self.task.kind == "token-classification":
+                width = batch["input_ids"].shape[1]
+                batch["labels"] = torch.tensor([r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in rows])
+            else:
+                dtype = torch.float if self.task.kind == "regression" else torch.long
+                batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=dtype)
+        return batch
+
+
+def make_loader(features: Features, tokenizer, task: Task, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    sampler = LengthBucketSampler(features.lengths, batch_size, shuffle=shuffle, seed=seed)
+    return DataLoader(FeatureDataset(features), batch_sampler=sampler, collate_fn=Collator(tokenizer, task))

@@ -1,0 +1,397 @@
+"""Read a dataset into train / validation / test lists of :class:`Example`.
+
+Sources, tried in this order for ``data.name``:
+
+1. a built-in dataset name (prepared on first use, see :mod:`kdexam.data.builtin`);
+2. a local file (CSV, TSV, JSONL/JSON, CoNLL) — used as the training split;
+3. a local directory holding split files (``train.*``, ``validation.*``/``valid.*``/``dev.*``,
+   ``test.*``) or a dataset saved with ``datasets.Dataset.save_to_disk``;
+4. a Hugging Face dataset id (needs hub access).
+
+Local files are read with the standard library so that every error can name the
+file and line; HF datasets go through ``datasets``. A missing validation split is
+carved from train with a fixed seed (stratified for classification). The label
+vocabulary comes from train; a label in validation/test that train lacks is an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdexam.config import DataConfig
+from kdexam.errors import KdexamError
+from kdexam.tasks import Task
+
+SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
+TABLE_EXTS = {".csv": ",", ".tsv": "\t"}
+JSON_EXTS = {".jsonl", ".json", ".ndjson"}
+CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob", ".txt"}
+KNOWN_EXTS = set(TABLE_EXTS) | JSON_EXTS | CONLL_EXTS
+METRICS_BY_TASK = {
+    "classification": ("accuracy", "macro_f1"),
+    "token-classification": ("accuracy", "macro_f1", "span_f1", "span_precision", "span_recall"),
+    "regression": ("pearson", "spearman", "mse"),
+}
+
+
+@dataclass
+class Example:
+    """One example: ``text`` is a string, or a list of words for tagging; ``label`` is a
+    class name, a float, a list of tags, or ``None`` for unlabelled text."""
+
+    text: str | list[str]
+    text_pair: str | None = None
+    label: Any = None
+
+
+@dataclass
+class DataSplits:
+    name: str
+    task: Task
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example] | None
+    notes: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Example]:
+        return getattr(self, name)
+
+    @property
+    def eval_split(self) -> str:
+        """The split that final metrics are reported on: test, or validation when there is no test."""
+        return "test" if self.test else "validation"
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def _open_text(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise KdexamError(f"File '{path}' is not valid UTF-8 (byte {e.start}); re-save it with UTF-8 encoding.") from None
+    except OSError as e:
+        raise KdexamError(f"File '{path}' cannot be read ({e.strerror}); check the path and its permissions.") from None
+
+
+def _column(row: dict, column: str, path: Path, where: str, flag: str) -> Any:
+    if column not in row:
+        cols = ", ".join(map(str, row))
+        close = difflib.get_close_matches(column, list(map(str, row)), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise KdexamError(f"File '{path}' has no column '{column}' (it has: {cols}); pass {flag} NAME.{hint}")
+    return row[column]
+
+
+def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig) -> list[Example]:
+    """Turn table/JSON rows into examples; ``rows`` carries a location string for errors."""
+    if not rows:
+        return []
+    first = rows[0][1]
+    pair_col = cfg.text_pair_column or ("text_pair" if "text_pair" in first else None)
+    has_label = cfg.label_column in first
+    out = []
+    for where, row in rows:
+        text = _column(row, cfg.text_column, path, where, "--text-column")
+        if text is None or not str(text).strip():
+            raise KdexamError(f"File '{path}' {where} has an empty text; remove that row or fill it in.")
+        pair = None
+        if pair_col:
+            pair = _column(row, pair_col, path, where, "--text-pair-column")
+            if pair is None or not str(pair).strip():
+                raise KdexamError(f"File '{path}' {where} has an empty '{pair_col}'; remove that row or fill it in.")
+            pair = str(pair)
+        label = row.get(cfg.label_column) if has_label else None
+        if has_label and (label is None or (isinstance(label, str) and not label.strip())):
+            raise KdexamError(f"File '{path}' {where} has no value in label column '{cfg.label_column}'; fill it in or drop the row.")
+        out.append(Example(str(text), pair, label))
+    return out
+
+
+def read_table(path: Path, cfg: DataConfig, delimiter: str) -> list[Example]:
+    """CSV or TSV with a header row."""
+    lines = _open_text(path)
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    if not reader.fieldnames:
+        raise KdexamError(f"File '{path}' is empty; it needs a header row and at least one example.")
+    rows = []
+    try:
+        for i, row in enumerate(reader, start=2):
+            if None in row:
+                raise KdexamError(f"File '{path}' line {i} has more fields than the header; quote fields that contain '{delimiter}'.")
+            rows.append((f"line {i}", row))
+    except csv.Error as e:
+        raise KdexamError(f"File '{path}' is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}); fix the quoting.") from None
+    return _rows_to_examples(rows, path, cfg)
+
+
+def read_jsonl(path: Path, cfg: DataConfig) -> list[Example]:
+    """JSON Lines (one object per line) or a JSON array of objects."""
+    lines = _open_text(path)
+    stripped = "\n".join(lines).lstrip()
+    rows: list[tuple[str, dict]] = []
+    if stripped.startswith("["):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise KdexamError(f"File '{path}' is not valid JSON (line {e.lineno}: {e.msg}); fix it or write one object per line.") from None
+        rows = [(f"item {i}", r) for i, r in enumerate(data)]
+    else:
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((f"line {i}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise KdexamError(f"File '{path}' line {i} is not valid JSON ({e.msg}); each line must be one JSON object.") from None
+    for where, r in rows:
+        if not isinstance(r, dict):
+            raise KdexamError(f"File '{path}' {where} is not a JSON object; write objects like {{\"text\": ..., \"label\": ...}}.")
+    return _rows_to_examples(rows, path, cfg)
+
+
+def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
+    """CoNLL: one token per line with its tag in a column, a blank line between
+    sentences, ``-DOCSTART-`` lines skipped. Columns are split on tabs, else on spaces."""
+    out: list[Example] = []
+    words: list[str] = []
+    tags: list[str] = []
+    for i, line in enumerate(_open_text(path), start=1):
+        if not line.strip() or line.startswith("#"):
+            if words:
+                out.append(Example(words, None, tags))
+                words, tags = [], []
+            continue
+        cols = line.split("\t") if "\t" in line else line.split()
+        if cols[0] == "-DOCSTART-":
+            continue
+        try:
+            word, tag = cols[cfg.token_column], cols[cfg.tag_column]
+        except IndexError:
+            word, tag = None, None
+        if len(cols) < 2 or not word or not tag or not tag.strip():
+            raise KdexamError(f"File '{path}' line {i} is not 'token<TAB>tag' ({line[:40]!r}); CoNLL needs a token and a tag column on every non-blank line.")
+        words.append(word.strip())
+        tags.append(tag.strip())
+    if words:
+        out.append(Example(words, None, tags))
+    return out
+
+
+def read_file(path: Path, cfg: DataConfig) -> list[Example]:
+    """Read one split file by its extension."""
+    ext = path.suffix.lower()
+    if ext in TABLE_EXTS:
+        examples = read_table(path, cfg, TABLE_EXTS[ext])
+    elif ext in JSON_EXTS:
+        examples = read_jsonl(path, cfg)
+    elif ext in CONLL_EXTS:
+        examples = read_conll(path, cfg)
+    else:
+        raise KdexamError(f"File '{path}' has an unknown extension '{ext}'; use .csv, .tsv, .jsonl or .conll.")
+    if not examples:
+        raise KdexamError(f"File '{path}' holds no examples; check that it is the right file.")
+    return examples
+
+
+def _find_split_files(directory: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for split, stems in SPLIT_NAMES.items():
+        for stem in stems:
+            hits = sorted(p for p in directory.glob(f"{stem}.*") if p.suffix.lower() in KNOWN_EXTS)
+            if hits:
+                found[split] = hits[0]
+                break
+    return found
+
+
+def read_directory(directory: Path, cfg: DataConfig) -> tuple[dict[str, list[Example]], dict]:
+    """Split files in a directory (with kdexam's ``dataset.json`` manifest if present),
+    or a dataset saved by ``datasets``."""
+    manifest: dict = {}
+    if (directory / "dataset.json").is_file():
+        manifest = json.loads((directory / "dataset.json").read_text(encoding="utf-8"))
+        files = {split: directory / f for split, f in manifest.get("files", {}).items()}
+    else:
+        files = _find_split_files(directory)
+    if not files:
+        if (directory / "dataset_dict.json").is_file() or (directory / "dataset_info.json").is_file():
+            return read_hf(str(directory), cfg, local=True), {}
+        raise KdexamError(f"Directory '{directory}' has no train.csv/.tsv/.jsonl/.conll file; name the training file train.<ext>.")
+    if "train" not in files:
+        raise KdexamError(f"Directory '{directory}' has no training split; add a file named train.<ext>.")
+    return {split: read_file(path, cfg) for split, path in files.items()}, manifest
+
+
+def read_hf(name: str, cfg: DataConfig, local: bool = False) -> dict[str, list[Example]]:
+    """A dataset saved with ``save_to_disk`` or a hub id, through ``datasets``."""
+    import datasets
+
+    try:
+        if local:
+            ds = datasets.load_from_disk(name)
+        else:
+            ds = datasets.load_dataset(name)
+    except Exception as e:  # the datasets library raises many kinds; all mean "cannot load"
+        raise KdexamError(
+            f"Dataset '{name}' is not a built-in dataset, a local file or directory, or a loadable Hugging Face dataset "
+            f"({type(e).__name__}); run 'kdexam data list' for built-ins or pass a path."
+        ) from None
+    if isinstance(ds, datasets.Dataset):
+        ds = datasets.DatasetDict({"train": ds})
+    out: dict[str, list[Example]] = {}
+    for split, stems in SPLIT_NAMES.items():
+        key = next((s for s in stems if s in ds), None)
+        if key is None:
+            continue
+        d = ds[key]
+        if cfg.task == "token-classification" or ("tokens" in d.column_names and "text" not in d.column_names):
+            tok_col = "tokens" if "tokens" in d.column_names else cfg.text_column
+            tag_col = next((c for c in ("ner_tags", "pos_tags", "tags", cfg.label_column) if c in d.column_names), None)
+            feat = d.features.get(tag_col)
+            names = getattr(getattr(feat, "feature", None), "names", None)
+            out[split] = [Example(list(r[tok_col]), None, [names[t] if names else str(t) for t in r[tag_col]]) for r in d]
+        else:
+            feat = d.features.get(cfg.label_column)
+            names = getattr(feat, "names", None)
+            rows = []
+            for i, r in enumerate(d):
+                if names is not None and r.get(cfg.label_column) is not None:
+                    r = dict(r, **{cfg.label_column: names[r[cfg.label_column]]})
+                rows.append((f"row {i}", r))
+            out[split] = _rows_to_examples(rows, Path(name), cfg)
+    if "train" not in out:
+        raise KdexamError(f"Dataset '{name}' has no 'train' split; it has: {', '.join(ds)}.")
+    return out
+
+
+# ---------------------------------------------------------------------------- task
+
+
+def infer_task(train: list[Example]) -> str:
+    """Tagging when texts are word lists; regression when labels are non-integral numbers."""
+    if isinstance(train[0].text, list):
+        return "token-classification"
+    labels = [e.label for e in train]
+    if all(isinstance(v, float) for v in labels):
+        return "regression" if any(not float(v).is_integer() for v in labels) else "classification"
+    try:
+        values = [float(v) for v in labels]
+    except (TypeError, ValueError):
+        return "classification"
+    integral = all(v.is_integer() for v in values)
+    return "classification" if integral and len(set(values)) <= max(2, len(values) // 10) else "regression"
+
+
+def _stratified_split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Carve ``fraction`` of ``examples`` off, per label where each label has ≥ 2 examples."""
+    rng = random.Random(seed)
+    groups: dict[str, list[Example]] = {}
+    for e in examples:
+        groups.setdefault(str(e.label), []).append(e)
+    keep, carved = [], []
+    for key in sorted(groups):
+        g = groups[key][:]
+        rng.shuffle(g)
+        n = int(round(len(g) * fraction)) if len(g) >= 2 else 0
+        carved += g[:n]
+        keep += g[n:]
+    rng.shuffle(keep)
+    rng.shuffle(carved)
+    return keep, carved
+
+
+def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
+    """Read, validate and split a dataset as ``cfg`` describes."""
+    if not cfg.name:
+        raise KdexamError("No dataset given; pass --data with a built-in name (see 'kdexam data list'), a file or a directory.")
+    from kdexam.data.builtin import BUILTIN_DATASETS, prepare_dataset
+
+    manifest: dict = {}
+    path = Path(cfg.name).expanduser()
+    if cfg.name in BUILTIN_DATASETS:
+        splits, manifest = read_directory(prepare_dataset(cfg.name), cfg)
+    elif path.is_file():
+        splits = {"train": read_file(path, cfg)}
+    elif path.is_dir():
+        splits, manifest = read_directory(path, cfg)
+    elif path.suffix.lower() in KNOWN_EXTS or "/" in cfg.name and path.parent.exists() or cfg.name.startswith((".", "~")):
+        raise KdexamError(f"Data file '{cfg.name}' does not exist; check the path given to --data.")
+    else:
+        close = difflib.get_close_matches(cfg.name, list(BUILTIN_DATASETS), n=1, cutoff=0.6)
+        if close:
+            raise KdexamError(f"Dataset '{cfg.name}' is not a built-in dataset; did you mean '{close[0]}'? ('kdexam data list' shows all.)")
+        splits = read_hf(cfg.name, cfg)
+    name = manifest.get("name") or (path.stem if path.exists() else cfg.name)
+
+    train = splits["train"]
+    kind = cfg.task or manifest.get("task") or infer_task(train)
+    if kind == "unlabelled" or train[0].label is None:
+        raise KdexamError(f"Dataset '{cfg.name}' has no labels (no column '{cfg.label_column}'); pass --label-column NAME, or use it as unlabelled transfer text.")
+    if kind == "token-classification" and not isinstance(train[0].text, list):
+        raise KdexamError(f"Dataset '{cfg.name}' is not in CoNLL form but the task is token-classification; give a .conll file (token<TAB>tag lines).")
+    if kind != "token-classification" and isinstance(train[0].text, list):
+        raise KdexamError(f"Dataset '{cfg.name}' is CoNLL (tagged words) but the task is {kind}; use --task token-classification.")
+
+    notes = []
+    if "validation" not in splits:
+        stratify = kind == "classification"
+        if stratify:
+            train, val = _stratified_split(train, cfg.validation_fraction, seed)
+        else:
+            shuffled = train[:]
+            random.Random(seed).shuffle(shuffled)
+            n = int(round(len(shuffled) * cfg.validation_fraction))
+            val, train = shuffled[:n], shuffled[n:]
+        if not val:
+            raise KdexamError(f"Dataset '{cfg.name}' is too small to carve a validation split; add a validation file.")
+        splits["validation"] = val
+        notes.append(f"validation carved from train ({len(val)} examples, seed {seed}{', stratified' if stratify else ''})")
+
+    # Fix the label types, then the seeded shuffle and --max-train / --max-eval.
+    for split, examples in splits.items():
+        for e in examples:
+            if kind == "regression":
+                try:
+                    e.label = float(e.label)
+                except (TypeError, ValueError):
+                    raise KdexamError(f"Dataset '{cfg.name}' {split} has label {e.label!r}, which is not a number, but the task is regression; check --label-column or --task.") from None
+            elif kind == "classification":
+                e.label = str(e.label)
+    train = train[:]
+    random.Random(seed).shuffle(train)
+    if cfg.max_train:
+        train = train[: cfg.max_train]
+    val, test = splits["validation"], splits.get("test")
+    if cfg.max_eval:
+        val = val[: cfg.max_eval]
+        test = test[: cfg.max_eval] if test else test
+
+    labels = None
+    if kind != "regression":
+        counts = Counter(t for e in train for t in (e.label if isinstance(e.label, list) else [e.label]))
+        labels = sorted(counts)
+        if kind == "classification" and len(labels) < 2:
+            raise KdexamError(f"Dataset '{cfg.name}' has only one label in train ({labels[0]!r}); a classifier needs at least two.")
+        known = set(labels)
+        for split, examples in (("validation", val), ("test", test or [])):
+            for e in examples:
+                for t in e.label if isinstance(e.label, list) else [e.label]:
+                    if t not in known:
+                        raise KdexamError(
+                            f"Label {t!r} appears in the {split} split of '{cfg.name}' but never in train; "
+                            "add training examples with it or remove it from that split."
+                        )
+    has_pair = train[0].text_pair is not None
+    task = Task(kind, labels, has_pair, cfg.primary_metric or manifest.get("primary_metric") or "", name)
+    valid_metrics = METRICS_BY_TASK[kind]
+    if task.primary_metric not in valid_metrics:
+        raise KdexamError(f"Primary metric '{task.primary_metric}' does not exist for {kind}; choose one of: {', '.join(valid_metrics)}.")
+    return DataSplits(name, task, train, val, test, notes)

@@ -1,0 +1,70 @@
+"""Task metrics, computed with scikit-learn, scipy and seqeval.
+
+- Classification: accuracy; macro-F1 (unweighted mean of per-class F1,
+  F1_c = 2·P_c·R_c / (P_c + R_c)); a per-class precision/recall/F1/support report.
+- Tagging: when the tags follow a BIO/BIOES scheme, entity-span precision/recall/F1
+  as in CoNLL-2003 (seqeval, Ramshaw & Marcus 1995 chunking); always token accuracy
+  and token macro-F1 over words.
+- Regression: Pearson's r, Spearman's ρ and mean squared error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import accuracy_score, classification_report, f1_score, mean_squared_error
+
+_BIO = re.compile(r"^(O|[BIESL]-.+)$")
+
+
+def classification_metrics(gold: Sequence, pred: Sequence, labels: Sequence | None = None) -> dict:
+    """Accuracy, macro-F1 over ``labels`` and a per-class report."""
+    labels = list(labels) if labels is not None else sorted(set(gold) | set(pred))
+    report = classification_report(gold, pred, labels=labels, output_dict=True, zero_division=0)
+    per_class = {str(k): {m: float(v) for m, v in report[k].items()} for k in map(str, labels) if k in report}
+    return {
+        "accuracy": float(accuracy_score(gold, pred)),
+        "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": per_class,
+    }
+
+
+def is_bio_scheme(tags: Sequence[str]) -> bool:
+    """True when every tag is ``O`` or ``B-X``/``I-X`` (or E-/S-) and some tag is not ``O``."""
+    tags = set(tags)
+    return bool(tags) and tags != {"O"} and all(_BIO.match(t) for t in tags)
+
+
+def tagging_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], labels: Sequence[str] | None = None) -> dict:
+    """Word-level tagging metrics over sentences of tags."""
+    if any(len(g) != len(p) for g, p in zip(gold, pred)) or len(gold) != len(pred):
+        raise ValueError("gold and predicted tag sequences must have the same lengths")
+    flat_gold = [t for s in gold for t in s]
+    flat_pred = [t for s in pred for t in s]
+    labels = list(labels) if labels is not None else sorted(set(flat_gold))
+    out = {
+        "accuracy": float(accuracy_score(flat_gold, flat_pred)),
+        "macro_f1": float(f1_score(flat_gold, flat_pred, labels=labels, average="macro", zero_division=0)),
+    }
+    if is_bio_scheme(labels):
+        from seqeval.metrics import f1_score as span_f1, precision_score, recall_score
+
+        gold_l, pred_l = [list(s) for s in gold], [list(s) for s in pred]
+        out["span_f1"] = float(span_f1(gold_l, pred_l, zero_division=0))
+        out["span_precision"] = float(precision_score(gold_l, pred_l, zero_division=0))
+        out["span_recall"] = float(recall_score(gold_l, pred_l, zero_division=0))
+    return out
+
+
+def regression_metrics(gold: Sequence[float], pred: Sequence[float]) -> dict:
+    """Pearson's r, Spearman's ρ and MSE (correlations are 0 when a side is constant)."""
+    g, p = np.asarray(gold, dtype=float), np.asarray(pred, dtype=float)
+    constant = np.ptp(g) == 0 or np.ptp(p) == 0
+    return {
+        "pearson": 0.0 if constant else float(stats.pearsonr(g, p)[0]),
+        "spearman": 0.0 if constant else float(stats.spearmanr(g, p)[0]),
+        "mse": float(mean_squared_error(g, p)),
+    }

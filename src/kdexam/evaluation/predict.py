@@ -1,0 +1,59 @@
+"""Run a model over encoded examples and turn its outputs into task predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from kdexam.data.encode import MODEL_INPUTS, Features, make_loader, words_from_subwords
+from kdexam.tasks import Task
+
+
+def hf_forward(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Logits of a Hugging Face ``AutoModelFor…`` model."""
+    return model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
+
+
+@torch.inference_mode()
+def predict_logits(model, features: Features, tokenizer, task: Task, batch_size: int = 64,
+                   forward: Callable = hf_forward, device: torch.device | None = None) -> list[np.ndarray]:
+    """Per-example logits in the original order (length-sorted batches inside).
+    Tagging logits are cut to each example's own length."""
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    out: list[np.ndarray | None] = [None] * len(features)
+    for batch in make_loader(features, tokenizer, task, batch_size, shuffle=False):
+        inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+        logits = forward(model, inputs).float().cpu().numpy()
+        for row, i in enumerate(batch["index"].tolist()):
+            n = len(features.rows[i]["input_ids"])
+            out[i] = logits[row, :n] if task.kind == "token-classification" else logits[row]
+    if was_training:
+        model.train()
+    return out  # type: ignore[return-value]
+
+
+def decode(task: Task, logits: list[np.ndarray], features: Features) -> list:
+    """Label names, word tag sequences or floats from per-example logits."""
+    labels = task.labels or []
+    if task.kind == "regression":
+        return [float(l.reshape(-1)[0]) for l in logits]
+    if task.kind == "classification":
+        return [labels[int(l.argmax())] for l in logits]
+    fill = labels.index("O") if "O" in labels else 0
+    out = []
+    for l, row in zip(logits, features.rows):
+        ids = words_from_subwords(row["word_ids"], l.argmax(-1).tolist(), row["n_words"], fill)
+        out.append([labels[i] for i in ids])
+    return out
+
+
+def evaluate(model, features: Features, examples, tokenizer, task: Task, batch_size: int = 64,
+             forward: Callable = hf_forward) -> tuple[dict, list[np.ndarray]]:
+    """Task metrics of ``model`` on encoded ``examples``; also returns the logits."""
+    logits = predict_logits(model, features, tokenizer, task, batch_size, forward)
+    preds = decode(task, logits, features)
+    return task.metrics([e.label for e in examples], preds), logits

@@ -1,0 +1,83 @@
+"""The task kinds kdexam handles, and what each needs: head size, gold loss,
+decoding of model outputs and metrics.
+
+- ``classification``: one label per text or text pair; cross-entropy.
+- ``token-classification``: one tag per word; the label sits on the word's first
+  subword and every other position is ``-100`` (ignored by the loss).
+- ``regression``: one real number per text or pair; mean squared error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kdexam.evaluation import metrics as M
+
+IGNORE_INDEX = -100
+TASK_KINDS = ("classification", "token-classification", "regression")
+HIGHER_IS_BETTER = {"mse": False}
+
+
+@dataclass
+class Task:
+    kind: str
+    labels: list[str] | None = None
+    text_pair: bool = False
+    primary_metric: str = ""
+    dataset: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.primary_metric:
+            self.primary_metric = self.default_primary_metric()
+
+    # ---- shape of the head -------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.kind == "regression" else len(self.labels or [])
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels or [])}
+
+    def default_primary_metric(self) -> str:
+        if self.kind == "regression":
+            return "pearson"
+        if self.kind == "token-classification" and M.is_bio_scheme(self.labels or []):
+            return "span_f1"
+        return "accuracy"
+
+    @property
+    def greater_is_better(self) -> bool:
+        return HIGHER_IS_BETTER.get(self.primary_metric, True)
+
+    # ---- loss and decoding -------------------------------------------------
+    def gold_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (classification; per token with ``-100`` ignored) or MSE (regression)."""
+        if self.kind == "regression":
+            return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+    def decode(self, logits: np.ndarray) -> np.ndarray:
+        """Predictions from logits: class ids (argmax over the last axis) or scores."""
+        return logits.reshape(-1) if self.kind == "regression" else logits.argmax(-1)
+
+    # ---- metrics -------------------------------------------------------------
+    def metrics(self, gold: list, pred: list) -> dict:
+        """Metrics on label strings (classification), word tag sequences (tagging) or floats."""
+        if self.kind == "classification":
+            return M.classification_metrics([str(g) for g in gold], [str(p) for p in pred], self.labels)
+        if self.kind == "token-classification":
+            return M.tagging_metrics(gold, pred, self.labels)
+        return M.regression_metrics(gold, pred)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Task":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})

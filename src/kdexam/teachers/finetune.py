@@ -1,0 +1,99 @@
+"""Fine-tune an encoder as the teacher for a task (``kdexam teacher``).
+
+AdamW with linear warmup and decay, early stopping on the validation metric, the
+best checkpoint restored, then metrics on test. The run directory gets
+``config.yaml``, ``metrics.json``, ``task.json``, ``train_log.jsonl`` and the model
+(``model.safetensors`` + ``config.json`` + tokenizer files).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from accelerate.utils import set_seed
+from rich.console import Console
+
+from kdexam.config import TeacherRunConfig, save_config
+from kdexam.data.encode import encode, make_loader
+from kdexam.data.readers import load_data
+from kdexam.errors import KdexamError
+from kdexam.evaluation.predict import evaluate
+from kdexam.paths import atomic_write_json
+from kdexam.teachers.loader import load_for_task, load_tokenizer
+from kdexam.training.trainer import fit, make_accelerator
+
+console = Console(stderr=True)
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def finetune_teacher(cfg: TeacherRunConfig) -> dict:
+    """Fine-tune ``cfg.model`` on ``cfg.data``; write the run directory ``cfg.out``; return metrics."""
+    if not cfg.out:
+        raise KdexamError("No output directory given; pass --out DIR.")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise KdexamError(f"Output path '{out}' is a file; pass a directory to --out.")
+    set_seed(cfg.seed)
+    started = time.perf_counter()
+    data = load_data(cfg.data, cfg.seed)
+    task = data.task
+    for note in data.notes:
+        console.print(f"[dim]data:[/] {note}")
+    console.print(f"[bold]{data.name}[/]: {task.kind}, {len(data.train)} train / {len(data.validation)} validation / "
+                  f"{len(data.test) if data.test else 0} test, primary metric {task.primary_metric}")
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_for_task(cfg.model, task)
+    accelerator = make_accelerator(cfg.train)
+
+    enc = {s: encode(data.split(s), tokenizer, task, cfg.data.max_length) for s in ("train", "validation", "test") if data.split(s)}
+    loader = make_loader(enc["train"], tokenizer, task, cfg.train.batch_size, shuffle=True, seed=cfg.seed)
+
+    def loss_fn(m, batch):
+        inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "index"}
+        return m(**inputs).loss
+
+    def validate(m):
+        return evaluate(m, enc["validation"], data.validation, tokenizer, task, cfg.train.eval_batch_size)[0]
+
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    summary = fit(model, loader, loss_fn, validate, cfg.train, accelerator, task.primary_metric,
+                  task.greater_is_better, log_path, desc=f"teacher {Path(str(cfg.model)).name}")
+    model = accelerator.unwrap_model(model)
+
+    split = data.eval_split
+    metrics, _ = evaluate(model, enc[split], data.split(split), tokenizer, task, cfg.train.eval_batch_size)
+    result = {
+        "task": task.kind, "dataset": data.name, "split": split, "primary_metric": task.primary_metric,
+        "teacher": {"name": str(cfg.model), "params": count_params(model),
+                    "metrics": {k: v for k, v in metrics.items() if k != "per_class"},
+                    "per_class": metrics.get("per_class"),
+                    "best_validation": summary["best_validation"], "best_at": summary["best_at"],
+                    "train_seconds": summary["train_seconds"], "total_seconds": round(time.perf_counter() - started, 2)},
+        "notes": data.notes,
+    }
+    save_model(model, tokenizer, out)
+    atomic_write_json(out / "task.json", task.to_dict())
+    save_config(cfg, out / "config.yaml")
+    atomic_write_json(out / "metrics.json", result)
+    return result
+
+
+def save_model(model, tokenizer, out: Path) -> None:
+    """Save weights (safetensors), config and tokenizer through a temporary directory, then move
+    the files in, so an interrupted save leaves the previous model intact."""
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".model-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            f.replace(out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

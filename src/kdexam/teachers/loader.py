@@ -1,0 +1,80 @@
+"""Load encoders and tokenizers for a task, from a built-in name, a local directory or a hub id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdexam.errors import KdexamError
+from kdexam.tasks import Task
+
+AUTO_CLASSES = {
+    "classification": "AutoModelForSequenceClassification",
+    "regression": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+}
+
+
+def quiet_transformers() -> None:
+    """kdexam reports what matters itself; silence transformers' load reports and shard bars."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _resolve(name_or_path: str) -> str:
+    from kdexam.teachers.builtin_models import resolve_model
+
+    return resolve_model(name_or_path)
+
+
+def _cannot_load(name: str, what: str, err: Exception) -> KdexamError:
+    return KdexamError(
+        f"Cannot load the {what} of '{name}' ({type(err).__name__}: {str(err).splitlines()[0][:160]}); pass a built-in model "
+        "(see 'kdexam models list'), a local Hugging Face model directory, or a hub id reachable from this machine."
+    )
+
+
+def load_tokenizer(name_or_path: str):
+    """A fast tokenizer (needed for word alignment); ``trust_remote_code`` stays off."""
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    path = _resolve(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, use_fast=True)
+    except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
+        raise _cannot_load(name_or_path, "tokenizer", e) from None
+    if not getattr(tok, "is_fast", False):
+        raise KdexamError(f"Model '{name_or_path}' has no fast tokenizer (tokenizer.json); kdexam needs one for subword alignment.")
+    return tok
+
+
+def load_for_task(name_or_path: str, task: Task):
+    """An ``AutoModelFor…`` with a fresh head for ``task`` (a head of another size is replaced)."""
+    import transformers
+
+    quiet_transformers()
+    path = _resolve(name_or_path)
+    cls = getattr(transformers, AUTO_CLASSES[task.kind])
+    kwargs = {"num_labels": task.num_labels}
+    if task.kind == "regression":
+        kwargs["problem_type"] = "regression"
+    else:
+        kwargs["id2label"] = dict(enumerate(task.labels))
+        kwargs["label2id"] = task.label2id
+        if task.kind == "classification":
+            kwargs["problem_type"] = "single_label_classification"
+    try:
+        return cls.from_pretrained(path, ignore_mismatched_sizes=True, **kwargs)
+    except Exception as e:
+        raise _cannot_load(name_or_path, "weights", e) from None
+
+
+def read_task(run_dir: str | Path) -> Task:
+    """The task a fine-tuned teacher (or student) run was trained for (``task.json``)."""
+    p = Path(run_dir) / "task.json"
+    if not p.is_file():
+        raise KdexamError(f"'{run_dir}' has no task.json; pass a directory written by 'kdexam teacher'.")
+    return Task.from_dict(json.loads(p.read_text(encoding="utf-8")))

@@ -1,0 +1,102 @@
+"""Shared fixtures: a tiny random BERT with a WordPiece tokenizer trained in memory,
+and small synthetic datasets whose labels are learnable from the words."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+POS_WORDS = ["good", "great", "fine", "lovely", "superb", "nice"]
+NEG_WORDS = ["bad", "awful", "poor", "boring", "dull", "ugly"]
+FILLER = ["the", "movie", "was", "plot", "actors", "film", "story", "really", "quite", "and", "a", "it"]
+
+
+def sentiment_examples(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = rng.sample(FILLER, 5) + [rng.choice(POS_WORDS if label == "pos" else NEG_WORDS)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def tagging_sentences(n: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """Words tagged ADJ / NOUN / DET by a fixed lexicon."""
+    rng = random.Random(seed)
+    lex = {**{w: "ADJ" for w in POS_WORDS + NEG_WORDS}, "movie": "NOUN", "plot": "NOUN", "film": "NOUN",
+           "story": "NOUN", "actors": "NOUN", "the": "DET", "a": "DET"}
+    words = list(lex)
+    return [(ws := rng.sample(words, rng.randint(3, 7)), [lex[w] for w in ws]) for _ in range(n)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_conll(path: Path, sents) -> Path:
+    path.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(ws, ts)) for ws, ts in sents) + "\n", encoding="utf-8")
+    return path
+
+
+def build_tokenizer():
+    """A lowercase WordPiece tokenizer trained by the `tokenizers` library, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    corpus = [r["text"] for r in sentiment_examples(400)]
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]",
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) saved as a HF model directory."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tiny-bert")
+    cfg = BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture()
+def sentiment_dir(tmp_path) -> Path:
+    """train/validation/test JSONL files of the synthetic sentiment task."""
+    d = tmp_path / "sentiment"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", sentiment_examples(200, seed=1))
+    write_jsonl(d / "validation.jsonl", sentiment_examples(40, seed=2))
+    write_jsonl(d / "test.jsonl", sentiment_examples(60, seed=3))
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Unit tests never touch the user's kdexam home."""
+    if "KDEXAM_TEST_REAL_HOME" not in __import__("os").environ:
+        monkeypatch.setenv("KDEXAM_HOME", str(tmp_path / "kdexam-home"))

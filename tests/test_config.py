@@ -1,0 +1,54 @@
+import pytest
+
+from kdexam.config import TeacherRunConfig, build_config, load_config, save_config
+from kdexam.errors import KdexamError
+
+
+def test_defaults_and_overrides():
+    cfg = build_config(TeacherRunConfig, {"train": {"epochs": 5}}, {"train.epochs": 2, "data.name": "x", "seed": None})
+    assert cfg.train.epochs == 2  # the flag wins over the file
+    assert cfg.data.name == "x"
+    assert cfg.seed == 42  # None overrides are ignored
+    assert cfg.train.learning_rate == 5e-5
+
+
+def test_unknown_key_names_closest(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(KdexamError, match=r"Unknown config key 'train.epoch'; did you mean 'train.epochs'"):
+        load_config(TeacherRunConfig, p)
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(KdexamError, match=r"'modle'.*'model'"):
+        build_config(TeacherRunConfig, {"modle": "x"})
+
+
+def test_bad_value_type():
+    with pytest.raises(KdexamError, match=r"train.epochs"):
+        build_config(TeacherRunConfig, {"train": {"epochs": "many"}})
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [1, 2\n")
+    with pytest.raises(KdexamError, match="not valid YAML"):
+        load_config(TeacherRunConfig, p)
+    with pytest.raises(KdexamError, match="does not exist"):
+        load_config(TeacherRunConfig, tmp_path / "nope.yaml")
+    p.write_text("- a\n- b\n")
+    with pytest.raises(KdexamError, match="mapping"):
+        load_config(TeacherRunConfig, p)
+
+
+def test_yaml_is_safe_loaded(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("model: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(KdexamError, match="not valid YAML"):
+        load_config(TeacherRunConfig, p)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = build_config(TeacherRunConfig, {"data": {"name": "d", "max_train": 10}, "out": "o"})
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(TeacherRunConfig, tmp_path / "config.yaml") == cfg

@@ -1,0 +1,65 @@
+import torch
+
+from kdexam.data.encode import LengthBucketSampler, align_labels, encode, make_loader, words_from_subwords
+from kdexam.data.readers import Example
+from kdexam.tasks import IGNORE_INDEX, Task
+
+
+def test_align_labels_first_subword():
+    word_ids = [None, 0, 0, 1, 2, 2, 2, None]
+    assert align_labels(word_ids, [5, 6, 7]) == [-100, 5, -100, 6, 7, -100, -100, -100]
+
+
+def test_tag_alignment_round_trip(tiny_tokenizer):
+    task = Task("token-classification", ["ADJ", "DET", "NOUN"])
+    words = ["the", "greatfilm", "dullplot", "moviestory"]  # unseen words split into subwords
+    tags = ["DET", "ADJ", "ADJ", "NOUN"]
+    f = encode([Example(words, None, tags)], tiny_tokenizer, task, max_length=64)
+    row = f.rows[0]
+    assert len(row["input_ids"]) > len(words) + 2, "the test words must split into subwords"
+    labelled = [l for l in row["labels"] if l != IGNORE_INDEX]
+    assert labelled == [task.label2id[t] for t in tags]
+    # predictions equal to the labels on first subwords (garbage elsewhere) map back to the tags
+    subword_preds = [l if l != IGNORE_INDEX else 0 for l in row["labels"]]
+    assert words_from_subwords(row["word_ids"], subword_preds, row["n_words"]) == [task.label2id[t] for t in tags]
+
+
+def test_truncated_words_get_fill():
+    assert words_from_subwords([-1, 0, 1, -1], [9, 3, 4, 9], n_words=4, fill=7) == [3, 4, 7, 7]
+
+
+def test_length_buckets_cover_everything_and_reshuffle():
+    lengths = [((i * 37) % 50) + 1 for i in range(1000)]
+    s = LengthBucketSampler(lengths, batch_size=32, seed=1)
+    b0 = s.batches()
+    assert sorted(i for b in b0 for i in b) == list(range(1000))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in b0) / len(b0)
+    assert spread < 5, "batches should hold similar lengths"
+    s.set_epoch(1)
+    assert s.batches() != b0
+    s.set_epoch(0)
+    assert s.batches() == b0, "the same epoch and seed give the same batches"
+
+
+def test_loader_pads_dynamically(tiny_tokenizer):
+    task = Task("classification", ["neg", "pos"])
+    ex = [Example("good", None, "pos"), Example("the movie was really quite dull and boring", None, "neg")]
+    f = encode(ex, tiny_tokenizer, task, max_length=64)
+    batch = next(iter(make_loader(f, tiny_tokenizer, task, batch_size=2, shuffle=False)))
+    assert batch["input_ids"].shape[1] == max(f.lengths) < 64
+    assert batch["labels"].tolist() == [task.label2id[ex[i].label] for i in batch["index"].tolist()]
+
+
+def test_pairs_use_the_pair_encoding(tiny_tokenizer):
+    task = Task("classification", ["0", "1"], text_pair=True)
+    f = encode([Example("good movie", "bad plot", "1")], tiny_tokenizer, task, max_length=64)
+    ids = f.rows[0]["input_ids"]
+    assert ids.count(tiny_tokenizer.sep_token_id) == 2
+    assert 1 in f.rows[0]["token_type_ids"]
+
+
+def test_regression_labels_are_float(tiny_tokenizer):
+    task = Task("regression")
+    f = encode([Example("good", None, 1.5)], tiny_tokenizer, task, max_length=16)
+    batch = next(iter(make_loader(f, tiny_tokenizer, task, 4, shuffle=False)))
+    assert batch["labels"].dtype == torch.float and batch["labels"].tolist() == [1.5]

@@ -1,0 +1,61 @@
+import math
+
+import pytest
+
+from kdexam.evaluation.metrics import classification_metrics, is_bio_scheme, regression_metrics, tagging_metrics
+
+
+def test_classification_by_hand():
+    gold = ["a", "a", "b", "b", "c"]
+    pred = ["a", "b", "b", "b", "a"]
+    m = classification_metrics(gold, pred, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    # F1: a: P=1/2 R=1/2 -> 1/2; b: P=2/3 R=1 -> 4/5; c: 0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert m["per_class"]["b"]["recall"] == pytest.approx(1.0)
+    assert m["per_class"]["c"]["support"] == 1
+
+
+def test_tagging_token_metrics_without_bio():
+    gold = [["DET", "NOUN"], ["ADJ"]]
+    pred = [["DET", "ADJ"], ["ADJ"]]
+    m = tagging_metrics(gold, pred)
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    assert "span_f1" not in m
+    # token macro-F1: ADJ P=1/2 R=1 -> 2/3; DET 1; NOUN 0
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
+def test_tagging_span_f1_with_bio():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"]]
+    pred = [["B-PER", "I-PER", "O", "O"]]
+    m = tagging_metrics(gold, pred)
+    # one of two gold spans found, no false positive: P=1, R=1/2, F1=2/3
+    assert m["span_precision"] == pytest.approx(1.0)
+    assert m["span_recall"] == pytest.approx(0.5)
+    assert m["span_f1"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx(3 / 4)
+
+
+def test_bio_detection():
+    assert is_bio_scheme(["O", "B-PER", "I-PER"])
+    assert not is_bio_scheme(["NN", "VB"])
+    assert not is_bio_scheme(["O"])
+
+
+def test_regression_by_hand():
+    gold = [1.0, 2.0, 3.0, 4.0]
+    pred = [1.5, 2.0, 2.5, 5.0]
+    m = regression_metrics(gold, pred)
+    assert m["mse"] == pytest.approx((0.25 + 0 + 0.25 + 1) / 4)
+    assert m["spearman"] == pytest.approx(1.0)
+    # Pearson by hand
+    mg, mp = 2.5, 2.75
+    cov = sum((g - mg) * (p - mp) for g, p in zip(gold, pred))
+    r = cov / math.sqrt(sum((g - mg) ** 2 for g in gold) * sum((p - mp) ** 2 for p in pred))
+    assert m["pearson"] == pytest.approx(r)
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        tagging_metrics([["A", "B"]], [["A"]])

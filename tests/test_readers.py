@@ -1,0 +1,167 @@
+import json
+
+import pytest
+
+from conftest import sentiment_examples, tagging_sentences, write_conll, write_jsonl
+from kdexam.config import DataConfig
+from kdexam.data.readers import Example, infer_task, load_data, read_conll, read_file
+from kdexam.errors import KdexamError
+
+
+def cfg(name, **kw):
+    return DataConfig(name=str(name), **kw)
+
+
+def test_csv_tsv_jsonl_read_the_same(tmp_path):
+    rows = [{"sentence": "good film", "y": "pos"}, {"sentence": 'a "quoted", text', "y": "neg"}]
+    (tmp_path / "d.csv").write_text('sentence,y\ngood film,pos\n"a ""quoted"", text",neg\n')
+    (tmp_path / "d.tsv").write_text("sentence\ty\ngood film\tpos\na \"quoted\", text\tneg\n")
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    c = DataConfig(text_column="sentence", label_column="y")
+    for ext in ("csv", "tsv", "jsonl"):
+        ex = read_file(tmp_path / f"d.{ext}", c)
+        assert [(e.text, e.label) for e in ex] == [("good film", "pos"), ('a "quoted", text', "neg")], ext
+
+
+def test_json_array_and_pairs(tmp_path):
+    p = tmp_path / "d.json"
+    p.write_text(json.dumps([{"text": "a", "text_pair": "b", "label": 1}]))
+    ex = read_file(p, DataConfig())
+    assert (ex[0].text, ex[0].text_pair, ex[0].label) == ("a", "b", 1)
+
+
+def test_conll_reader(tmp_path):
+    p = tmp_path / "d.conll"
+    p.write_text("-DOCSTART- -X- O\n\nEU B-ORG\nrejects O\n\n\nGerman B-MISC\n")
+    ex = read_conll(p, DataConfig())
+    assert [e.text for e in ex] == [["EU", "rejects"], ["German"]]
+    assert [e.label for e in ex] == [["B-ORG", "O"], ["B-MISC"]]
+    # a multi-column CoNLL file: token first, tag last
+    p.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
+    assert read_conll(p, DataConfig())[0].label == ["B-ORG", "O"]
+
+
+@pytest.mark.parametrize("content,match", [
+    ("text,label\nhello\n", "no value in label column"),
+    ("text,label\n,pos\n", "empty text"),
+    ("txt,label\nhello,pos\n", r"no column 'text' \(it has: txt, label\); pass --text-column NAME. Did you mean 'txt'"),
+    ("text,label\nhello,pos,extra\n", "more fields than the header"),
+    ("", "is empty"),
+])
+def test_malformed_csv(tmp_path, content, match):
+    p = tmp_path / "bad.csv"
+    p.write_text(content)
+    with pytest.raises(KdexamError, match=match):
+        read_file(p, DataConfig())
+
+
+def test_malformed_jsonl_conll_encoding(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
+    with pytest.raises(KdexamError, match="line 2 is not valid JSON"):
+        read_file(p, DataConfig())
+    p.write_text('["not", "an object"]\n')
+    with pytest.raises(KdexamError, match="not a JSON object"):
+        read_file(p, DataConfig())
+    c = tmp_path / "bad.conll"
+    c.write_text("word\tTAG\nlonely\n")
+    with pytest.raises(KdexamError, match="line 2 is not 'token<TAB>tag'"):
+        read_file(c, DataConfig())
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncaf\xe9,pos\n".encode("latin-1"))
+    with pytest.raises(KdexamError, match="not valid UTF-8"):
+        read_file(latin, DataConfig())
+    with pytest.raises(KdexamError, match="unknown extension"):
+        read_file(tmp_path / "x.xlsx", DataConfig())
+
+
+def test_directory_with_splits_and_label_vocab(sentiment_dir):
+    d = load_data(cfg(sentiment_dir))
+    assert d.task.kind == "classification" and d.task.labels == ["neg", "pos"]
+    assert (len(d.train), len(d.validation), len(d.test)) == (200, 40, 60)
+    assert d.eval_split == "test" and not d.notes
+
+
+def test_validation_carved_stratified_and_seeded(tmp_path):
+    p = write_jsonl(tmp_path / "train.jsonl", sentiment_examples(100))
+    a, b = load_data(cfg(p), seed=1), load_data(cfg(p), seed=1)
+    assert [e.text for e in a.validation] == [e.text for e in b.validation]
+    assert len(a.validation) == 10 and len(a.train) == 90
+    assert sorted(e.label for e in a.validation) == ["neg"] * 5 + ["pos"] * 5
+    assert a.test is None and a.eval_split == "validation"
+    assert "carved" in a.notes[0]
+    c = load_data(cfg(p), seed=2)
+    assert [e.text for e in c.validation] != [e.text for e in a.validation]
+
+
+def test_max_train_takes_first_n_after_seeded_shuffle(sentiment_dir):
+    full = load_data(cfg(sentiment_dir), seed=3)
+    sub = load_data(cfg(sentiment_dir, max_train=25), seed=3)
+    assert [e.text for e in sub.train] == [e.text for e in full.train[:25]]
+    assert [e.text for e in sub.validation] == [e.text for e in full.validation]
+
+
+def test_unseen_label_is_a_clear_error(sentiment_dir):
+    write_jsonl(sentiment_dir / "test.jsonl", [{"text": "hm", "label": "neutral"}])
+    with pytest.raises(KdexamError, match=r"Label 'neutral' appears in the test split .* never in train"):
+        load_data(cfg(sentiment_dir))
+
+
+def test_task_inference(tmp_path):
+    reg = write_jsonl(tmp_path / "reg.jsonl", [{"text": f"t{i}", "label": i / 7} for i in range(30)])
+    assert load_data(cfg(reg)).task.kind == "regression"
+    assert load_data(cfg(reg)).task.primary_metric == "pearson"
+    conll = write_conll(tmp_path / "train.conll", tagging_sentences(30))
+    t = load_data(cfg(conll))
+    assert t.task.kind == "token-classification" and t.task.labels == ["ADJ", "DET", "NOUN"]
+
+
+def test_regression_with_non_numeric_label(tmp_path):
+    p = write_jsonl(tmp_path / "r.jsonl", [{"text": "a", "label": "x"}] * 20)
+    with pytest.raises(KdexamError, match="not a number"):
+        load_data(cfg(p, task="regression"))
+
+
+def test_wrong_task_for_data(tmp_path, sentiment_dir):
+    with pytest.raises(KdexamError, match="not in CoNLL form"):
+        load_data(cfg(sentiment_dir, task="token-classification"))
+    conll = write_conll(tmp_path / "train.conll", tagging_sentences(20))
+    with pytest.raises(KdexamError, match="--task token-classification"):
+        load_data(cfg(conll, task="classification"))
+
+
+def test_missing_path_and_unknown_name(tmp_path):
+    with pytest.raises(KdexamError, match="does not exist"):
+        load_data(cfg(tmp_path / "missing.csv"))
+    with pytest.raises(KdexamError, match="did you mean 'movie-sentiment'"):
+        load_data(cfg("movie-sentimnt"))
+
+
+def test_unlabelled_data_and_single_label(tmp_path):
+    p = write_jsonl(tmp_path / "u.jsonl", [{"text": f"line {i}"} for i in range(20)])
+    with pytest.raises(KdexamError, match="has no labels"):
+        load_data(cfg(p))
+    p = write_jsonl(tmp_path / "one.jsonl", [{"text": f"line {i}", "label": "x"} for i in range(20)])
+    with pytest.raises(KdexamError, match="only one label"):
+        load_data(cfg(p))
+
+
+def test_bad_primary_metric(sentiment_dir):
+    with pytest.raises(KdexamError, match="Primary metric 'pearson' does not exist for classification"):
+        load_data(cfg(sentiment_dir, primary_metric="pearson"))
+
+
+def test_saved_hf_dataset_directory(tmp_path):
+    import datasets
+
+    rows = sentiment_examples(30)
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    d = load_data(cfg(tmp_path / "saved"))
+    assert len(d.train) + len(d.validation) == 30 and d.task.labels == ["neg", "pos"]
+
+
+def test_infer_task_rules():
+    assert infer_task([Example("a", None, 0.5), Example("b", None, 1.0)]) == "regression"
+    assert infer_task([Example("a", None, "1"), Example("b", None, "0")] * 10) == "classification"
+    assert infer_task([Example("a", None, "pos")]) == "classification"
+    assert infer_task([Example(["a"], None, ["X"])]) == "token-classification"
