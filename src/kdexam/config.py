@@ -70,6 +70,10 @@ class TrainConfig(Strict):
     """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, none on CPU."""
     num_threads: int | None = None
     """CPU threads for PyTorch; all cores when omitted."""
+    checkpoint_every: int = 200
+    """Write a full checkpoint (for ``--resume``) every N optimizer steps and after each evaluation; 0: only after evaluations."""
+    keep_checkpoint: bool = False
+    """Keep the last checkpoint in the run directory after a successful run."""
 
 
 class TeacherRunConfig(Strict):

@@ -102,10 +102,11 @@ class LengthBucketSampler(Sampler[list[int]]):
     def __init__(self, lengths: list[int], batch_size: int, shuffle: bool = True, seed: int = 0, bucket_mult: int = 50):
         self.lengths, self.batch_size, self.shuffle, self.seed = lengths, batch_size, shuffle, seed
         self.bucket = batch_size * bucket_mult
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the epoch's batch order; ``skip`` drops its first batches (a resumed run)."""
+        self.epoch, self.skip = epoch, skip
 
     def batches(self) -> list[list[int]]:
         idx = list(range(len(self.lengths)))
@@ -122,7 +123,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        return iter(self.batches()[self.skip :])
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
@@ -150,4 +151,7 @@ class Collator:
 
 def make_loader(features: Features, tokenizer, task: Task, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
     sampler = LengthBucketSampler(features.lengths, batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(FeatureDataset(features), batch_sampler=sampler, collate_fn=Collator(tokenizer, task))
+    # its own generator: creating an iterator must not draw from the global RNG (dropout), or a resumed
+    # run would see different dropout masks than an uninterrupted one
+    return DataLoader(FeatureDataset(features), batch_sampler=sampler, collate_fn=Collator(tokenizer, task),
+                      generator=torch.Generator().manual_seed(seed))

