@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kdexam.config import TeacherRunConfig, load_config
+from kdexam.config import DistillRunConfig, TeacherRunConfig, load_config
 
 TEACHER_FLAGS = {
     "data": "data.name", "task": "data.task", "text_column": "data.text_column",
@@ -22,21 +22,54 @@ TEACHER_FLAGS = {
 }
 
 
-def teacher_config(config: str | Path | None = None, **flags: Any) -> TeacherRunConfig:
-    """Resolve a teacher config from a YAML file and keyword overrides (the CLI flag names)."""
-    unknown = set(flags) - set(TEACHER_FLAGS)
+DISTILL_FLAGS = {
+    **{k: v for k, v in TEACHER_FLAGS.items() if k != "model"},
+    "teacher": "teacher", "student": "student.kind", "embeddings": "student.embeddings",
+    "vectors_file": "student.vectors_file", "cache_teacher": "cache_teacher",
+}
+
+
+def _overrides(flags: dict[str, Any], table: dict[str, str]) -> dict[str, Any]:
+    unknown = set(flags) - set(table)
     if unknown:
         raise TypeError(f"unknown argument(s): {', '.join(sorted(unknown))}")
-    overrides = {TEACHER_FLAGS[k]: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
-    return load_config(TeacherRunConfig, config, overrides)
+    return {table[k]: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
 
 
-def finetune_teacher(config: str | Path | TeacherRunConfig | None = None, **flags: Any) -> dict:
+def teacher_config(config: str | Path | None = None, **flags: Any) -> TeacherRunConfig:
+    """Resolve a teacher config from a YAML file and keyword overrides (the CLI flag names)."""
+    return load_config(TeacherRunConfig, config, _overrides(flags, TEACHER_FLAGS))
+
+
+def finetune_teacher(config: str | Path | TeacherRunConfig | None = None, resume: bool = False, **flags: Any) -> dict:
     """Fine-tune a teacher; returns the content of its ``metrics.json``."""
     from kdexam.teachers.finetune import finetune_teacher as _finetune
 
     cfg = config if isinstance(config, TeacherRunConfig) else teacher_config(config, **flags)
-    return _finetune(cfg)
+    return _finetune(cfg, resume=resume)
+
+
+def distill_config(config: str | Path | None = None, **flags: Any) -> DistillRunConfig:
+    """Resolve a distillation config from a YAML file and keyword overrides (the CLI flag names)."""
+    return load_config(DistillRunConfig, config, _overrides(flags, DISTILL_FLAGS))
+
+
+def distill(config: str | Path | DistillRunConfig | None = None, resume: bool = False, **flags: Any) -> dict:
+    """Distil a teacher run directory into a student; returns the content of its ``metrics.json``.
+
+    >>> api.distill(teacher="runs/teacher-ms", data="movie-sentiment", student="bilstm", out="runs/bilstm")
+    """
+    from kdexam.training.distill import distill as _distill
+
+    cfg = config if isinstance(config, DistillRunConfig) else distill_config(config, **flags)
+    return _distill(cfg, resume=resume)
+
+
+def load_student(path: str | Path):
+    """A trained student (model, tokenizer, spec, task) from its run directory; no teacher needed."""
+    from kdexam.students.registry import load_student as _load
+
+    return _load(path)
 
 
 def prepare_data(name: str, force: bool = False) -> Path:

@@ -99,6 +99,7 @@ def teacher(
     patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping (default 2)."),
     evals_per_epoch: Optional[int] = typer.Option(None, help="Validation evaluations per epoch (default 1)."),
     num_threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint."),
 ) -> None:
     """Fine-tune an encoder as the teacher for a task; writes a run directory with metrics.json and the model."""
     from kdexam import api
@@ -108,11 +109,51 @@ def teacher(
                  max_length=max_length, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
                  evals_per_epoch=evals_per_epoch, num_threads=num_threads)
     cfg = api.teacher_config(config, **{k: v for k, v in flags.items() if v is not None})
-    result = api.finetune_teacher(cfg)
+    result = api.finetune_teacher(cfg, resume=resume)
     t = result["teacher"]
     rows = [{"metric": k, result["split"]: f"{v:.4f}"} for k, v in t["metrics"].items()]
     out.print(_table(rows, ["metric", result["split"]], f"teacher {t['name']} on {result['dataset']} ({t['params']:,} params)"))
     out.print(f"trained in {t['train_seconds']:.0f} s; run directory: {cfg.out}")
+
+
+@app.command()
+def distill(
+    config: Optional[Path] = ConfigOpt,
+    teacher: Optional[str] = typer.Option(None, help="Teacher run directory written by 'kdexam teacher'."),
+    data: Optional[str] = typer.Option(None, help="Built-in dataset name, data file or directory (the teacher's task)."),
+    student: Optional[str] = typer.Option(None, help="bilstm | cnn | bert-tiny | bert-mini | bert-small | bert-medium | teacher-layers:K."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory to write."),
+    epochs: Optional[int] = EpochsOpt,
+    max_train: Optional[int] = MaxTrainOpt,
+    max_eval: Optional[int] = typer.Option(None, help="Use only the first N validation and test examples."),
+    seed: Optional[int] = SeedOpt,
+    embeddings: Optional[str] = typer.Option(None, help="bilstm/cnn inputs: teacher | glove | random (default teacher)."),
+    vectors_file: Optional[str] = typer.Option(None, help="word2vec/GloVe text file for --embeddings glove."),
+    max_length: Optional[int] = typer.Option(None, help="Longest input in subword tokens (default 128)."),
+    batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default per student kind)."),
+    patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping (default 3)."),
+    num_threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint."),
+) -> None:
+    """Distil a fine-tuned teacher into a student; writes a run directory with metrics.json and the student."""
+    from kdexam import api
+
+    flags = dict(teacher=teacher, data=data, student=student, out=out_dir, epochs=epochs, max_train=max_train,
+                 max_eval=max_eval, seed=seed, embeddings=embeddings, vectors_file=vectors_file, max_length=max_length,
+                 batch_size=batch_size, learning_rate=learning_rate, patience=patience, num_threads=num_threads)
+    cfg = api.distill_config(config, **{k: v for k, v in flags.items() if v is not None})
+    r = api.distill(cfg, resume=resume)
+    pm = r["primary_metric"]
+    t = Table(title=f"{r['student']['name']} distilled from {r['teacher']['name']} on {r['dataset']} ({r['split']})")
+    for c in ("model", "params", pm, "label loyalty", "prob. loyalty"):
+        t.add_column(c)
+    t.add_row("teacher", f"{r['teacher']['params']:,}", f"{r['teacher']['metrics'][pm]:.4f}", "", "")
+    loyal = r["student"]["loyalty"]
+    t.add_row("student", f"{r['student']['params']:,}", f"{r['student']['metrics'][pm]:.4f}",
+              f"{loyal.get('label', loyal.get('regression', 0)):.4f}", f"{loyal.get('probability', loyal.get('pearson', 0)):.4f}")
+    out.print(t)
+    out.print(f"retention {r['retention']:.3f}, {r['compression']:.1f}x fewer parameters; run directory: {cfg.out}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,7 +32,7 @@ def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def finetune_teacher(cfg: TeacherRunConfig) -> dict:
+def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False) -> dict:
     """Fine-tune ``cfg.model`` on ``cfg.data``; write the run directory ``cfg.out``; return metrics."""
     if not cfg.out:
         raise KdexamError("No output directory given; pass --out DIR.")
@@ -63,9 +63,11 @@ def finetune_teacher(cfg: TeacherRunConfig) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.jsonl"
-    log_path.unlink(missing_ok=True)
+    if not resume:
+        log_path.unlink(missing_ok=True)
     summary = fit(model, loader, loss_fn, validate, cfg.train, accelerator, task.primary_metric,
-                  task.greater_is_better, log_path, desc=f"teacher {Path(str(cfg.model)).name}")
+                  task.greater_is_better, log_path, desc=f"teacher {Path(str(cfg.model)).name}",
+                  checkpoint_dir=out / "checkpoint", resume=resume)
     model = accelerator.unwrap_model(model)
 
     split = data.eval_split

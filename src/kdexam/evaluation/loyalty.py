@@ -1,0 +1,50 @@
+"""Loyalty: how faithfully a student reproduces its teacher, beside how well it does the task.
+
+- Label loyalty: the share of examples (tokens, for tagging) where the student's
+  argmax equals the teacher's (Xu et al. 2021, "Beyond Preserved Accuracy:
+  Evaluating Loyalty and Robustness of BERT Compression").
+- Probability loyalty: the mean over examples of 1 − D_JS(p_T, p_S), where D_JS is
+  the Jensen–Shannon *distance* in base 2, the square root of the JS divergence
+  JS(p, q) = ½ KL(p ‖ m) + ½ KL(q ‖ m), m = ½ (p + q); it lies in [0, 1]
+  (same source; the square root is taken once).
+- Regression loyalty: 1 − mean|ŷ_T − ŷ_S| / (max ŷ_T − min ŷ_T) over the split, the
+  mean absolute disagreement relative to the teacher's range (after Avram et al.
+  2022, "Distilling the Knowledge of Romanian BERTs Using Multiple Teachers"), with
+  Pearson's r between teacher and student predictions beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+from scipy.special import softmax
+
+
+def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Row-wise Jensen–Shannon distance (base 2) between probability vectors."""
+    m = 0.5 * (p + q)
+
+    def kl(a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(a > 0, a * (np.log2(a) - np.log2(b)), 0.0)
+        return terms.sum(-1)
+
+    return np.sqrt(np.clip(0.5 * kl(p, m) + 0.5 * kl(q, m), 0.0, 1.0))
+
+
+def classification_loyalty(teacher_logits: np.ndarray, student_logits: np.ndarray) -> dict:
+    """Label and probability loyalty from [N, C] logits (tokens flattened for tagging)."""
+    p_t, p_s = softmax(teacher_logits.astype(np.float64), -1), softmax(student_logits.astype(np.float64), -1)
+    return {
+        "label": float((teacher_logits.argmax(-1) == student_logits.argmax(-1)).mean()),
+        "probability": float((1.0 - js_distance(p_t, p_s)).mean()),
+    }
+
+
+def regression_loyalty(teacher_pred: np.ndarray, student_pred: np.ndarray) -> dict:
+    """Regression loyalty and Pearson's r between teacher and student predictions."""
+    t, s = np.asarray(teacher_pred, float).reshape(-1), np.asarray(student_pred, float).reshape(-1)
+    span = t.max() - t.min()
+    loyalty = 1.0 - np.abs(t - s).mean() / span if span > 0 else float(np.allclose(t, s))
+    pearson = float(stats.pearsonr(t, s)[0]) if np.ptp(t) > 0 and np.ptp(s) > 0 else 0.0
+    return {"regression": float(loyalty), "pearson": pearson}

@@ -1,0 +1,132 @@
+"""Distillation end to end on a tiny teacher: run directory, teacher cache, stages, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tagging_sentences, write_conll
+from kdexam import api
+from kdexam.errors import KdexamError
+from kdexam.paths import kdexam_home
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, tiny_bert_dir):
+    """A tiny BERT fine-tuned on the synthetic sentiment data (module-scoped: made once)."""
+    from conftest import sentiment_examples, write_jsonl
+
+    root = tmp_path_factory.mktemp("teacher")
+    data = root / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", sentiment_examples(160, seed=1))
+    write_jsonl(data / "validation.jsonl", sentiment_examples(40, seed=2))
+    write_jsonl(data / "test.jsonl", sentiment_examples(40, seed=3))
+    api.finetune_teacher(data=data, model=tiny_bert_dir, out=root / "run", epochs=10, learning_rate=1e-3, batch_size=16, patience=10)
+    return root
+
+
+FAST = dict(epochs=3, batch_size=16)
+
+
+def test_bilstm_run_directory_and_metrics(teacher_run, tmp_path):
+    r = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="bilstm", out=tmp_path / "s", **FAST)
+    assert set(r) >= {"task", "dataset", "split", "primary_metric", "teacher", "student", "retention"}
+    s, t = r["student"], r["teacher"]
+    assert r["split"] == "test" and r["primary_metric"] == "accuracy"
+    assert s["name"] == "bilstm" and s["params"] > 0 and t["params"] > 0
+    assert r["retention"] == pytest.approx(s["metrics"]["accuracy"] / t["metrics"]["accuracy"])
+    assert 0 <= s["loyalty"]["label"] <= 1 and 0 <= s["loyalty"]["probability"] <= 1
+    assert s["metrics"]["accuracy"] >= 0.8, s["metrics"]
+    for f in ("config.yaml", "metrics.json", "model.safetensors", "student.json", "train_log.jsonl"):
+        assert (tmp_path / "s" / f).is_file(), f
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["retention"] == r["retention"]
+    assert not list(tmp_path.glob("s/checkpoint*")), "a finished run leaves no checkpoint behind"
+
+
+def test_second_student_does_not_run_the_teacher(teacher_run, tmp_path):
+    first = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / "a",
+                        max_train=100, **FAST)
+    second = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="bilstm", out=tmp_path / "b",
+                         max_train=100, **FAST)
+    assert first["teacher_cache"]["hit"] is False and first["teacher_cache"]["teacher_forward_calls"] > 0
+    assert second["teacher_cache"]["hit"] is True
+    assert second["teacher_cache"]["teacher_forward_calls"] == 0, "the cached run must not call the teacher"
+    assert second["teacher"]["metrics"] == first["teacher"]["metrics"]
+
+
+def test_changed_input_gives_a_new_key_and_corruption_is_rebuilt(teacher_run, tmp_path):
+    a = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / "a", max_train=60, epochs=1)
+    b = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / "b", max_train=61, epochs=1)
+    assert a["teacher_cache"]["path"] != b["teacher_cache"]["path"] and not b["teacher_cache"]["hit"]
+    logits = json.loads((tmp_path / "a" / "metrics.json").read_text())["teacher_cache"]["path"] + "/logits.npy"
+    with open(logits, "r+b") as f:  # flip bytes in the middle of the file: same size, wrong checksum
+        f.seek(-8, 2)
+        f.write(b"\x00\x01\x02\x03\x04\x05\x06\x07")
+    c = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / "c", max_train=60, epochs=1)
+    assert c["teacher_cache"]["hit"] is False and c["teacher_cache"]["teacher_forward_calls"] > 0
+    assert c["teacher"]["metrics"] == a["teacher"]["metrics"]
+
+
+def test_cached_logits_equal_the_teachers(teacher_run, tmp_path):
+    from kdexam.data.readers import load_data
+    from kdexam.config import DataConfig
+    from kdexam.teachers.cache import teacher_outputs
+    from kdexam.teachers.loader import load_for_task, load_tokenizer, read_task
+
+    task = read_task(teacher_run / "run")
+    data = load_data(DataConfig(name=str(teacher_run / "data"), max_train=20))
+    tok = load_tokenizer(str(teacher_run / "run"))
+    model = load_for_task(str(teacher_run / "run"), task).eval()
+    out = teacher_outputs(model, tok, teacher_run / "run", data.train, task, 64)
+    enc = tok([e.text for e in data.train[:3]], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        direct = model(**enc).logits.numpy()
+    np.testing.assert_allclose(np.asarray(out.logits[:3]), direct, atol=1e-5)
+
+
+def test_stages_freeze_then_unfreeze(teacher_run, tmp_path):
+    cfg = {"teacher": str(teacher_run / "run"), "data": {"name": str(teacher_run / "data"), "max_train": 64},
+           "student": {"kind": "bilstm"}, "out": str(tmp_path / "s"), "train": {"epochs": 1, "batch_size": 16},
+           "stages": [{"name": "head", "unfreeze": 1, "objectives": [{"name": "mse"}]},
+                      {"name": "all", "data": "gold", "objectives": [{"name": "gold"}], "learning_rate": 1e-4}]}
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    r = api.distill(tmp_path / "c.yaml")
+    assert [s["stage"] for s in r["stages"]] == ["head", "all"]
+    from kdexam.training.distill import apply_unfreeze, layer_groups
+    from kdexam.students.registry import load_student
+
+    model = load_student(tmp_path / "s")[0]
+    groups = layer_groups(model)
+    trainable = apply_unfreeze(model, 1)
+    assert trainable == sum(p.numel() for p in groups[-1].parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_online_teacher_mode_runs_the_teacher_every_step(teacher_run, tmp_path):
+    r = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="bilstm", out=tmp_path / "s",
+                    max_train=64, epochs=1, batch_size=16, cache_teacher=False)
+    assert r["teacher_cache"]["teacher_forward_calls"] >= 4
+
+
+def test_wrong_task_for_the_teachers_head(teacher_run, tmp_path):
+    d = tmp_path / "pos"
+    d.mkdir()
+    write_conll(d / "train.conll", tagging_sentences(30))
+    with pytest.raises(KdexamError, match="trained for classification"):
+        api.distill(teacher=teacher_run / "run", data=d, student="bilstm", out=tmp_path / "s", task="token-classification")
+    with pytest.raises(KdexamError, match="no model.safetensors"):
+        api.distill(teacher=tmp_path, data=d, student="bilstm", out=tmp_path / "s")
+
+
+def test_student_round_trip_predictions(teacher_run, tmp_path):
+    api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / "s", max_train=64, epochs=1)
+    model, tok, spec, task = api.load_student(tmp_path / "s")
+    enc = tok(["the movie was good", "awful plot"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        a = model(**enc)["logits"]
+    model2 = api.load_student(tmp_path / "s")[0]
+    with torch.inference_mode():
+        b = model2(**enc)["logits"]
+    assert torch.equal(a, b) and task.labels == ["neg", "pos"]

@@ -1,0 +1,34 @@
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from kdexam.evaluation.loyalty import classification_loyalty, js_distance, regression_loyalty
+
+
+def test_js_distance_by_hand_and_scipy():
+    p, q = np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]])
+    # m = (0.75, 0.25); KL(p||m) = .5 log2(.5/.75) + .5 log2(.5/.25); KL(q||m) = log2(1/.75)
+    kl_p = 0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(2.0)
+    kl_q = math.log2(1 / 0.75)
+    assert js_distance(p, q)[0] == pytest.approx(math.sqrt(0.5 * kl_p + 0.5 * kl_q))
+    rng = np.random.default_rng(0)
+    a, b = rng.dirichlet(np.ones(4), 5), rng.dirichlet(np.ones(4), 5)
+    np.testing.assert_allclose(js_distance(a, b), [jensenshannon(x, y, base=2) for x, y in zip(a, b)], atol=1e-12)
+
+
+def test_classification_loyalty():
+    t = np.log(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
+    s = np.log(np.array([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4]]))
+    m = classification_loyalty(t, s)
+    assert m["label"] == pytest.approx(2 / 3)
+    d = jensenshannon([0.2, 0.8], [0.7, 0.3], base=2)
+    assert m["probability"] == pytest.approx((1 + (1 - d) + 1) / 3)
+
+
+def test_regression_loyalty_by_hand():
+    t, s = np.array([0.0, 1.0, 2.0, 4.0]), np.array([0.5, 1.0, 1.0, 4.0])
+    m = regression_loyalty(t, s)
+    assert m["regression"] == pytest.approx(1 - (0.5 + 0 + 1 + 0) / 4 / 4)
+    assert m["pearson"] == pytest.approx(np.corrcoef(t, s)[0, 1])
