@@ -1,0 +1,161 @@
+"""BiLSTM student: embeddings → dropout → bidirectional LSTM → masked pooling → MLP head.
+
+The architecture of Tang et al. (2019), "Distilling Task-Specific Knowledge from
+BERT into Simple Neural Networks" (arXiv:1903.12136): word embeddings feed a
+bidirectional LSTM, whose outputs are max-pooled over time (``mean`` and additive
+``attention`` pooling are alternatives) and classified by a ReLU hidden layer and a
+linear output layer. For token classification the pooling and MLP are replaced by a
+per-token linear layer on the BiLSTM outputs.
+
+Padding never affects the result: sequences are packed by length
+(``pack_padded_sequence``), so the LSTM never reads a padding position, and pooling
+is masked. Inputs must be right-padded (the registry sets the tokenizer's
+``padding_side`` to ``"right"``).
+
+Text pairs: ``pair_mode="concat"`` reads the tokenizer's pair encoding
+(``[CLS] a [SEP] b [SEP]``) as one sequence, with a learned segment embedding from
+``token_type_ids`` (zero at initialisation). The pair strategy lives in
+:meth:`BiLSTMStudent.sentence_features` and the head's input width in
+:meth:`BiLSTMStudent.feature_dim`; Tang et al.'s siamese variant (each text encoded
+by the shared BiLSTM, the head reading ``[u; v; |u − v|; u ∘ v]``) is another
+``pair_mode`` there, together with an encoding that keeps the two texts apart.
+
+Outputs (a dict): ``logits`` ([B, C], [B, 1] for regression, [B, L, C] for tagging);
+with ``output_hidden_states=True`` also ``hidden_states`` (the embedding output
+[B, L, E], then each BiLSTM layer's output [B, L, 2H]) and, for sequence tasks,
+``pooled`` (the head's input [B, 2H]). There are no attentions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from kdexam.students.embeddings import StudentEmbedding
+
+POOLINGS = ("max", "mean", "attention")
+PAIR_MODES = ("concat",)
+
+
+@dataclass
+class BiLSTMConfig:
+    """Everything needed to rebuild a :class:`BiLSTMStudent` (saved in ``student.json``)."""
+
+    vocab_size: int
+    embedding_dim: int
+    num_labels: int
+    tagging: bool = False
+    hidden_size: int = 300
+    num_layers: int = 1
+    pooling: str = "max"
+    dropout: float = 0.2
+    pair_mode: str = "concat"
+    segment_embeddings: bool = False
+    freeze_embeddings: bool = False
+
+    def to_dict(self) -> dict:
+        return {"family": "bilstm", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BiLSTMConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def lengths_and_mask(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lengths (at least 1) of right-padded rows, and the matching boolean mask [B, L]."""
+    lengths = attention_mask.sum(1).clamp(min=1)
+    steps = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return lengths, steps[None, :] < lengths[:, None]
+
+
+def masked_pool(states: torch.Tensor, mask: torch.Tensor, how: str, scorer: nn.Module | None = None) -> torch.Tensor:
+    """Pool [B, L, D] over the positions where ``mask`` is true."""
+    m = mask.unsqueeze(-1)
+    if how == "max":
+        return states.masked_fill(~m, float("-inf")).max(1).values
+    if how == "mean":
+        return (states * m).sum(1) / m.sum(1).clamp(min=1)
+    if how == "attention":
+        scores = scorer(states).squeeze(-1).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1)
+        return torch.bmm(weights.unsqueeze(1), states).squeeze(1)
+    raise ValueError(f"unknown pooling {how!r}")
+
+
+class BiLSTMStudent(nn.Module):
+    """A (multi-layer) BiLSTM encoder with a pooled MLP head or a per-token head."""
+
+    family = "bilstm"
+
+    def __init__(self, config: BiLSTMConfig, embedding_weight: torch.Tensor | None = None):
+        super().__init__()
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}")
+        if config.pair_mode not in PAIR_MODES:
+            raise ValueError(f"pair_mode must be one of {PAIR_MODES}")
+        self.config = config
+        h = config.hidden_size
+        self.embeddings = StudentEmbedding(config.vocab_size, config.embedding_dim, config.segment_embeddings,
+                                           embedding_weight, config.freeze_embeddings)
+        self.dropout = nn.Dropout(config.dropout)
+        # one module per layer, so that every layer's output can be returned as a hidden state
+        self.lstms = nn.ModuleList(
+            nn.LSTM(config.embedding_dim if i == 0 else 2 * h, h, batch_first=True, bidirectional=True)
+            for i in range(config.num_layers))
+        if config.tagging:
+            self.classifier = nn.Linear(2 * h, config.num_labels)
+        else:
+            self.attention = (nn.Sequential(nn.Linear(2 * h, 2 * h), nn.Tanh(), nn.Linear(2 * h, 1, bias=False))
+                              if config.pooling == "attention" else None)
+            self.head = nn.Sequential(nn.Linear(self.feature_dim(), h), nn.ReLU(), nn.Dropout(config.dropout),
+                                      nn.Linear(h, config.num_labels))
+
+    def architecture(self) -> dict:
+        return self.config.to_dict()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word
+
+    def feature_dim(self) -> int:
+        """Width of the vector the sequence head reads."""
+        return 2 * self.config.hidden_size
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Hidden states (embedding output, then each BiLSTM layer) and the boolean mask."""
+        lengths, mask = lengths_and_mask(attention_mask)
+        x = self.embeddings(input_ids, token_type_ids)
+        states = [x]
+        h = x
+        cpu_lengths = lengths.cpu()
+        for lstm in self.lstms:
+            packed = pack_padded_sequence(self.dropout(h), cpu_lengths, batch_first=True, enforce_sorted=False)
+            out, _ = lstm(packed)
+            h, _ = pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
+            states.append(h)
+        return states, mask
+
+    def sentence_features(self, states: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """The head's input: the pooled last BiLSTM layer (``concat`` pairs are one sequence)."""
+        return masked_pool(states[-1], mask, self.config.pooling, self.attention)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> dict:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        states, mask = self.encode(input_ids, attention_mask, token_type_ids)
+        out: dict = {}
+        if self.config.tagging:
+            out["logits"] = self.classifier(self.dropout(states[-1]))
+        else:
+            pooled = self.sentence_features(states, mask)
+            out["logits"] = self.head(self.dropout(pooled))
+            if output_hidden_states:
+                out["pooled"] = pooled
+        if output_hidden_states:
+            out["hidden_states"] = tuple(states)
+        return out

@@ -1,0 +1,314 @@
+"""Input embeddings for the BiLSTM and CNN students, and the tokenizers that go with them.
+
+Three sources (``StudentSpec.embeddings``):
+
+- ``teacher``: the teacher's tokenizer and a copy of its input word-embedding matrix
+  (``model.get_input_embeddings().weight``), optionally reduced by PCA to a smaller
+  width. Initialising a small student from the teacher's embeddings is the recipe of
+  Mukherjee & Awadallah (2020), "XtremeDistil: Multi-stage Distillation for Massive
+  Multilingual Models" (ACL 2020); the PCA reduction keeps the directions of largest
+  variance, and the share of variance kept is reported.
+- ``glove``: a word vocabulary built from the training texts (a word-level fast
+  tokenizer: ``WordLevel`` model, ``BertPreTokenizer``, lowercase normaliser,
+  ``[PAD]``/``[UNK]``/``[CLS]``/``[SEP]``, BERT-style pair template), with vectors read
+  from a word2vec / GloVe text file. Words missing from the file get random vectors
+  drawn from U[-a, a], with ``a`` chosen so they have the variance of the pre-trained
+  ones (Kim 2014). Coverage (share of vocabulary words and of training tokens found
+  in the file) is reported. This is the set-up of the BiLSTM students of Tang et al.
+  (2019), "Distilling Task-Specific Knowledge from BERT into Simple Neural Networks".
+- ``random``: the teacher's tokenizer and randomly initialised embeddings
+  (PyTorch's ``nn.Embedding`` default, N(0, 1)) of a chosen width.
+
+Each builder returns an :class:`EmbeddingInit`: the initial weight matrix, the
+tokenizer that produces ids for it, and an ``info`` dict (source, widths, explained
+variance, coverage) that is saved with the student.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdexam.errors import KdexamError
+
+WORD_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+DEFAULT_RANDOM_DIM = 300
+
+
+@dataclass
+class EmbeddingInit:
+    """Initial word vectors ``weight`` [vocab, dim] for ids produced by ``tokenizer``."""
+
+    weight: torch.Tensor
+    tokenizer: Any
+    info: dict = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.weight.shape[1])
+
+
+class StudentEmbedding(nn.Module):
+    """Word embeddings plus, for concatenated text pairs, a learned segment embedding
+    (added to the word vector, zero at initialisation, indexed by ``token_type_ids``)."""
+
+    def __init__(self, vocab_size: int, dim: int, segments: bool = False, weight: torch.Tensor | None = None,
+                 freeze: bool = False):
+        super().__init__()
+        self.word = nn.Embedding(vocab_size, dim)
+        if weight is not None:
+            if tuple(weight.shape) != (vocab_size, dim):
+                raise ValueError(f"embedding weight has shape {tuple(weight.shape)}, expected {(vocab_size, dim)}")
+            with torch.no_grad():
+                self.word.weight.copy_(weight)
+        self.word.weight.requires_grad_(not freeze)
+        self.segment = None
+        if segments:
+            self.segment = nn.Embedding(2, dim)
+            nn.init.zeros_(self.segment.weight)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.word(input_ids)
+        if self.segment is not None and token_type_ids is not None:
+            x = x + self.segment(token_type_ids.clamp(0, 1))
+        return x
+
+
+# ---- PCA -------------------------------------------------------------------------------
+
+
+def pca(matrix: torch.Tensor, dim: int) -> tuple[torch.Tensor, float]:
+    """Project the rows of ``matrix`` on its top ``dim`` principal components.
+
+    An exact SVD of the centred matrix (deterministic, unlike randomised
+    ``torch.pca_lowrank``); returns the projected rows [n, dim] and the share of
+    the total variance the components keep."""
+    x = matrix.detach().to(torch.float64)
+    x = x - x.mean(0, keepdim=True)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    projected = x @ vh[:dim].T
+    var = s.pow(2)
+    explained = float(var[:dim].sum() / var.sum()) if float(var.sum()) > 0 else 1.0
+    return projected.to(matrix.dtype if matrix.is_floating_point() else torch.float32), explained
+
+
+# ---- teacher and random embeddings -------------------------------------------------------
+
+
+def _teacher_path(teacher: str | Path) -> str:
+    from kdexam.teachers.builtin_models import resolve_model
+
+    return resolve_model(str(teacher))
+
+
+def cannot_load(teacher: str | Path, what: str, err: Exception) -> KdexamError:
+    return KdexamError(f"Cannot load the {what} of teacher '{teacher}' ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0][:160] if str(err) else ''}); pass a local Hugging Face model "
+                       "directory (e.g. one written by 'kdexam teacher') or a built-in model name.")
+
+
+def load_teacher_embedding_matrix(teacher: str | Path) -> torch.Tensor:
+    """The teacher's input word-embedding matrix (a detached float32 copy)."""
+    from transformers import AutoModel
+
+    from kdexam.teachers.loader import quiet_transformers
+
+    quiet_transformers()
+    try:
+        model = AutoModel.from_pretrained(_teacher_path(teacher))
+    except KdexamError:
+        raise
+    except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
+        raise cannot_load(teacher, "weights", e) from None
+    return model.get_input_embeddings().weight.detach().to(torch.float32).clone()
+
+
+def teacher_embeddings(teacher: str | Path, dim: int | None = None) -> EmbeddingInit:
+    """The teacher's tokenizer and word embeddings, reduced by PCA to ``dim`` when it is
+    smaller than the teacher's width."""
+    from kdexam.teachers.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(str(teacher))
+    weight = load_teacher_embedding_matrix(teacher)
+    width = int(weight.shape[1])
+    info: dict = {"source": "teacher", "teacher": str(teacher), "teacher_dim": width, "dim": width,
+                  "pca": False, "explained_variance": None}
+    if dim is not None and dim > width:
+        raise KdexamError(f"embedding_dim {dim} is wider than the teacher's embeddings ({width}); "
+                          f"set embedding_dim to at most {width} or leave it out.")
+    if dim is not None and dim < width:
+        weight, explained = pca(weight, dim)
+        info.update(dim=dim, pca=True, explained_variance=round(explained, 6))
+    return EmbeddingInit(weight.contiguous(), tokenizer, info)
+
+
+def random_embeddings(teacher: str | Path, dim: int | None = None) -> EmbeddingInit:
+    """The teacher's tokenizer and N(0, 1) word vectors of width ``dim`` (default 300)."""
+    from transformers import AutoConfig
+
+    from kdexam.teachers.loader import load_tokenizer
+
+    tokenizer = load_tokenizer(str(teacher))
+    dim = dim or DEFAULT_RANDOM_DIM
+    vocab = len(tokenizer)
+    try:
+        vocab = max(vocab, int(getattr(AutoConfig.from_pretrained(_teacher_path(teacher)), "vocab_size", 0) or 0))
+    except Exception:  # a tokenizer-only directory: its own size is enough
+        pass
+    weight = nn.Embedding(vocab, dim).weight.detach().clone()
+    return EmbeddingInit(weight, tokenizer, {"source": "random", "teacher": str(teacher), "dim": dim})
+
+
+# ---- word vocabulary + word2vec / GloVe vectors ------------------------------------------
+
+
+def iter_training_strings(texts: Iterable) -> Iterator[str]:
+    """Strings from training texts: a string, a list of words (tagging), a tuple
+    ``(text, text_pair)``, or an object with ``.text`` / ``.text_pair`` (``Example``)."""
+    for t in texts:
+        if hasattr(t, "text"):
+            parts = [t.text, getattr(t, "text_pair", None)]
+        elif isinstance(t, tuple):
+            parts = list(t)
+        else:
+            parts = [t]
+        for p in parts:
+            if p is None:
+                continue
+            yield p if isinstance(p, str) else " ".join(str(w) for w in p)
+
+
+def _word_pipeline():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tok
+
+
+def build_word_tokenizer(texts: Iterable, min_frequency: int = 1):
+    """A word-level fast tokenizer whose vocabulary is the (lowercased, BERT-pre-tokenised)
+    words of ``texts``, most frequent first after the specials ``[PAD] [UNK] [CLS] [SEP]``.
+
+    Wrapped in ``PreTrainedTokenizerFast``, so it pads, encodes pairs
+    (``[CLS] a [SEP] b [SEP]`` with token type ids), gives ``word_ids`` for tagging and
+    saves with ``save_pretrained``."""
+    from tokenizers import processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = _word_pipeline()
+    trainer = trainers.WordLevelTrainer(special_tokens=list(WORD_SPECIALS), min_frequency=min_frequency,
+                                        show_progress=False)
+    tok.train_from_iterator(iter_training_strings(texts), trainer)
+    if tok.get_vocab_size() <= len(WORD_SPECIALS):
+        raise KdexamError("The training texts give an empty word vocabulary; pass non-empty training texts "
+                          "for 'glove' embeddings.")
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", padding_side="right",
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def read_vectors(path: str | Path, vocab: dict[str, int]) -> tuple[dict[int, torch.Tensor], int, dict]:
+    """Vectors of the words in ``vocab`` from a word2vec / GloVe text file (``.gz`` too).
+
+    The first line may be a ``count dim`` header. A line is a word and ``dim`` numbers;
+    the word is everything before the last ``dim`` fields (some GloVe files have words
+    with spaces). An exact match wins over a case-insensitive one (the file's first
+    such line). Malformed lines are skipped and counted. Returns ``{id: vector}``, the
+    width, and stats."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdexamError(f"Vectors file '{path}' does not exist; pass a word2vec/GloVe text file as vectors_file.")
+    exact: dict[int, torch.Tensor] = {}
+    folded: dict[int, torch.Tensor] = {}
+    dim, lines, skipped = None, 0, 0
+    with _open_text(path) as f:
+        for n, line in enumerate(f):
+            parts = line.rstrip("\n\r").rstrip().split(" ")
+            if n == 0 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                dim = int(parts[1])
+                continue
+            if len(parts) < 2:
+                skipped += 1 if line.strip() else 0
+                continue
+            if dim is None:
+                dim = len(parts) - 1
+            if len(parts) < dim + 1:
+                skipped += 1
+                continue
+            word = " ".join(parts[: len(parts) - dim])
+            try:
+                values = [float(v) for v in parts[len(parts) - dim:]]
+            except ValueError:
+                skipped += 1
+                continue
+            lines += 1
+            i = vocab.get(word)
+            if i is not None and i not in exact:
+                exact[i] = torch.tensor(values, dtype=torch.float32)
+                continue
+            i = vocab.get(word.lower())
+            if i is not None and i not in folded:
+                folded[i] = torch.tensor(values, dtype=torch.float32)
+    if dim is None or lines == 0:
+        raise KdexamError(f"Vectors file '{path}' holds no word vectors; pass a word2vec/GloVe text file "
+                          "('word v1 v2 …' per line).")
+    found = {**folded, **exact}
+    return found, dim, {"lines": lines, "skipped_lines": skipped}
+
+
+def glove_embeddings(vectors_file: str | Path, texts: Iterable, dim: int | None = None,
+                     min_frequency: int = 1) -> EmbeddingInit:
+    """A word vocabulary from ``texts`` and its vectors from ``vectors_file``; missing words
+    get U[-a, a] vectors with the variance of the found ones; ``[PAD]`` is zero."""
+    texts = list(texts)
+    tokenizer = build_word_tokenizer(texts, min_frequency=min_frequency)
+    vocab = tokenizer.backend_tokenizer.get_vocab()
+    words = {w: i for w, i in vocab.items() if w not in WORD_SPECIALS}
+    found, file_dim, stats = read_vectors(vectors_file, words)
+    if dim is not None and dim != file_dim:
+        raise KdexamError(f"The vectors in '{vectors_file}' have {file_dim} dimensions, not embedding_dim {dim}; "
+                          f"set embedding_dim to {file_dim} or leave it out.")
+    size = len(vocab)
+    weight = torch.empty(size, file_dim)
+    if found:
+        stacked = torch.stack(list(found.values()))
+        var = float(stacked.var()) if stacked.numel() > 1 else 0.0
+    else:
+        var = 0.0
+    a = math.sqrt(3 * var) if var > 0 else 0.1
+    nn.init.uniform_(weight, -a, a)
+    for i, v in found.items():
+        weight[i] = v
+    weight[vocab["[PAD]"]] = 0.0
+
+    # coverage: of vocabulary words, and of word occurrences in the training texts
+    pipeline = _word_pipeline()
+    counts: Counter = Counter()
+    for s in iter_training_strings(texts):
+        counts.update(w for w, _ in pipeline.pre_tokenizer.pre_tokenize_str(pipeline.normalizer.normalize_str(s)))
+    total = sum(c for w, c in counts.items() if w in words)
+    covered = sum(c for w, c in counts.items() if w in words and words[w] in found)
+    info = {"source": "glove", "vectors_file": str(vectors_file), "dim": file_dim, "vocab_size": size,
+            "words": len(words), "words_found": len(found),
+            "coverage": round(len(found) / max(1, len(words)), 6),
+            "token_coverage": round(covered / max(1, total), 6), **stats}
+    return EmbeddingInit(weight, tokenizer, info)

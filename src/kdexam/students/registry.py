@@ -1,0 +1,350 @@
+"""Students: what a student spec may say, how a student is built, saved and loaded.
+
+A :class:`StudentSpec` names a student ``kind`` and its settings; :func:`build_student`
+turns it into an ``nn.Module`` and its tokenizer for a task and a teacher;
+:func:`save_student` / :func:`load_student` write and read a student directory
+without needing the teacher again.
+
+Every student's ``forward(input_ids, attention_mask, token_type_ids=None,
+output_hidden_states=False, output_attentions=False)`` returns a dict with
+``logits`` ([B, C]; [B, 1] for regression; [B, L, C] for tagging) and, when asked
+and available, ``hidden_states`` (a tuple of [B, L, H]) and ``attentions``; the
+BiLSTM and CNN students also give ``pooled`` (the sequence head's input) with
+hidden states.
+
+Kinds (sources in each module's docstring):
+
+- ``bilstm`` — Tang et al. (2019), :mod:`kdexam.students.bilstm`;
+- ``cnn`` — Kim (2014), :mod:`kdexam.students.cnn`;
+- ``bert-tiny``, ``bert-mini``, ``bert-small``, ``bert-medium`` — Turc et al. (2019),
+  :mod:`kdexam.students.transformer`;
+- ``teacher-layers:K`` — K of the teacher's layers, DistilBERT / PKD,
+  :mod:`kdexam.students.transformer`.
+
+Settings left at ``None`` take the kind's default. A setting that does not apply to
+the kind is an error when it differs from its default (so a saved spec re-loads).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from kdexam.errors import KdexamError
+from kdexam.paths import atomic_write_json
+from kdexam.tasks import TASK_KINDS, Task
+
+KINDS = ["bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small", "bert-medium", "teacher-layers:K"]
+KIND_HELP = ("bilstm (Tang et al. 2019), cnn (Kim 2014), bert-tiny | bert-mini | bert-small | bert-medium "
+             "(Turc et al. 2019, random init, teacher's tokenizer), teacher-layers:K (K of the teacher's layers, "
+             "DistilBERT/PKD)")
+STUDENT_FILE = "student.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+DEFAULT_BILSTM_HIDDEN = 300
+DEFAULT_BILSTM_LAYERS = 1
+DEFAULT_DROPOUT = 0.2
+
+
+class StudentSpec(BaseModel):
+    """What student to build. ``None`` means the kind's default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+    kind: str = "bilstm"
+    """bilstm, cnn, bert-tiny, bert-mini, bert-small, bert-medium or teacher-layers:K."""
+    embeddings: Literal["teacher", "glove", "random"] = "teacher"
+    """bilstm/cnn input embeddings: the teacher's (tokenizer + word vectors), word vectors from a
+    GloVe/word2vec file over a word vocabulary of the training texts, or random over the teacher's tokenizer."""
+    embedding_dim: int | None = Field(default=None, ge=1)
+    """Width of the embeddings: PCA width for teacher embeddings (default: the teacher's width), the
+    width of random embeddings (default 300); for glove it must match the file (default: the file's)."""
+    vectors_file: str | None = None
+    """word2vec/GloVe text file (embeddings: glove)."""
+    hidden_size: int | None = Field(default=None, ge=1)
+    """bilstm: LSTM size per direction and MLP width (default 300)."""
+    num_layers: int | None = Field(default=None, ge=1)
+    """bilstm: BiLSTM layers (default 1); cnn tagging: residual convolution blocks (default 3)."""
+    pooling: Literal["max", "mean", "attention"] = "max"
+    """bilstm, sequence tasks: how BiLSTM outputs are pooled (masked)."""
+    pair_mode: Literal["concat"] = "concat"
+    """bilstm/cnn text pairs: 'concat' reads the tokenizer's pair encoding as one sequence."""
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    """Dropout (bilstm/cnn default 0.2; bert presets: hidden and attention dropout, default 0.1)."""
+    filter_widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
+    """cnn, sequence tasks: convolution widths."""
+    num_filters: int = Field(default=100, ge=1)
+    """cnn: filters per width (sequence tasks) or channels (tagging)."""
+    layers: Literal["lower", "upper", "uniform"] | list[int] = "uniform"
+    """teacher-layers: which K layers to keep: lower, upper, uniform (first and last included) or indices."""
+    freeze_embeddings: bool = False
+    """Keep the input word embeddings fixed during training."""
+
+
+APPLIES: dict[str, set[str]] = {
+    "bilstm": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "num_layers", "pooling", "pair_mode",
+               "dropout", "freeze_embeddings"},
+    "cnn": {"embeddings", "embedding_dim", "vectors_file", "num_layers", "filter_widths", "num_filters", "pair_mode",
+            "dropout", "freeze_embeddings"},
+    "preset": {"dropout", "freeze_embeddings"},
+    "teacher-layers": {"layers", "freeze_embeddings"},
+}
+SEQUENCE_ONLY = {"bilstm": {"pooling"}, "cnn": {"filter_widths"}}
+TAGGING_ONLY = {"cnn": {"num_layers"}}
+
+
+def _valid_kind_names() -> list[str]:
+    return KINDS[:-1] + ["teacher-layers"]
+
+
+def parse_kind(spec: StudentSpec) -> tuple[str, int | None]:
+    """``(family, K)``: family is bilstm, cnn, a preset name or teacher-layers."""
+    kind = spec.kind.strip().lower()
+    if kind in ("bilstm", "cnn"):
+        return kind, None
+    from kdexam.students.transformer import PRESETS
+
+    if kind in PRESETS:
+        return kind, None
+    if kind == "teacher-layers" or kind.startswith("teacher-layers:"):
+        _, _, k = kind.partition(":")
+        if not k:
+            if isinstance(spec.layers, list):
+                return "teacher-layers", len(spec.layers)
+            raise KdexamError("Student kind 'teacher-layers' needs a layer count; write teacher-layers:K, e.g. teacher-layers:3.")
+        if not k.isdigit() or int(k) < 1:
+            raise KdexamError(f"Student kind '{spec.kind}' needs a positive layer count; write teacher-layers:K, e.g. teacher-layers:3.")
+        return "teacher-layers", int(k)
+    close = difflib.get_close_matches(kind, _valid_kind_names(), n=1, cutoff=0.4)
+    hint = f"did you mean '{close[0] if close[0] != 'teacher-layers' else 'teacher-layers:K'}'? " if close else ""
+    raise KdexamError(f"Unknown student kind '{spec.kind}'; {hint}valid kinds: {', '.join(KINDS)}.")
+
+
+def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | None]:
+    """Raise a :class:`KdexamError` for a spec that cannot work (before any teacher is loaded);
+    return ``(family, K)`` as :func:`parse_kind`."""
+    family, k = parse_kind(spec)
+    group = "preset" if family not in ("bilstm", "cnn", "teacher-layers") else family
+    defaults = StudentSpec()
+    tagging = task is not None and task.kind == "token-classification"
+    for name in StudentSpec.model_fields:
+        if name == "kind" or getattr(spec, name) == getattr(defaults, name):
+            continue
+        if name not in APPLIES[group]:
+            raise KdexamError(f"Student setting '{name}' does not apply to {spec.kind} students; remove it "
+                              f"(settings for {spec.kind}: {', '.join(sorted(APPLIES[group])) or 'none'}).")
+        if task is not None and tagging and name in SEQUENCE_ONLY.get(group, set()):
+            raise KdexamError(f"Student setting '{name}' does not apply to token classification with {spec.kind}; remove it.")
+        if task is not None and not tagging and name in TAGGING_ONLY.get(group, set()):
+            raise KdexamError(f"Student setting '{name}' of {spec.kind} only applies to token classification; remove it.")
+    if family in ("bilstm", "cnn"):
+        if spec.embeddings == "glove" and not spec.vectors_file:
+            raise KdexamError("Embeddings 'glove' need a vectors file; set vectors_file to a word2vec/GloVe text file.")
+        if spec.vectors_file and spec.embeddings != "glove":
+            raise KdexamError(f"vectors_file is only read with embeddings 'glove' (got '{spec.embeddings}'); "
+                              "set embeddings: glove or remove vectors_file.")
+        if any(w < 1 for w in spec.filter_widths):
+            raise KdexamError(f"filter_widths {spec.filter_widths} must all be positive; e.g. [3, 4, 5].")
+    if family == "teacher-layers" and isinstance(spec.layers, list) and len(spec.layers) != k:
+        raise KdexamError(f"layers lists {len(spec.layers)} indices but the kind is teacher-layers:{k}; "
+                          f"list {k} indices or use teacher-layers:{len(spec.layers)}.")
+    if task is not None:
+        if task.kind not in TASK_KINDS:
+            raise KdexamError(f"Unknown task kind '{task.kind}'; use one of {', '.join(TASK_KINDS)}.")
+        if task.num_labels < 1 or (task.kind == "classification" and task.num_labels < 2):
+            raise KdexamError(f"The {task.kind} task has {task.num_labels} label(s); a student needs at least two classes.")
+    return family, k
+
+
+# ---- build ------------------------------------------------------------------------------------
+
+
+def _embeddings(spec: StudentSpec, teacher_dir, train_texts):
+    from kdexam.students import embeddings as E
+
+    if spec.embeddings == "teacher":
+        return E.teacher_embeddings(teacher_dir, spec.embedding_dim)
+    if spec.embeddings == "random":
+        return E.random_embeddings(teacher_dir, spec.embedding_dim)
+    if not train_texts:
+        raise KdexamError("Embeddings 'glove' build their word vocabulary from the training texts; pass train_texts.")
+    return E.glove_embeddings(spec.vectors_file, train_texts, spec.embedding_dim)
+
+
+def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
+                  train_texts: list | None = None) -> tuple[nn.Module, Any]:
+    """The student ``spec`` for ``task`` (random weights, or the teacher's where the kind says so)
+    and the tokenizer that encodes its inputs.
+
+    ``teacher_dir``: the fine-tuned teacher (a HF model directory or a built-in name); its
+    tokenizer, embeddings, sizes or layers are used according to the kind. ``train_texts``
+    (strings, word lists for tagging, ``(text, text_pair)`` tuples or ``Example`` objects)
+    are needed for the word vocabulary of ``glove`` embeddings. What the student was built
+    from (embedding source, PCA variance, vector coverage, teacher layers kept) is in
+    ``model.kdexam_info`` and saved by :func:`save_student`."""
+    family, k = check_spec(spec, task)
+    tagging = task.kind == "token-classification"
+    if family in ("bilstm", "cnn"):
+        init = _embeddings(spec, teacher_dir, train_texts)
+        common = dict(vocab_size=int(init.weight.shape[0]), embedding_dim=init.dim, num_labels=task.num_labels,
+                      tagging=tagging, dropout=DEFAULT_DROPOUT if spec.dropout is None else spec.dropout,
+                      pair_mode=spec.pair_mode, segment_embeddings=bool(task.text_pair),
+                      freeze_embeddings=spec.freeze_embeddings)
+        if family == "bilstm":
+            from kdexam.students.bilstm import BiLSTMConfig, BiLSTMStudent
+
+            config = BiLSTMConfig(hidden_size=spec.hidden_size or DEFAULT_BILSTM_HIDDEN,
+                                  num_layers=spec.num_layers or DEFAULT_BILSTM_LAYERS, pooling=spec.pooling, **common)
+            model: nn.Module = BiLSTMStudent(config, init.weight)
+        else:
+            from kdexam.students.cnn import DEFAULT_TAGGING_LAYERS, CNNConfig, CNNStudent
+
+            config = CNNConfig(filter_widths=list(spec.filter_widths), num_filters=spec.num_filters,
+                               num_layers=spec.num_layers or DEFAULT_TAGGING_LAYERS, **common)
+            model = CNNStudent(config, init.weight)
+        tokenizer = init.tokenizer
+        tokenizer.padding_side = "right"  # packed sequences and masks assume right padding
+        info = {"embeddings": init.info}
+    elif family == "teacher-layers":
+        from kdexam.students.transformer import build_teacher_layers
+
+        model, tokenizer, info = build_teacher_layers(teacher_dir, task, k, spec.layers)
+    else:
+        from kdexam.students.transformer import build_preset
+
+        model, tokenizer, info = build_preset(family, teacher_dir, task, spec.dropout)
+    if spec.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    model.kdexam_info = {"kind": spec.kind, "teacher": str(teacher_dir), **info}
+    return model, tokenizer
+
+
+# ---- parameters ---------------------------------------------------------------------------------
+
+
+def count_parameters(model: nn.Module, exclude_embeddings: bool = False) -> int:
+    """Number of parameters (a shared tensor counted once); ``exclude_embeddings`` leaves out
+    every ``nn.Embedding`` (word, position, segment), as transformers' ``num_parameters`` does."""
+    skip: set[int] = set()
+    if exclude_embeddings:
+        skip = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)}
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():  # parameters() already yields a shared tensor once
+        if id(p) in skip or id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+# ---- save / load ----------------------------------------------------------------------------------
+
+
+def _weights_owner(model: nn.Module) -> nn.Module:
+    """The module whose state dict goes into model.safetensors: the HF model itself for
+    transformer students (so the directory also loads with ``AutoModelFor….from_pretrained``)."""
+    return model.model if getattr(model, "family", None) == "hf" else model
+
+
+def save_student(model: nn.Module, tokenizer, spec: StudentSpec, task: Task, out_dir: str | Path) -> Path:
+    """Write ``model.safetensors``, ``student.json`` (spec, task, architecture, build info,
+    parameter counts), the tokenizer files and, for transformer students, the HF
+    ``config.json``. Files are written in a temporary folder and moved in, ``student.json``
+    last, so a reader never sees a half-written student."""
+    from safetensors.torch import save_model
+
+    family = getattr(model, "family", None)
+    if family not in ("bilstm", "cnn", "hf"):
+        raise TypeError(f"not a kdexam student: {type(model).__name__}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise KdexamError(f"Output path '{out}' is a file; pass a directory to save the student in.")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".student-"))
+    try:
+        owner = _weights_owner(model)
+        # save_model drops the duplicate names of shared (tied) tensors; load_model restores them
+        save_model(owner, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        if family == "hf":
+            owner.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    record = {
+        "format_version": FORMAT_VERSION,
+        "kind": spec.kind,
+        "spec": spec.model_dump(mode="json"),
+        "task": task.to_dict(),
+        "architecture": model.architecture(),
+        "info": getattr(model, "kdexam_info", {}),
+        "parameters": {"total": count_parameters(model),
+                       "non_embedding": count_parameters(model, exclude_embeddings=True)},
+    }
+    atomic_write_json(out / STUDENT_FILE, record)
+    return out
+
+
+def build_from_architecture(arch: dict) -> nn.Module:
+    """A student with the architecture recorded by ``model.architecture()`` (random weights)."""
+    family = arch.get("family")
+    if family == "bilstm":
+        from kdexam.students.bilstm import BiLSTMConfig, BiLSTMStudent
+
+        return BiLSTMStudent(BiLSTMConfig.from_dict(arch))
+    if family == "cnn":
+        from kdexam.students.cnn import CNNConfig, CNNStudent
+
+        return CNNStudent(CNNConfig.from_dict(arch))
+    if family == "hf":
+        from kdexam.students.transformer import from_architecture
+
+        return from_architecture(arch)
+    raise ValueError(f"unknown student family {family!r}")
+
+
+def load_student(run_dir: str | Path) -> tuple[nn.Module, Any, StudentSpec, Task]:
+    """The student saved in ``run_dir`` by :func:`save_student`, in eval mode, with its
+    tokenizer, spec and task. Needs neither the teacher nor a vectors file."""
+    from safetensors.torch import load_model
+    from transformers import AutoTokenizer
+
+    from kdexam.teachers.loader import quiet_transformers
+
+    d = Path(run_dir)
+    path = d / STUDENT_FILE
+    if not path.is_file():
+        raise KdexamError(f"'{run_dir}' has no {STUDENT_FILE}; pass a directory written by 'kdexam distill'.")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        spec = StudentSpec.model_validate(record["spec"])
+        task = Task.from_dict(record["task"])
+        arch = record["architecture"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise KdexamError(f"'{path}' is not a valid student description ({type(e).__name__}); "
+                          "save the student again with save_student.") from None
+    if not (d / WEIGHTS_FILE).is_file():
+        raise KdexamError(f"'{run_dir}' has no {WEIGHTS_FILE}; the student was not saved completely, save it again.")
+    quiet_transformers()
+    model = build_from_architecture(arch)
+    load_model(_weights_owner(model), str(d / WEIGHTS_FILE), strict=True)
+    if spec.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(str(d))
+    if getattr(model, "family", None) in ("bilstm", "cnn"):
+        tokenizer.padding_side = "right"
+    model.kdexam_info = record.get("info", {})
+    model.eval()
+    return model, tokenizer, spec, task

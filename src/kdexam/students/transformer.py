@@ -1,0 +1,255 @@
+"""Transformer students: compact BERT presets, and students made of a teacher's own layers.
+
+Presets (``bert-tiny``, ``bert-mini``, ``bert-small``, ``bert-medium``) are the
+compact BERT shapes of Turc et al. (2019), "Well-Read Students Learn Better: On the
+Importance of Pre-training Compact Models" (arXiv:1908.08962):
+
+==========  ======  ======  =====  ============
+preset      layers  hidden  heads  intermediate
+==========  ======  ======  =====  ============
+bert-tiny   2       128     2      512
+bert-mini   4       256     4      1024
+bert-small  4       512     8      2048
+bert-medium 8       512     8      2048
+==========  ======  ======  =====  ============
+
+They are built from a ``BertConfig`` (random initialisation) with the teacher's
+tokenizer, vocabulary size and ``max_position_embeddings``, as
+``AutoModelForSequenceClassification`` (regression: one output,
+``problem_type="regression"``) or ``AutoModelForTokenClassification``.
+
+``teacher-layers:K`` loads the teacher itself and keeps its embeddings, its pooler
+and head, and K of its encoder layers, the initialisation of DistilBERT (Sanh et al.
+2019, "DistilBERT, a distilled version of BERT", arXiv:1910.01108, which keeps one
+layer in two) and of the PKD students (Sun et al. 2019, "Patient Knowledge
+Distillation for BERT Model Compression", EMNLP 2019, which keep the first K).
+Layer rules, for a teacher of N layers:
+
+- ``lower``: layers 0 … K−1 (PKD);
+- ``upper``: layers N−K … N−1;
+- ``uniform``: K evenly spaced layers that include the first and the last,
+  ``round(i·(N−1)/(K−1))`` for i = 0 … K−1, rounding halves up; for N=12, K=6 this is
+  DistilBERT's 0, 2, 4, 7, 9, 11; for N=6, K=2 it is 0 and 5; K=1 keeps layer 0
+  (the layer that reads the embeddings);
+- a list of indices: exactly those layers, in that order.
+
+The encoder's layer list is found generically: the first non-empty ``nn.ModuleList``
+under the base model's ``encoder`` (or the base model itself), which is
+``encoder.layer`` for BERT, RoBERTa, MPNet, MiniLM and ``transformer.layer`` for
+DistilBERT. ``config.num_hidden_layers`` is set to K.
+
+Both are wrapped in :class:`HFStudent`, whose ``forward`` returns the same dict as
+the other students: ``logits`` and, when asked, ``hidden_states`` (embedding output
+then each layer) and ``attentions`` (one [B, heads, L, L] tensor per layer). SDPA
+attention cannot return attention maps, so the first call that asks for them switches
+the model to eager attention (same results, somewhat slower).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdexam.errors import KdexamError
+from kdexam.tasks import Task
+
+PRESETS: dict[str, dict[str, int]] = {
+    "bert-tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
+    "bert-mini": {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 1024},
+    "bert-small": {"num_hidden_layers": 4, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048},
+    "bert-medium": {"num_hidden_layers": 8, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048},
+}
+LAYER_RULES = ("lower", "upper", "uniform")
+
+
+def auto_class_name(task: Task) -> str:
+    from kdexam.teachers.loader import AUTO_CLASSES
+
+    return AUTO_CLASSES[task.kind]
+
+
+def head_kwargs(task: Task) -> dict:
+    """Config fields that shape the task head (as the teacher loader sets them)."""
+    kwargs: dict = {"num_labels": task.num_labels}
+    if task.kind == "regression":
+        kwargs["problem_type"] = "regression"
+    else:
+        kwargs["id2label"] = dict(enumerate(task.labels or []))
+        kwargs["label2id"] = task.label2id
+        if task.kind == "classification":
+            kwargs["problem_type"] = "single_label_classification"
+    return kwargs
+
+
+class HFStudent(nn.Module):
+    """A Hugging Face ``AutoModelFor…`` model whose ``forward`` returns the students' dict."""
+
+    family = "hf"
+
+    def __init__(self, model: nn.Module, auto_class: str):
+        super().__init__()
+        self.model = model
+        self.auto_class = auto_class
+        self._takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def architecture(self) -> dict:
+        return {"family": "hf", "auto_class": self.auto_class, "config": self.model.config.to_dict()}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> dict:
+        if output_attentions and getattr(self.model.config, "_attn_implementation", "eager") != "eager":
+            # sdpa / flash attention cannot return attention maps: switch to eager for good
+            self.model.set_attn_implementation("eager")
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask,
+                  "output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+        if token_type_ids is not None and self._takes_token_types:
+            kwargs["token_type_ids"] = token_type_ids
+        result = self.model(**kwargs)
+        out = {"logits": result.logits}
+        if output_hidden_states and getattr(result, "hidden_states", None) is not None:
+            out["hidden_states"] = tuple(result.hidden_states)
+        if output_attentions and getattr(result, "attentions", None) is not None:
+            out["attentions"] = tuple(result.attentions)
+        return out
+
+
+def _auto(name: str):
+    import transformers
+
+    return getattr(transformers, name)
+
+
+def from_architecture(arch: dict) -> HFStudent:
+    """Rebuild an :class:`HFStudent` (random weights) from ``HFStudent.architecture()``."""
+    from transformers import CONFIG_MAPPING
+
+    from kdexam.teachers.loader import quiet_transformers
+
+    quiet_transformers()
+    cfg = dict(arch["config"])
+    config = CONFIG_MAPPING[cfg["model_type"]].from_dict(cfg)
+    model = _auto(arch["auto_class"]).from_config(config)
+    return HFStudent(model, arch["auto_class"])
+
+
+# ---- presets --------------------------------------------------------------------------------
+
+
+def preset_config(name: str, teacher_config, tokenizer, task: Task, dropout: float | None = None):
+    """The ``BertConfig`` of preset ``name`` for the teacher's tokenizer and positions."""
+    from transformers import BertConfig
+
+    vocab = max(int(getattr(teacher_config, "vocab_size", 0) or 0), len(tokenizer))
+    extra: dict = {}
+    if dropout is not None:
+        extra = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    return BertConfig(vocab_size=vocab, max_position_embeddings=int(getattr(teacher_config, "max_position_embeddings", 512)),
+                      pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+                      **PRESETS[name], **head_kwargs(task), **extra)
+
+
+def build_preset(name: str, teacher: str | Path, task: Task, dropout: float | None = None):
+    """A randomly initialised preset student and the teacher's tokenizer."""
+    from transformers import AutoConfig
+
+    from kdexam.students.embeddings import _teacher_path, cannot_load
+    from kdexam.teachers.loader import load_tokenizer, quiet_transformers
+
+    quiet_transformers()
+    tokenizer = load_tokenizer(str(teacher))
+    try:
+        teacher_config = AutoConfig.from_pretrained(_teacher_path(teacher))
+    except KdexamError:
+        raise
+    except Exception as e:
+        raise cannot_load(teacher, "config", e) from None
+    config = preset_config(name, teacher_config, tokenizer, task, dropout)
+    auto = auto_class_name(task)
+    model = _auto(auto).from_config(config)
+    info = {"preset": name, "teacher": str(teacher), **PRESETS[name]}
+    return HFStudent(model, auto), tokenizer, info
+
+
+# ---- students made of teacher layers --------------------------------------------------------
+
+
+def find_layer_list(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """The parent module, attribute name and ``nn.ModuleList`` of the encoder's layers."""
+    base = getattr(model, "base_model", model)
+    root = getattr(base, "encoder", None)
+    if not isinstance(root, nn.Module):
+        root = base
+    for name, module in root.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and name:
+            parent_name, _, attr = name.rpartition(".")
+            return root.get_submodule(parent_name) if parent_name else root, attr, module
+    raise KdexamError(f"Cannot find the encoder layers of this {type(model).__name__}; "
+                      "teacher-layers students need an encoder whose layers are an nn.ModuleList.")
+
+
+def select_layers(n: int, k: int, rule: str | list[int]) -> list[int]:
+    """Indices of the K teacher layers (of N) kept by ``rule`` (see the module docstring)."""
+    if k < 1:
+        raise KdexamError(f"teacher-layers:{k} keeps no layer; use teacher-layers:K with K ≥ 1.")
+    if k > n:
+        raise KdexamError(f"teacher-layers:{k} asks for {k} layers but the teacher has {n}; choose K ≤ {n}.")
+    if isinstance(rule, list):
+        if len(rule) != k:
+            raise KdexamError(f"layers lists {len(rule)} indices but the kind is teacher-layers:{k}; "
+                              f"list {k} indices or use teacher-layers:{len(rule)}.")
+        bad = [i for i in rule if not 0 <= i < n]
+        if bad:
+            raise KdexamError(f"Layer index {bad[0]} is out of range for a teacher with {n} layers; use indices 0 to {n - 1}.")
+        if len(set(rule)) != len(rule):
+            raise KdexamError(f"layers {rule} repeats an index; list each teacher layer once.")
+        return list(rule)
+    if rule == "lower":
+        return list(range(k))
+    if rule == "upper":
+        return list(range(n - k, n))
+    if rule == "uniform":
+        if k == 1:
+            return [0]
+        return [(2 * i * (n - 1) + (k - 1)) // (2 * (k - 1)) for i in range(k)]
+    raise KdexamError(f"Unknown layer rule '{rule}'; use one of {', '.join(LAYER_RULES)} or a list of indices.")
+
+
+def keep_layers(model: nn.Module, indices: list[int]) -> nn.Module:
+    """Keep only the encoder layers ``indices`` of ``model`` (in place) and update its config."""
+    parent, attr, layers = find_layer_list(model)
+    setattr(parent, attr, nn.ModuleList(layers[i] for i in indices))
+    model.config.num_hidden_layers = len(indices)
+    return model
+
+
+def build_teacher_layers(teacher: str | Path, task: Task, k: int, rule: str | list[int]):
+    """The teacher with K of its encoder layers, its tokenizer, and which layers were kept."""
+    from kdexam.teachers.loader import load_for_task, load_tokenizer
+
+    tokenizer = load_tokenizer(str(teacher))
+    model = load_for_task(str(teacher), task)
+    _, _, layers = find_layer_list(model)
+    n = len(layers)
+    declared = getattr(model.config, "num_hidden_layers", n)
+    if declared != n:
+        raise KdexamError(f"The teacher's layer list has {n} entries but its config declares {declared} layers "
+                          "(shared layers?); teacher-layers students need one module per layer.")
+    indices = select_layers(n, k, rule)
+    keep_layers(model, indices)
+    # a teacher stored in half precision still gives a float32 student, trainable on any device
+    model.float()
+    model.config.dtype = torch.float32
+    info = {"teacher": str(teacher), "teacher_num_layers": n, "teacher_layers": indices,
+            "layer_rule": rule if isinstance(rule, str) else "explicit"}
+    return HFStudent(model, auto_class_name(task)), tokenizer, info
