@@ -99,8 +99,19 @@ def sentiment_dir(tmp_path) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def integration_home(tmp_path_factory) -> Path:
+    """One kdexam home shared by the integration tests of a session: packages download once."""
+    return tmp_path_factory.mktemp("kdexam-integration-home")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path, monkeypatch):
-    """Unit tests never touch the user's kdexam home."""
-    if "KDEXAM_TEST_REAL_HOME" not in __import__("os").environ:
+def _isolated_home(request, tmp_path, monkeypatch):
+    """Tests never touch the user's kdexam home: unit tests get an empty one each, integration
+    tests share one per session (set KDEXAM_TEST_REAL_HOME=1 to use the real home instead)."""
+    if "KDEXAM_TEST_REAL_HOME" in __import__("os").environ:
+        return
+    if request.node.get_closest_marker("integration"):
+        monkeypatch.setenv("KDEXAM_HOME", str(request.getfixturevalue("integration_home")))
+    else:
         monkeypatch.setenv("KDEXAM_HOME", str(tmp_path / "kdexam-home"))

@@ -52,3 +52,12 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = build_config(TeacherRunConfig, {"data": {"name": "d", "max_train": 10}, "out": "o"})
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(TeacherRunConfig, tmp_path / "config.yaml") == cfg
+
+
+def test_run_defaults_survive_partial_train_overrides():
+    from kdexam.config import DistillRunConfig
+
+    t = build_config(TeacherRunConfig, {}, {"train.num_threads": 1})
+    assert t.train.epochs == 2 and t.train.num_threads == 1
+    d = build_config(DistillRunConfig, {"train": {"batch_size": 8}}, {"student.kind": "cnn"})
+    assert (d.train.epochs, d.train.patience, d.train.batch_size, d.train.learning_rate) == (10, 3, 8, 1e-3)

@@ -28,7 +28,7 @@ def teacher_run(tmp_path_factory, tiny_bert_dir):
     return root
 
 
-FAST = dict(epochs=3, batch_size=16)
+FAST = dict(epochs=8, batch_size=16)
 
 
 def test_bilstm_run_directory_and_metrics(teacher_run, tmp_path):
@@ -130,3 +130,25 @@ def test_student_round_trip_predictions(teacher_run, tmp_path):
     with torch.inference_mode():
         b = model2(**enc)["logits"]
     assert torch.equal(a, b) and task.labels == ["neg", "pos"]
+
+
+def test_distill_cli_and_report(teacher_run, tmp_path, capsys):
+    from kdexam.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--teacher", str(teacher_run / "run"), "--data", str(teacher_run / "data"), "--student", "bilstm",
+              "--embedding-dim", "16", "--hidden-size", "8", "--epochs", "1", "--out", str(tmp_path / "s")])
+    assert e.value.code == 0
+    spec = json.loads((tmp_path / "s" / "student.json").read_text())
+    assert "retention" in capsys.readouterr().out
+    assert load_file(tmp_path / "s" / "model.safetensors")["embeddings.word.weight"].shape[1] == 16
+    assert spec  # student.json is written
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(teacher_run / "run"), str(tmp_path / "s"), "--out", str(tmp_path / "table.json")])
+    assert e.value.code == 0
+    rows = json.loads((tmp_path / "table.json").read_text())
+    assert [r["model"] for r in rows] == ["teacher run", "bilstm"]
+    assert rows[1]["retention"] is not None and rows[0]["retention"] is None
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path)])
+    assert e.value.code == 2

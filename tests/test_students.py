@@ -541,3 +541,29 @@ def test_more_user_errors(teacher_dir, tmp_path):
         build_student(StudentSpec(kind="bilstm"), TASKS["cls"], tmp_path / "no-teacher")
     with pytest.raises(KdexamError, match="at least two"):
         build_student(StudentSpec(kind="cnn"), Task("classification", ["only"]), teacher_dir)
+
+
+def test_trimmed_vocabulary_keeps_used_rows_and_maps_the_rest_to_unk(teacher_dir, tiny_tokenizer, tmp_path):
+    from kdexam.students.embeddings import load_teacher_embedding_matrix
+    from kdexam.students.registry import StudentSpec, build_student, load_student, save_student
+
+    task = Task("classification", ["neg", "pos"])
+    texts = ["the movie was good", "awful plot"]
+    model, tok = build_student(StudentSpec(kind="bilstm", hidden_size=8), task, teacher_dir, train_texts=texts)
+    used = set(tok.all_special_ids) | {i for t in texts for i in tok(t, add_special_tokens=False)["input_ids"]}
+    word = model.embeddings.word.weight
+    assert word.shape[0] == len(used) < len(tiny_tokenizer)
+    teacher_rows = load_teacher_embedding_matrix(teacher_dir)
+    good = tok.convert_tokens_to_ids("good")
+    assert torch.equal(word[model.embeddings.id_map[good]], teacher_rows[good])
+    unseen = tok.convert_tokens_to_ids("superb")
+    assert unseen not in used and model.embeddings.id_map[unseen] == model.embeddings.id_map[tok.unk_token_id]
+    untrimmed, _ = build_student(StudentSpec(kind="bilstm", hidden_size=8, trim_vocab=False), task, teacher_dir, train_texts=texts)
+    assert untrimmed.embeddings.word.weight.shape[0] == len(tiny_tokenizer)
+    save_student(model, tok, StudentSpec(kind="bilstm", hidden_size=8), task, tmp_path / "s")
+    loaded = load_student(tmp_path / "s")[0]
+    assert torch.equal(loaded.embeddings.id_map, model.embeddings.id_map)
+    enc = tok(["the superb movie"], return_tensors="pt")
+    model.eval()
+    with torch.inference_mode():
+        assert torch.equal(model(**enc)["logits"], loaded(**enc)["logits"])

@@ -25,7 +25,8 @@ TEACHER_FLAGS = {
 DISTILL_FLAGS = {
     **{k: v for k, v in TEACHER_FLAGS.items() if k != "model"},
     "teacher": "teacher", "student": "student.kind", "embeddings": "student.embeddings",
-    "vectors_file": "student.vectors_file", "cache_teacher": "cache_teacher",
+    "vectors_file": "student.vectors_file", "embedding_dim": "student.embedding_dim",
+    "hidden_size": "student.hidden_size", "cache_teacher": "cache_teacher",
 }
 
 
@@ -84,3 +85,30 @@ def prepare_model(name: str, force: bool = False) -> Path:
     from kdexam.teachers.builtin_models import prepare_model as _prepare
 
     return _prepare(name, force=force)
+
+
+def compare_runs(runs: list[str | Path]) -> list[dict]:
+    """One row per run directory (from its ``metrics.json``): model, parameters, primary
+    metric and score, and for students retention and loyalty."""
+    import json
+
+    from kdexam.errors import KdexamError
+
+    rows = []
+    for run in map(Path, runs):
+        f = run / "metrics.json"
+        if not f.is_file():
+            raise KdexamError(f"'{run}' has no metrics.json; pass run directories written by 'kdexam teacher' or 'kdexam distill'.")
+        m = json.loads(f.read_text(encoding="utf-8"))
+        pm = m["primary_metric"]
+        side = m.get("student") or m["teacher"]
+        loyal = side.get("loyalty", {})
+        seconds = m.get("seconds") or side.get("total_seconds")
+        rows.append({
+            "run": str(run), "model": side["name"] if "student" in m else f"teacher {Path(side['name']).name}",
+            "params": side["params"], "metric": f"{pm} ({m['split']})", "score": side["metrics"][pm],
+            "retention": m.get("retention"), "label_loyalty": loyal.get("label", loyal.get("regression")),
+            "probability_loyalty": loyal.get("probability", loyal.get("pearson")),
+            "minutes": None if seconds is None else seconds / 60,
+        })
+    return rows

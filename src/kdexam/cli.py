@@ -129,6 +129,8 @@ def distill(
     seed: Optional[int] = SeedOpt,
     embeddings: Optional[str] = typer.Option(None, help="bilstm/cnn inputs: teacher | glove | random (default teacher)."),
     vectors_file: Optional[str] = typer.Option(None, help="word2vec/GloVe text file for --embeddings glove."),
+    embedding_dim: Optional[int] = typer.Option(None, help="bilstm/cnn embedding width (PCA of the teacher's when smaller)."),
+    hidden_size: Optional[int] = typer.Option(None, help="bilstm hidden size per direction (default 300)."),
     max_length: Optional[int] = typer.Option(None, help="Longest input in subword tokens (default 128)."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
     learning_rate: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default per student kind)."),
@@ -140,7 +142,8 @@ def distill(
     from kdexam import api
 
     flags = dict(teacher=teacher, data=data, student=student, out=out_dir, epochs=epochs, max_train=max_train,
-                 max_eval=max_eval, seed=seed, embeddings=embeddings, vectors_file=vectors_file, max_length=max_length,
+                 max_eval=max_eval, seed=seed, embeddings=embeddings, vectors_file=vectors_file, embedding_dim=embedding_dim,
+                 hidden_size=hidden_size, max_length=max_length,
                  batch_size=batch_size, learning_rate=learning_rate, patience=patience, num_threads=num_threads)
     cfg = api.distill_config(config, **{k: v for k, v in flags.items() if v is not None})
     r = api.distill(cfg, resume=resume)
@@ -154,6 +157,29 @@ def distill(
               f"{loyal.get('label', loyal.get('regression', 0)):.4f}", f"{loyal.get('probability', loyal.get('pearson', 0)):.4f}")
     out.print(t)
     out.print(f"retention {r['retention']:.3f}, {r['compression']:.1f}x fewer parameters; run directory: {cfg.out}")
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run directories (teacher and student runs) to compare."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the table as JSON here."),
+) -> None:
+    """Print one table comparing run directories: parameters, primary metric, retention, loyalty."""
+    from kdexam import api
+
+    rows = api.compare_runs(runs)
+    t = Table(title="kdexam runs")
+    for c in ("run", "model", "params", "metric", "score", "retention", "label loyalty", "prob. loyalty", "minutes"):
+        t.add_column(c)
+    for r in rows:
+        fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+        t.add_row(r["run"], r["model"], f"{r['params']:,}", r["metric"], fmt(r["score"], ".4f"), fmt(r["retention"], ".3f"),
+                  fmt(r["label_loyalty"], ".3f"), fmt(r["probability_loyalty"], ".3f"), fmt(r["minutes"], ".1f"))
+    out.print(t)
+    if out_file:
+        from kdexam.paths import atomic_write_json
+
+        atomic_write_json(out_file, rows)
 
 
 def main(argv: list[str] | None = None) -> None:

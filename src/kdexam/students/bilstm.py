@@ -55,6 +55,8 @@ class BiLSTMConfig:
     pair_mode: str = "concat"
     segment_embeddings: bool = False
     freeze_embeddings: bool = False
+    source_vocab_size: int | None = None
+    """Set when the embedding table is trimmed: the tokenizer's vocabulary size."""
 
     def to_dict(self) -> dict:
         return {"family": "bilstm", **asdict(self)}
@@ -99,7 +101,7 @@ class BiLSTMStudent(nn.Module):
         self.config = config
         h = config.hidden_size
         self.embeddings = StudentEmbedding(config.vocab_size, config.embedding_dim, config.segment_embeddings,
-                                           embedding_weight, config.freeze_embeddings)
+                                           embedding_weight, config.freeze_embeddings, config.source_vocab_size)
         self.dropout = nn.Dropout(config.dropout)
         # one module per layer, so that every layer's output can be returned as a hidden state
         self.lstms = nn.ModuleList(

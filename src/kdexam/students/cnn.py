@@ -57,6 +57,8 @@ class CNNConfig:
     pair_mode: str = "concat"
     segment_embeddings: bool = False
     freeze_embeddings: bool = False
+    source_vocab_size: int | None = None
+    """Set when the embedding table is trimmed: the tokenizer's vocabulary size."""
 
     def to_dict(self) -> dict:
         return {"family": "cnn", **asdict(self)}
@@ -84,7 +86,7 @@ class CNNStudent(nn.Module):
         self.config = config
         e, f = config.embedding_dim, config.num_filters
         self.embeddings = StudentEmbedding(config.vocab_size, e, config.segment_embeddings, embedding_weight,
-                                           config.freeze_embeddings)
+                                           config.freeze_embeddings, config.source_vocab_size)
         self.dropout = nn.Dropout(config.dropout)
         if config.tagging:
             self.project = nn.Linear(e, f)

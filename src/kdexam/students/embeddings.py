@@ -58,11 +58,21 @@ class EmbeddingInit:
 
 class StudentEmbedding(nn.Module):
     """Word embeddings plus, for concatenated text pairs, a learned segment embedding
-    (added to the word vector, zero at initialisation, indexed by ``token_type_ids``)."""
+    (added to the word vector, zero at initialisation, indexed by ``token_type_ids``).
+
+    With ``source_vocab_size`` the table is *trimmed*: it holds only the rows of the
+    tokens the transfer set uses, and a buffer ``id_map`` [source_vocab_size] maps the
+    tokenizer's ids to rows (unused ids to the [UNK] row). The student keeps the
+    teacher's tokenizer but a fraction of its embedding parameters, and every
+    optimizer step updates a smaller matrix."""
 
     def __init__(self, vocab_size: int, dim: int, segments: bool = False, weight: torch.Tensor | None = None,
-                 freeze: bool = False):
+                 freeze: bool = False, source_vocab_size: int | None = None):
         super().__init__()
+        if source_vocab_size:
+            self.register_buffer("id_map", torch.zeros(source_vocab_size, dtype=torch.long))
+        else:
+            self.id_map = None
         self.word = nn.Embedding(vocab_size, dim)
         if weight is not None:
             if tuple(weight.shape) != (vocab_size, dim):
@@ -76,10 +86,33 @@ class StudentEmbedding(nn.Module):
             nn.init.zeros_(self.segment.weight)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.id_map is not None:
+            input_ids = self.id_map[input_ids]
         x = self.word(input_ids)
         if self.segment is not None and token_type_ids is not None:
             x = x + self.segment(token_type_ids.clamp(0, 1))
         return x
+
+
+def trim_vocabulary(init: "EmbeddingInit", texts: Iterable) -> tuple["EmbeddingInit", torch.Tensor]:
+    """Keep only the embedding rows of the special tokens and of the tokens that ``texts``
+    use; returns the trimmed init and the id map (tokenizer id → row, unused → [UNK] row)."""
+    tok = init.tokenizer
+    strings = list(iter_training_strings(texts))
+    used: set[int] = set(tok.all_special_ids)
+    for start in range(0, len(strings), 2000):
+        for ids in tok(strings[start : start + 2000], add_special_tokens=False)["input_ids"]:
+            used.update(ids)
+    kept = torch.tensor(sorted(i for i in used if i < init.weight.shape[0]))
+    id_map = torch.full((init.weight.shape[0],), 0, dtype=torch.long)
+    id_map[kept] = torch.arange(len(kept))
+    unk = tok.unk_token_id
+    if unk is not None:
+        missing = torch.ones(init.weight.shape[0], dtype=torch.bool)
+        missing[kept] = False
+        id_map[missing] = int(id_map[unk])
+    info = {**init.info, "trimmed_vocab": int(len(kept)), "source_vocab": int(init.weight.shape[0])}
+    return EmbeddingInit(init.weight[kept].contiguous(), tok, info), id_map
 
 
 # ---- PCA -------------------------------------------------------------------------------

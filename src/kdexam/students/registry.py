@@ -88,13 +88,15 @@ class StudentSpec(BaseModel):
     """teacher-layers: which K layers to keep: lower, upper, uniform (first and last included) or indices."""
     freeze_embeddings: bool = False
     """Keep the input word embeddings fixed during training."""
+    trim_vocab: bool = True
+    """bilstm/cnn with teacher or random embeddings: keep only the rows of tokens the training texts use."""
 
 
 APPLIES: dict[str, set[str]] = {
     "bilstm": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "num_layers", "pooling", "pair_mode",
-               "dropout", "freeze_embeddings"},
+               "dropout", "freeze_embeddings", "trim_vocab"},
     "cnn": {"embeddings", "embedding_dim", "vectors_file", "num_layers", "filter_widths", "num_filters", "pair_mode",
-            "dropout", "freeze_embeddings"},
+            "dropout", "freeze_embeddings", "trim_vocab"},
     "preset": {"dropout", "freeze_embeddings"},
     "teacher-layers": {"layers", "freeze_embeddings"},
 }
@@ -195,10 +197,16 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
     tagging = task.kind == "token-classification"
     if family in ("bilstm", "cnn"):
         init = _embeddings(spec, teacher_dir, train_texts)
+        id_map = None
+        if spec.trim_vocab and spec.embeddings != "glove" and train_texts:
+            from kdexam.students.embeddings import trim_vocabulary
+
+            init, id_map = trim_vocabulary(init, train_texts)
         common = dict(vocab_size=int(init.weight.shape[0]), embedding_dim=init.dim, num_labels=task.num_labels,
                       tagging=tagging, dropout=DEFAULT_DROPOUT if spec.dropout is None else spec.dropout,
                       pair_mode=spec.pair_mode, segment_embeddings=bool(task.text_pair),
-                      freeze_embeddings=spec.freeze_embeddings)
+                      freeze_embeddings=spec.freeze_embeddings,
+                      source_vocab_size=None if id_map is None else len(id_map))
         if family == "bilstm":
             from kdexam.students.bilstm import BiLSTMConfig, BiLSTMStudent
 
@@ -211,6 +219,8 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
             config = CNNConfig(filter_widths=list(spec.filter_widths), num_filters=spec.num_filters,
                                num_layers=spec.num_layers or DEFAULT_TAGGING_LAYERS, **common)
             model = CNNStudent(config, init.weight)
+        if id_map is not None:
+            model.embeddings.id_map.copy_(id_map)
         tokenizer = init.tokenizer
         tokenizer.padding_side = "right"  # packed sequences and masks assume right padding
         info = {"embeddings": init.info}

