@@ -20,14 +20,14 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 venv: $(VENV)/.installed
 
 # The main job: fine-tune the teacher (reused when runs/teacher-ms exists), distil three
-# students from it, and print one table. About 30 minutes on a 2-core CPU.
+# students from it, and print one table. About 20 minutes on a 2-core CPU.
 demo: venv
 	$(BIN)/kdexam data prepare movie-sentiment
 	$(BIN)/kdexam models prepare minilm-l6
 	test -f runs/teacher-ms/metrics.json || $(BIN)/kdexam teacher --data movie-sentiment --model minilm-l6 --out runs/teacher-ms
-	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student bilstm --out runs/bilstm-ms
-	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student cnn --out runs/cnn-ms
-	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student teacher-layers:2 --out runs/tl2-ms
+	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student bilstm --embedding-dim 192 --hidden-size 200 --out runs/bilstm-ms
+	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student cnn --embedding-dim 192 --out runs/cnn-ms
+	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student teacher-layers:2 --epochs 4 --out runs/tl2-ms
 	$(BIN)/kdexam report runs/teacher-ms runs/bilstm-ms runs/cnn-ms runs/tl2-ms
 
 test: venv

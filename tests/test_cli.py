@@ -19,9 +19,11 @@ def run_cli(args, capsys):
 
 
 def one_sentence_error(err: str) -> str:
-    text = " ".join(err.split())
-    assert text.startswith("error:"), err
-    assert "Traceback" not in err
+    """The error sentence at the end of stderr (progress lines may come before it)."""
+    assert "Traceback" not in err, err
+    assert err.count("error:") == 1, err
+    text = " ".join(err[err.index("error:"):].split())
+    assert text[-1] in ".?)", text  # one sentence, ended
     return text
 
 

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.integration
 def minilm_teacher(tmp_path_factory, integration_home, monkeypatch_module):
     monkeypatch_module.setenv("KDEXAM_HOME", str(integration_home))
     out = tmp_path_factory.mktemp("teacher") / "run"
-    r = api.finetune_teacher(data="movie-sentiment", model="minilm-l6", out=out, max_train=384, max_eval=200,
-                             epochs=2, learning_rate=1e-4)
+    r = api.finetune_teacher(data="movie-sentiment", model="minilm-l6", out=out, max_train=512, max_eval=200,
+                             epochs=2, batch_size=16, learning_rate=1e-4)
     return out, r
 
 

@@ -10,8 +10,23 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
+
+CLICK_ERRORS: tuple[type[Exception], ...] = ()
+ABORTS: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
+try:  # typer >= 0.26 raises exceptions of its own copy of click
+    from typer._click.exceptions import ClickException as _VendoredClickException
+
+    CLICK_ERRORS += (_VendoredClickException,)
+except ImportError:  # pragma: no cover - older typer
+    pass
+try:
+    import click
+
+    CLICK_ERRORS += (click.ClickException,)
+    ABORTS += (click.exceptions.Abort,)
+except ImportError:  # pragma: no cover - typer without click
+    pass
 from rich.console import Console
 from rich.table import Table
 
@@ -194,13 +209,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except click.ClickException as e:
+    except CLICK_ERRORS as e:
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except ABORTS:
         err.print("interrupted")
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -201,9 +200,10 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
         log_path.unlink(missing_ok=True)
 
     stages = cfg.stages or [StageConfig(objectives=cfg.objectives)]
-    summaries = []
+    summaries, citations = [], set()
     for n, stage in enumerate(stages):
         objective = build_objectives(stage.objectives or cfg.objectives or default_objectives(task.kind), task.kind)
+        citations.update(objective.citations())
         train_cfg = cfg.train.model_copy(update={k: v for k, v in (("epochs", stage.epochs), ("learning_rate", stage.learning_rate)) if v is not None})
         trainable = apply_unfreeze(student, stage.unfreeze)
         online = not cfg.cache_teacher and objective.needs_teacher
@@ -239,8 +239,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
     gold = [e.label for e in data.split(split)]
     s_metrics = task.metrics(gold, decode(task, s_logits, feats[split]))
     t_metrics = task.metrics(gold, teacher_predictions(task, cached[split]))
-    t_logits = cached[split].logits if task.kind == "token-classification" else np.asarray(cached[split].logits)
-    loyal = loyalty(task, np.asarray(t_logits), word_logits(task, s_logits, feats[split]))
+    loyal = loyalty(task, np.asarray(cached[split].logits), word_logits(task, s_logits, feats[split]))
     pm = task.primary_metric
     retention = s_metrics[pm] / t_metrics[pm] if task.greater_is_better else t_metrics[pm] / s_metrics[pm]
     drop = lambda m: {k: v for k, v in m.items() if k != "per_class"}  # noqa: E731
@@ -254,7 +253,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
         "compression": teacher.params / max(1, count_parameters(student)),
         "teacher_cache": {"hit": hit, "path": str(cached["train"].path), "teacher_forward_calls": teacher.forward_calls},
         "stages": summaries,
-        "objectives": [c for c in objective.citations()],
+        "citations": sorted(citations),
         "seconds": round(time.perf_counter() - started, 2),
         "notes": data.notes,
     }
