@@ -36,6 +36,9 @@ def test_conll_reader(tmp_path):
     ex = read_conll(p, DataConfig())
     assert [e.text for e in ex] == [["EU", "rejects"], ["German"]]
     assert [e.label for e in ex] == [["B-ORG", "O"], ["B-MISC"]]
+    # hashtag tokens are tokens, CoNLL-U comment lines are not
+    p.write_text("# text = #love it\n#love\tNNP\nit\tPRP\n")
+    assert read_conll(p, DataConfig())[0].text == ["#love", "it"]
     # a multi-column CoNLL file: token first, tag last
     p.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
     assert read_conll(p, DataConfig())[0].label == ["B-ORG", "O"]

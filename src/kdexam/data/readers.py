@@ -157,6 +157,11 @@ def read_jsonl(path: Path, cfg: DataConfig) -> list[Example]:
     return _rows_to_examples(rows, path, cfg)
 
 
+def _is_comment(line: str) -> bool:
+    """CoNLL-U style comments (``# text = …``); a token row such as ``#hashtag<TAB>NNP`` is not one."""
+    return line.startswith("#") and "\t" not in line and (line.startswith("# ") or len(line.split()) < 2)
+
+
 def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
     """CoNLL: one token per line with its tag in a column, a blank line between
     sentences, ``-DOCSTART-`` lines skipped. Columns are split on tabs, else on spaces."""
@@ -164,7 +169,7 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
     words: list[str] = []
     tags: list[str] = []
     for i, line in enumerate(_open_text(path), start=1):
-        if not line.strip() or line.startswith("#"):
+        if not line.strip() or _is_comment(line):
             if words:
                 out.append(Example(words, None, tags))
                 words, tags = [], []
