@@ -2,9 +2,11 @@
 teacher evaluated on every batch (what most KD scripts do), measured in one process.
 
 Three timings of the same student, data, seed and epochs:
-  online  — cache_teacher=False: the teacher's forward pass runs on every training batch;
   cold    — an empty cache: the teacher runs once over the transfer set, then training;
-  warm    — the cache from the cold run is reused: the teacher does not run at all.
+  warm    — the cache from the cold run is reused: the teacher does not run at all;
+  online  — cache_teacher=False: the teacher's forward pass runs on every training batch.
+All three read the teacher's test-split outputs for the final comparison; the cold run
+computes them, the other two reuse them.
 Prints a table and writes JSON with the ratios online/cold and online/warm.
 
     python bench/cache_speedup.py --teacher runs/teacher-ms --data movie-sentiment \
@@ -49,9 +51,9 @@ def main() -> None:
     common = dict(teacher=a.teacher, data=data, student=a.student, max_train=a.max_train, epochs=a.epochs,
                   patience=a.epochs + 1, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
-        t_online, r_online = timed_run(out=Path(tmp) / "online", cache_teacher=False, **common)
-        t_cold, r_cold = timed_run(out=Path(tmp) / "cold", **common)
+        t_cold, r_cold = timed_run(out=Path(tmp) / "cold", **common)  # first: the cache is empty
         t_warm, r_warm = timed_run(out=Path(tmp) / "warm", **common)
+        t_online, r_online = timed_run(out=Path(tmp) / "online", cache_teacher=False, **common)
     result = {
         "benchmark": "cache_speedup", "student": a.student, "data": a.data, "max_train": a.max_train, "epochs": a.epochs,
         "seconds": {"online": round(t_online, 2), "cold_cache": round(t_cold, 2), "warm_cache": round(t_warm, 2)},

@@ -107,7 +107,9 @@ def test_stages_freeze_then_unfreeze(teacher_run, tmp_path):
 def test_online_teacher_mode_runs_the_teacher_every_step(teacher_run, tmp_path):
     r = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="bilstm", out=tmp_path / "s",
                     max_train=64, epochs=1, batch_size=16, cache_teacher=False)
-    assert r["teacher_cache"]["teacher_forward_calls"] >= 4
+    # 64 examples in batches of 16: 4 training steps; the test-split outputs come from the cache
+    # the earlier tests filled, or cost one more pass here
+    assert r["teacher_cache"]["teacher_forward_calls"] in (4, 5) and r["teacher_cache"]["path"] is None
 
 
 def test_wrong_task_for_the_teachers_head(teacher_run, tmp_path):

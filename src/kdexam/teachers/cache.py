@@ -123,18 +123,18 @@ def word_level(logits: list[np.ndarray], features: Features) -> tuple[np.ndarray
 
 
 def teacher_outputs(model, tokenizer, model_dir: Path, examples: list[Example], task: Task, max_length: int,
-                    batch_size: int = 64, model_key: str | None = None, use_cache: bool = True) -> TeacherOutputs:
+                    batch_size: int = 64, model_key: str | None = None) -> TeacherOutputs:
     """The teacher's logits on ``examples``: read from the cache, or computed once and cached.
 
     ``model`` may be a zero-argument callable returning the model, so that a cache hit
     never even loads the teacher."""
     key = fingerprint(model_key or model_fingerprint(Path(model_dir)), examples, task, max_length)
     d = kdexam_home() / "cache" / "teacher" / key
-    if use_cache and _valid(d):
+    if _valid(d):
         return _open(d, from_cache=True)
     if callable(model) and not isinstance(model, torch.nn.Module):
         model = model()
-    if use_cache and d.exists():
+    if d.exists():
         console.print(f"[yellow]teacher cache {d} is incomplete or corrupted; rebuilding it[/]")
         shutil.rmtree(d)
     console.print(f"teacher: computing outputs for {len(examples)} examples (cached for later runs)")
@@ -156,7 +156,7 @@ def teacher_outputs(model, tokenizer, model_dir: Path, examples: list[Example], 
             "sizes": {f: (tmp / f).stat().st_size for f in files},
             "sha256": {f: sha256_file(tmp / f) for f in files},
         })
-        if d.exists():  # another process finished the same outputs first, or use_cache=False
+        if d.exists():  # another process finished the same outputs first
             shutil.rmtree(d, ignore_errors=True)
         tmp.rename(d)
     except BaseException:

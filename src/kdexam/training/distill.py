@@ -64,9 +64,8 @@ class Teacher:
             self._model.forward = counted
         return self._model
 
-    def outputs(self, examples, task: Task, max_length: int, use_cache: bool = True) -> TeacherOutputs:
-        return teacher_outputs(lambda: self.model, self.tokenizer, self.dir, examples, task, max_length,
-                               model_key=self.key, use_cache=use_cache)
+    def outputs(self, examples, task: Task, max_length: int) -> TeacherOutputs:
+        return teacher_outputs(lambda: self.model, self.tokenizer, self.dir, examples, task, max_length, model_key=self.key)
 
     @property
     def params(self) -> int:
@@ -182,10 +181,12 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
     teacher = Teacher(teacher_dir, teacher_task)
 
     split = data.eval_split
-    cached = {"train": teacher.outputs(data.train, task, max_length, cfg.cache_teacher)}
-    cached[split] = teacher.outputs(data.split(split), task, max_length)
-    hit = cached["train"].from_cache
-    console.print(f"teacher outputs: {'read from cache' if hit else 'computed and cached'} ({cached['train'].path})")
+    cached = {split: teacher.outputs(data.split(split), task, max_length)}
+    if cfg.cache_teacher:  # otherwise the teacher runs on every training batch (benchmarks)
+        cached["train"] = teacher.outputs(data.train, task, max_length)
+        console.print(f"teacher outputs: {'read from cache' if cached['train'].from_cache else 'computed and cached'} "
+                      f"({cached['train'].path})")
+    hit = "train" in cached and cached["train"].from_cache
 
     torch.manual_seed(cfg.seed)
     texts = [e.text for e in data.train] + [e.text_pair for e in data.train if e.text_pair]
@@ -251,7 +252,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
                     "metrics": drop(s_metrics), "per_class": s_metrics.get("per_class"), "loyalty": loyal},
         "retention": retention,
         "compression": teacher.params / max(1, count_parameters(student)),
-        "teacher_cache": {"hit": hit, "path": str(cached["train"].path), "teacher_forward_calls": teacher.forward_calls},
+        "teacher_cache": {"hit": hit, "path": str(cached["train"].path) if "train" in cached else None,
+                          "teacher_forward_calls": teacher.forward_calls},
         "stages": summaries,
         "citations": sorted(citations),
         "seconds": round(time.perf_counter() - started, 2),
