@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 venv: $(VENV)/.installed
 
 # The main job: fine-tune the teacher (reused when runs/teacher-ms exists), distil three
-# students from it, and print one table. About 20 minutes on a 2-core CPU.
+# students from it, and print one table. About 15 minutes on a 2-core CPU.
 demo: venv
 	$(BIN)/kdexam data prepare movie-sentiment
 	$(BIN)/kdexam models prepare minilm-l6

@@ -37,7 +37,7 @@ data_app = typer.Typer(help="List and prepare the built-in datasets.", no_args_i
 models_app = typer.Typer(help="List and prepare the built-in models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay readable in logs and pipes
 err = Console(stderr=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file; flags given on the line override it.")
@@ -188,7 +188,7 @@ def report(
         t.add_column(c)
     for r in rows:
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
-        t.add_row(r["run"], r["model"], f"{r['params']:,}", r["metric"], fmt(r["score"], ".4f"), fmt(r["retention"], ".3f"),
+        t.add_row(Path(r["run"]).name, r["model"], f"{r['params']:,}", r["metric"], fmt(r["score"], ".4f"), fmt(r["retention"], ".3f"),
                   fmt(r["label_loyalty"], ".3f"), fmt(r["probability_loyalty"], ".3f"), fmt(r["minutes"], ".1f"))
     out.print(t)
     if out_file:

@@ -22,14 +22,11 @@ from kdexam.data.readers import load_data
 from kdexam.errors import KdexamError
 from kdexam.evaluation.predict import evaluate
 from kdexam.paths import atomic_write_json
+from kdexam.students.registry import count_parameters
 from kdexam.teachers.loader import load_for_task, load_tokenizer
 from kdexam.training.trainer import fit, make_accelerator
 
 console = Console(stderr=True)
-
-
-def count_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False) -> dict:
@@ -74,7 +71,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False) -> dict:
     metrics, _ = evaluate(model, enc[split], data.split(split), tokenizer, task, cfg.train.eval_batch_size)
     result = {
         "task": task.kind, "dataset": data.name, "split": split, "primary_metric": task.primary_metric,
-        "teacher": {"name": str(cfg.model), "params": count_params(model),
+        "teacher": {"name": str(cfg.model), "params": count_parameters(model),
                     "metrics": {k: v for k, v in metrics.items() if k != "per_class"},
                     "per_class": metrics.get("per_class"),
                     "best_validation": summary["best_validation"], "best_at": summary["best_at"],
