@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 from conftest import tagging_sentences, write_conll
 from kdexam import api
 from kdexam.errors import KdexamError
-from kdexam.paths import kdexam_home
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import difflib
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -37,7 +36,7 @@ import numpy as np
 
 from kdexam.errors import KdexamError
 from kdexam.packages import package_file, say
-from kdexam.paths import kdexam_home
+from kdexam.paths import kdexam_home, sha256_file
 
 SEED = 13
 KDEXAM_FORMAT = 1
@@ -427,15 +426,6 @@ def write_conll(path: Path, sentences: list[Example]) -> None:
         for sentence in sentences:
             f.writelines(f"{t}\t{g}\n" for t, g in zip(sentence["tokens"], sentence["tags"]))
             f.write("\n")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def label_set(spec: BuiltinDataset, splits: dict[str, list[Example]]) -> list[Any] | None:

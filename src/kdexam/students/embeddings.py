@@ -142,12 +142,6 @@ def _teacher_path(teacher: str | Path) -> str:
     return resolve_model(str(teacher))
 
 
-def cannot_load(teacher: str | Path, what: str, err: Exception) -> KdexamError:
-    return KdexamError(f"Cannot load the {what} of teacher '{teacher}' ({type(err).__name__}: "
-                       f"{str(err).splitlines()[0][:160] if str(err) else ''}); pass a local Hugging Face model "
-                       "directory (e.g. one written by 'kdexam teacher') or a built-in model name.")
-
-
 def load_teacher_embedding_matrix(teacher: str | Path) -> torch.Tensor:
     """The teacher's input word-embedding matrix (a detached float32 copy)."""
     from transformers import AutoModel
@@ -160,7 +154,9 @@ def load_teacher_embedding_matrix(teacher: str | Path) -> torch.Tensor:
     except KdexamError:
         raise
     except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
-        raise cannot_load(teacher, "weights", e) from None
+        from kdexam.teachers.loader import cannot_load
+
+        raise cannot_load(str(teacher), "weights", e) from None
     return model.get_input_embeddings().weight.detach().to(torch.float32).clone()
 
 

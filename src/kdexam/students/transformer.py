@@ -163,7 +163,8 @@ def build_preset(name: str, teacher: str | Path, task: Task, dropout: float | No
     """A randomly initialised preset student and the teacher's tokenizer."""
     from transformers import AutoConfig
 
-    from kdexam.students.embeddings import _teacher_path, cannot_load
+    from kdexam.students.embeddings import _teacher_path
+    from kdexam.teachers.loader import cannot_load
     from kdexam.teachers.loader import load_tokenizer, quiet_transformers
 
     quiet_transformers()
@@ -173,7 +174,7 @@ def build_preset(name: str, teacher: str | Path, task: Task, dropout: float | No
     except KdexamError:
         raise
     except Exception as e:
-        raise cannot_load(teacher, "config", e) from None
+        raise cannot_load(str(teacher), "config", e) from None
     config = preset_config(name, teacher_config, tokenizer, task, dropout)
     auto = auto_class_name(task)
     model = _auto(auto).from_config(config)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdexam.data.builtin import make_temp_dir, replace_dir, sha256_file
+from kdexam.data.builtin import make_temp_dir, replace_dir
+from kdexam.paths import sha256_file
 from kdexam.errors import KdexamError
 from kdexam.packages import discard_extracted, package_file, package_files, say
 from kdexam.paths import kdexam_home

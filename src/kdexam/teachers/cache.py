@@ -31,19 +31,11 @@ from rich.console import Console
 from kdexam.data.encode import Features, encode
 from kdexam.data.readers import Example
 from kdexam.evaluation.predict import predict_logits
-from kdexam.paths import atomic_write_json, kdexam_home
+from kdexam.paths import atomic_write_json, kdexam_home, sha256_file
 from kdexam.tasks import Task
 
 FORMAT = 1
 console = Console(stderr=True)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_fingerprint(model_dir: Path) -> str:

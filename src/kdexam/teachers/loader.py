@@ -29,9 +29,11 @@ def _resolve(name_or_path: str) -> str:
     return resolve_model(name_or_path)
 
 
-def _cannot_load(name: str, what: str, err: Exception) -> KdexamError:
+def cannot_load(name: str, what: str, err: Exception) -> KdexamError:
+    """The one sentence for a model, tokenizer or config that transformers cannot load."""
+    first_line = (str(err).splitlines() or [""])[0][:160]
     return KdexamError(
-        f"Cannot load the {what} of '{name}' ({type(err).__name__}: {str(err).splitlines()[0][:160]}); pass a built-in model "
+        f"Cannot load the {what} of '{name}' ({type(err).__name__}: {first_line}); pass a built-in model "
         "(see 'kdexam models list'), a local Hugging Face model directory, or a hub id reachable from this machine."
     )
 
@@ -45,7 +47,7 @@ def load_tokenizer(name_or_path: str):
     try:
         tok = AutoTokenizer.from_pretrained(path, use_fast=True)
     except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
-        raise _cannot_load(name_or_path, "tokenizer", e) from None
+        raise cannot_load(name_or_path, "tokenizer", e) from None
     if not getattr(tok, "is_fast", False):
         raise KdexamError(f"Model '{name_or_path}' has no fast tokenizer (tokenizer.json); kdexam needs one for subword alignment.")
     return tok
@@ -69,7 +71,7 @@ def load_for_task(name_or_path: str, task: Task):
     try:
         return cls.from_pretrained(path, ignore_mismatched_sizes=True, **kwargs)
     except Exception as e:
-        raise _cannot_load(name_or_path, "weights", e) from None
+        raise cannot_load(name_or_path, "weights", e) from None
 
 
 def read_task(run_dir: str | Path) -> Task:
