@@ -26,7 +26,8 @@ DISTILL_FLAGS = {
     **{k: v for k, v in TEACHER_FLAGS.items() if k != "model"},
     "teacher": "teacher", "student": "student.kind", "embeddings": "student.embeddings",
     "vectors_file": "student.vectors_file", "embedding_dim": "student.embedding_dim",
-    "hidden_size": "student.hidden_size", "cache_teacher": "cache_teacher",
+    "hidden_size": "student.hidden_size", "pooling": "student.pooling", "pair_mode": "student.pair_mode",
+    "crf": "student.crf", "cache_teacher": "cache_teacher",
 }
 
 

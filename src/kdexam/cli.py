@@ -146,6 +146,9 @@ def distill(
     vectors_file: Optional[str] = typer.Option(None, help="word2vec/GloVe text file for --embeddings glove."),
     embedding_dim: Optional[int] = typer.Option(None, help="bilstm/cnn embedding width (PCA of the teacher's when smaller)."),
     hidden_size: Optional[int] = typer.Option(None, help="bilstm hidden size per direction (default 300)."),
+    pooling: Optional[str] = typer.Option(None, help="bilstm sequence pooling: max | mean | attention (default max)."),
+    pair_mode: Optional[str] = typer.Option(None, help="bilstm/cnn text pairs: concat (one sequence) | siamese (two encoded sides, [u; v; |u-v|; u*v]). Default concat."),
+    crf: Optional[bool] = typer.Option(None, "--crf", help="bilstm tagging: add a CRF layer (Viterbi decoding)."),
     max_length: Optional[int] = typer.Option(None, help="Longest input in subword tokens (default 128)."),
     batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
     learning_rate: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default per student kind)."),
@@ -158,7 +161,7 @@ def distill(
 
     flags = dict(teacher=teacher, data=data, student=student, out=out_dir, epochs=epochs, max_train=max_train,
                  max_eval=max_eval, seed=seed, embeddings=embeddings, vectors_file=vectors_file, embedding_dim=embedding_dim,
-                 hidden_size=hidden_size, max_length=max_length,
+                 hidden_size=hidden_size, pooling=pooling, pair_mode=pair_mode, crf=crf, max_length=max_length,
                  batch_size=batch_size, learning_rate=learning_rate, patience=patience, num_threads=num_threads)
     cfg = api.distill_config(config, **{k: v for k, v in flags.items() if v is not None})
     r = api.distill(cfg, resume=resume)

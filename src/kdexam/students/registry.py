@@ -76,8 +76,11 @@ class StudentSpec(BaseModel):
     """bilstm: BiLSTM layers (default 1); cnn tagging: residual convolution blocks (default 3)."""
     pooling: Literal["max", "mean", "attention"] = "max"
     """bilstm, sequence tasks: how BiLSTM outputs are pooled (masked)."""
-    pair_mode: Literal["concat"] = "concat"
-    """bilstm/cnn text pairs: 'concat' reads the tokenizer's pair encoding as one sequence."""
+    pair_mode: Literal["concat", "siamese"] = "concat"
+    """bilstm/cnn text pairs: 'concat' reads the tokenizer's pair encoding as one sequence; 'siamese'
+    encodes each text alone with the shared encoder and classifies [u; v; |u - v|; u * v]."""
+    crf: bool = False
+    """bilstm token classification: a linear-chain CRF over the words' tag scores, Viterbi decoding."""
     dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
     """Dropout (bilstm/cnn default 0.2; bert presets: hidden and attention dropout, default 0.1)."""
     filter_widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
@@ -94,14 +97,14 @@ class StudentSpec(BaseModel):
 
 APPLIES: dict[str, set[str]] = {
     "bilstm": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "num_layers", "pooling", "pair_mode",
-               "dropout", "freeze_embeddings", "trim_vocab"},
+               "dropout", "freeze_embeddings", "trim_vocab", "crf"},
     "cnn": {"embeddings", "embedding_dim", "vectors_file", "num_layers", "filter_widths", "num_filters", "pair_mode",
             "dropout", "freeze_embeddings", "trim_vocab"},
     "preset": {"dropout", "freeze_embeddings"},
     "teacher-layers": {"layers", "freeze_embeddings"},
 }
-SEQUENCE_ONLY = {"bilstm": {"pooling"}, "cnn": {"filter_widths"}}
-TAGGING_ONLY = {"cnn": {"num_layers"}}
+SEQUENCE_ONLY = {"bilstm": {"pooling", "pair_mode"}, "cnn": {"filter_widths", "pair_mode"}}
+TAGGING_ONLY = {"cnn": {"num_layers"}, "bilstm": {"crf"}}
 
 
 def _valid_kind_names() -> list[str]:
