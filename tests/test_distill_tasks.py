@@ -50,6 +50,9 @@ def test_pair_students(tiny_bert_dir, tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", [{"text": a["text"], "text_pair": b["text"], "label": int(a["label"] == b["label"])}
                                                   for a, b in pairs])
     api.finetune_teacher(data=data, model=tiny_bert_dir, out=tmp_path / "teacher", epochs=2)
-    for kind in ("bilstm", "cnn", "bert-tiny", "teacher-layers:1"):
-        r = api.distill(teacher=tmp_path / "teacher", data=data, student=kind, out=tmp_path / kind.replace(":", "-"), epochs=1)
+    for kind, extra in (("bilstm", {}), ("bilstm", {"pair_mode": "siamese"}), ("cnn", {}), ("cnn", {"pair_mode": "siamese"}),
+                        ("bert-tiny", {}), ("teacher-layers:1", {})):
+        out = tmp_path / (kind.replace(":", "-") + "-".join(["", *extra.values()]))
+        r = api.distill(teacher=tmp_path / "teacher", data=data, student=kind, out=out, epochs=1, **extra)
         assert r["task"] == "classification" and 0 <= r["student"]["loyalty"]["label"] <= 1, kind
+        assert r["student"]["metrics"]["accuracy"] > 0.0

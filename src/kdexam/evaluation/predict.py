@@ -36,8 +36,12 @@ def predict_logits(model, features: Features, tokenizer, task: Task, batch_size:
     return out  # type: ignore[return-value]
 
 
-def decode(task: Task, logits: list[np.ndarray], features: Features) -> list:
-    """Label names, word tag sequences or floats from per-example logits."""
+def decode(task: Task, logits: list[np.ndarray], features: Features, crf: dict | None = None) -> list:
+    """Label names, word tag sequences or floats from per-example logits.
+
+    Tagging: each word takes the tag of its first subword — the argmax there, or with
+    ``crf`` (:func:`kdexam.students.crf.crf_params`) the Viterbi path over the words'
+    first-subword scores. Words cut off by truncation get ``O`` (or the first tag)."""
     labels = task.labels or []
     if task.kind == "regression":
         return [float(l.reshape(-1)[0]) for l in logits]
@@ -46,8 +50,27 @@ def decode(task: Task, logits: list[np.ndarray], features: Features) -> list:
     fill = labels.index("O") if "O" in labels else 0
     out = []
     for l, row in zip(logits, features.rows):
-        ids = words_from_subwords(row["word_ids"], l.argmax(-1).tolist(), row["n_words"], fill)
+        if crf is None:
+            ids = words_from_subwords(row["word_ids"], l.argmax(-1).tolist(), row["n_words"], fill)
+        else:
+            ids = crf_words(l, row["word_ids"], row["n_words"], crf, fill)
         out.append([labels[i] for i in ids])
+    return out
+
+
+def crf_words(logits: np.ndarray, word_ids: list[int], n_words: int, crf: dict, fill: int = 0) -> list[int]:
+    """Viterbi tags of the words present in the encoding (first subwords, in order); ``fill`` for the rest."""
+    from kdexam.students.crf import viterbi
+
+    first: dict[int, int] = {}
+    for pos, w in enumerate(word_ids):
+        if w is not None and w >= 0 and w not in first:
+            first[w] = pos
+    words = sorted(first)
+    path = viterbi(np.asarray(logits)[[first[w] for w in words]], **crf)
+    out = [fill] * n_words
+    for w, tag in zip(words, path):
+        out[w] = tag
     return out
 
 

@@ -373,6 +373,11 @@ class GoldLoss(Objective):
       between the student's output (``[B]`` or ``[B, 1]``) and the targets, over
       targets that are not NaN (NaN marks an unlabelled example).
 
+    - token classification with a CRF student (``student["crf"]``, a
+      :class:`~kdexam.students.crf.CRF`): the CRF's negative log-likelihood of the gold
+      tag sequence over the labelled positions (each word's first subword),
+      :math:`-\frac{1}{B}\sum_b \log p(y_b \mid e_b)` (Lample et al. 2016).
+
     A batch with no labelled position gives 0 (with a graph), so mixed labelled /
     unlabelled training needs no special case. A batch without ``"labels"`` is an
     error.
@@ -428,6 +433,10 @@ class GoldLoss(Objective):
             if not bool(keep.all()):
                 pred, target = pred[keep], target[keep]
             return F.mse_loss(pred, target) if target.numel() else _zero(s)
+        if student.get("crf") is not None and s.dim() == 3:
+            from kdexam.students.crf import word_emissions
+
+            return student["crf"].nll(*word_emissions(s, labels.long()))
         logits = s.reshape(-1, s.size(-1)).float()
         flat = labels.reshape(-1).long()
         if flat.numel() != logits.size(0):

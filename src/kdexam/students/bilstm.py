@@ -14,11 +14,15 @@ is masked. Inputs must be right-padded (the registry sets the tokenizer's
 
 Text pairs: ``pair_mode="concat"`` reads the tokenizer's pair encoding
 (``[CLS] a [SEP] b [SEP]``) as one sequence, with a learned segment embedding from
-``token_type_ids`` (zero at initialisation). The pair strategy lives in
-:meth:`BiLSTMStudent.sentence_features` and the head's input width in
-:meth:`BiLSTMStudent.feature_dim`; Tang et al.'s siamese variant (each text encoded
-by the shared BiLSTM, the head reading ``[u; v; |u − v|; u ∘ v]``) is another
-``pair_mode`` there, together with an encoding that keeps the two texts apart.
+``token_type_ids`` (zero at initialisation). ``pair_mode="siamese"`` is Tang et al.'s
+pair architecture: the same pair encoding is split by ``token_type_ids`` into its two
+texts (:func:`split_pair`), each text is encoded alone by the shared BiLSTM and
+pooled to ``u`` and ``v``, and the MLP reads ``[u; v; |u − v|; u ∘ v]`` (Mou et al.
+2016; Conneau et al. 2017), so neither text's encoding sees the other.
+
+Token classification with ``crf=True`` adds a linear-chain CRF
+(:class:`~kdexam.students.crf.CRF`, Lample et al. 2016) over the words' tag scores;
+``logits`` stay the per-token emissions, decoding is Viterbi.
 
 Outputs (a dict): ``logits`` ([B, C], [B, 1] for regression, [B, L, C] for tagging);
 with ``output_hidden_states=True`` also ``hidden_states`` (the embedding output
@@ -34,10 +38,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from kdexam.students.crf import CRF, compact
 from kdexam.students.embeddings import StudentEmbedding
 
 POOLINGS = ("max", "mean", "attention")
-PAIR_MODES = ("concat",)
+PAIR_MODES = ("concat", "siamese")
 
 
 @dataclass
@@ -57,6 +62,7 @@ class BiLSTMConfig:
     freeze_embeddings: bool = False
     source_vocab_size: int | None = None
     """Set when the embedding table is trimmed: the tokenizer's vocabulary size."""
+    crf: bool = False
 
     def to_dict(self) -> dict:
         return {"family": "bilstm", **asdict(self)}
@@ -87,6 +93,19 @@ def masked_pool(states: torch.Tensor, mask: torch.Tensor, how: str, scorer: nn.M
     raise ValueError(f"unknown pooling {how!r}")
 
 
+def split_pair(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None):
+    """The two texts of a pair encoding, each right-padded: ``[(ids_a, mask_a), (ids_b, mask_b)]``.
+    The first text is the positions with token type 0 (``[CLS] a [SEP]``), the second those with 1."""
+    if token_type_ids is None:
+        raise ValueError("pair_mode 'siamese' needs token_type_ids to tell the two texts apart")
+    real = attention_mask.bool()
+    sides = []
+    for side in (real & (token_type_ids == 0), real & (token_type_ids != 0)):
+        ids, mask = compact(input_ids, side)
+        sides.append((ids, mask.long()))
+    return sides
+
+
 class BiLSTMStudent(nn.Module):
     """A (multi-layer) BiLSTM encoder with a pooled MLP head or a per-token head."""
 
@@ -107,6 +126,7 @@ class BiLSTMStudent(nn.Module):
         self.lstms = nn.ModuleList(
             nn.LSTM(config.embedding_dim if i == 0 else 2 * h, h, batch_first=True, bidirectional=True)
             for i in range(config.num_layers))
+        self.crf = CRF(config.num_labels) if config.tagging and config.crf else None
         if config.tagging:
             self.classifier = nn.Linear(2 * h, config.num_labels)
         else:
@@ -123,7 +143,7 @@ class BiLSTMStudent(nn.Module):
 
     def feature_dim(self) -> int:
         """Width of the vector the sequence head reads."""
-        return 2 * self.config.hidden_size
+        return (8 if self.config.pair_mode == "siamese" else 2) * self.config.hidden_size
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -144,13 +164,26 @@ class BiLSTMStudent(nn.Module):
         """The head's input: the pooled last BiLSTM layer (``concat`` pairs are one sequence)."""
         return masked_pool(states[-1], mask, self.config.pooling, self.attention)
 
+    def siamese_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        """``[u; v; |u − v|; u ∘ v]`` from each text of the pair encoded and pooled alone."""
+        u, v = (self.sentence_features(*self.encode(ids, mask)) for ids, mask in
+                split_pair(input_ids, attention_mask, token_type_ids))
+        return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
                 output_attentions: bool = False) -> dict:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if self.config.pair_mode == "siamese" and not self.config.tagging:
+            pooled = self.siamese_features(input_ids, attention_mask, token_type_ids)
+            out: dict = {"logits": self.head(self.dropout(pooled))}
+            if output_hidden_states:
+                out["pooled"] = pooled
+            return out
         states, mask = self.encode(input_ids, attention_mask, token_type_ids)
-        out: dict = {}
+        out = {}
         if self.config.tagging:
             out["logits"] = self.classifier(self.dropout(states[-1]))
         else:

@@ -17,7 +17,9 @@ on the right, so every output position is centred on a real token) and the max
 over time only looks at real positions.
 
 Text pairs are read as the tokenizer's pair encoding (``pair_mode="concat"``) with a
-learned segment embedding from ``token_type_ids``.
+learned segment embedding from ``token_type_ids``, or (``pair_mode="siamese"``) split
+into the two texts, each convolved and max-pooled alone to ``u`` and ``v``, and
+classified from ``[u; v; |u − v|; u ∘ v]`` (Mou et al. 2016).
 
 Outputs (a dict): ``logits``; with ``output_hidden_states=True`` also
 ``hidden_states`` (the embedding output [B, L, E], then the concatenated feature
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdexam.students.bilstm import PAIR_MODES, lengths_and_mask
+from kdexam.students.bilstm import PAIR_MODES, lengths_and_mask, split_pair
 from kdexam.students.embeddings import StudentEmbedding
 
 TAGGING_KERNEL = 3
@@ -103,32 +105,48 @@ class CNNStudent(nn.Module):
         return self.embeddings.word
 
     def feature_dim(self) -> int:
-        return self.config.num_filters * (1 if self.config.tagging else len(self.config.filter_widths))
+        if self.config.tagging:
+            return self.config.num_filters
+        return self.config.num_filters * len(self.config.filter_widths) * (4 if self.config.pair_mode == "siamese" else 1)
+
+    def sentence_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          token_type_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Max-over-time pooled feature maps, the embedding output and the maps [B, L, W×F]."""
+        _, mask = lengths_and_mask(attention_mask)
+        x = self.embeddings(input_ids, token_type_ids)
+        h = self.dropout(x).transpose(1, 2) * mask.unsqueeze(1).to(x.dtype)  # [B, E, L], padding zeroed
+        maps = torch.cat([F.relu(same_conv(conv, h)) for conv in self.convs], dim=1)  # [B, W*F, L]
+        return maps.masked_fill(~mask.unsqueeze(1), float("-inf")).max(2).values, x, maps.transpose(1, 2)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
                 output_attentions: bool = False) -> dict:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if not self.config.tagging:
+            if self.config.pair_mode == "siamese":
+                (u, _, _), (v, _, _) = (self.sentence_features(ids, m, None) for ids, m in
+                                        split_pair(input_ids, attention_mask, token_type_ids))
+                pooled, states = torch.cat([u, v, (u - v).abs(), u * v], dim=-1), []
+            else:
+                pooled, x, maps = self.sentence_features(input_ids, attention_mask, token_type_ids)
+                states = [x, maps]
+            out: dict = {"logits": self.classifier(self.dropout(pooled))}
+            if output_hidden_states:
+                out["pooled"] = pooled
+                if states:
+                    out["hidden_states"] = tuple(states)
+            return out
         _, mask = lengths_and_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
         keep = mask.unsqueeze(1).to(x.dtype)  # [B, 1, L]
         states = [x]
         h = self.dropout(x).transpose(1, 2) * keep  # [B, E, L], padding zeroed
-        out: dict = {}
-        if self.config.tagging:
-            h = self.project(h.transpose(1, 2)).transpose(1, 2) * keep
-            for conv in self.convs:
-                h = (h + self.dropout(F.relu(same_conv(conv, h)))) * keep
-                states.append(h.transpose(1, 2))
-            out["logits"] = self.classifier(self.dropout(h.transpose(1, 2)))
-        else:
-            maps = torch.cat([F.relu(same_conv(conv, h)) for conv in self.convs], dim=1)  # [B, W*F, L]
-            pooled = maps.masked_fill(~mask.unsqueeze(1), float("-inf")).max(2).values
-            out["logits"] = self.classifier(self.dropout(pooled))
-            if output_hidden_states:
-                states.append(maps.transpose(1, 2))
-                out["pooled"] = pooled
+        h = self.project(h.transpose(1, 2)).transpose(1, 2) * keep
+        for conv in self.convs:
+            h = (h + self.dropout(F.relu(same_conv(conv, h)))) * keep
+            states.append(h.transpose(1, 2))
+        out = {"logits": self.classifier(self.dropout(h.transpose(1, 2)))}
         if output_hidden_states:
             out["hidden_states"] = tuple(states)
         return out

@@ -159,6 +159,8 @@ def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | 
                               "set embeddings: glove or remove vectors_file.")
         if any(w < 1 for w in spec.filter_widths):
             raise KdexamError(f"filter_widths {spec.filter_widths} must all be positive; e.g. [3, 4, 5].")
+    if task is not None and spec.pair_mode == "siamese" and not task.text_pair:
+        raise KdexamError("pair_mode 'siamese' is for text-pair tasks, and this task reads single texts; remove pair_mode.")
     if family == "teacher-layers" and isinstance(spec.layers, list) and len(spec.layers) != k:
         raise KdexamError(f"layers lists {len(spec.layers)} indices but the kind is teacher-layers:{k}; "
                           f"list {k} indices or use teacher-layers:{len(spec.layers)}.")
@@ -168,6 +170,14 @@ def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | 
         if task.num_labels < 1 or (task.kind == "classification" and task.num_labels < 2):
             raise KdexamError(f"The {task.kind} task has {task.num_labels} label(s); a student needs at least two classes.")
     return family, k
+
+
+def check_marks_pairs(tokenizer) -> None:
+    """Siamese pairs are split by token type; the tokenizer must mark the second text."""
+    enc = tokenizer("a", "b", return_token_type_ids=True)
+    if 1 not in (enc.get("token_type_ids") or []):
+        raise KdexamError("pair_mode 'siamese' needs a tokenizer that marks the second text with token type ids "
+                          "(BERT-style, or embeddings: glove); this teacher's tokenizer does not, use pair_mode concat.")
 
 
 # ---- build ------------------------------------------------------------------------------------
@@ -207,13 +217,13 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
             init, id_map = trim_vocabulary(init, train_texts)
         common = dict(vocab_size=int(init.weight.shape[0]), embedding_dim=init.dim, num_labels=task.num_labels,
                       tagging=tagging, dropout=DEFAULT_DROPOUT if spec.dropout is None else spec.dropout,
-                      pair_mode=spec.pair_mode, segment_embeddings=bool(task.text_pair),
+                      pair_mode=spec.pair_mode, segment_embeddings=bool(task.text_pair) and spec.pair_mode == "concat",
                       freeze_embeddings=spec.freeze_embeddings,
                       source_vocab_size=None if id_map is None else len(id_map))
         if family == "bilstm":
             from kdexam.students.bilstm import BiLSTMConfig, BiLSTMStudent
 
-            config = BiLSTMConfig(hidden_size=spec.hidden_size or DEFAULT_BILSTM_HIDDEN,
+            config = BiLSTMConfig(hidden_size=spec.hidden_size or DEFAULT_BILSTM_HIDDEN, crf=spec.crf,
                                   num_layers=spec.num_layers or DEFAULT_BILSTM_LAYERS, pooling=spec.pooling, **common)
             model: nn.Module = BiLSTMStudent(config, init.weight)
         else:
@@ -226,6 +236,8 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
             model.embeddings.id_map.copy_(id_map)
         tokenizer = init.tokenizer
         tokenizer.padding_side = "right"  # packed sequences and masks assume right padding
+        if spec.pair_mode == "siamese":
+            check_marks_pairs(tokenizer)
         info = {"embeddings": init.info}
     elif family == "teacher-layers":
         from kdexam.students.transformer import build_teacher_layers

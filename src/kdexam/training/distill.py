@@ -28,6 +28,7 @@ from kdexam.evaluation.loyalty import classification_loyalty, regression_loyalty
 from kdexam.evaluation.predict import decode, predict_logits
 from kdexam.objectives import build_objectives, default_objectives
 from kdexam.paths import atomic_write_json
+from kdexam.students.crf import crf_params
 from kdexam.students.registry import build_student, count_parameters, save_student
 from kdexam.tasks import Task
 from kdexam.teachers.cache import TeacherOutputs, model_fingerprint, teacher_outputs, word_level
@@ -214,6 +215,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
         def loss_fn(model, batch, objective=objective, online=online):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             student_out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch})
+            student_out["crf"] = getattr(accelerator.unwrap_model(model), "crf", None)  # gold loss of a CRF tagger
             teacher_out = None
             if objective.needs_teacher:
                 if online:  # benchmark mode: the teacher runs on every batch, as most KD scripts do
@@ -227,7 +229,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
 
         def validate(model):
             logits = predict_logits(model, feats["validation"], tokenizer, task, cfg.train.eval_batch_size, student_forward)
-            return task.metrics([e.label for e in data.validation], decode(task, logits, feats["validation"]))
+            return task.metrics([e.label for e in data.validation], decode(task, logits, feats["validation"], crf_params(model)))
 
         loader = make_loader(feats["train"], tokenizer, task, train_cfg.batch_size, shuffle=True, seed=cfg.seed + n)
         summary = fit(student, loader, loss_fn, validate, train_cfg, accelerator, task.primary_metric, task.greater_is_better,
@@ -238,9 +240,13 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
     # Final evaluation of both models on the same split.
     s_logits = predict_logits(student, feats[split], tokenizer, task, cfg.train.eval_batch_size, student_forward)
     gold = [e.label for e in data.split(split)]
-    s_metrics = task.metrics(gold, decode(task, s_logits, feats[split]))
-    t_metrics = task.metrics(gold, teacher_predictions(task, cached[split]))
+    s_preds = decode(task, s_logits, feats[split], crf_params(student))
+    s_metrics = task.metrics(gold, s_preds)
+    t_preds = teacher_predictions(task, cached[split])
+    t_metrics = task.metrics(gold, t_preds)
     loyal = loyalty(task, np.asarray(cached[split].logits), word_logits(task, s_logits, feats[split]))
+    if crf_params(student) is not None:  # label loyalty of the Viterbi tags, not of the emissions' argmax
+        loyal["label"] = float(np.mean([a == b for s, t in zip(s_preds, t_preds) for a, b in zip(s, t)]))
     pm = task.primary_metric
     retention = s_metrics[pm] / t_metrics[pm] if task.greater_is_better else t_metrics[pm] / s_metrics[pm]
     drop = lambda m: {k: v for k, v in m.items() if k != "per_class"}  # noqa: E731
