@@ -31,6 +31,10 @@ def test_tagging_students_subword_and_word_level(tagging_teacher, tmp_path):
         loyal = r["student"]["loyalty"]
         assert 0 <= loyal["label"] <= 1 and 0 <= loyal["probability"] <= 1
         assert r["student"]["metrics"]["accuracy"] >= 0.6, (name, r["student"]["metrics"])  # chance ~1/3
+    for kind in ("bert-tiny", "teacher-layers:1"):  # transformer students tag per subword with their HF token head
+        r = api.distill(teacher=tagging_teacher / "run", data=tagging_teacher / "data", student=kind,
+                        out=tmp_path / kind.replace(":", "-"), epochs=2, batch_size=16)
+        assert r["task"] == "token-classification" and 0 <= r["student"]["loyalty"]["label"] <= 1, kind
 
 
 def test_regression_student_reports_regression_loyalty(tiny_bert_dir, tmp_path):

@@ -2,6 +2,8 @@
 
 >>> from kdexam import api
 >>> metrics = api.finetune_teacher(data="movie-sentiment", model="minilm-l6", out="runs/teacher-ms", epochs=2)
+>>> clf = api.load_student("runs/bilstm-ms")
+>>> clf.predict(["a gripping, funny film"])
 """
 
 from __future__ import annotations
@@ -67,11 +69,64 @@ def distill(config: str | Path | DistillRunConfig | None = None, resume: bool = 
     return _distill(cfg, resume=resume)
 
 
-def load_student(path: str | Path):
-    """A trained student (model, tokenizer, spec, task) from its run directory; no teacher needed."""
-    from kdexam.students.registry import load_student as _load
+def load_student(path: str | Path, backend: str = "auto", quantized: bool = False, threads: int | None = None,
+                 device: str | None = None):
+    """A :class:`~kdexam.inference.predictor.Predictor` for a student run, a teacher run or an
+    export folder: ``.predict(texts)`` tokenises, runs and decodes; no teacher needed.
 
-    return _load(path)
+    ``backend``: ``"auto"`` (ONNX when ``RUN/onnx`` holds an export of the current weights, else
+    PyTorch), ``"pytorch"`` or ``"onnx"``; ``quantized=True`` uses the int8 ONNX model. (The
+    PyTorch model itself, with tokenizer, spec and task: :func:`kdexam.students.registry.load_student`.)
+
+    >>> clf = api.load_student("runs/bilstm-ms")
+    >>> clf.predict(["a gripping, funny film"])
+    [{'label': 'pos', 'scores': {'neg': 0.03, 'pos': 0.97}}]
+    """
+    from kdexam.inference.predictor import load_student as _load
+
+    return _load(path, backend=backend, quantized=quantized, threads=threads, device=device)
+
+
+def export(run: str | Path, format: str = "onnx", quantize: str | None = None, out: str | Path | None = None,
+           data: str | None = None, max_examples: int | None = None, batch_size: int = 32) -> dict:
+    """Export a student or teacher run to ONNX (``out``, default ``RUN/onnx``), int8 too with
+    ``quantize="int8"``; checks parity with PyTorch on the validation split and returns
+    ``export.json``'s content (``max_abs_logit_diff``, ``prediction_agreement``, ``metrics`` per
+    backend, ``files``, ``opset``, ``parity_ok``)."""
+    from kdexam.errors import KdexamError
+    from kdexam.export.onnx import export_onnx
+
+    if format != "onnx":
+        raise KdexamError(f"Unknown export format '{format}'; kdexam exports --format onnx.")
+    return export_onnx(run, out, quantize=quantize, data=data, max_examples=max_examples, batch_size=batch_size)
+
+
+def benchmark(config: str | Path | None = None, **flags: Any) -> dict:
+    """Measure parameters, disk size, latency (p50/p95 per batch size, PyTorch and ONNX Runtime),
+    throughput and peak memory of run directories and their teachers (see
+    :mod:`kdexam.evaluation.efficiency`). Keyword arguments are the fields of
+    :class:`~kdexam.evaluation.efficiency.BenchConfig` (``models``, ``data``, ``threads``,
+    ``batch_sizes``, ``n_texts``, ``repeats``, ``warmup``, ``onnx``, ``rss``, ``gpu``, ``save``, ``out``).
+
+    >>> report = api.benchmark(models=["runs/bilstm-ms"], n_texts=200, out="bench.json")
+    """
+    from kdexam.evaluation.efficiency import BenchConfig, benchmark as _benchmark
+
+    unknown = set(flags) - set(BenchConfig.model_fields)
+    if unknown:
+        raise TypeError(f"unknown argument(s): {', '.join(sorted(unknown))}")
+    overrides = {k: ([str(m) for m in v] if k == "models" else str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
+    return _benchmark(load_config(BenchConfig, config, overrides))
+
+
+def predict(model: str | Path, input: str | Path, output: str | Path | None = None, backend: str = "auto",
+            quantized: bool = False, batch_size: int = 32) -> list[dict]:
+    """Predict every input of a file (.txt, .jsonl, .conll; see
+    :func:`kdexam.inference.predictor.read_inputs`); returns the JSONL records (input fields,
+    then ``label``/``scores``, ``value`` or ``tokens``/``tags``) and writes them to ``output``."""
+    from kdexam.inference.predictor import predict_file
+
+    return predict_file(model, input, output, backend=backend, quantized=quantized, batch_size=batch_size)
 
 
 def prepare_data(name: str, force: bool = False) -> Path:

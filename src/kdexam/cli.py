@@ -200,6 +200,98 @@ def report(
         atomic_write_json(out_file, rows)
 
 
+@app.command()
+def bench(
+    models: Optional[list[str]] = typer.Argument(None, help="Student or teacher run directories; a student's teacher is measured too."),
+    config: Optional[Path] = ConfigOpt,
+    data: Optional[str] = typer.Option(None, help="Dataset whose validation texts are timed (default: the first run's data)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch and ONNX Runtime (default 1)."),
+    batch_sizes: Optional[str] = typer.Option(None, help="Comma-separated batch sizes (default 1,32)."),
+    n_texts: Optional[int] = typer.Option(None, help="Validation texts to time, the same for every model (default 200)."),
+    repeats: Optional[int] = typer.Option(None, help="Timed batches per backend and batch size (default max(20, ceil(n_texts / batch size)))."),
+    warmup: Optional[int] = typer.Option(None, help="Untimed warm-up batches before each measurement (default 5)."),
+    onnx: Optional[bool] = typer.Option(None, "--onnx/--no-onnx", help="Also time ONNX Runtime fp32 and int8 (default on)."),
+    rss: Optional[bool] = typer.Option(None, "--rss/--no-rss", help="Measure peak memory in a fresh process per backend (default on)."),
+    gpu: Optional[bool] = typer.Option(None, "--gpu/--no-gpu", help="Also time PyTorch on CUDA when present (default on)."),
+    save: Optional[bool] = typer.Option(None, "--save/--no-save", help="Write 'efficiency' into each run's metrics.json (default on)."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the full report as JSON here."),
+) -> None:
+    """Measure size, CPU latency (p50/p95, batch 1 and 32), throughput and peak memory of students and their teacher."""
+    from kdexam import api
+
+    sizes = None
+    if batch_sizes is not None:
+        try:
+            sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
+        except ValueError:
+            raise KdexamError(f"--batch-sizes '{batch_sizes}' is not a comma-separated list of integers; e.g. --batch-sizes 1,32.") from None
+    flags = dict(models=models or None, data=data, threads=threads, batch_sizes=sizes, n_texts=n_texts, repeats=repeats,
+                 warmup=warmup, onnx=onnx, rss=rss, gpu=gpu, save=save, out=out_file)
+    report = api.benchmark(config, **{k: v for k, v in flags.items() if v is not None})
+    from kdexam.evaluation.efficiency import tables
+
+    for t in tables(report):
+        out.print(t)
+    for f in report.get("saved", []):
+        err.print(f"[dim]efficiency written to {f}[/]")
+
+
+@app.command("export")
+def export_command(
+    run: Path = typer.Argument(..., help="Student or teacher run directory."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+    quantize: Optional[str] = typer.Option(None, help="Also write an int8 model (dynamic quantization): int8."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default RUN/onnx)."),
+    data: Optional[str] = typer.Option(None, help="Dataset for the parity check (default: the run's data, validation split)."),
+    max_examples: Optional[int] = typer.Option(None, help="Check parity on the first N validation examples only."),
+    batch_size: int = typer.Option(32, help="Batch size of the parity check."),
+) -> None:
+    """Export a run to ONNX (dynamic batch and length) and check it against PyTorch on validation data."""
+    from kdexam import api
+
+    r = api.export(run, format=fmt, quantize=quantize, out=out_dir, data=data, max_examples=max_examples, batch_size=batch_size)
+    pm = r["primary_metric"]
+    t = Table(title=f"{r['source']['name']} exported to ONNX (opset {r['opset']}), {r['validation']['examples']} "
+                    f"{r['validation']['dataset']} validation examples")
+    for c in ("backend", "file MB", "max |logit diff|", "agreement", pm):
+        t.add_column(c, justify="left" if c == "backend" else "right")
+    files = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+    for backend, m in r["metrics"].items():
+        p = r["parity"].get(backend)
+        size = r["files"].get(files.get(backend, ""))
+        t.add_row(backend, "" if size is None else f"{size / 1e6:.2f}", "" if p is None else f"{p['max_abs_logit_diff']:.2e}",
+                  "" if p is None else f"{p['prediction_agreement']:.4f}", f"{m[pm]:.4f}")
+    out.print(t)
+    folder = out_dir or run / "onnx"
+    if not r["parity_ok"]:
+        err.print(f"[bold red]parity check failed:[/] ONNX fp32 differs from PyTorch (max |logit diff| "
+                  f"{r['max_abs_logit_diff']:.2e}, agreement {r['prediction_agreement']:.4f}); see {folder}/export.json.")
+        raise typer.Exit(1)
+    out.print(f"written to {folder}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Student or teacher run directory, or a folder written by 'kdexam export'."),
+    input_file: Path = typer.Option(..., "--input", help="Inputs: .txt (one per line; text<TAB>text_pair for pairs), .jsonl, or .conll for taggers."),
+    output: Optional[Path] = typer.Option(None, "--output", help="JSONL file to write (default: standard output)."),
+    backend: str = typer.Option("auto", help="auto (ONNX when exported, else PyTorch) | pytorch | onnx."),
+    quantized: bool = typer.Option(False, "--quantized", help="Use the int8 ONNX model."),
+    batch_size: int = typer.Option(32, help="Inputs per batch."),
+) -> None:
+    """Predict labels, scores, values or tags for every input of a file; writes JSONL."""
+    import json
+
+    from kdexam import api
+
+    records = api.predict(model, input_file, output=output, backend=backend, quantized=quantized, batch_size=batch_size)
+    if output is None:
+        sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    else:
+        err.print(f"{len(records)} predictions written to {output}")
+
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-sentence errors with exit code 2 unless --debug is given."""
     argv = list(sys.argv[1:] if argv is None else argv)

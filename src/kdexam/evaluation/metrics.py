@@ -14,14 +14,16 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
-from sklearn.metrics import accuracy_score, classification_report, f1_score, mean_squared_error
+# scipy, scikit-learn and seqeval are imported where used: a serving process (Predictor)
+# imports kdexam.tasks but never computes a metric, and they cost ~190 MB of memory.
 
 _BIO = re.compile(r"^(O|[BIESL]-.+)$")
 
 
 def classification_metrics(gold: Sequence, pred: Sequence, labels: Sequence | None = None) -> dict:
     """Accuracy, macro-F1 over ``labels`` and a per-class report."""
+    from sklearn.metrics import accuracy_score, classification_report, f1_score
+
     labels = list(labels) if labels is not None else sorted(set(gold) | set(pred))
     report = classification_report(gold, pred, labels=labels, output_dict=True, zero_division=0)
     per_class = {str(k): {m: float(v) for m, v in report[k].items()} for k in map(str, labels) if k in report}
@@ -40,6 +42,8 @@ def is_bio_scheme(tags: Sequence[str]) -> bool:
 
 def tagging_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], labels: Sequence[str] | None = None) -> dict:
     """Word-level tagging metrics over sentences of tags."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     if any(len(g) != len(p) for g, p in zip(gold, pred)) or len(gold) != len(pred):
         raise ValueError("gold and predicted tag sequences must have the same lengths")
     flat_gold = [t for s in gold for t in s]
@@ -61,6 +65,9 @@ def tagging_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
 
 def regression_metrics(gold: Sequence[float], pred: Sequence[float]) -> dict:
     """Pearson's r, Spearman's ρ and MSE (correlations are 0 when a side is constant)."""
+    from scipy import stats
+    from sklearn.metrics import mean_squared_error
+
     g, p = np.asarray(gold, dtype=float), np.asarray(pred, dtype=float)
     constant = np.ptp(g) == 0 or np.ptp(p) == 0
     return {

@@ -1,0 +1,486 @@
+"""Efficiency of students and their teachers: size, latency, throughput, memory (``kdexam bench``).
+
+What is measured, per model (a student or teacher run directory):
+
+- **parameters**: total, and without embeddings (every ``nn.Embedding``: word, position,
+  segment), each shared tensor counted once;
+- **disk**: bytes of ``model.safetensors``, ``model.onnx`` and ``model.int8.onnx`` (from
+  ``RUN/onnx/`` when it holds an export of the current weights, else exported to a
+  temporary folder for the run);
+- **latency**, per backend (``pytorch`` fp32, ``onnx`` fp32, ``onnx-int8``; ``pytorch`` on
+  ``cuda`` too when CUDA is present) and batch size: the same ``n_texts`` validation texts
+  for every model, at their real lengths, cut into batches in order (wrapping around).
+  ``warmup`` batches are run untimed, then ``repeats`` batches are timed (default
+  ``max(20, ceil(n_texts / batch_size))``, so every text is timed at least once). Each timed
+  batch gives two wall times (``time.perf_counter``): *tokenize* (encode + pad to tensors,
+  exactly as :class:`~kdexam.inference.predictor.Predictor` does) and *model* (the forward
+  pass and the logits back on the CPU; on CUDA after ``torch.cuda.synchronize``);
+  *total* = tokenize + model. Reported: ``p50`` and ``p95`` = the 50th and 95th percentiles
+  of the per-batch times (``numpy.percentile``, linear interpolation) and their mean, in ms;
+- **throughput** = batch size / mean model time (examples per second); ``total_throughput``
+  = batch size / mean total time;
+- **peak memory**: the peak resident set size (Linux ``VmHWM``; ``ru_maxrss`` elsewhere) of a
+  fresh Python process (``python -m
+  kdexam.evaluation.efficiency --rss …``) that imports kdexam, loads the model for one
+  backend and predicts all texts at the largest batch size (``peak_mb``); ``baseline_mb`` is
+  the same process after importing what loading needs (Python, torch, transformers, kdexam),
+  before loading the model, so ``peak_mb − baseline_mb`` is the model's own share;
+- **ratios** to the student's teacher, measured in the same run: ``speedup`` = teacher's
+  PyTorch p50 model latency (same device, same batch size) / this p50; ``compression`` =
+  teacher parameters / parameters, and teacher safetensors bytes / safetensors bytes.
+
+Threads are fixed: ``torch.set_num_threads(threads)`` and ONNX Runtime
+``intra_op_num_threads = threads``, ``inter_op_num_threads = 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kdexam.errors import KdexamError
+
+MIN_REPEATS = 20
+CPU_BACKENDS = ("pytorch", "onnx", "onnx-int8")
+
+
+class BenchConfig(BaseModel):
+    """``kdexam bench`` settings (a YAML file with these keys, or flags)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    models: list[str] = []
+    """Student or teacher run directories; a student's teacher is added when not listed."""
+    data: str | None = None
+    """Dataset whose validation texts are timed; default: the first run's config.yaml data."""
+    threads: int = Field(default=1, ge=1)
+    batch_sizes: list[int] = [1, 32]
+    n_texts: int = Field(default=200, ge=1)
+    repeats: int | None = Field(default=None, ge=1)
+    """Timed batches per backend and batch size; default max(20, ceil(n_texts / batch size))."""
+    warmup: int = Field(default=5, ge=0)
+    onnx: bool = True
+    rss: bool = True
+    gpu: bool = True
+    save: bool = True
+    """Write ``efficiency`` into each run's metrics.json."""
+    out: str | None = None
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(b < 1 for b in v):
+            raise ValueError("batch sizes must be positive integers, e.g. 1,32")
+        return sorted(set(v))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# ---- which models ------------------------------------------------------------------------------
+
+
+def find_teacher(run: Path) -> Path | None:
+    """A student run's teacher directory: ``metrics.json`` ``teacher.name``, else ``config.yaml``
+    ``teacher``; tried as given and next to the student run. ``None`` if not found."""
+    import yaml
+
+    names = []
+    try:
+        names.append(json.loads((run / "metrics.json").read_text(encoding="utf-8"))["teacher"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        names.append((yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("teacher"))
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass
+    for name in filter(None, names):
+        for cand in (Path(name), run.parent / Path(name).name):
+            if (cand / "config.json").is_file():
+                return cand
+    return None
+
+
+def resolve_models(runs: list[str | Path]) -> tuple[list[Path], dict[Path, Path | None]]:
+    """Run directories to measure (teachers of listed students added first when missing) and
+    each one's reference teacher (a teacher is its own reference)."""
+    from kdexam.inference.predictor import model_role
+
+    listed = [Path(r) for r in runs]
+    if not listed:
+        raise KdexamError("No model given; pass student or teacher run directories, e.g. kdexam bench runs/bilstm-ms.")
+    ref: dict[Path, Path | None] = {}
+    order: list[Path] = []
+    known = {p.resolve(): p for p in listed}
+    for p in listed:
+        role = model_role(p)
+        if role == "onnx":
+            raise KdexamError(f"'{p}' is an ONNX export folder; pass the run directory (bench measures PyTorch and ONNX itself).")
+        if role == "student":
+            t = find_teacher(p)
+            if t is None:
+                _console().print(f"[yellow]bench:[/] the teacher of '{p}' was not found; its ratios stay empty.")
+            elif t.resolve() not in known:
+                known[t.resolve()] = t
+                order.append(t)
+            ref[p] = known[t.resolve()] if t is not None else None
+        else:
+            ref[p] = p
+    for t in order:
+        ref[t] = t
+    return order + listed, ref
+
+
+# ---- timing ----------------------------------------------------------------------------------------
+
+
+def text_batches(examples: list, batch_size: int) -> list[list]:
+    """``ceil(n / batch_size)`` batches of consecutive texts, the last one wrapping around."""
+    n = len(examples)
+    return [[examples[(j * batch_size + k) % n] for k in range(batch_size)] for j in range(math.ceil(n / batch_size))]
+
+
+def stats_ms(seconds: list[float]) -> dict:
+    """``p50``, ``p95`` (percentiles, linear interpolation) and ``mean`` in milliseconds."""
+    ms = np.asarray(seconds) * 1000.0
+    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean())}
+
+
+def time_batches(predictor, batches: list[list], warmup: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Untimed ``warmup`` batches, then ``repeats`` timed ones: per batch the tokenize and the
+    model wall times in seconds."""
+    from time import perf_counter
+
+    for i in range(warmup):
+        predictor.runner(predictor.tensors(batches[i % len(batches)]))
+    tok, model = [], []
+    for i in range(repeats):
+        t0 = perf_counter()
+        inputs = predictor.tensors(batches[i % len(batches)])
+        t1 = perf_counter()
+        predictor.runner(inputs)
+        t2 = perf_counter()
+        tok.append(t1 - t0)
+        model.append(t2 - t1)
+    return tok, model
+
+
+def latency_row(backend: str, device: str, batch_size: int, warmup: int, tok: list[float], model: list[float]) -> dict:
+    """One measured configuration: latencies (ms), throughputs (examples/s) and the speedup slot."""
+    total = [a + b for a, b in zip(tok, model)]
+    return {"backend": backend, "device": device, "batch_size": batch_size, "warmup": warmup, "repeats": len(model),
+            "latency_ms": stats_ms(model), "tokenize_ms": stats_ms(tok), "total_ms": stats_ms(total),
+            "throughput": batch_size / float(np.mean(model)), "total_throughput": batch_size / float(np.mean(total)),
+            "speedup": None}
+
+
+# ---- peak memory in a fresh process ------------------------------------------------------------------
+
+
+def _maxrss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (2^20 bytes).
+
+    Linux: ``VmHWM`` of ``/proc/self/status``. ``getrusage`` ``ru_maxrss`` is not used there:
+    the kernel carries the parent's peak over ``fork``/``exec`` into it, so a child started by
+    a large process would report the parent's memory. Elsewhere: ``ru_maxrss`` (bytes on
+    macOS, KiB on other systems)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, batch_size: int, threads: int,
+             timeout: float = 600) -> dict:
+    """Run the ``--rss`` child for one model and backend; returns its memory figures (MB)."""
+    import kdexam
+
+    cmd = [sys.executable, "-m", "kdexam.evaluation.efficiency", "--rss", str(model_path), "--backend", backend,
+           "--texts", str(texts_file), "--batch-size", str(batch_size), "--threads", str(threads)]
+    if quantized:
+        cmd.append("--quantized")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(kdexam.__file__).parents[1]), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"peak-memory process for {model_path} ({backend}) failed: {tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _rss_child(argv: list[str]) -> None:
+    """``python -m kdexam.evaluation.efficiency --rss MODEL --backend B --texts FILE …``: load the
+    model, predict every text, print ``{"baseline_mb", "loaded_mb", "peak_mb"}`` as JSON."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m kdexam.evaluation.efficiency")
+    ap.add_argument("--rss", required=True)
+    ap.add_argument("--backend", choices=("pytorch", "onnx"), required=True)
+    ap.add_argument("--quantized", action="store_true")
+    ap.add_argument("--texts", required=True)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    import torch
+
+    from kdexam.inference.predictor import load_student
+
+    torch.set_num_threads(a.threads)
+    # the libraries loading needs are counted in the baseline, so peak - baseline is the model's share
+    import transformers  # noqa: F401
+
+    import kdexam.data.encode  # noqa: F401
+    import kdexam.students.registry  # noqa: F401  (kdexam.tasks and its metrics libraries)
+
+    if a.backend == "onnx":
+        import onnxruntime  # noqa: F401
+
+    baseline = _maxrss_mb()
+    predictor = load_student(a.rss, backend=a.backend, quantized=a.quantized, threads=a.threads)
+    loaded = _maxrss_mb()
+    items = json.loads(Path(a.texts).read_text(encoding="utf-8"))
+    predictor.predict_logits(items, batch_size=a.batch_size)
+    print(json.dumps({"baseline_mb": baseline, "loaded_mb": loaded, "peak_mb": _maxrss_mb()}))
+
+
+# ---- one model ---------------------------------------------------------------------------------------
+
+
+def _bytes(*paths: Path) -> int | None:
+    sizes = [p.stat().st_size for p in paths if p.is_file()]
+    return sum(sizes) if sizes else None
+
+
+def _safetensors_bytes(run: Path) -> int | None:
+    return _bytes(*sorted(run.glob("model*.safetensors")))
+
+
+def _onnx_dir(tm, features, tmp: Path, console) -> Path:
+    """``RUN/onnx`` when it holds fp32 and int8 exports of the current weights, else a fresh export in ``tmp``."""
+    from kdexam.export.onnx import write_export_dir
+    from kdexam.inference.predictor import EXPORT_FILE, INT8_FILE, ONNX_DIR, export_is_fresh
+    from kdexam.paths import atomic_write_json
+
+    d = tm.run_dir / ONNX_DIR
+    if (d / INT8_FILE).is_file() and export_is_fresh(tm.run_dir, d):
+        return d
+    console.print(f"[dim]bench:[/] exporting {tm.name} to ONNX (fp32 + int8) in a temporary folder")
+    d = tmp / "onnx"
+    record = write_export_dir(tm, features, d, "int8")
+    atomic_write_json(d / EXPORT_FILE, record)
+    return d
+
+
+def _texts_for_child(examples: list, task) -> list:
+    if task.kind == "token-classification":
+        return [{"tokens": list(e.text)} for e in examples]
+    return [{"text": e.text, **({"text_pair": e.text_pair} if task.text_pair else {})} for e in examples]
+
+
+def time_all(predictors: list[tuple[str, str, object]], examples: list, cfg: BenchConfig, name: str, console) -> list[dict]:
+    """One latency row per (batch size, backend): the texts in batches of that size, ``cfg.warmup``
+    untimed and ``cfg.repeats`` timed (default ``max(20, number of batches)``)."""
+    rows = []
+    for bs in cfg.batch_sizes:
+        batches = text_batches(examples, bs)
+        repeats = cfg.repeats or max(MIN_REPEATS, len(batches))
+        for backend, device, p in predictors:
+            console.print(f"[dim]bench:[/] {name} {backend} ({device}) batch {bs}: {cfg.warmup} warm-up + {repeats} timed batches")
+            rows.append(latency_row(backend, device, bs, cfg.warmup, *time_batches(p, batches, cfg.warmup, repeats)))
+    return rows
+
+
+def measure_model(run: Path, examples: list, data_task, cfg: BenchConfig, tmp: Path, console) -> dict:
+    """Every figure of one model (see the module docstring); ``speedup``/``compression`` filled later."""
+    import torch
+
+    from kdexam.data.readers import Example
+    from kdexam.export.onnx import check_task
+    from kdexam.inference.predictor import (FP32_FILE, INT8_FILE, OnnxRunner, Predictor, TorchRunner, load_torch_model,
+                                            onnx_session)
+    from kdexam.students.registry import count_parameters
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    tm = load_torch_model(run)
+    check_task(data_task, tm.task, data_task.dataset)
+    examples = [Example(e.text, e.text_pair) for e in examples]  # unlabelled, as in serving
+    predictors = {"pytorch": Predictor(TorchRunner(tm.module), tm.tokenizer, tm.task, tm.max_length, str(run), crf=tm.crf)}
+    onnx_dir = None
+    if cfg.onnx:
+        onnx_dir = _onnx_dir(tm, predictors["pytorch"].encode(examples), tmp, console)
+        for backend, f in (("onnx", FP32_FILE), ("onnx-int8", INT8_FILE)):
+            runner = OnnxRunner(onnx_session(onnx_dir / f, cfg.threads))
+            predictors[backend] = Predictor(runner, tm.tokenizer, tm.task, tm.max_length, str(onnx_dir / f), backend == "onnx-int8", tm.crf)
+    rows = time_all([(b, "cpu", p) for b, p in predictors.items()], examples, cfg, tm.name, console)
+    gpu = None
+    if cfg.gpu and torch.cuda.is_available():  # after the CPU timings: the runner moves the module to the GPU
+        gpu = torch.cuda.get_device_name(0)
+        p = Predictor(TorchRunner(tm.module, "cuda"), tm.tokenizer, tm.task, tm.max_length, str(run), crf=tm.crf)
+        rows += time_all([("pytorch", "cuda", p)], examples, cfg, tm.name, console)
+        tm.module.cpu()
+    rss = {}
+    if cfg.rss:
+        texts_file = tmp / "texts.json"
+        texts_file.write_text(json.dumps(_texts_for_child(examples, tm.task)), encoding="utf-8")
+        bs = max(cfg.batch_sizes)
+        targets = [("pytorch", run, False)] + ([("onnx", onnx_dir, False), ("onnx-int8", onnx_dir, True)] if onnx_dir else [])
+        for backend, path, quantized in targets:
+            console.print(f"[dim]bench:[/] {tm.name} {backend}: peak memory in a fresh process")
+            rss[backend] = peak_rss(path, "pytorch" if backend == "pytorch" else "onnx", quantized, texts_file, bs, cfg.threads)
+    model = tm.module.model
+    return {
+        "run": str(run), "name": tm.name, "role": tm.role, "task": tm.task.kind,
+        "params": {"total": count_parameters(model), "non_embedding": count_parameters(model, exclude_embeddings=True)},
+        "disk_bytes": {"safetensors": _safetensors_bytes(run),
+                       "onnx": _bytes(onnx_dir / FP32_FILE) if onnx_dir else None,
+                       "onnx-int8": _bytes(onnx_dir / INT8_FILE) if onnx_dir else None},
+        "latency": rows, "peak_rss_mb": rss, "gpu": gpu,
+    }
+
+
+def _ratio(a, b) -> float | None:
+    return float(a) / float(b) if a and b else None
+
+
+def add_ratios(models: list[dict], ref: dict[str, str | None]) -> None:
+    """``speedup`` on every latency row and ``compression`` per model, against its teacher."""
+    by_run = {m["run"]: m for m in models}
+    for m in models:
+        t = by_run.get(ref.get(m["run"]) or "")
+        m["reference"] = t["run"] if t else None
+        if t is None:
+            m["compression"] = None
+            continue
+        m["compression"] = {"params": _ratio(t["params"]["total"], m["params"]["total"]),
+                            "disk": _ratio(t["disk_bytes"]["safetensors"], m["disk_bytes"]["safetensors"])}
+        base = {(r["device"], r["batch_size"]): r["latency_ms"]["p50"] for r in t["latency"] if r["backend"] == "pytorch"}
+        for r in m["latency"]:
+            r["speedup"] = _ratio(base.get((r["device"], r["batch_size"])), r["latency_ms"]["p50"])
+
+
+# ---- the whole bench ---------------------------------------------------------------------------------
+
+
+def settings(cfg: BenchConfig, dataset: str, n_texts: int) -> dict:
+    import onnxruntime
+    import torch
+
+    return {"threads": cfg.threads, "batch_sizes": cfg.batch_sizes, "n_texts": n_texts, "dataset": dataset,
+            "split": "validation", "warmup": cfg.warmup, "repeats": cfg.repeats or f"max({MIN_REPEATS}, ceil(n_texts / batch_size))",
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "cuda": torch.cuda.get_device_name(0) if cfg.gpu and torch.cuda.is_available() else None,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def save_efficiency(report: dict) -> list[str]:
+    """Write each model's figures into its run's ``metrics.json`` (``student.efficiency`` /
+    ``teacher.efficiency``; a student run also gets its teacher's under ``teacher.efficiency``),
+    atomically, other keys kept. Returns the files written."""
+    from kdexam.paths import atomic_write_json
+
+    by_run = {m["run"]: m for m in report["models"]}
+    written = []
+    for m in report["models"]:
+        f = Path(m["run"]) / "metrics.json"
+        if not f.is_file():
+            continue
+        try:
+            metrics = json.loads(f.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        side = "student" if m["role"] == "student" else "teacher"
+        metrics.setdefault(side, {})["efficiency"] = {"settings": report["settings"], **m}
+        teacher = by_run.get(m.get("reference") or "")
+        if side == "student" and teacher is not None:
+            metrics.setdefault("teacher", {})["efficiency"] = {"settings": report["settings"], **teacher}
+        atomic_write_json(f, metrics)
+        written.append(str(f))
+    return written
+
+
+def benchmark(cfg: BenchConfig) -> dict:
+    """Measure every model of ``cfg`` (and the teachers of its students); returns the report
+    ``{"settings", "models": [...]}``, also written to ``cfg.out`` and the runs' metrics.json."""
+    import torch
+
+    from kdexam.export.onnx import run_examples
+    from kdexam.paths import atomic_write_json
+
+    console = _console()
+    runs, ref = resolve_models(cfg.models)
+    examples, data_task = run_examples(cfg.models[0], cfg.data, cfg.n_texts)
+    if not examples:
+        raise KdexamError(f"The validation split of '{data_task.dataset}' is empty; pass --data with a dataset that has validation texts.")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix="kdexam-bench-") as tmp:
+            models = [measure_model(r, examples, data_task, cfg, Path(tmp) / str(i), console) for i, r in enumerate(runs)]
+    finally:
+        torch.set_num_threads(threads)
+    add_ratios(models, {str(k): (str(v) if v else None) for k, v in ref.items()})
+    report = {"settings": settings(cfg, data_task.dataset, len(examples)), "models": models}
+    if cfg.save:
+        report["saved"] = save_efficiency(report)
+    if cfg.out:
+        atomic_write_json(cfg.out, report)
+    return report
+
+
+# ---- tables ------------------------------------------------------------------------------------------------
+
+
+def tables(report: dict) -> list:
+    """Two rich tables: models (size, memory, compression) and latency (per backend and batch size)."""
+    from rich.table import Table
+
+    def f(v, spec=".2f"):
+        return "" if v is None else format(v, spec)
+
+    def mb(b):
+        return "" if b is None else f"{b / 1e6:.2f}"
+
+    s = report["settings"]
+    sizes = Table(title=f"model size and memory ({s['threads']} thread(s), peak RSS of a fresh process)")
+    for c in ("model", "params", "non-emb. params", "safetensors MB", "onnx MB", "int8 MB", "compression",
+              "RSS MB pytorch", "RSS MB onnx", "RSS MB int8"):
+        sizes.add_column(c, justify="left" if c == "model" else "right")
+    for m in report["models"]:
+        comp = (m.get("compression") or {}).get("params")
+        rss = m["peak_rss_mb"]
+        sizes.add_row(Path(m["run"]).name, f"{m['params']['total']:,}", f"{m['params']['non_embedding']:,}",
+                      mb(m["disk_bytes"]["safetensors"]), mb(m["disk_bytes"]["onnx"]), mb(m["disk_bytes"]["onnx-int8"]),
+                      f(comp, ".1f") + ("x" if comp else ""),
+                      *[f((rss.get(b) or {}).get("peak_mb"), ".0f") for b in CPU_BACKENDS])
+    lat = Table(title=f"latency on {s['n_texts']} {s['dataset']} validation texts (ms per batch; speedup vs the teacher's PyTorch p50)")
+    for c in ("model", "backend", "device", "batch", "p50", "p95", "tokenize p50", "total p50", "examples/s", "speedup"):
+        lat.add_column(c, justify="left" if c in ("model", "backend", "device") else "right")
+    for m in report["models"]:
+        for r in m["latency"]:
+            lat.add_row(Path(m["run"]).name, r["backend"], r["device"], str(r["batch_size"]), f(r["latency_ms"]["p50"]),
+                        f(r["latency_ms"]["p95"]), f(r["tokenize_ms"]["p50"]), f(r["total_ms"]["p50"]),
+                        f(r["throughput"], ".1f"), f(r["speedup"], ".2f") + ("x" if r["speedup"] else ""))
+    return [sizes, lat]
+
+
+if __name__ == "__main__":
+    _rss_child(sys.argv[1:])

@@ -1,0 +1,290 @@
+"""Export a student or teacher run to ONNX (fp32, and int8 with dynamic quantization), checked
+against PyTorch on the validation split.
+
+``kdexam export RUN --format onnx [--quantize int8] [--out DIR]`` writes into ``RUN/onnx/``
+(or ``DIR``) a self-contained deployment folder:
+
+- ``model.onnx``: inputs ``input_ids``, ``attention_mask`` and, when the model reads them,
+  ``token_type_ids`` (int64, [batch, sequence]); output ``logits`` ([batch, labels], or
+  [batch, sequence, labels] for tagging); batch and sequence are dynamic axes. Exported with
+  the TorchScript-based ``torch.onnx.export(..., dynamo=False)``, which maps the BiLSTM
+  students' packed sequences to ONNX ``LSTM`` with ``sequence_lens``, so padding never
+  reaches the recurrence. The example batch it is traced on always holds padding, so
+  attention masks are traced as computed values, never as constants.
+- ``model.int8.onnx`` (``--quantize int8``): ``onnxruntime.quantization.quantize_dynamic``
+  with int8 weights (``MatMul``, ``LSTM``, ``Conv``; embedding tables ``Gather`` as uint8)
+  and activations quantized on the fly.
+- the tokenizer files, ``crf.safetensors`` (CRF taggers: the transitions for Viterbi
+  decoding, which stays outside the graph), and ``export.json``, written last.
+
+Parity (in ``export.json``): the PyTorch model and each ONNX model run on the same
+validation batches (padded as in training), and
+
+- ``max_abs_logit_diff`` = max over examples, positions and labels of
+  ``|logit_onnx − logit_pytorch|`` (tagging: real positions only);
+- ``prediction_agreement`` = share of predictions that are equal: labels (classification),
+  word tags (tagging, over all words), or values within 1 % of the range of the PyTorch
+  predictions, ``max(0.01 · (max y − min y), 1e-5)`` (regression);
+- ``metrics``: the task metrics of PyTorch, ONNX fp32 and ONNX int8 on the same examples.
+
+fp32 passes when ``max_abs_logit_diff < 1e-4`` and ``prediction_agreement == 1``
+(``parity_ok``); int8 is reported, not judged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from kdexam.errors import KdexamError
+from kdexam.inference.predictor import (CRF_FILE, EXPORT_FILE, FP32_FILE, INT8_FILE, MODEL_INPUTS, ONNX_DIR, OnnxRunner,
+                                        TorchModel, TorchRunner, batched_logits, decode_predictions, load_torch_model,
+                                        onnx_session)
+
+OPSET = 17
+PARITY_ATOL = 1e-4
+QUANTIZE = ("int8",)
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None = None, task=None) -> tuple[list, object]:
+    """The validation examples of the run's dataset (``config.yaml`` ``data``, read with the
+    run's seed so a carved validation split is the same one), or of ``data`` read with the
+    run's column settings; the first ``limit`` of them. Returns ``(examples, the data's Task)``
+    (``Task.dataset`` is the dataset name); with ``task``, a dataset of another task kind or
+    pair setting is a :class:`KdexamError`."""
+    import yaml
+
+    from kdexam.config import DataConfig
+    from kdexam.data.readers import load_data
+
+    raw: dict = {}
+    p = Path(run_dir) / "config.yaml"
+    if p.is_file():
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            raw = {}
+    section = dict(raw.get("data") or {}) if isinstance(raw, dict) else {}
+    if data is not None:
+        section["name"] = str(data)
+    if not section.get("name"):
+        raise KdexamError(f"'{run_dir}' has no config.yaml naming its data; pass --data with the dataset to check and time the model on.")
+    section.update(max_train=None, max_eval=None)
+    try:
+        cfg = DataConfig.model_validate(section)
+    except ValueError:
+        raise KdexamError(f"The data settings in '{p}' are not valid; pass --data with the dataset to use.") from None
+    splits = load_data(cfg, int(raw.get("seed", 42)) if isinstance(raw, dict) else 42)
+    if task is not None:
+        check_task(splits.task, task, str(cfg.name))
+    examples = splits.validation[:limit] if limit else splits.validation
+    return examples, splits.task
+
+
+def check_task(data_task, model_task, name: str) -> None:
+    """A :class:`KdexamError` when the data's task kind or pair setting is not the model's."""
+    def what(t):
+        return f"{t.kind}{' of text pairs' if t.text_pair else ''}"
+
+    if data_task.kind != model_task.kind or data_task.text_pair != model_task.text_pair:
+        raise KdexamError(f"Dataset '{name}' is {what(data_task)} but the model does {what(model_task)}; pass --data with the model's task.")
+
+
+# ---- writing the ONNX files -----------------------------------------------------------------------
+
+
+def trace_batch(features, tokenizer, task) -> dict:
+    """The example batch the exporter traces: the longest and the shortest example, plus one
+    padding column, so the traced graph always sees masked positions."""
+    import torch
+
+    from kdexam.data.encode import Collator
+
+    lengths = features.lengths
+    rows = [features.rows[int(np.argmax(lengths))], features.rows[int(np.argmin(lengths))]]
+    batch = Collator(tokenizer, task)([dict(r, index=i) for i, r in enumerate(rows)])
+    out = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    pad = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
+    return {k: torch.cat([v, torch.full((v.shape[0], 1), pad[k], dtype=v.dtype)], dim=1) for k, v in out.items()}
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence C++ warnings written straight to file descriptor 2 (the TorchScript exporter's
+    shape-inference notes on packed sequences); Python exceptions still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def write_onnx(tm: TorchModel, sample: dict, path: Path, opset: int = OPSET) -> list[str]:
+    """Export ``tm.module`` to ``path`` (through a temporary file); returns the graph's inputs."""
+    import onnx
+    import torch
+
+    names = [k for k in MODEL_INPUTS if k in sample]
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch", 1: "sequence"} if tm.task.kind == "token-classification" else {0: "batch"}
+    tmp = path.with_name(f".{path.name}.tmp")
+    module = tm.module.cpu().eval()
+    try:
+        with warnings.catch_warnings(), _quiet_native_stderr():
+            warnings.simplefilter("ignore")  # tracer and deprecation notes; parity is checked instead
+            torch.onnx.export(module, tuple(sample[n] for n in names), str(tmp), input_names=names,
+                              output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False,
+                              do_constant_folding=True)
+        module.eval()  # the exporter restores the wrapper's training flag, which would re-enable dropout
+        model = onnx.load(str(tmp))
+        onnx.checker.check_model(model)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return [i.name for i in model.graph.input]
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantization (int8 weights, activations quantized at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
+    try:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        os.replace(tmp, dst)
+    finally:
+        root.setLevel(level)
+        tmp.unlink(missing_ok=True)
+
+
+def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None = None, opset: int = OPSET) -> dict:
+    """Write the ONNX model(s), tokenizer and CRF transitions into ``out``; returns the
+    description that ``export.json`` starts from (without parity)."""
+    import onnxruntime
+    import torch
+
+    from kdexam.paths import sha256_file
+
+    if quantize not in (None, *QUANTIZE):
+        raise KdexamError(f"Unknown quantization '{quantize}'; use --quantize int8 or leave it out.")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    inputs = write_onnx(tm, trace_batch(features, tm.tokenizer, tm.task), out / FP32_FILE, opset)
+    files = [FP32_FILE]
+    if quantize == "int8":
+        quantize_int8(out / FP32_FILE, out / INT8_FILE)
+        files.append(INT8_FILE)
+    else:
+        (out / INT8_FILE).unlink(missing_ok=True)  # an int8 model of older weights must not stay behind
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tokenizer-"))
+    try:
+        tm.tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    (out / CRF_FILE).unlink(missing_ok=True)
+    if tm.crf is not None:
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tm.crf.items()}, str(out / CRF_FILE))
+    weights = tm.run_dir / "model.safetensors"
+    return {
+        "format": "onnx", "opset": opset, "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
+        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "source": {"run": str(tm.run_dir), "role": tm.role, "name": tm.name,
+                   "weights_sha256": sha256_file(weights) if weights.is_file() else None},
+        "task": tm.task.to_dict(), "max_length": tm.max_length, "padding_side": tm.tokenizer.padding_side,
+        "inputs": inputs, "output": "logits", "crf": tm.crf is not None,
+        "files": {f: (out / f).stat().st_size for f in files},
+        "export_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+# ---- parity -------------------------------------------------------------------------------------------
+
+
+def agreement(task, a: list, b: list) -> float:
+    """Share of equal predictions: labels, word tags (over all words), or regression values
+    within 1 % of the range of ``a`` (``|a − b| ≤ max(0.01 · (max a − min a), 1e-5)``)."""
+    if task.kind == "regression":
+        x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        tol = max(0.01 * float(np.ptp(x)) if len(x) else 0.0, 1e-5)
+        return float(np.mean(np.abs(x - y) <= tol)) if len(x) else 1.0
+    if task.kind == "token-classification":
+        pairs = [(s, t) for sa, sb in zip(a, b) for s, t in zip(sa, sb)]
+        return float(np.mean([s == t for s, t in pairs])) if pairs else 1.0
+    return float(np.mean([s == t for s, t in zip(a, b)])) if a else 1.0
+
+
+def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Largest ``|a − b|`` over all examples (arrays cut to each example's real length)."""
+    return float(max((np.abs(x.astype(np.float64) - y).max(initial=0.0) for x, y in zip(a, b)), default=0.0))
+
+
+def _metrics(task, examples, preds) -> dict:
+    m = task.metrics([e.label for e in examples], preds)
+    return {k: v for k, v in m.items() if k != "per_class"}
+
+
+def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize: str | None = None,
+                data: str | None = None, max_examples: int | None = None, batch_size: int = 32,
+                opset: int = OPSET) -> dict:
+    """Export a student or teacher run to ONNX (``out_dir``, default ``RUN/onnx``), check parity
+    with PyTorch on the validation split, write and return ``export.json``'s content."""
+    from kdexam.data.encode import encode
+    from kdexam.paths import atomic_write_json
+
+    tm = load_torch_model(run_dir)
+    examples, data_task = run_examples(run_dir, data, max_examples, tm.task)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / ONNX_DIR
+    if out.exists() and not out.is_dir():
+        raise KdexamError(f"Output path '{out}' is a file; pass a directory to --out.")
+    if out.resolve() == Path(run_dir).resolve():
+        raise KdexamError(f"Output folder '{out}' is the run directory itself; pass another folder to --out (default RUN/onnx).")
+    (out / EXPORT_FILE).unlink(missing_ok=True)  # the folder is incomplete until export.json is written again
+    features = encode(examples, tm.tokenizer, tm.task, tm.max_length)
+    record = write_export_dir(tm, features, out, quantize, opset)
+
+    task = tm.task
+    ref = batched_logits(TorchRunner(tm.module), features, tm.tokenizer, task, batch_size)
+    ref_preds = decode_predictions(task, ref, features, tm.crf)
+    metrics = {"pytorch": _metrics(task, examples, ref_preds)}
+    parity = {}
+    for backend, f in (("onnx", FP32_FILE), ("onnx-int8", INT8_FILE)):
+        if f not in record["files"]:
+            continue
+        logits = batched_logits(OnnxRunner(onnx_session(out / f)), features, tm.tokenizer, task, batch_size)
+        preds = decode_predictions(task, logits, features, tm.crf)
+        parity[backend] = {"max_abs_logit_diff": max_abs_diff(logits, ref),
+                           "prediction_agreement": agreement(task, preds, ref_preds)}
+        metrics[backend] = _metrics(task, examples, preds)
+    fp32 = parity["onnx"]
+    record.update({
+        "validation": {"dataset": data_task.dataset, "split": "validation", "examples": len(examples)},
+        "max_abs_logit_diff": fp32["max_abs_logit_diff"], "prediction_agreement": fp32["prediction_agreement"],
+        "parity_ok": fp32["max_abs_logit_diff"] < PARITY_ATOL and fp32["prediction_agreement"] == 1.0,
+        "atol": PARITY_ATOL, "parity": parity, "primary_metric": task.primary_metric, "metrics": metrics,
+    })
+    atomic_write_json(out / EXPORT_FILE, record)
+    return record

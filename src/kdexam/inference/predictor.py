@@ -1,0 +1,600 @@
+"""Predict with a trained student (or a fine-tuned teacher), in PyTorch or ONNX Runtime.
+
+>>> import kdexam
+>>> clf = kdexam.load_student("runs/bilstm-ms")          # ONNX when exported, else PyTorch
+>>> clf.predict(["a gripping, funny film", "dull and far too long"])
+[{'label': 'pos', 'scores': {'neg': 0.03, 'pos': 0.97}}, {'label': 'neg', 'scores': {...}}]
+
+What :meth:`Predictor.predict` accepts, per task kind:
+
+- classification / regression: strings; for text pairs ``(text, text_pair)`` tuples or
+  ``{"text": ..., "text_pair": ...}`` dicts;
+- token classification: word lists, or strings (split on whitespace), or
+  ``{"tokens": [...]}`` / ``{"text": ...}`` dicts.
+
+A list is always a list of inputs: one sentence of words is ``[["The", "cat", "sat"]]``
+(or ``"The cat sat"``); a lone string, dict, or for pair models a lone tuple, is one input.
+
+Each input becomes an :class:`~kdexam.data.readers.Example` without a label and is
+encoded by :func:`kdexam.data.encode.encode`, so inference tokenises, truncates
+(``data.max_length`` of the run) and pads exactly as training did; predictions are
+decoded by :func:`kdexam.evaluation.predict.decode` (Viterbi for CRF taggers). Output
+per input: ``{"label", "scores": {label: probability}}`` (classification, softmax of the
+logits), ``{"value"}`` (regression), ``{"tokens", "tags"}`` (tagging; ``"truncated": true``
+is added when words beyond ``max_length`` subwords got the fill tag).
+
+Sources (:func:`load_student`): a student run directory (``kdexam distill``), a teacher
+run directory (``kdexam teacher``, or any fine-tuned HF model directory), or an export
+folder written by ``kdexam export`` (``model.onnx`` + tokenizer + ``export.json``), which
+is self-contained: it needs neither the run directory nor the PyTorch model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdexam.errors import KdexamError
+
+BACKENDS = ("auto", "pytorch", "onnx")
+ONNX_DIR = "onnx"
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+EXPORT_FILE = "export.json"
+CRF_FILE = "crf.safetensors"
+DEFAULT_MAX_LENGTH = 128
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# ---- the PyTorch model of a run directory ------------------------------------------------------
+
+
+@dataclass
+class TorchModel:
+    """A run's model loaded in PyTorch: ``module(input_ids, attention_mask, token_type_ids)``
+    returns the logits tensor; ``crf`` holds a CRF tagger's transitions (numpy) or ``None``."""
+
+    module: Any
+    tokenizer: Any
+    task: Any
+    max_length: int
+    role: str  # "student" or "teacher"
+    name: str
+    run_dir: Path
+    crf: dict | None = None
+
+
+def _logits_module(model, role: str):
+    """Wrap a student (dict outputs) or a HF ``AutoModelFor…`` (``.logits``) as
+    ``forward(input_ids, attention_mask, token_type_ids=None) -> logits``: one signature
+    for timing, prediction and ONNX export (output ``logits``)."""
+    import inspect
+
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+            takes = inspect.signature(model.forward).parameters
+            self.takes_token_types = role == "student" or "token_type_ids" in takes
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None and self.takes_token_types:
+                kwargs["token_type_ids"] = token_type_ids
+            out = self.model(**kwargs)
+            return out["logits"] if isinstance(out, dict) else out.logits
+
+    return Logits(model).eval()
+
+
+def run_max_length(run_dir: str | Path) -> int:
+    """``data.max_length`` of the run's ``config.yaml`` (the training truncation), default 128."""
+    import yaml
+
+    p = Path(run_dir) / "config.yaml"
+    if p.is_file():
+        try:
+            cfg = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            return int((cfg.get("data") or {}).get("max_length") or DEFAULT_MAX_LENGTH)
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError):
+            pass
+    return DEFAULT_MAX_LENGTH
+
+
+def task_from_hf_config(model_dir: str | Path):
+    """The task of a fine-tuned HF model directory without ``task.json``, from its
+    ``config.json`` (architecture, ``id2label``, ``problem_type``); ``None`` if it has no head."""
+    from kdexam.tasks import Task
+
+    p = Path(model_dir) / "config.json"
+    if not p.is_file():
+        return None
+    try:
+        cfg = json.loads(p.read_text(encoding="utf-8"))
+        arch = (cfg.get("architectures") or [""])[0]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    id2label = cfg.get("id2label") or {}
+    labels = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
+    if arch.endswith("ForTokenClassification"):
+        return Task("token-classification", labels)
+    if arch.endswith("ForSequenceClassification"):
+        if cfg.get("problem_type") == "regression" or (labels is not None and len(labels) == 1):
+            return Task("regression")
+        return Task("classification", labels)
+    return None
+
+
+def model_role(run_dir: str | Path) -> str:
+    """``"student"`` (``student.json``), ``"teacher"`` (a fine-tuned HF model directory) or
+    ``"onnx"`` (an export folder); a :class:`KdexamError` for anything else."""
+    from kdexam.students.registry import STUDENT_FILE
+
+    d = Path(run_dir)
+    if not d.exists():
+        raise KdexamError(f"Model '{run_dir}' does not exist; pass a run directory written by 'kdexam distill' or 'kdexam teacher'.")
+    if d.is_dir():
+        if (d / STUDENT_FILE).is_file():
+            return "student"
+        if (d / EXPORT_FILE).is_file() and (d / FP32_FILE).is_file():
+            return "onnx"
+        if (d / "config.json").is_file() and ((d / "task.json").is_file() or task_from_hf_config(d) is not None):
+            return "teacher"
+    raise KdexamError(f"'{run_dir}' holds no model (no student.json, task.json or export.json); pass a run directory "
+                      "written by 'kdexam distill' or 'kdexam teacher', or a folder written by 'kdexam export'.")
+
+
+def crf_of(model) -> dict | None:
+    """A CRF tagger's transitions as numpy arrays (``kdexam.students.crf.crf_params``), else ``None``."""
+    if getattr(model, "crf", None) is None:
+        return None
+    from kdexam.students.crf import crf_params
+
+    return crf_params(model)
+
+
+def load_torch_model(run_dir: str | Path) -> TorchModel:
+    """The model of a student or teacher run directory, in eval mode, with its tokenizer, task and
+    training ``max_length``. A teacher directory needs ``task.json`` or a task head in ``config.json``."""
+    run = Path(run_dir)
+    role = model_role(run)
+    if role == "onnx":
+        raise KdexamError(f"'{run_dir}' is an ONNX export folder, not a PyTorch model; pass the run directory it was exported from.")
+    if role == "student":
+        from kdexam.students.registry import load_student as load_registry_student
+
+        model, tokenizer, spec, task = load_registry_student(run)
+        return TorchModel(_logits_module(model, role), tokenizer, task, run_max_length(run), role, spec.kind, run,
+                          crf_of(model))
+    from kdexam.teachers.loader import load_for_task, load_tokenizer, read_task
+
+    task = read_task(run) if (run / "task.json").is_file() else task_from_hf_config(run)
+    if not (run / "model.safetensors").is_file() and not list(run.glob("model*.safetensors")):
+        raise KdexamError(f"'{run_dir}' has no model.safetensors; pass a directory written by 'kdexam teacher'.")
+    model = load_for_task(str(run), task).float()  # fp32 on the CPU, whatever dtype it was saved in
+    return TorchModel(_logits_module(model, role), load_tokenizer(str(run)), task, run_max_length(run), role,
+                      f"teacher {run.name}", run)
+
+
+# ---- backends: a batch of tensors in, logits (numpy) out ----------------------------------------
+
+
+class TorchRunner:
+    """Runs a logits module on ``device`` (inputs moved there, CUDA synchronised)."""
+
+    backend = "pytorch"
+
+    def __init__(self, module, device: str | None = None):
+        import torch
+
+        self.device = torch.device(device or "cpu")
+        self.module = module.to(self.device).eval()
+
+    def __call__(self, inputs: dict) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.module(**{k: v.to(self.device) for k, v in inputs.items()})
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            return logits.float().cpu().numpy()
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session; ``threads`` sets intra-op threads (inter-op is 1, sequential)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+class OnnxRunner:
+    """Runs an ONNX Runtime session: feeds the inputs the graph declares (the exporter drops an
+    unused ``token_type_ids``; a declared one the tokenizer does not give is fed as zeros)."""
+
+    backend = "onnx"
+
+    def __init__(self, session):
+        self.session = session
+        self.inputs = [i.name for i in session.get_inputs()]
+
+    def __call__(self, inputs: dict) -> np.ndarray:
+        ids = inputs["input_ids"]
+        feed = {n: (inputs[n] if n in inputs else np.zeros_like(ids)) for n in self.inputs}
+        feed = {n: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.int64) for n, v in feed.items()}
+        return self.session.run(["logits"], feed)[0]
+
+
+def batched_logits(runner: Callable[[dict], np.ndarray], features, tokenizer, task, batch_size: int = 32) -> list[np.ndarray]:
+    """Per-example logits in input order: length-sorted batches padded as in training
+    (:func:`kdexam.data.encode.make_loader`); tagging logits cut to each example's length."""
+    from kdexam.data.encode import make_loader
+
+    out: list = [None] * len(features)
+    for batch in make_loader(features, tokenizer, task, batch_size, shuffle=False):
+        logits = runner({k: v for k, v in batch.items() if k in MODEL_INPUTS})
+        for row, i in enumerate(batch["index"].tolist()):
+            n = len(features.rows[i]["input_ids"])
+            out[i] = logits[row, :n] if task.kind == "token-classification" else logits[row]
+    return out
+
+
+def decode_predictions(task, logits: list[np.ndarray], features, crf: dict | None = None) -> list:
+    """Labels, tag sequences or floats (:func:`kdexam.evaluation.predict.decode`; Viterbi with ``crf``)."""
+    from kdexam.evaluation.predict import decode
+
+    return decode(task, logits, features) if crf is None else decode(task, logits, features, crf=crf)
+
+
+# ---- inputs ---------------------------------------------------------------------------------------
+
+
+def _where(i: int) -> str:
+    return f"input {i}"
+
+
+def to_example(item: Any, task, where: str = ""):
+    """One input (see the module docstring) as an unlabelled :class:`Example`."""
+    from kdexam.data.readers import Example
+
+    where = where or "an input"
+    if task.kind == "token-classification":
+        words = item.get("tokens", item.get("text")) if isinstance(item, dict) else item
+        if isinstance(words, str):
+            words = words.split()
+        if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
+            raise KdexamError(f"{where.capitalize()} is not a list of words or a string; a tagger reads words, e.g. ['The', 'cat'] or 'The cat'.")
+        words = [w for w in words if w.strip()]
+        if not words:
+            raise KdexamError(f"{where.capitalize()} has no words; remove it or give it text.")
+        return Example(list(words))
+    if isinstance(item, dict):
+        if "text" not in item:
+            raise KdexamError(f"{where.capitalize()} has no 'text' field; write objects like {{\"text\": ...}}.")
+        text, pair = item["text"], item.get("text_pair")
+    elif isinstance(item, (tuple, list)):
+        if len(item) != 2:
+            raise KdexamError(f"{where.capitalize()} is a sequence of {len(item)} items; give a string, or a (text, text_pair) pair.")
+        text, pair = item
+    else:
+        text, pair = item, None
+    if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
+        raise KdexamError(f"{where.capitalize()} is not text ({type(text).__name__}); give strings.")
+    if task.text_pair and pair is None:
+        raise KdexamError(f"The model reads text pairs but {where} has one text; give (text, text_pair) or a 'text_pair' field.")
+    if not task.text_pair and pair is not None:
+        raise KdexamError(f"The model reads single texts but {where} is a pair; give one text.")
+    if not text.strip() or (pair is not None and not pair.strip()):
+        raise KdexamError(f"{where.capitalize()} has an empty text; remove it or fill it in.")
+    return Example(text, pair)
+
+
+# ---- the predictor ----------------------------------------------------------------------------------
+
+
+class Predictor:
+    """Turns raw inputs into predictions: tokenise (as in training), run the backend, decode.
+
+    Attributes: ``task`` (:class:`~kdexam.tasks.Task`), ``tokenizer``, ``backend``
+    (``"pytorch"`` or ``"onnx"``), ``max_length``, ``quantized``, ``source`` (the path it
+    was loaded from), ``crf`` (CRF transitions or ``None``)."""
+
+    def __init__(self, runner, tokenizer, task, max_length: int, source: str = "", quantized: bool = False,
+                 crf: dict | None = None, name: str = ""):
+        self.runner, self.tokenizer, self.task, self.max_length = runner, tokenizer, task, max_length
+        self.backend = runner.backend
+        self.source, self.quantized, self.crf, self.name = source, quantized, crf, name
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.name or self.source!r}, task={self.task.kind}, backend={self.backend}"
+                f"{', int8' if self.quantized else ''})")
+
+    def examples(self, texts: Sequence) -> list:
+        """Inputs as unlabelled examples (a single string is one input)."""
+        if isinstance(texts, (str, dict)) or (self.task.text_pair and isinstance(texts, tuple)):
+            texts = [texts]
+        return [to_example(t, self.task, _where(i)) for i, t in enumerate(texts)]
+
+    def encode(self, examples: list):
+        """:func:`kdexam.data.encode.encode` with the run's ``max_length``."""
+        from kdexam.data.encode import encode
+
+        return encode(examples, self.tokenizer, self.task, self.max_length)
+
+    def tensors(self, examples: list) -> dict:
+        """One padded batch of model inputs (tokenise + pad, as one inference request does)."""
+        from kdexam.data.encode import Collator
+
+        rows = self.encode(examples).rows
+        batch = Collator(self.tokenizer, self.task)([dict(r, index=i) for i, r in enumerate(rows)])
+        return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+
+    def predict_logits(self, texts: Sequence, batch_size: int = 32) -> list[np.ndarray]:
+        """Per-input logits: [C] (classification), [1] (regression), [subwords, C] (tagging)."""
+        features = self.encode(self.examples(texts))
+        return batched_logits(self.runner, features, self.tokenizer, self.task, batch_size)
+
+    def predict(self, texts: Sequence, batch_size: int = 32) -> list[dict]:
+        """One dict per input: ``{"label", "scores"}``, ``{"value"}`` or ``{"tokens", "tags"}``."""
+        examples = self.examples(texts)
+        features = self.encode(examples)
+        logits = batched_logits(self.runner, features, self.tokenizer, self.task, batch_size)
+        preds = decode_predictions(self.task, logits, features, self.crf)
+        if self.task.kind == "regression":
+            return [{"value": float(p)} for p in preds]
+        if self.task.kind == "classification":
+            labels = self.task.labels or []
+            out = []
+            for p, l in zip(preds, logits):
+                probs = np.exp(l - l.max())
+                probs /= probs.sum()
+                out.append({"label": p, "scores": {lab: float(s) for lab, s in zip(labels, probs)}})
+            return out
+        out = []
+        for e, tags, row in zip(examples, preds, features.rows):
+            item = {"tokens": list(e.text), "tags": list(tags)}
+            seen = [w for w in row["word_ids"] if w >= 0]
+            if seen and max(seen) < row["n_words"] - 1:
+                item["truncated"] = True
+            out.append(item)
+        return out
+
+
+# ---- loading -------------------------------------------------------------------------------------------
+
+
+def export_is_fresh(run_dir: Path, export_dir: Path) -> bool:
+    """Whether ``export_dir`` was exported from the weights now in ``run_dir`` (SHA-256 match)."""
+    from kdexam.paths import sha256_file
+
+    try:
+        record = json.loads((export_dir / EXPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    weights = run_dir / "model.safetensors"
+    want = (record.get("source") or {}).get("weights_sha256")
+    return bool(want) and weights.is_file() and sha256_file(weights) == want
+
+
+def _onnx_predictor(export_dir: Path, quantized: bool, threads: int | None) -> Predictor:
+    from transformers import AutoTokenizer
+
+    from kdexam.tasks import Task
+    from kdexam.teachers.loader import quiet_transformers
+
+    record = json.loads((export_dir / EXPORT_FILE).read_text(encoding="utf-8"))
+    path = export_dir / (INT8_FILE if quantized else FP32_FILE)
+    if not path.is_file():
+        raise KdexamError(f"'{export_dir}' has no {path.name}; run 'kdexam export RUN --format onnx --quantize int8' for an int8 model.")
+    quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(str(export_dir))
+    tokenizer.padding_side = record.get("padding_side", tokenizer.padding_side)
+    crf = None
+    if (export_dir / CRF_FILE).is_file():
+        from safetensors.numpy import load_file
+
+        crf = load_file(str(export_dir / CRF_FILE))
+    runner = OnnxRunner(onnx_session(path, threads))
+    return Predictor(runner, tokenizer, Task.from_dict(record["task"]), int(record["max_length"]), str(path), quantized,
+                     crf, (record.get("source") or {}).get("name", ""))
+
+
+def load_student(path: str | Path, backend: str = "auto", quantized: bool = False, threads: int | None = None,
+                 device: str | None = None) -> Predictor:
+    """A :class:`Predictor` for a student run, a teacher run or an export folder; no teacher needed.
+
+    ``backend``: ``"pytorch"``, ``"onnx"`` (``RUN/onnx/`` written by ``kdexam export``, or an
+    export folder given directly) or ``"auto"`` (ONNX when an export of the current weights
+    exists, else PyTorch). ``quantized`` picks the int8 ONNX model. ``threads``: intra-op
+    threads of ONNX Runtime (PyTorch keeps its global setting). ``device``: PyTorch device
+    (e.g. ``"cuda"``)."""
+    if backend not in BACKENDS:
+        raise KdexamError(f"Unknown backend '{backend}'; use one of {', '.join(BACKENDS)}.")
+    p = Path(path)
+    if p.is_file() and p.suffix == ".onnx":
+        quantized = quantized or p.name == INT8_FILE
+        p = p.parent
+    role = model_role(p)
+    if role == "onnx":
+        if backend == "pytorch":
+            raise KdexamError(f"'{path}' is an ONNX export folder; use backend 'onnx' or pass the run directory for PyTorch.")
+        return _onnx_predictor(p, quantized, threads)
+    export_dir = p / ONNX_DIR
+    exported = (export_dir / EXPORT_FILE).is_file() and (export_dir / (INT8_FILE if quantized else FP32_FILE)).is_file()
+    if backend == "onnx" or quantized:
+        if not exported:
+            flag = " --quantize int8" if quantized else ""
+            raise KdexamError(f"'{path}' has no ONNX export{' (int8)' if quantized else ''}; run 'kdexam export {path} --format onnx{flag}' first.")
+        if not export_is_fresh(p, export_dir):
+            raise KdexamError(f"The ONNX export in '{export_dir}' is older than the model in '{path}'; run 'kdexam export' again.")
+        return _onnx_predictor(export_dir, quantized, threads)
+    if backend == "auto" and exported and export_is_fresh(p, export_dir):
+        return _onnx_predictor(export_dir, False, threads)
+    tm = load_torch_model(p)
+    return Predictor(TorchRunner(tm.module, device), tm.tokenizer, tm.task, tm.max_length, str(p), False, tm.crf, tm.name)
+
+
+# ---- input files for `kdexam predict` ------------------------------------------------------------------
+
+TEXT_EXTS = {".txt", ".text"}
+JSONL_EXTS = {".jsonl", ".json", ".ndjson"}
+CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob"}
+TSV_EXTS = {".tsv"}
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise KdexamError(f"File '{path}' is not valid UTF-8 (byte {e.start}); re-save it with UTF-8 encoding.") from None
+    except OSError as e:
+        raise KdexamError(f"File '{path}' cannot be read ({e.strerror}); check the path and its permissions.") from None
+
+
+def input_format(path: Path) -> str:
+    """``text``, ``jsonl`` or ``conll``, from the extension; a file without one is sniffed
+    (a first non-blank line starting with ``{`` is JSONL, else text)."""
+    ext = path.suffix.lower()
+    if ext in TEXT_EXTS:
+        return "text"
+    if ext in JSONL_EXTS:
+        return "jsonl"
+    if ext in CONLL_EXTS:
+        return "conll"
+    if ext in TSV_EXTS:
+        return "tsv"
+    if ext == "":
+        first = next((l for l in _lines(path) if l.strip()), "")
+        return "jsonl" if first.lstrip().startswith(("{", "[")) else "text"
+    raise KdexamError(f"File '{path}' has an unknown extension '{ext}'; use .txt (one text per line), .jsonl or .conll.")
+
+
+def read_inputs(path: str | Path, task) -> list[dict]:
+    """Inputs of a file as dicts (``text`` [+ ``text_pair``], or ``tokens`` for tagging).
+
+    - text (``.txt``): one input per line, blank lines skipped; pairs as ``text<TAB>text_pair``;
+      for tagging, the words of the line (split on whitespace);
+    - JSONL (``.jsonl``/``.json``): objects with ``text`` [and ``text_pair``]; for tagging
+      ``tokens`` (a word list) or ``text`` (a list or a string); a JSON array of such objects works too;
+    - CoNLL (``.conll``/``.conllu``/``.bio``/``.iob``; ``.tsv`` for tagging): the first column
+      is the word, a blank line ends a sentence; ``#`` comments and ``-DOCSTART-`` are skipped.
+      ``.tsv`` for other tasks reads like text (``text<TAB>text_pair``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise KdexamError(f"Input file '{path}' does not exist; check the path given to --input.")
+    fmt = input_format(p)
+    tagging = task.kind == "token-classification"
+    if fmt == "tsv":
+        fmt = "conll" if tagging else "text"
+    if fmt == "conll":
+        if not tagging:
+            raise KdexamError(f"File '{p}' is CoNLL but the model does {task.kind}; give a .txt or .jsonl file of texts.")
+        items = _read_conll_words(p)
+    elif fmt == "jsonl":
+        items = _read_jsonl(p, task)
+    else:
+        items = _read_text(p, task)
+    if not items:
+        raise KdexamError(f"File '{p}' holds no inputs; check that it is the right file.")
+    return items
+
+
+def _read_text(p: Path, task) -> list[dict]:
+    items = []
+    for i, line in enumerate(_lines(p), start=1):
+        if not line.strip():
+            continue
+        if task.kind == "token-classification":
+            items.append({"tokens": line.split()})
+        elif task.text_pair:
+            text, tab, pair = line.partition("\t")
+            if not tab or not text.strip() or not pair.strip():
+                raise KdexamError(f"File '{p}' line {i} is not 'text<TAB>text_pair'; the model reads text pairs.")
+            items.append({"text": text, "text_pair": pair})
+        else:
+            items.append({"text": line})
+    return items
+
+
+def _read_jsonl(p: Path, task) -> list[dict]:
+    lines = _lines(p)
+    stripped = "\n".join(lines).lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = [(f"item {i}", r) for i, r in enumerate(json.loads(stripped))]
+        except json.JSONDecodeError as e:
+            raise KdexamError(f"File '{p}' is not valid JSON (line {e.lineno}: {e.msg}); fix it or write one object per line.") from None
+    else:
+        rows = []
+        for i, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((f"line {i}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise KdexamError(f"File '{p}' line {i} is not valid JSON ({e.msg}); each line must be one JSON object.") from None
+    items = []
+    for where, r in rows:
+        if not isinstance(r, dict):
+            raise KdexamError(f"File '{p}' {where} is not a JSON object; write objects like {{\"text\": ...}}.")
+        if task.kind == "token-classification":
+            words = r.get("tokens", r.get("text"))
+            if words is None:
+                raise KdexamError(f"File '{p}' {where} has no 'tokens' or 'text' field; a tagger needs the words.")
+            items.append({"tokens": words.split() if isinstance(words, str) else words})
+        else:
+            if "text" not in r:
+                raise KdexamError(f"File '{p}' {where} has no 'text' field; write objects like {{\"text\": ...}}.")
+            item = {"text": r["text"]}
+            if task.text_pair or "text_pair" in r:
+                item["text_pair"] = r.get("text_pair")
+            items.append(item)
+        to_example(items[-1], task, f"file '{p}' {where}")  # errors name the line
+    return items
+
+
+def _read_conll_words(p: Path) -> list[dict]:
+    from kdexam.data.readers import _is_comment
+
+    items, words = [], []
+    for line in _lines(p):
+        if not line.strip() or _is_comment(line):
+            if words:
+                items.append({"tokens": words})
+                words = []
+            continue
+        word = (line.split("\t") if "\t" in line else line.split())[0].strip()
+        if word != "-DOCSTART-":
+            words.append(word)
+    if words:
+        items.append({"tokens": words})
+    return items
+
+
+def predict_file(model: str | Path, input_path: str | Path, output: str | Path | None = None, backend: str = "auto",
+                 quantized: bool = False, batch_size: int = 32) -> list[dict]:
+    """Predict every input of a file; returns the JSONL records (the input fields, then the
+    prediction) and writes them to ``output`` when given (atomically)."""
+    from kdexam.paths import atomic_write_text
+
+    predictor = load_student(model, backend=backend, quantized=quantized)
+    items = read_inputs(input_path, predictor.task)
+    preds = predictor.predict(items, batch_size=batch_size)
+    records = []
+    for item, pred in zip(items, preds):
+        records.append({**{k: v for k, v in item.items() if k != "tokens"}, **pred})
+    if output is not None:
+        atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return records

@@ -1,0 +1,146 @@
+"""`kdexam bench`: the report schema, metrics.json updates, ratios, formulas, peak memory in a
+fresh process, the command line and errors (tiny models, a handful of repetitions)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from kdexam import api
+from kdexam.evaluation.efficiency import latency_row, peak_rss, stats_ms, text_batches
+from run_factory import make_student_run, make_teacher_run, one_thread  # noqa: F401  (fixture)
+
+FAST = dict(n_texts=6, repeats=2, warmup=1, batch_sizes=[1, 4], rss=False, gpu=False)
+ROW_KEYS = {"backend", "device", "batch_size", "warmup", "repeats", "latency_ms", "tokenize_ms", "total_ms",
+            "throughput", "total_throughput", "speedup"}
+
+
+@pytest.fixture()
+def pair_runs(tmp_path):
+    teacher = make_teacher_run(tmp_path, "pair")
+    return teacher, make_student_run(teacher, "bilstm", "bilstm-pair")
+
+
+def test_bench_report_schema_and_metrics_json(pair_runs, tmp_path):
+    teacher, student = pair_runs
+    before = json.loads((student / "metrics.json").read_text())
+    report = api.benchmark(models=[student], out=tmp_path / "bench.json", **FAST)
+
+    s = report["settings"]
+    assert s["threads"] == 1 and s["batch_sizes"] == [1, 4] and s["n_texts"] == 6 and s["split"] == "validation"
+    assert {"torch", "onnxruntime", "cpu", "dataset", "warmup", "repeats", "date"} <= set(s)
+    runs = [m["run"] for m in report["models"]]
+    assert runs == [str(teacher), str(student)], "the student's teacher is measured too, first"
+    t, m = report["models"]
+    assert (t["role"], m["role"]) == ("teacher", "student") and m["reference"] == str(teacher)
+    for model in (t, m):
+        assert model["params"]["total"] > model["params"]["non_embedding"] > 0
+        assert all(model["disk_bytes"][k] > 0 for k in ("safetensors", "onnx", "onnx-int8"))
+        rows = model["latency"]
+        assert {(r["backend"], r["batch_size"]) for r in rows} == {(b, n) for b in ("pytorch", "onnx", "onnx-int8") for n in (1, 4)}
+        for r in rows:
+            assert set(r) == ROW_KEYS and r["device"] == "cpu" and r["repeats"] == 2 and r["warmup"] == 1
+            for k in ("latency_ms", "tokenize_ms", "total_ms"):
+                assert set(r[k]) == {"p50", "p95", "mean"} and 0 < r[k]["p50"] <= r[k]["p95"] + 1e-9
+            assert r["throughput"] == pytest.approx(r["batch_size"] / (r["latency_ms"]["mean"] / 1000))
+            assert r["total_throughput"] < r["throughput"]
+            assert r["speedup"] > 0
+        assert model["peak_rss_mb"] == {}
+    base = {r["batch_size"]: r["latency_ms"]["p50"] for r in t["latency"] if r["backend"] == "pytorch"}
+    for r in m["latency"]:
+        assert r["speedup"] == pytest.approx(base[r["batch_size"]] / r["latency_ms"]["p50"])
+    assert all(r["speedup"] == pytest.approx(1.0) for r in t["latency"] if r["backend"] == "pytorch")
+    assert m["compression"]["params"] == pytest.approx(t["params"]["total"] / m["params"]["total"])
+    assert m["compression"]["disk"] == pytest.approx(t["disk_bytes"]["safetensors"] / m["disk_bytes"]["safetensors"])
+
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["models"][1]["latency"][0]["latency_ms"] == m["latency"][0]["latency_ms"]
+    after = json.loads((student / "metrics.json").read_text())
+    assert {k: v for k, v in after.items() if k not in ("student", "teacher")} == \
+        {k: v for k, v in before.items() if k not in ("student", "teacher")}
+    assert after["student"]["metrics"] == before["student"]["metrics"], "other keys are kept"
+    assert after["student"]["efficiency"]["latency"] == m["latency"]
+    assert after["student"]["efficiency"]["settings"]["threads"] == 1
+    assert after["teacher"]["efficiency"]["run"] == str(teacher)
+    assert json.loads((teacher / "metrics.json").read_text())["teacher"]["efficiency"]["role"] == "teacher"
+    assert not (student / "onnx").exists(), "bench exports into a temporary folder, not into the run"
+
+
+def test_bench_uses_a_fresh_export_in_the_run(pair_runs, tmp_path):
+    from kdexam.export.onnx import export_onnx
+
+    teacher, student = pair_runs
+    r = export_onnx(student, quantize="int8")
+    report = api.benchmark(models=[teacher, student], save=False, **{**FAST, "batch_sizes": [2]})
+    m = report["models"][1]
+    assert m["disk_bytes"]["onnx"] == r["files"]["model.onnx"] and m["disk_bytes"]["onnx-int8"] == r["files"]["model.int8.onnx"]
+    assert len(report["models"]) == 2, "a listed teacher is not measured twice"
+    assert "efficiency" not in json.loads((student / "metrics.json").read_text())["student"]
+
+
+def test_formulas():
+    st = stats_ms([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert st["p50"] == pytest.approx(3.0) and st["mean"] == pytest.approx(4.0)
+    assert st["p95"] == pytest.approx(np.percentile([1, 2, 3, 4, 10], 95))
+    row = latency_row("onnx", "cpu", 8, 0, [0.001, 0.001], [0.002, 0.006])
+    assert row["throughput"] == pytest.approx(8 / 0.004) and row["total_throughput"] == pytest.approx(8 / 0.005)
+    assert row["total_ms"]["mean"] == pytest.approx(5.0)
+    assert text_batches(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e", "a"]]
+    assert text_batches(list("ab"), 4) == [["a", "b", "a", "b"]]
+
+
+def test_peak_memory_in_a_fresh_process(pair_runs, tmp_path):
+    _, student = pair_runs
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps([{"text": "good film", "text_pair": "bad plot"}] * 3))
+    r = peak_rss(student, "pytorch", False, texts, 2, 1, timeout=300)
+    assert set(r) == {"baseline_mb", "loaded_mb", "peak_mb"}
+    assert 50 < r["baseline_mb"] <= r["loaded_mb"] <= r["peak_mb"] < 4000
+
+
+def test_bench_cli_and_errors(pair_runs, tmp_path, capsys):
+    from kdexam.cli import main
+
+    teacher, student = pair_runs
+    argv = ["bench", str(student), "--n-texts", "3", "--repeats", "1", "--warmup", "0", "--batch-sizes", "1,2",
+            "--no-onnx", "--no-rss", "--no-gpu", "--no-save", "--out", str(tmp_path / "b.json")]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "speedup" in out and "bilstm-pair" in out
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert {r["backend"] for m in report["models"] for r in m["latency"]} == {"pytorch"}
+
+    (tmp_path / "c.yaml").write_text(f"models: [{student}]\nn_texts: 2\nrepeats: 1\nwarmup: 0\nbatch_sizes: [1]\n"
+                                     "onnx: false\nrss: false\nsave: false\n")
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "c.json")])
+    assert e.value.code == 0 and json.loads((tmp_path / "c.json").read_text())["settings"]["n_texts"] == 2
+    capsys.readouterr()
+
+    orphan = shutil.copytree(student, tmp_path / "orphan")
+    m = json.loads((orphan / "metrics.json").read_text())
+    m["teacher"]["name"] = str(tmp_path / "gone")
+    (orphan / "metrics.json").write_text(json.dumps(m))
+    (orphan / "config.yaml").write_text((orphan / "config.yaml").read_text().replace(str(teacher), str(tmp_path / "gone")))
+    report = api.benchmark(models=[orphan], save=False, onnx=False, **{**FAST, "batch_sizes": [1]})
+    assert len(report["models"]) == 1 and report["models"][0]["compression"] is None
+    assert report["models"][0]["latency"][0]["speedup"] is None
+    assert "was not found" in capsys.readouterr().err
+
+    cases = [
+        (["bench", str(tmp_path / "nothing")], "does not exist"),
+        (["bench", str(tmp_path)], "holds no model"),
+        (["bench"], "No model given"),
+        (["bench", str(student), "--batch-sizes", "1,x"], "not a comma-separated list"),
+        (["bench", str(student), "--batch-sizes", "0"], "batch_sizes"),
+        (["bench", str(student), "--data", str(tmp_path / "no-such.jsonl")], "does not exist"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = " ".join(capsys.readouterr().err.split())
+        assert e.value.code == 2 and message in err, (argv, err)
