@@ -68,6 +68,10 @@ def test_bench_report_schema_and_metrics_json(pair_runs, tmp_path):
     assert json.loads((teacher / "metrics.json").read_text())["teacher"]["efficiency"]["role"] == "teacher"
     assert not (student / "onnx").exists(), "bench exports into a temporary folder, not into the run"
 
+    rows = api.compare_runs([teacher, student])  # `kdexam report` shows the fastest batch-1 backend
+    fast = min((r for r in m["latency"] if r["batch_size"] == 1), key=lambda r: r["latency_ms"]["p50"])
+    assert (rows[1]["backend"], rows[1]["p50_ms"], rows[1]["speedup"]) == (fast["backend"], fast["latency_ms"]["p50"], fast["speedup"])
+
 
 def test_bench_uses_a_fresh_export_in_the_run(pair_runs, tmp_path):
     from kdexam.export.onnx import export_onnx

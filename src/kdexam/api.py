@@ -145,7 +145,8 @@ def prepare_model(name: str, force: bool = False) -> Path:
 
 def compare_runs(runs: list[str | Path]) -> list[dict]:
     """One row per run directory (from its ``metrics.json``): model, parameters, primary
-    metric and score, and for students retention and loyalty."""
+    metric and score, for students retention and loyalty, and once ``kdexam bench`` has run,
+    the fastest CPU backend at batch 1 with its p50 latency and speedup over the teacher."""
     import json
 
     from kdexam.errors import KdexamError
@@ -162,9 +163,19 @@ def compare_runs(runs: list[str | Path]) -> list[dict]:
         seconds = m.get("seconds") or side.get("total_seconds")
         rows.append({
             "run": str(run), "model": side["name"] if "student" in m else f"teacher {Path(side['name']).name}",
-            "params": side["params"], "metric": f"{pm} ({m['split']})", "score": side["metrics"][pm],
+            "params": side["params"], "metric": f"{pm} ({m['split']})", "score": side["metrics"].get(pm),
             "retention": m.get("retention"), "label_loyalty": loyal.get("label", loyal.get("regression")),
             "probability_loyalty": loyal.get("probability", loyal.get("pearson")),
             "minutes": None if seconds is None else seconds / 60,
+            **_fastest_batch1(side.get("efficiency")),
         })
     return rows
+
+
+def _fastest_batch1(efficiency: dict | None) -> dict:
+    """From ``kdexam bench`` figures: the fastest CPU backend at batch 1, its p50 latency and speedup."""
+    rows = [r for r in (efficiency or {}).get("latency", []) if r["batch_size"] == 1 and r["device"] == "cpu"]
+    if not rows:
+        return {"backend": None, "p50_ms": None, "speedup": None}
+    best = min(rows, key=lambda r: r["latency_ms"]["p50"])
+    return {"backend": best["backend"], "p50_ms": best["latency_ms"]["p50"], "speedup": best["speedup"]}
