@@ -72,7 +72,8 @@ class DataSplits:
 # ---------------------------------------------------------------------------- files
 
 
-def _open_text(path: Path) -> list[str]:
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM is dropped); unreadable files are one-sentence errors."""
     try:
         return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
@@ -117,7 +118,7 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig)
 
 def read_table(path: Path, cfg: DataConfig, delimiter: str) -> list[Example]:
     """CSV or TSV with a header row."""
-    lines = _open_text(path)
+    lines = read_lines(path)
     reader = csv.DictReader(lines, delimiter=delimiter)
     if not reader.fieldnames:
         raise KdexamError(f"File '{path}' is empty; it needs a header row and at least one example.")
@@ -134,7 +135,7 @@ def read_table(path: Path, cfg: DataConfig, delimiter: str) -> list[Example]:
 
 def read_jsonl(path: Path, cfg: DataConfig) -> list[Example]:
     """JSON Lines (one object per line) or a JSON array of objects."""
-    lines = _open_text(path)
+    lines = read_lines(path)
     stripped = "\n".join(lines).lstrip()
     rows: list[tuple[str, dict]] = []
     if stripped.startswith("["):
@@ -168,7 +169,7 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
     out: list[Example] = []
     words: list[str] = []
     tags: list[str] = []
-    for i, line in enumerate(_open_text(path), start=1):
+    for i, line in enumerate(read_lines(path), start=1):
         if not line.strip() or _is_comment(line):
             if words:
                 out.append(Example(words, None, tags))

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from kdexam.data.readers import read_lines
 from kdexam.errors import KdexamError
 
 BACKENDS = ("auto", "pytorch", "onnx")
@@ -454,15 +455,6 @@ CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob"}
 TSV_EXTS = {".tsv"}
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as e:
-        raise KdexamError(f"File '{path}' is not valid UTF-8 (byte {e.start}); re-save it with UTF-8 encoding.") from None
-    except OSError as e:
-        raise KdexamError(f"File '{path}' cannot be read ({e.strerror}); check the path and its permissions.") from None
-
-
 def input_format(path: Path) -> str:
     """``text``, ``jsonl`` or ``conll``, from the extension; a file without one is sniffed
     (a first non-blank line starting with ``{`` is JSONL, else text)."""
@@ -476,7 +468,7 @@ def input_format(path: Path) -> str:
     if ext in TSV_EXTS:
         return "tsv"
     if ext == "":
-        first = next((l for l in _lines(path) if l.strip()), "")
+        first = next((l for l in read_lines(path) if l.strip()), "")
         return "jsonl" if first.lstrip().startswith(("{", "[")) else "text"
     raise KdexamError(f"File '{path}' has an unknown extension '{ext}'; use .txt (one text per line), .jsonl or .conll.")
 
@@ -513,7 +505,7 @@ def read_inputs(path: str | Path, task) -> list[dict]:
 
 def _read_text(p: Path, task) -> list[dict]:
     items = []
-    for i, line in enumerate(_lines(p), start=1):
+    for i, line in enumerate(read_lines(p), start=1):
         if not line.strip():
             continue
         if task.kind == "token-classification":
@@ -529,7 +521,7 @@ def _read_text(p: Path, task) -> list[dict]:
 
 
 def _read_jsonl(p: Path, task) -> list[dict]:
-    lines = _lines(p)
+    lines = read_lines(p)
     stripped = "\n".join(lines).lstrip()
     if stripped.startswith("["):
         try:
@@ -569,7 +561,7 @@ def _read_conll_words(p: Path) -> list[dict]:
     from kdexam.data.readers import _is_comment
 
     items, words = [], []
-    for line in _lines(p):
+    for line in read_lines(p):
         if not line.strip() or _is_comment(line):
             if words:
                 items.append({"tokens": words})
