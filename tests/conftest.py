@@ -115,3 +115,15 @@ def _isolated_home(request, tmp_path, monkeypatch):
         monkeypatch.setenv("KDEXAM_HOME", str(request.getfixturevalue("integration_home")))
     else:
         monkeypatch.setenv("KDEXAM_HOME", str(tmp_path / "kdexam-home"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One CPU thread for a module's tiny models (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    other work may share the machine, and 2-thread runs of tiny models only contend."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

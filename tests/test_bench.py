@@ -11,7 +11,9 @@ import pytest
 
 from kdexam import api
 from kdexam.evaluation.efficiency import latency_row, peak_rss, stats_ms, text_batches
-from run_factory import make_student_run, make_teacher_run, one_thread  # noqa: F401  (fixture)
+from run_factory import make_student_run, make_teacher_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = dict(n_texts=6, repeats=2, warmup=1, batch_sizes=[1, 4], rss=False, gpu=False)
 ROW_KEYS = {"backend", "device", "batch_size", "warmup", "repeats", "latency_ms", "tokenize_ms", "total_ms",

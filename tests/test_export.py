@@ -14,7 +14,9 @@ import torch
 
 from kdexam.errors import KdexamError
 from kdexam.export.onnx import PARITY_ATOL, agreement, export_onnx
-from run_factory import STUDENT_KINDS, TASK_NAMES, one_thread, runs  # noqa: F401  (fixtures)
+from run_factory import STUDENT_KINDS, TASK_NAMES, runs  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 KINDS = ("teacher",) + STUDENT_KINDS
 LONG_WORDS = "the movie was really quite good and the plot was great".split()

@@ -15,7 +15,9 @@ import torch
 from kdexam.errors import KdexamError
 from kdexam.export.onnx import export_onnx
 from kdexam.inference.predictor import Predictor, load_student, read_inputs
-from run_factory import one_thread, runs  # noqa: F401  (fixtures)
+from run_factory import runs  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 INPUTS = {
     "cls": ["the movie was good", "awful plot and dull actors", "the film was really quite lovely and the story was great"],

@@ -40,13 +40,7 @@ ALL_KINDS = ["bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small", "bert-medi
 SMALL = {"bilstm": dict(hidden_size=16), "cnn": dict(num_filters=8)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One CPU thread: these models are tiny, and other test runs may share the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save_teacher(src: Path, dst: Path, num_labels: int = 2) -> Path:

@@ -84,6 +84,15 @@ def align_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int
     return out
 
 
+def first_subwords(word_ids: list[int], n_words: int) -> list[int]:
+    """Each word's first-subword position in an encoding; -1 for a word cut off by truncation."""
+    pos = [-1] * n_words
+    for p, w in reversed(list(enumerate(word_ids))):
+        if w is not None and w >= 0:
+            pos[w] = p
+    return pos
+
+
 def words_from_subwords(word_ids: list[int], subword_preds: list[int], n_words: int, fill: int = 0) -> list[int]:
     """Map per-subword predictions back to one prediction per word (its first subword's).
     Words cut off by truncation get ``fill``."""

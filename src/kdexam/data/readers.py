@@ -133,8 +133,9 @@ def read_table(path: Path, cfg: DataConfig, delimiter: str) -> list[Example]:
     return _rows_to_examples(rows, path, cfg)
 
 
-def read_jsonl(path: Path, cfg: DataConfig) -> list[Example]:
-    """JSON Lines (one object per line) or a JSON array of objects."""
+def read_json_objects(path: Path, example: str = '{"text": ..., "label": ...}') -> list[tuple[str, dict]]:
+    """The objects of a JSON Lines file or a JSON array, each with where it stands
+    (``"line N"`` / ``"item N"``, for error sentences); anything else is a one-sentence error."""
     lines = read_lines(path)
     stripped = "\n".join(lines).lstrip()
     rows: list[tuple[str, dict]] = []
@@ -154,8 +155,13 @@ def read_jsonl(path: Path, cfg: DataConfig) -> list[Example]:
                 raise KdexamError(f"File '{path}' line {i} is not valid JSON ({e.msg}); each line must be one JSON object.") from None
     for where, r in rows:
         if not isinstance(r, dict):
-            raise KdexamError(f"File '{path}' {where} is not a JSON object; write objects like {{\"text\": ..., \"label\": ...}}.")
-    return _rows_to_examples(rows, path, cfg)
+            raise KdexamError(f"File '{path}' {where} is not a JSON object; write objects like {example}.")
+    return rows
+
+
+def read_jsonl(path: Path, cfg: DataConfig) -> list[Example]:
+    """JSON Lines (one object per line) or a JSON array of objects."""
+    return _rows_to_examples(read_json_objects(path), path, cfg)
 
 
 def _is_comment(line: str) -> bool:

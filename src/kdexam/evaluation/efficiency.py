@@ -248,7 +248,7 @@ def _rss_child(argv: list[str]) -> None:
     import transformers  # noqa: F401
 
     import kdexam.data.encode  # noqa: F401
-    import kdexam.students.registry  # noqa: F401  (kdexam.tasks and its metrics libraries)
+    import kdexam.students.registry  # noqa: F401  (kdexam.tasks and the student classes)
 
     if a.backend == "onnx":
         import onnxruntime  # noqa: F401

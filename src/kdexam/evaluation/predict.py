@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from kdexam.data.encode import MODEL_INPUTS, Features, make_loader, words_from_subwords
+from kdexam.data.encode import MODEL_INPUTS, Features, first_subwords, make_loader, words_from_subwords
 from kdexam.tasks import Task
 
 
@@ -62,11 +62,8 @@ def crf_words(logits: np.ndarray, word_ids: list[int], n_words: int, crf: dict, 
     """Viterbi tags of the words present in the encoding (first subwords, in order); ``fill`` for the rest."""
     from kdexam.students.crf import viterbi
 
-    first: dict[int, int] = {}
-    for pos, w in enumerate(word_ids):
-        if w is not None and w >= 0 and w not in first:
-            first[w] = pos
-    words = sorted(first)
+    first = first_subwords(word_ids, n_words)
+    words = [w for w, pos in enumerate(first) if pos >= 0]
     path = viterbi(np.asarray(logits)[[first[w] for w in words]], **crf)
     out = [fill] * n_words
     for w, tag in zip(words, path):

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from kdexam.data.readers import read_lines
+from kdexam.data.readers import read_json_objects, read_lines
 from kdexam.errors import KdexamError
 
 BACKENDS = ("auto", "pytorch", "onnx")
@@ -521,26 +521,8 @@ def _read_text(p: Path, task) -> list[dict]:
 
 
 def _read_jsonl(p: Path, task) -> list[dict]:
-    lines = read_lines(p)
-    stripped = "\n".join(lines).lstrip()
-    if stripped.startswith("["):
-        try:
-            rows = [(f"item {i}", r) for i, r in enumerate(json.loads(stripped))]
-        except json.JSONDecodeError as e:
-            raise KdexamError(f"File '{p}' is not valid JSON (line {e.lineno}: {e.msg}); fix it or write one object per line.") from None
-    else:
-        rows = []
-        for i, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((f"line {i}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise KdexamError(f"File '{p}' line {i} is not valid JSON ({e.msg}); each line must be one JSON object.") from None
     items = []
-    for where, r in rows:
-        if not isinstance(r, dict):
-            raise KdexamError(f"File '{p}' {where} is not a JSON object; write objects like {{\"text\": ...}}.")
+    for where, r in read_json_objects(p, '{"text": ...}'):
         if task.kind == "token-classification":
             words = r.get("tokens", r.get("text"))
             if words is None:

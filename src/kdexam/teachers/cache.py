@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from kdexam.data.encode import Features, encode
+from kdexam.data.encode import Features, encode, first_subwords
 from kdexam.data.readers import Example
 from kdexam.evaluation.predict import predict_logits
 from kdexam.paths import atomic_write_json, kdexam_home, sha256_file
@@ -102,13 +102,10 @@ def word_level(logits: list[np.ndarray], features: Features) -> tuple[np.ndarray
     """Per-example subword logits → the logits at each word's first subword, flattened."""
     rows, offsets = [], [0]
     for l, row in zip(logits, features.rows):
-        first = {}
-        for pos, w in enumerate(row["word_ids"]):
-            if w >= 0 and w not in first:
-                first[w] = pos
         words = np.zeros((row["n_words"], l.shape[-1]), dtype=np.float32)
-        for w, pos in first.items():  # words cut by truncation keep zeros: a uniform distribution
-            words[w] = l[pos]
+        for w, pos in enumerate(first_subwords(row["word_ids"], row["n_words"])):
+            if pos >= 0:  # words cut by truncation keep zeros: a uniform distribution
+                words[w] = l[pos]
         rows.append(words)
         offsets.append(offsets[-1] + len(words))
     return np.concatenate(rows), np.asarray(offsets, dtype=np.int64)

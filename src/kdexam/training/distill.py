@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from rich.console import Console
 
 from kdexam.config import DistillRunConfig, StageConfig, save_config
-from kdexam.data.encode import Features, encode, make_loader
+from kdexam.data.encode import Features, encode, first_subwords, make_loader
 from kdexam.data.readers import DataSplits, load_data
 from kdexam.errors import KdexamError
 from kdexam.evaluation.loyalty import classification_loyalty, regression_loyalty
@@ -93,14 +93,7 @@ def check_data_fits_teacher(data: DataSplits, teacher_task: Task, teacher_dir: P
 
 def first_subword_positions(features: Features) -> list[np.ndarray]:
     """For tagging: each word's first-subword position in the student's encoding (-1 if truncated)."""
-    out = []
-    for row in features.rows:
-        pos = np.full(row["n_words"], -1, dtype=np.int64)
-        for p, w in reversed(list(enumerate(row["word_ids"]))):
-            if w >= 0:
-                pos[w] = p
-        out.append(pos)
-    return out
+    return [np.asarray(first_subwords(row["word_ids"], row["n_words"]), dtype=np.int64) for row in features.rows]
 
 
 def teacher_batch_logits(cached: TeacherOutputs, batch: dict, task: Task, positions: list[np.ndarray] | None) -> torch.Tensor:
@@ -212,10 +205,12 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
         console.print(f"stage {n + 1}/{len(stages)} '{stage.name}': {', '.join(objective.names)}; "
                       f"{trainable:,} trainable parameters; {train_cfg.epochs} epochs at lr {train_cfg.learning_rate:g}")
 
-        def loss_fn(model, batch, objective=objective, online=online):
+        crf = getattr(student, "crf", None)
+
+        def loss_fn(model, batch, objective=objective, online=online, crf=crf):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             student_out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch})
-            student_out["crf"] = getattr(accelerator.unwrap_model(model), "crf", None)  # gold loss of a CRF tagger
+            student_out["crf"] = crf  # a CRF tagger's gold loss is the CRF's likelihood
             teacher_out = None
             if objective.needs_teacher:
                 if online:  # benchmark mode: the teacher runs on every batch, as most KD scripts do
@@ -240,12 +235,13 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
     # Final evaluation of both models on the same split.
     s_logits = predict_logits(student, feats[split], tokenizer, task, cfg.train.eval_batch_size, student_forward)
     gold = [e.label for e in data.split(split)]
-    s_preds = decode(task, s_logits, feats[split], crf_params(student))
+    crf = crf_params(student)
+    s_preds = decode(task, s_logits, feats[split], crf)
     s_metrics = task.metrics(gold, s_preds)
     t_preds = teacher_predictions(task, cached[split])
     t_metrics = task.metrics(gold, t_preds)
     loyal = loyalty(task, np.asarray(cached[split].logits), word_logits(task, s_logits, feats[split]))
-    if crf_params(student) is not None:  # label loyalty of the Viterbi tags, not of the emissions' argmax
+    if crf is not None:  # label loyalty of the Viterbi tags, not of the emissions' argmax
         loyal["label"] = float(np.mean([a == b for s, t in zip(s_preds, t_preds) for a, b in zip(s, t)]))
     pm = task.primary_metric
     retention = s_metrics[pm] / t_metrics[pm] if task.greater_is_better else t_metrics[pm] / s_metrics[pm]
