@@ -80,7 +80,7 @@ def load_student(path: str | Path, backend: str = "auto", quantized: bool = Fals
 
     >>> clf = api.load_student("runs/bilstm-ms")
     >>> clf.predict(["a gripping, funny film"])
-    [{'label': 'pos', 'scores': {'neg': 0.03, 'pos': 0.97}}]
+    [{'label': 'positive', 'scores': {'negative': 0.005, 'positive': 0.995}}]
     """
     from kdexam.inference.predictor import load_student as _load
 
