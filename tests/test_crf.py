@@ -85,14 +85,33 @@ def test_compact_gathers_marked_positions_in_order():
 
 
 def test_gold_loss_of_a_crf_student_is_the_crf_nll(crf):
+    """The student owns its gold loss (the CRF's NLL); the objective and the Distiller pass it on."""
+    from kdexam.objectives import build_objectives
+    from kdexam.training.distiller import Distiller
+
     torch.manual_seed(2)
     logits = torch.randn(2, 5, 3)
     labels = torch.tensor([[-100, 1, -100, 2, -100], [-100, 0, 0, -100, -100]])  # first subwords carry tags
     e, t, m = word_emissions(logits, labels)
-    got = GoldLoss("token-classification")({"logits": logits, "crf": crf}, None, {"labels": labels})
+    got = GoldLoss("token-classification")({"logits": logits, "gold_loss": crf.nll(e, t, m)}, None, {"labels": labels})
     assert torch.allclose(got, crf.nll(e, t, m))
-    plain = GoldLoss("token-classification")({"logits": logits, "crf": None}, None, {"labels": labels})
+    plain = GoldLoss("token-classification")({"logits": logits}, None, {"labels": labels})
     assert not torch.allclose(got, plain)
+
+    class Tagger(torch.nn.Module):  # stands for a CRF student: logits out, its own gold loss
+        def __init__(self):
+            super().__init__()
+            self.crf = crf
+
+        def forward(self, input_ids, attention_mask=None):
+            return {"logits": logits}
+
+        def gold_loss(self, out_logits, gold):
+            return self.crf.nll(*word_emissions(out_logits, gold))
+
+    objective = build_objectives([{"name": "gold"}], "token-classification")
+    total, _ = Distiller(Tagger(), objective)({"input_ids": labels.clamp(min=0), "labels": labels}, None)
+    assert torch.allclose(total, crf.nll(e, t, m))
 
 
 def test_decode_with_crf_maps_first_subwords_to_words(crf):

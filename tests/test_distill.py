@@ -70,19 +70,16 @@ def test_changed_input_gives_a_new_key_and_corruption_is_rebuilt(teacher_run, tm
 
 
 def test_cached_logits_equal_the_teachers(teacher_run, tmp_path):
-    from kdexam.data.readers import load_data
     from kdexam.config import DataConfig
-    from kdexam.teachers.cache import teacher_outputs
-    from kdexam.teachers.loader import load_for_task, load_tokenizer, read_task
+    from kdexam.data.readers import load_data
+    from kdexam.teachers.teacher import Teacher
 
-    task = read_task(teacher_run / "run")
     data = load_data(DataConfig(name=str(teacher_run / "data"), max_train=20))
-    tok = load_tokenizer(str(teacher_run / "run"))
-    model = load_for_task(str(teacher_run / "run"), task).eval()
-    out = teacher_outputs(model, tok, teacher_run / "run", data.train, task, 64)
-    enc = tok([e.text for e in data.train[:3]], padding=True, return_tensors="pt")
+    teacher = Teacher(teacher_run / "run", max_length=64)
+    out = teacher.outputs(data.train, ["logits"])
+    enc = teacher.tokenizer([e.text for e in data.train[:3]], padding=True, return_tensors="pt")
     with torch.inference_mode():
-        direct = model(**enc).logits.numpy()
+        direct = teacher.model(**enc).logits.numpy()
     np.testing.assert_allclose(np.asarray(out.logits[:3]), direct, atol=1e-5)
 
 
@@ -94,7 +91,7 @@ def test_stages_freeze_then_unfreeze(teacher_run, tmp_path):
     (tmp_path / "c.yaml").write_text(json.dumps(cfg))
     r = api.distill(tmp_path / "c.yaml")
     assert [s["stage"] for s in r["stages"]] == ["head", "all"]
-    from kdexam.training.distill import apply_unfreeze, layer_groups
+    from kdexam.training.stages import apply_unfreeze, layer_groups
     from kdexam.students.registry import load_student
 
     model = load_student(tmp_path / "s")[0]

@@ -6,9 +6,10 @@ Bad input ends a command with exit code 2 and one sentence (``KdexamError``); pa
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
@@ -28,8 +29,11 @@ try:
 except ImportError:  # pragma: no cover - typer without click
     pass
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from kdexam.api import DISTILL_FLAGS, TEACHER_FLAGS, Flag
+from kdexam.config import DistillRunConfig, TeacherRunConfig
 from kdexam.errors import KdexamError
 
 app = typer.Typer(help="kdexam: distil fine-tuned transformers into small, fast students, and measure which is best, at what cost.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -40,10 +44,46 @@ app.add_typer(models_app, name="models")
 out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay readable in logs and pipes
 err = Console(stderr=True)
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file; flags given on the line override it.")
-SeedOpt = typer.Option(None, help="Random seed (data shuffle, initialisation, batches). Default 42.")
-MaxTrainOpt = typer.Option(None, help="Use only the first N training examples after the seeded shuffle.")
-EpochsOpt = typer.Option(None, help="Training epochs (early stopping may end sooner).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file; --set and the flags given on the line override it.")
+SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE",
+                      help="Set any config key (dotted), value read as YAML; repeatable: --set train.warmup_ratio=0.2 "
+                           "--set student.layers=[0,5]. Overrides the config file; explicit flags override it.")
+ResumeOpt = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint.")
+
+
+def flag_options(table: dict[str, Flag], model: type) -> Callable[[Callable], Callable]:
+    """Give a command one typer option per flag of ``table`` (see :class:`kdexam.api.Flag`).
+
+    The decorated function declares its own parameters (``--config``, ``--set``, ``--resume``)
+    and ``flags``: the flags given on the line, by api keyword, ready for
+    ``api.teacher_config(**flags)`` / ``api.distill_config(**flags)``. typer reads the options
+    from the generated ``__signature__``; ``--help`` lists them all.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "flags"]
+        clash = {p.name for p in own} & set(table)
+        assert not clash, f"flag(s) {clash} clash with the parameters of {fn.__name__}"
+        generated = []
+        for f in table.values():
+            kind = list[f.type] if f.multiple else f.type
+            option = typer.Option(None, *f.options, help=escape(f.describe(model)), metavar=f.metavar, show_default=False)
+            generated.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind]))
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        first = [p for p in own if p.name == "config"]  # --help order: --config, the flags, then the rest
+        params = first + generated + [p for p in own if p.name != "config"]
+
+        def command(**kwargs: Any) -> Any:
+            flags = {name: kwargs.pop(name) for name in table}
+            return fn(flags={k: v for k, v in flags.items() if v is not None and v != []}, **kwargs)
+
+        command.__name__, command.__qualname__, command.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        command.__module__ = fn.__module__
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
 
 
 @app.callback()
@@ -95,35 +135,13 @@ def models_prepare(name: str = typer.Argument(..., help="Built-in model name (se
 
 
 @app.command()
-def teacher(
-    config: Optional[Path] = ConfigOpt,
-    data: Optional[str] = typer.Option(None, help="Built-in dataset name, data file or directory, or HF dataset id."),
-    model: Optional[str] = typer.Option(None, help="Built-in model name, local model directory, or hub id. Default minilm-l6."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory to write."),
-    epochs: Optional[int] = EpochsOpt,
-    max_train: Optional[int] = MaxTrainOpt,
-    max_eval: Optional[int] = typer.Option(None, help="Use only the first N validation and test examples."),
-    seed: Optional[int] = SeedOpt,
-    task: Optional[str] = typer.Option(None, help="classification | token-classification | regression (inferred when omitted)."),
-    text_column: Optional[str] = typer.Option(None, help="Column of the text (default 'text')."),
-    text_pair_column: Optional[str] = typer.Option(None, help="Column of the second text of a pair."),
-    label_column: Optional[str] = typer.Option(None, help="Column of the label (default 'label')."),
-    max_length: Optional[int] = typer.Option(None, help="Longest input in subword tokens (default 128)."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
-    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 5e-5)."),
-    patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping (default 2)."),
-    evals_per_epoch: Optional[int] = typer.Option(None, help="Validation evaluations per epoch (default 1)."),
-    num_threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint."),
-) -> None:
+@flag_options(TEACHER_FLAGS, TeacherRunConfig)
+def teacher(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list[str]] = SetOpt,
+            resume: bool = ResumeOpt) -> None:
     """Fine-tune an encoder as the teacher for a task; writes a run directory with metrics.json and the model."""
     from kdexam import api
 
-    flags = dict(data=data, model=model, out=out_dir, epochs=epochs, max_train=max_train, max_eval=max_eval, seed=seed,
-                 task=task, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
-                 max_length=max_length, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
-                 evals_per_epoch=evals_per_epoch, num_threads=num_threads)
-    cfg = api.teacher_config(config, **{k: v for k, v in flags.items() if v is not None})
+    cfg = api.teacher_config(config, set=sets, **flags)
     result = api.finetune_teacher(cfg, resume=resume)
     t = result["teacher"]
     rows = [{"metric": k, result["split"]: f"{v:.4f}"} for k, v in t["metrics"].items()]
@@ -132,49 +150,31 @@ def teacher(
 
 
 @app.command()
-def distill(
-    config: Optional[Path] = ConfigOpt,
-    teacher: Optional[str] = typer.Option(None, help="Teacher run directory written by 'kdexam teacher'."),
-    data: Optional[str] = typer.Option(None, help="Built-in dataset name, data file or directory (the teacher's task)."),
-    student: Optional[str] = typer.Option(None, help="bilstm | cnn | bert-tiny | bert-mini | bert-small | bert-medium | teacher-layers:K."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory to write."),
-    epochs: Optional[int] = EpochsOpt,
-    max_train: Optional[int] = MaxTrainOpt,
-    max_eval: Optional[int] = typer.Option(None, help="Use only the first N validation and test examples."),
-    seed: Optional[int] = SeedOpt,
-    embeddings: Optional[str] = typer.Option(None, help="bilstm/cnn inputs: teacher | glove | random (default teacher)."),
-    vectors_file: Optional[str] = typer.Option(None, help="word2vec/GloVe text file for --embeddings glove."),
-    embedding_dim: Optional[int] = typer.Option(None, help="bilstm/cnn embedding width (PCA of the teacher's when smaller)."),
-    hidden_size: Optional[int] = typer.Option(None, help="bilstm hidden size per direction (default 300)."),
-    pooling: Optional[str] = typer.Option(None, help="bilstm sequence pooling: max | mean | attention (default max)."),
-    pair_mode: Optional[str] = typer.Option(None, help="bilstm/cnn text pairs: concat (one sequence) | siamese (two encoded sides, [u; v; |u-v|; u*v]). Default concat."),
-    crf: Optional[bool] = typer.Option(None, "--crf", help="bilstm tagging: add a CRF layer (Viterbi decoding)."),
-    max_length: Optional[int] = typer.Option(None, help="Longest input in subword tokens (default 128)."),
-    batch_size: Optional[int] = typer.Option(None, help="Training batch size (default 32)."),
-    learning_rate: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default per student kind)."),
-    patience: Optional[int] = typer.Option(None, help="Evaluations without improvement before stopping (default 3)."),
-    num_threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint."),
-) -> None:
+@flag_options(DISTILL_FLAGS, DistillRunConfig)
+def distill(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list[str]] = SetOpt,
+            resume: bool = ResumeOpt) -> None:
     """Distil a fine-tuned teacher into a student; writes a run directory with metrics.json and the student."""
     from kdexam import api
 
-    flags = dict(teacher=teacher, data=data, student=student, out=out_dir, epochs=epochs, max_train=max_train,
-                 max_eval=max_eval, seed=seed, embeddings=embeddings, vectors_file=vectors_file, embedding_dim=embedding_dim,
-                 hidden_size=hidden_size, pooling=pooling, pair_mode=pair_mode, crf=crf, max_length=max_length,
-                 batch_size=batch_size, learning_rate=learning_rate, patience=patience, num_threads=num_threads)
-    cfg = api.distill_config(config, **{k: v for k, v in flags.items() if v is not None})
+    cfg = api.distill_config(config, set=sets, **flags)
     r = api.distill(cfg, resume=resume)
+    if r.get("general"):
+        out.print(f"general distillation done; encoder saved in {cfg.out} (start a student from it with --init-from {cfg.out})")
+        return
     pm = r["primary_metric"]
-    t = Table(title=f"{r['student']['name']} distilled from {r['teacher']['name']} on {r['dataset']} ({r['split']})")
+    student, teacher_side = r["student"], r["teacher"]
+    loyal = student.get("loyalty") or {}
+    t = Table(title=f"{student['name']} distilled from {teacher_side['name']} on {r['dataset']} ({r['split']})")
     for c in ("model", "params", pm, "label loyalty", "prob. loyalty"):
         t.add_column(c)
-    t.add_row("teacher", f"{r['teacher']['params']:,}", f"{r['teacher']['metrics'][pm]:.4f}", "", "")
-    loyal = r["student"]["loyalty"]
-    t.add_row("student", f"{r['student']['params']:,}", f"{r['student']['metrics'][pm]:.4f}",
-              f"{loyal.get('label', loyal.get('regression', 0)):.4f}", f"{loyal.get('probability', loyal.get('pearson', 0)):.4f}")
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    t.add_row("teacher", f"{teacher_side['params']:,}", fmt(teacher_side["metrics"].get(pm)), "", "")
+    t.add_row("student", f"{student['params']:,}", fmt(student["metrics"].get(pm)),
+              fmt(loyal.get("label", loyal.get("regression"))), fmt(loyal.get("probability", loyal.get("pearson"))))
     out.print(t)
-    out.print(f"retention {r['retention']:.3f}, {r['compression']:.1f}x fewer parameters; run directory: {cfg.out}")
+    parts = [f"retention {r['retention']:.3f}" if r.get("retention") is not None else None,
+             f"{r['compression']:.1f}x fewer parameters" if r.get("compression") is not None else None]
+    out.print(", ".join(p for p in parts if p) + ("; " if any(parts) else "") + f"run directory: {cfg.out}")
 
 
 @app.command()

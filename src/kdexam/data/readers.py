@@ -407,3 +407,43 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     if task.primary_metric not in valid_metrics:
         raise KdexamError(f"Primary metric '{task.primary_metric}' does not exist for {kind}; choose one of: {', '.join(valid_metrics)}.")
     return DataSplits(name, task, train, val, test, notes)
+
+
+def load_texts(cfg: DataConfig, seed: int = 42, default: str = "movie-dialog") -> tuple[list[Example], list[Example], str]:
+    """Unlabelled text for task-agnostic distillation: ``(train, validation, name)``.
+
+    ``cfg.name``: a built-in dataset (default ``movie-dialog``; of a labelled built-in only its
+    train split is read), a ``.txt`` file (one text per line), a data file or a directory (its
+    text column; labels are ignored). Texts are deduplicated and shuffled (seeded); a
+    validation share (``validation_fraction``, at most 1,000 texts) is held out, then
+    ``max_train`` applies."""
+    from kdexam.data.builtin import BUILTIN_DATASETS, prepare_dataset
+
+    name = cfg.name or default
+    path = Path(name).expanduser()
+    if name in BUILTIN_DATASETS:
+        examples = read_directory(prepare_dataset(name), cfg)[0]["train"]
+    elif path.is_file() and path.suffix.lower() == ".txt":
+        examples = [Example(line.strip()) for line in read_lines(path) if line.strip()]
+    elif path.is_file():
+        examples = read_file(path, cfg)
+    elif path.is_dir():
+        examples = read_directory(path, cfg)[0]["train"]
+    else:
+        raise KdexamError(f"Text source '{name}' is neither a built-in dataset nor an existing file or directory; check --data.")
+    seen, texts = set(), []
+    for e in examples:
+        text = " ".join(e.text) if isinstance(e.text, list) else e.text
+        if text not in seen:
+            seen.add(text)
+            texts.append(Example(text, e.text_pair))
+    if len(texts) < 2:
+        raise KdexamError(f"Text source '{name}' holds {len(texts)} distinct text(s); general distillation needs many.")
+    random.Random(seed).shuffle(texts)
+    n_val = min(1000, max(1, int(round(len(texts) * cfg.validation_fraction))))
+    validation, train = texts[:n_val], texts[n_val:]
+    if cfg.max_train:
+        train = train[: cfg.max_train]
+    if cfg.max_eval:
+        validation = validation[: cfg.max_eval]
+    return train, validation, path.stem if path.exists() else name

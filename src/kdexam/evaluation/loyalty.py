@@ -48,3 +48,49 @@ def regression_loyalty(teacher_pred: np.ndarray, student_pred: np.ndarray) -> di
     loyalty = 1.0 - np.abs(t - s).mean() / span if span > 0 else float(np.allclose(t, s))
     pearson = float(stats.pearsonr(t, s)[0]) if np.ptp(t) > 0 and np.ptp(s) > 0 else 0.0
     return {"regression": float(loyalty), "pearson": pearson}
+
+
+# ---- a student against its teacher on one split ------------------------------------------------
+
+
+def teacher_predictions(task, teacher_logits: list[np.ndarray]) -> list:
+    """Predictions from the teacher's stored logits ([C] per example; [words, C] for tagging)."""
+    labels = task.labels or []
+    if task.kind == "regression":
+        return [float(l.reshape(-1)[0]) for l in teacher_logits]
+    if task.kind == "classification":
+        return [labels[int(l.argmax())] for l in teacher_logits]
+    return [[labels[j] for j in l.argmax(-1)] for l in teacher_logits]
+
+
+def student_word_logits(task, logits: list[np.ndarray], features) -> np.ndarray:
+    """The student's logits to compare with the teacher's: [N, C], or [Σ words, C] for tagging
+    (each word's first subword; words cut by truncation get zeros, as the teacher's)."""
+    if task.kind != "token-classification":
+        return np.stack(logits)
+    from kdexam.data.encode import first_subwords
+
+    rows = []
+    for l, row in zip(logits, features.rows):
+        words = np.zeros((row["n_words"], l.shape[-1]), dtype=np.float32)
+        for w, pos in enumerate(first_subwords(row["word_ids"], row["n_words"])):
+            if pos >= 0:
+                words[w] = l[pos]
+        rows.append(words)
+    return np.concatenate(rows)
+
+
+def compare(task, gold: list, teacher_logits: list[np.ndarray], student_logits: list[np.ndarray], student_preds: list,
+            features, viterbi: bool = False) -> tuple[dict, dict, dict]:
+    """Teacher metrics, student metrics and the student's loyalty on one split.
+
+    With ``viterbi`` (a CRF tagger) label loyalty compares the student's decoded tags, not
+    the argmax of its emissions."""
+    t_preds = teacher_predictions(task, teacher_logits)
+    t_metrics, s_metrics = task.metrics(gold, t_preds), task.metrics(gold, student_preds)
+    t = np.concatenate(teacher_logits) if task.kind == "token-classification" else np.stack(teacher_logits)
+    s = student_word_logits(task, student_logits, features)
+    loyal = regression_loyalty(t.reshape(-1), s.reshape(-1)) if task.kind == "regression" else classification_loyalty(t, s)
+    if viterbi:
+        loyal["label"] = float(np.mean([a == b for sp, tp in zip(student_preds, t_preds) for a, b in zip(sp, tp)]))
+    return t_metrics, s_metrics, loyal

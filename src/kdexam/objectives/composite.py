@@ -1,111 +1,70 @@
-"""A run's objective: a weighted sum of the small losses in :mod:`kdexam.objectives.logits`.
+"""A run's objective: a weighted sum of registered losses (:data:`~kdexam.objectives.registry.OBJECTIVES`).
 
-A config lists objectives by name::
+A config lists objectives by name, with their weights and their own parameters, and
+may add declarative layer matches::
 
     objectives:
       - {name: kl, temperature: 2.0, weight: 0.5}
       - {name: gold, weight: 0.5}
+      - {name: hidden_mse, weight: 1.0, layers: uniform, embeddings: true}
+    matches:
+      - {teacher_layer: 6, student_layer: 2, feature: hidden, loss: mse, weight: 1.0}
 
-:func:`build_objectives` checks the list against the task and returns a
-:class:`CompositeObjective`, whose ``forward`` returns the total and each part.
+:func:`build_objectives` checks both against the task and the two models' shapes and
+returns a :class:`CompositeObjective`, whose ``forward`` returns the total and each
+part, and whose parameters are the objectives' learnable projections.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import ValidationError
 from torch import Tensor, nn
 
+from kdexam.config import MatchSpec, ObjectiveSpec
 from kdexam.errors import KdexamError
-from kdexam.objectives.logits import (
-    GoldLoss,
-    HardDistillationLoss,
-    KLDivLoss,
-    LogitMSELoss,
-    Objective,
-    RegressionDistillLoss,
-    SoftCrossEntropyLoss,
-)
+from kdexam.objectives.base import ALL_KINDS, GENERAL, BuildContext, ModelShape, Objective
+from kdexam.objectives.relations import suggest_relation_heads
+from kdexam.objectives.registry import MATCH_OBJECTIVES, OBJECTIVE_NAMES, OBJECTIVES
 from kdexam.tasks import TASK_KINDS
 
 _LABEL_TASKS = ("classification", "token-classification")
-
-OBJECTIVES: dict[str, tuple[type[Objective], tuple[str, ...]]] = {
-    "kl": (KLDivLoss, _LABEL_TASKS),
-    "soft_ce": (SoftCrossEntropyLoss, _LABEL_TASKS),
-    "mse": (LogitMSELoss, _LABEL_TASKS),
-    "hard": (HardDistillationLoss, _LABEL_TASKS),
-    "gold": (GoldLoss, TASK_KINDS),
-    "regression_mse": (RegressionDistillLoss, ("regression",)),
-}
-"""Objective name -> (class, task kinds it fits)."""
-
-OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVES)
-TEMPERATURE_OBJECTIVES: tuple[str, ...] = ("kl", "soft_ce")
+_OWN_ERRORS = {"bad_temperature", "bad_layers"}
 
 
-def _unknown_name_message(name: str) -> str:
-    close = difflib.get_close_matches(str(name), OBJECTIVE_NAMES, n=1, cutoff=0.0)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"Unknown objective '{name}'{hint}; choose one of: {', '.join(OBJECTIVE_NAMES)}"
+def _closest_hint(value, choices) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.0)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-class ObjectiveSpec(BaseModel):
-    """One entry of a run's objective list: which loss, its weight, its temperature."""
+def _unknown_name_message(name) -> str:
+    return f"Unknown objective '{name}'{_closest_hint(name, OBJECTIVE_NAMES)}; choose one of: {', '.join(OBJECTIVE_NAMES)}"
 
-    model_config = ConfigDict(extra="forbid")
 
-    name: str
-    """One of ``kl``, ``soft_ce``, ``mse``, ``hard``, ``gold``, ``regression_mse``."""
-    weight: float = 1.0
-    """Weight of this loss in the sum; >= 0 (0 switches it off)."""
-    temperature: float | None = None
-    """Softmax temperature, only for ``kl`` and ``soft_ce`` (1.0 when omitted there);
-    giving one to another objective is an error."""
+def _unknown_task_message(task_kind) -> str:
+    return (f"Unknown task kind '{task_kind}'{_closest_hint(task_kind, ALL_KINDS)}; choose one of: "
+            f"{', '.join(ALL_KINDS)}.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_temperature(cls, data):
-        if isinstance(data, dict) and data.get("name") in TEMPERATURE_OBJECTIVES and data.get("temperature") is None:
-            data = {**data, "temperature": 1.0}
-        return data
 
-    @field_validator("name")
-    @classmethod
-    def _known_name(cls, name: str) -> str:
-        if name not in OBJECTIVES:
-            raise PydanticCustomError("unknown_objective", _unknown_name_message(name))
-        return name
-
-    @field_validator("weight")
-    @classmethod
-    def _nonnegative_weight(cls, weight: float) -> float:
-        if not math.isfinite(weight) or weight < 0:
-            raise PydanticCustomError("bad_weight", "An objective's weight must be a finite number >= 0")
-        return weight
-
-    @model_validator(mode="after")
-    def _temperature_fits(self) -> "ObjectiveSpec":
-        if self.temperature is None:
-            return self
-        if self.name not in TEMPERATURE_OBJECTIVES:
-            raise PydanticCustomError(
-                "temperature_not_applicable",
-                f"Objective '{self.name}' takes no temperature; remove it, or use kl or soft_ce")
-        if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise PydanticCustomError("bad_temperature", f"Objective '{self.name}' needs a temperature > 0")
-        return self
+def _error_text(err: dict) -> str:
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    msg = msg.rstrip(".")
+    return f"{msg} (got {err.get('input')!r})" if "input" in err else msg
 
 
 class CompositeObjective(nn.Module):
     r"""The weighted sum :math:`\mathcal{L} = \sum_i w_i \mathcal{L}_i` of several objectives.
 
-    Build it with :func:`build_objectives` (which checks names, weights and task),
-    or directly from objective modules and weights.
+    Build it with :func:`build_objectives` (which checks names, parameters, weights,
+    task and shapes), or directly from objective modules and weights.
+
+    Its parameters are exactly the objectives' learnable projections (width-mismatched
+    layer pairs): a trainer optimises and checkpoints them with the student, and never
+    exports them with it.
 
     Args:
         objectives: the loss modules, with distinct ``name`` attributes.
@@ -123,7 +82,8 @@ class CompositeObjective(nn.Module):
     Example:
 
         >>> import torch
-        >>> from kdexam.objectives import ObjectiveSpec, build_objectives
+        >>> from kdexam.config import ObjectiveSpec
+        >>> from kdexam.objectives import build_objectives
         >>> objective = build_objectives([ObjectiveSpec(name="kl", temperature=2.0, weight=0.5),
         ...                               ObjectiveSpec(name="gold", weight=0.5)], "classification")
         >>> student = {"logits": torch.zeros(2, 3, requires_grad=True)}
@@ -131,6 +91,8 @@ class CompositeObjective(nn.Module):
         >>> total, parts = objective(student, teacher, {"labels": torch.tensor([0, 2])})
         >>> sorted(parts), round(total.item(), 4)  # 0.5 * 0 + 0.5 * log 3
         (['gold', 'kl'], 0.5493)
+        >>> objective.teacher_requires, objective.student_requires
+        ({'logits'}, {'logits'})
     """
 
     def __init__(self, objectives: list[Objective], weights: list[float]) -> None:
@@ -151,6 +113,16 @@ class CompositeObjective(nn.Module):
     def needs_teacher(self) -> bool:
         """Whether any objective reads the teacher's outputs (False for gold only)."""
         return any(o.needs_teacher for o in self.objectives)
+
+    @property
+    def teacher_requires(self) -> set[str]:
+        """The teacher outputs the objectives read (e.g. ``{"logits", "hidden.6"}``)."""
+        return set().union(*(o.requires[0] for o in self.objectives))
+
+    @property
+    def student_requires(self) -> set[str]:
+        """The student outputs the objectives read (``gold_loss`` is optional and never listed)."""
+        return set().union(*(o.requires[1] for o in self.objectives))
 
     def citations(self) -> list[str]:
         """BibTeX entries of the papers behind the objectives used, each once."""
@@ -176,69 +148,156 @@ class CompositeObjective(nn.Module):
         return total, parts
 
 
-def build_objectives(specs: list[ObjectiveSpec | dict], task_kind: str) -> CompositeObjective:
-    """Check ``specs`` against ``task_kind`` and build their weighted sum.
+def build_objectives(specs: list[ObjectiveSpec | dict], task_kind: str, teacher: ModelShape | None = None,
+                     student: ModelShape | None = None,
+                     matches: list[MatchSpec | dict] | None = None) -> CompositeObjective:
+    """Check ``specs`` (and ``matches``) against the task and the shapes; build their weighted sum.
 
-    Objectives of weight 0 are left out (so they need no teacher and are not cited).
-    Raises :class:`~kdexam.errors.KdexamError` with one sentence for: an unknown
-    task kind or objective name (naming the closest valid one), an objective that
-    does not fit the task (naming the valid choices), a temperature given to an
-    objective that takes none, a negative weight, all weights 0, an empty list, and
-    an objective listed twice.
+    Args:
+        specs: objective entries (:class:`~kdexam.config.ObjectiveSpec` or dicts):
+            ``name``, ``weight`` and the objective's own parameters.
+        task_kind: one of :data:`kdexam.tasks.TASK_KINDS`, or ``"general"``
+            (task-agnostic distillation: intermediate objectives only).
+        teacher, student: the models' :class:`ModelShape` (needed by intermediate
+            objectives; ``None`` is a model without transformer layers).
+        matches: declarative layer matches (:class:`~kdexam.config.MatchSpec` or dicts);
+            matches of the same feature and loss become one objective
+            ``match:<objective>`` whose pairs carry the matches' weights.
+
+    Objectives and matches of weight 0 are left out (so they need no teacher and are
+    not cited). Raises :class:`~kdexam.errors.KdexamError` with one sentence for: an
+    unknown task kind or objective name (naming the closest valid one), an objective
+    that does not fit the task (naming the valid choices), a parameter the objective
+    does not have (naming the closest valid key) or an invalid value, a negative
+    weight, all weights 0, an empty list, an objective listed twice, an intermediate
+    objective without transformer layers on both sides, a bad layer mapping, head
+    counts or widths that do not fit the objective, and an invalid match.
     """
-    if task_kind not in TASK_KINDS:
-        close = difflib.get_close_matches(str(task_kind), TASK_KINDS, n=1, cutoff=0.0)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise KdexamError(f"Unknown task kind '{task_kind}'{hint}; choose one of: {', '.join(TASK_KINDS)}.")
-    if not specs:
+    if task_kind not in ALL_KINDS:
+        raise KdexamError(_unknown_task_message(task_kind))
+    specs, matches = list(specs or []), list(matches or [])
+    if not specs and not matches:
         raise KdexamError(f"The objective list is empty; give at least one of: {', '.join(_fitting(task_kind))}.")
-    checked: list[ObjectiveSpec] = []
-    for i, spec in enumerate(specs, 1):
-        if isinstance(spec, ObjectiveSpec):
-            # re-validate: a spec may have been built with model_construct or edited
-            spec = spec.model_dump()
-        if not isinstance(spec, dict):
-            raise KdexamError(f"Objective {i} must be a mapping such as {{name: kl, weight: 1.0}}, not {spec!r}.")
-        if not isinstance(spec.get("name"), str) or spec["name"] not in OBJECTIVES:
-            raise KdexamError(_unknown_name_message(spec.get("name")) + ".")
-        try:
-            checked.append(ObjectiveSpec.model_validate(spec))
-        except ValidationError as e:
-            err = e.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            where = f" (field '{field}')" if field else ""
-            msg = err["msg"] if err["type"] in _OWN_ERRORS else f"{err['msg']} (got {err.get('input')!r})"
-            raise KdexamError(f"Objective {i} ('{spec.get('name')}'){where} is invalid: {msg.rstrip('.')}.") from None
-    for spec in checked:
-        fits = OBJECTIVES[spec.name][1]
-        if task_kind not in fits:
-            valid = ", ".join(_fitting(task_kind))
-            raise KdexamError(f"Objective '{spec.name}' does not fit a {task_kind} task; choose from: {valid}.")
-    names = [s.name for s in checked]
+    teacher, student = teacher or ModelShape(), student or ModelShape()
+    checked = [_check_spec(i, spec) for i, spec in enumerate(specs, 1)]
+    for i, spec, cls, _ in checked:
+        if task_kind not in cls.task_kinds:
+            where = "general (task-agnostic) distillation" if task_kind == GENERAL else f"a {task_kind} task"
+            raise KdexamError(f"Objective '{spec.name}' does not fit {where}; choose from: "
+                              f"{', '.join(_fitting(task_kind))}.")
+    names = [spec.name for _, spec, _, _ in checked]
     for name in names:
         if names.count(name) > 1:
             raise KdexamError(
                 f"Objective '{name}' is listed {names.count(name)} times; keep one entry and set its weight.")
-    if all(s.weight == 0 for s in checked):
+    groups = _compile_matches(matches)
+    if all(spec.weight == 0 for _, spec, _, _ in checked) and all(sum(g["weights"]) == 0 for g in groups.values()):
         raise KdexamError("All objective weights are 0; give at least one objective a weight above 0.")
-    used = [s for s in checked if s.weight > 0]
-    return CompositeObjective([_instantiate(s, task_kind) for s in used], [s.weight for s in used])
+
+    objectives, weights = [], []
+    for i, spec, cls, params in checked:
+        if spec.weight > 0:
+            ctx = BuildContext(f"Objective {i} ('{spec.name}')", task_kind, teacher, student)
+            objectives.append(cls.build(params, ctx))
+            weights.append(spec.weight)
+    for name, group in groups.items():
+        keep = [k for k, w in enumerate(group["weights"]) if w > 0]
+        if not keep:
+            continue
+        cls = OBJECTIVES[name]
+        ctx = BuildContext(f"Match group 'match:{name}'", task_kind, teacher, student)
+        objective = cls.build(cls.Params(), ctx, pairs=[group["pairs"][k] for k in keep],
+                              pair_weights=[group["weights"][k] for k in keep],
+                              projections=[group["projections"][k] for k in keep])
+        objective.name = f"match:{name}"
+        objectives.append(objective)
+        weights.append(sum(group["weights"][k] for k in keep))
+    return CompositeObjective(objectives, weights)
 
 
-_OWN_ERRORS = {"unknown_objective", "bad_weight", "temperature_not_applicable", "bad_temperature"}
+def _check_spec(i: int, spec) -> tuple[int, ObjectiveSpec, type[Objective], object]:
+    """``(i, spec, class, params)`` of one entry, or a KdexamError naming what is wrong."""
+    if isinstance(spec, ObjectiveSpec):
+        spec = spec.model_dump()  # re-validate: a spec may have been built with model_construct or edited
+    if not isinstance(spec, dict):
+        raise KdexamError(f"Objective {i} must be a mapping such as {{name: kl, weight: 1.0}}, not {spec!r}.")
+    name = spec.get("name")
+    if not isinstance(name, str) or name not in OBJECTIVES:
+        raise KdexamError(_unknown_name_message(name) + ".")
+    label = f"Objective {i} ('{name}')"
+    try:
+        checked = ObjectiveSpec.model_validate(spec)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise KdexamError(f"{label} field '{field}' is invalid: {_error_text(err)}.") from None
+    cls = OBJECTIVES[name]
+    return i, checked, cls, _params(cls, checked.params, label)
+
+
+def _params(cls: type[Objective], raw: dict, label: str):
+    """``cls.Params`` validated from ``raw``; a KdexamError naming the closest key for a typo."""
+    try:
+        return cls.Params.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        fields = list(cls.Params.model_fields)
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, fields + ["weight", "name"], n=1, cutoff=0.6)
+            if close:
+                raise KdexamError(f"{label} has no parameter '{key}'; did you mean '{close[0]}'?") from None
+            takes = f"its parameters are {', '.join(fields)}" if fields else "it takes no parameters besides name and weight"
+            raise KdexamError(f"{label} has no parameter '{key}'; {takes}.") from None
+        if key == "layers" and err["type"] != "bad_layers":
+            raise KdexamError(f"{label} parameter 'layers' is invalid: give a rule (uniform, skip, first, last, final) "
+                              f"or a list of [teacher_layer, student_layer] pairs (got {raw.get('layers')!r}).") from None
+        raise KdexamError(f"{label} parameter '{key}' is invalid: {_error_text(err)}.") from None
+
+
+def _compile_matches(matches: list) -> dict[str, dict]:
+    """Matches grouped by the objective they compile to: ``{name: {pairs, weights, projections}}``."""
+    groups: dict[str, dict] = {}
+    for i, match in enumerate(matches, 1):
+        if isinstance(match, MatchSpec):
+            match = match.model_dump()
+        if not isinstance(match, dict):
+            raise KdexamError(f"Match {i} must be a mapping such as {{teacher_layer: 6, student_layer: 2, feature: "
+                              f"hidden, loss: mse}}, not {match!r}.")
+        try:
+            m = MatchSpec.model_validate(match)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(key, list(MatchSpec.model_fields), n=1, cutoff=0.0)
+                raise KdexamError(f"Match {i} has no key '{key}'; did you mean '{close[0]}'?") from None
+            raise KdexamError(f"Match {i} field '{key}' is invalid: {_error_text(err)}.") from None
+        if m.teacher is not None:
+            raise KdexamError(f"Match {i} reads teacher '{m.teacher}', but a run distils from one teacher for now; "
+                              "remove its 'teacher' key.")
+        name = MATCH_OBJECTIVES.get((m.feature, m.loss))
+        if name is None:
+            valid = [loss for feature, loss in MATCH_OBJECTIVES if feature == m.feature]
+            raise KdexamError(f"Match {i} compares '{m.feature}' with loss '{m.loss}', but {m.feature} takes "
+                              f"{' or '.join(valid)}.")
+        cls = OBJECTIVES[name]
+        if m.projection != "auto" and not getattr(cls, "carries_width", False):
+            raise KdexamError(f"Match {i} sets projection {m.projection}, but {m.feature} is compared without "
+                              "projecting widths; remove 'projection'.")
+        group = groups.setdefault(name, {"pairs": [], "weights": [], "projections": []})
+        pair = (m.teacher_layer, m.student_layer)
+        if pair in group["pairs"]:
+            raise KdexamError(f"Match {i} repeats the pair teacher layer {pair[0]}, student layer {pair[1]} for "
+                              f"{m.feature}/{m.loss}; keep one match and set its weight.")
+        group["pairs"].append(pair)
+        group["weights"].append(float(m.weight))
+        group["projections"].append(m.projection)
+    return groups
 
 
 def _fitting(task_kind: str) -> list[str]:
-    return [name for name, (_, kinds) in OBJECTIVES.items() if task_kind in kinds]
-
-
-def _instantiate(spec: ObjectiveSpec, task_kind: str) -> Objective:
-    cls = OBJECTIVES[spec.name][0]
-    if spec.name in TEMPERATURE_OBJECTIVES:
-        return cls(temperature=spec.temperature)
-    if cls is GoldLoss:
-        return GoldLoss(task_kind)
-    return cls()
+    return [name for name, cls in OBJECTIVES.items() if task_kind in cls.task_kinds]
 
 
 def default_objectives(task_kind: str) -> list[ObjectiveSpec]:
@@ -268,3 +327,37 @@ def default_objectives(task_kind: str) -> list[ObjectiveSpec]:
     close = difflib.get_close_matches(str(task_kind), TASK_KINDS, n=1, cutoff=0.0)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise KdexamError(f"Unknown task kind '{task_kind}'{hint}; choose one of: {', '.join(TASK_KINDS)}.")
+
+
+def general_objectives(teacher: ModelShape, student: ModelShape) -> list[ObjectiveSpec]:
+    """The objectives of task-agnostic (general) distillation, when the config names none.
+
+    - equal head counts: MiniLM (Wang et al. 2020): ``attention_kl`` and
+      ``value_relation`` on the final layers (student's last ↔ teacher's last),
+      weight 1 each, as in the paper's sum of the two losses;
+    - different head counts: MiniLMv2 (Wang et al. 2021): ``relations`` (Q-Q, K-K,
+      V-V) on the final layers, weight 1, with as many relation heads as the teacher
+      has attention heads when that divides both widths, else the largest divisor of
+      both widths not above the teacher's head count.
+
+    Example:
+
+        >>> from kdexam.objectives import ModelShape, general_objectives
+        >>> [s.name for s in general_objectives(ModelShape(12, 768, 12), ModelShape(6, 384, 12))]
+        ['attention_kl', 'value_relation']
+        >>> [(s.name, s.params["relation_heads"]) for s in general_objectives(ModelShape(12, 768, 12), ModelShape(4, 256, 4))]
+        [('relations', 8)]
+    """
+    for who, shape in (("teacher", teacher), ("student", student)):
+        if shape is None or not shape.has_layers or not shape.hidden_size:
+            raise KdexamError(f"General distillation matches transformer layers, but the {who} has none; use a "
+                              "transformer student such as bert-mini or teacher-layers:K.")
+    if teacher.num_heads and teacher.num_heads == student.num_heads:
+        return [ObjectiveSpec(name="attention_kl", weight=1.0, layers="final"),
+                ObjectiveSpec(name="value_relation", weight=1.0, layers="final")]
+    heads = teacher.num_heads
+    if not heads or teacher.hidden_size % heads or student.hidden_size % heads:
+        heads = suggest_relation_heads(teacher, student)
+    return [ObjectiveSpec(name="relations", weight=1.0, layers="final", relations=["qq", "kk", "vv"],
+                          relation_heads=heads)]
+

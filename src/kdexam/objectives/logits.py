@@ -37,11 +37,16 @@ logits from autocast or from the teacher cache).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from pydantic import field_validator
+from pydantic_core import PydanticCustomError
+from torch import Tensor
 
-from kdexam.tasks import IGNORE_INDEX
+from kdexam.objectives.base import BuildContext, Objective, ObjectiveParams
+from kdexam.tasks import IGNORE_INDEX, TASK_KINDS
 
 HINTON_2015 = r"""@misc{hinton2015distilling,
   title={Distilling the Knowledge in a Neural Network},
@@ -138,25 +143,23 @@ def _zero(like: Tensor) -> Tensor:
     return like.float().sum() * 0.0
 
 
-class Objective(nn.Module):
-    """Base class: a named loss with a citation. Subclasses implement ``forward``."""
-
-    name: str = ""
-    """Short name used in configs and in the reported loss parts."""
-    needs_teacher: bool = True
-    """False for objectives that read only the student and the gold labels."""
-    citation_entries: tuple[str, ...] = ()
-
-    @property
-    def citation(self) -> str:
-        """BibTeX of the paper(s) this objective comes from ('' when none)."""
-        return "\n\n".join(self.citation_entries)
-
-    def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+_LABEL_TASKS = ("classification", "token-classification")
 
 
 class _TemperatureObjective(Objective):
+    task_kinds = _LABEL_TASKS
+
+    class Params(ObjectiveParams):
+        temperature: float = 1.0
+        """Softmax temperature T > 0 (1.0 when omitted)."""
+
+        @field_validator("temperature")
+        @classmethod
+        def _positive(cls, temperature: float) -> float:
+            if not math.isfinite(temperature) or temperature <= 0:
+                raise PydanticCustomError("bad_temperature", "needs a temperature > 0")
+            return temperature
+
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
         if not temperature > 0:
@@ -310,6 +313,7 @@ class LogitMSELoss(Objective):
     """
 
     name = "mse"
+    task_kinds = _LABEL_TASKS
     citation_entries = (BA_CARUANA_2014, TANG_2019)
 
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
@@ -353,6 +357,7 @@ class HardDistillationLoss(Objective):
     """
 
     name = "hard"
+    task_kinds = _LABEL_TASKS
     citation_entries = (TOUVRON_2021,)
 
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
@@ -371,12 +376,10 @@ class GoldLoss(Objective):
       continuation subwords, carry ``-100``);
     - regression: mean squared error :math:`\frac{1}{N}\sum_n (\hat y_n - y_n)^2`
       between the student's output (``[B]`` or ``[B, 1]``) and the targets, over
-      targets that are not NaN (NaN marks an unlabelled example).
-
-    - token classification with a CRF student (``student["crf"]``, a
-      :class:`~kdexam.students.crf.CRF`): the CRF's negative log-likelihood of the gold
-      tag sequence over the labelled positions (each word's first subword),
-      :math:`-\frac{1}{B}\sum_b \log p(y_b \mid e_b)` (Lample et al. 2016).
+      targets that are not NaN (NaN marks an unlabelled example);
+    - any task, when the student computes its own gold loss (``student["gold_loss"]``,
+      a 0-dim tensor -- e.g. a CRF tagger's negative log-likelihood of the gold tag
+      sequence, Lample et al. 2016): that value, as it is (in float32).
 
     A batch with no labelled position gives 0 (with a graph), so mixed labelled /
     unlabelled training needs no special case. A batch without ``"labels"`` is an
@@ -388,7 +391,8 @@ class GoldLoss(Objective):
             and integer labels mean classification.
 
     Inputs:
-        ``student["logits"]``; ``batch["labels"]``.
+        ``student["logits"]`` (and the optional ``student["gold_loss"]``);
+        ``batch["labels"]``.
 
     Relations:
         - :class:`HardDistillationLoss`: the same with the teacher's labels.
@@ -405,9 +409,12 @@ class GoldLoss(Objective):
         >>> GoldLoss("regression")({"logits": torch.tensor([[1.0], [2.0]])}, None,
         ...                        {"labels": torch.tensor([0.0, 2.0])}).item()
         0.5
+        >>> GoldLoss()({"logits": torch.zeros(2, 4), "gold_loss": torch.tensor(0.25)}, None, {}).item()
+        0.25
     """
 
     name = "gold"
+    task_kinds = TASK_KINDS
     needs_teacher = False
     citation_entries = ()
 
@@ -415,10 +422,19 @@ class GoldLoss(Objective):
         super().__init__()
         self.task_kind = task_kind
 
+    @classmethod
+    def build(cls, params: ObjectiveParams, ctx: BuildContext) -> "GoldLoss":
+        return cls(ctx.task_kind)
+
     def extra_repr(self) -> str:
         return f"task_kind={self.task_kind!r}"
 
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
+        own = student.get("gold_loss") if student is not None else None
+        if own is not None:
+            if own.dim() != 0:
+                raise ValueError(f"GoldLoss: student['gold_loss'] must be a 0-dim tensor, got shape {tuple(own.shape)}.")
+            return own.float()
         s = _logits(student, "student", "GoldLoss")
         labels = batch.get("labels")
         if labels is None:
@@ -433,10 +449,6 @@ class GoldLoss(Objective):
             if not bool(keep.all()):
                 pred, target = pred[keep], target[keep]
             return F.mse_loss(pred, target) if target.numel() else _zero(s)
-        if student.get("crf") is not None and s.dim() == 3:
-            from kdexam.students.crf import word_emissions
-
-            return student["crf"].nll(*word_emissions(s, labels.long()))
         logits = s.reshape(-1, s.size(-1)).float()
         flat = labels.reshape(-1).long()
         if flat.numel() != logits.size(0):
@@ -477,6 +489,7 @@ class RegressionDistillLoss(Objective):
     """
 
     name = "regression_mse"
+    task_kinds = ("regression",)
     citation_entries = (BA_CARUANA_2014,)
 
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:

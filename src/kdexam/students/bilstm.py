@@ -171,6 +171,16 @@ class BiLSTMStudent(nn.Module):
                 split_pair(input_ids, attention_mask, token_type_ids))
         return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
 
+    def gold_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """This student's own loss against gold tags: with a CRF, its negative log-likelihood of the
+        gold tag sequence over each word's first subword (Lample et al. 2016); else ``None`` (the
+        task's cross-entropy applies)."""
+        if self.crf is None or logits.dim() != 3:
+            return None
+        from kdexam.students.crf import word_emissions
+
+        return self.crf.nll(*word_emissions(logits, labels.long()))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
                 output_attentions: bool = False) -> dict:

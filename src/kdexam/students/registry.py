@@ -35,11 +35,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from kdexam.errors import KdexamError
 from kdexam.paths import atomic_write_json
+from kdexam.config.students import StudentSpec
 from kdexam.tasks import TASK_KINDS, Task
 
 KINDS = ["bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small", "bert-medium", "teacher-layers:K"]
@@ -53,46 +53,6 @@ FORMAT_VERSION = 1
 DEFAULT_BILSTM_HIDDEN = 300
 DEFAULT_BILSTM_LAYERS = 1
 DEFAULT_DROPOUT = 0.2
-
-
-class StudentSpec(BaseModel):
-    """What student to build. ``None`` means the kind's default."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
-
-    kind: str = "bilstm"
-    """bilstm, cnn, bert-tiny, bert-mini, bert-small, bert-medium or teacher-layers:K."""
-    embeddings: Literal["teacher", "glove", "random"] = "teacher"
-    """bilstm/cnn input embeddings: the teacher's (tokenizer + word vectors), word vectors from a
-    GloVe/word2vec file over a word vocabulary of the training texts, or random over the teacher's tokenizer."""
-    embedding_dim: int | None = Field(default=None, ge=1)
-    """Width of the embeddings: PCA width for teacher embeddings (default: the teacher's width), the
-    width of random embeddings (default 300); for glove it must match the file (default: the file's)."""
-    vectors_file: str | None = None
-    """word2vec/GloVe text file (embeddings: glove)."""
-    hidden_size: int | None = Field(default=None, ge=1)
-    """bilstm: LSTM size per direction and MLP width (default 300)."""
-    num_layers: int | None = Field(default=None, ge=1)
-    """bilstm: BiLSTM layers (default 1); cnn tagging: residual convolution blocks (default 3)."""
-    pooling: Literal["max", "mean", "attention"] = "max"
-    """bilstm, sequence tasks: how BiLSTM outputs are pooled (masked)."""
-    pair_mode: Literal["concat", "siamese"] = "concat"
-    """bilstm/cnn text pairs: 'concat' reads the tokenizer's pair encoding as one sequence; 'siamese'
-    encodes each text alone with the shared encoder and classifies [u; v; |u - v|; u * v]."""
-    crf: bool = False
-    """bilstm token classification: a linear-chain CRF over the words' tag scores, Viterbi decoding."""
-    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
-    """Dropout (bilstm/cnn default 0.2; bert presets: hidden and attention dropout, default 0.1)."""
-    filter_widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
-    """cnn, sequence tasks: convolution widths."""
-    num_filters: int = Field(default=100, ge=1)
-    """cnn: filters per width (sequence tasks) or channels (tagging)."""
-    layers: Literal["lower", "upper", "uniform"] | list[int] = "uniform"
-    """teacher-layers: which K layers to keep: lower, upper, uniform (first and last included) or indices."""
-    freeze_embeddings: bool = False
-    """Keep the input word embeddings fixed during training."""
-    trim_vocab: bool = True
-    """bilstm/cnn with teacher or random embeddings: keep only the rows of tokens the training texts use."""
 
 
 APPLIES: dict[str, set[str]] = {
@@ -196,7 +156,7 @@ def _embeddings(spec: StudentSpec, teacher_dir, train_texts):
 
 
 def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
-                  train_texts: list | None = None) -> tuple[nn.Module, Any]:
+                  train_texts: list | None = None, init_from: str | Path | None = None) -> tuple[nn.Module, Any]:
     """The student ``spec`` for ``task`` (random weights, or the teacher's where the kind says so)
     and the tokenizer that encodes its inputs.
 
@@ -205,8 +165,19 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
     (strings, word lists for tagging, ``(text, text_pair)`` tuples or ``Example`` objects)
     are needed for the word vocabulary of ``glove`` embeddings. What the student was built
     from (embedding source, PCA variance, vector coverage, teacher layers kept) is in
-    ``model.kdexam_info`` and saved by :func:`save_student`."""
+    ``model.kdexam_info`` and saved by :func:`save_student`.
+
+    ``init_from``: a general-distilled encoder (``kdexam distill --general``) of the kind's
+    shape; the student takes its weights and tokenizer, with a new task head."""
     family, k = check_spec(spec, task)
+    if init_from is not None:
+        from kdexam.students.transformer import build_from_encoder
+
+        model, tokenizer, info = build_from_encoder(init_from, family, k, task)
+        if spec.freeze_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
+        model.kdexam_info = {"kind": spec.kind, "teacher": str(teacher_dir), **info}
+        return model, tokenizer
     tagging = task.kind == "token-classification"
     if family in ("bilstm", "cnn"):
         init = _embeddings(spec, teacher_dir, train_texts)

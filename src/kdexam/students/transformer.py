@@ -31,7 +31,9 @@ Layer rules, for a teacher of N layers:
   ``round(i·(N−1)/(K−1))`` for i = 0 … K−1, rounding halves up; for N=12, K=6 this is
   DistilBERT's 0, 2, 4, 7, 9, 11; for N=6, K=2 it is 0 and 5; K=1 keeps layer 0
   (the layer that reads the embeddings);
-- a list of indices: exactly those layers, in that order.
+- a list of indices: exactly those layers, in that order;
+- ``random``: the teacher's architecture with K layers and random weights (the control
+  of an initialisation study: same shape and tokenizer, nothing inherited).
 
 The encoder's layer list is found generically: the first non-empty ``nn.ModuleList``
 under the base model's ``encoder`` (or the base model itself), which is
@@ -62,7 +64,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "bert-small": {"num_hidden_layers": 4, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048},
     "bert-medium": {"num_hidden_layers": 8, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048},
 }
-LAYER_RULES = ("lower", "upper", "uniform")
+LAYER_RULES = ("lower", "upper", "uniform", "random")
 
 
 def auto_class_name(task: Task) -> str:
@@ -105,9 +107,26 @@ class HFStudent(nn.Module):
     def architecture(self) -> dict:
         return {"family": "hf", "auto_class": self.auto_class, "config": self.model.config.to_dict()}
 
+    @property
+    def shape(self):
+        """Layers, width and heads (:class:`kdexam.objectives.ModelShape`)."""
+        from kdexam.outputs import model_shape
+
+        return model_shape(self.model.config)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> dict:
+                output_attentions: bool = False, outputs: tuple[str, ...] = ()) -> dict:
+        """The students' dict: ``logits`` (none for a bare encoder), and with ``outputs`` any named
+        outputs of :mod:`kdexam.outputs` (``hidden.K``, ``attention.K``, ``query.K``, …)."""
+        if outputs:
+            from kdexam.outputs import encoder_outputs
+
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None and self._takes_token_types:
+                inputs["token_type_ids"] = token_type_ids
+            names = set(outputs) | ({"logits"} if self.auto_class != "AutoModel" else set())
+            return encoder_outputs(self.model, inputs, names - {"gold_loss"})
         if output_attentions and getattr(self.model.config, "_attn_implementation", "eager") != "eager":
             # sdpa / flash attention cannot return attention maps: switch to eager for good
             self.model.set_attn_implementation("eager")
@@ -234,11 +253,29 @@ def keep_layers(model: nn.Module, indices: list[int]) -> nn.Module:
     return model
 
 
+def _random_teacher_shape(teacher, task: Task, k: int, tokenizer):
+    """The teacher's architecture with K layers and random weights (the control of an initialisation study)."""
+    from transformers import AutoConfig
+
+    from kdexam.students.embeddings import _teacher_path
+
+    config = AutoConfig.from_pretrained(_teacher_path(teacher), **head_kwargs(task))
+    n = config.num_hidden_layers
+    select_layers(n, k, "lower")  # same range checks
+    config.num_hidden_layers = k
+    auto = auto_class_name(task)
+    model = _auto(auto).from_config(config)
+    info = {"teacher": str(teacher), "teacher_num_layers": n, "teacher_layers": [], "layer_rule": "random"}
+    return HFStudent(model, auto), tokenizer, info
+
+
 def build_teacher_layers(teacher: str | Path, task: Task, k: int, rule: str | list[int]):
     """The teacher with K of its encoder layers, its tokenizer, and which layers were kept."""
     from kdexam.teachers.loader import load_for_task, load_tokenizer
 
     tokenizer = load_tokenizer(str(teacher))
+    if rule == "random":
+        return _random_teacher_shape(teacher, task, k, tokenizer)
     model = load_for_task(str(teacher), task)
     _, _, layers = find_layer_list(model)
     n = len(layers)
@@ -254,3 +291,86 @@ def build_teacher_layers(teacher: str | Path, task: Task, k: int, rule: str | li
     info = {"teacher": str(teacher), "teacher_num_layers": n, "teacher_layers": indices,
             "layer_rule": rule if isinstance(rule, str) else "explicit"}
     return HFStudent(model, auto_class_name(task)), tokenizer, info
+
+
+# ---- encoders for task-agnostic distillation, and students initialised from them -----------------------
+
+
+ENCODER_FILE = "encoder.json"
+
+
+def build_general_student(family: str, k: int | None, teacher: str | Path, rule: str | list[int] = "uniform"):
+    """A bare encoder (``AutoModel``, no head) for task-agnostic distillation: a preset shape
+    (random) or K of the teacher's layers; with the teacher's tokenizer."""
+    from transformers import AutoConfig, AutoModel
+
+    from kdexam.students.embeddings import _teacher_path
+    from kdexam.teachers.loader import cannot_load, load_tokenizer, quiet_transformers
+
+    quiet_transformers()
+    tokenizer = load_tokenizer(str(teacher))
+    path = _teacher_path(teacher)
+    if family == "teacher-layers" and rule == "random":
+        config = AutoConfig.from_pretrained(path)
+        n = config.num_hidden_layers
+        select_layers(n, k, "lower")
+        config.num_hidden_layers = k
+        model = AutoModel.from_config(config)
+        info = {"teacher_num_layers": n, "teacher_layers": [], "layer_rule": "random"}
+    elif family == "teacher-layers":
+        try:
+            model = AutoModel.from_pretrained(path)
+        except Exception as e:
+            raise cannot_load(str(teacher), "weights", e) from None
+        _, _, layers = find_layer_list(model)
+        indices = select_layers(len(layers), k, rule)
+        keep_layers(model, indices)
+        model.float()
+        info = {"teacher_num_layers": len(layers), "teacher_layers": indices,
+                "layer_rule": rule if isinstance(rule, str) else "explicit"}
+    elif family in PRESETS:
+        from transformers import BertConfig
+
+        teacher_config = AutoConfig.from_pretrained(path)
+        vocab = max(int(getattr(teacher_config, "vocab_size", 0) or 0), len(tokenizer))
+        config = BertConfig(vocab_size=vocab, max_position_embeddings=int(getattr(teacher_config, "max_position_embeddings", 512)),
+                            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, **PRESETS[family])
+        model = AutoModel.from_config(config)
+        info = {"preset": family, **PRESETS[family]}
+    else:
+        raise KdexamError(f"General distillation trains a transformer encoder; use a bert-* preset or teacher-layers:K, not '{family}'.")
+    return HFStudent(model, "AutoModel"), tokenizer, info
+
+
+def build_from_encoder(encoder_dir: str | Path, family: str, k: int | None, task: Task):
+    """A task student initialised from a general-distilled encoder: its weights and tokenizer, a new head.
+    The encoder's shape must be the kind's (K layers for teacher-layers:K, the preset's sizes)."""
+    from transformers import AutoConfig
+
+    from kdexam.teachers.loader import cannot_load, load_tokenizer, quiet_transformers
+
+    d = Path(encoder_dir)
+    if not (d / ENCODER_FILE).is_file():
+        raise KdexamError(f"'{encoder_dir}' is not an encoder written by 'kdexam distill --general' (no {ENCODER_FILE}); "
+                          "pass the --out directory of a general distillation.")
+    quiet_transformers()
+    config = AutoConfig.from_pretrained(str(d))
+    if family == "teacher-layers" and config.num_hidden_layers != k:
+        raise KdexamError(f"The encoder '{encoder_dir}' has {config.num_hidden_layers} layers but the student is "
+                          f"teacher-layers:{k}; use teacher-layers:{config.num_hidden_layers}.")
+    if family in PRESETS and any(getattr(config, key) != v for key, v in PRESETS[family].items()):
+        raise KdexamError(f"The encoder '{encoder_dir}' does not have the shape of {family} "
+                          f"({config.num_hidden_layers} layers, width {config.hidden_size}); use the kind it was distilled as.")
+    if family not in PRESETS and family != "teacher-layers":
+        raise KdexamError(f"--init-from initialises transformer students; '{family}' students cannot take an encoder.")
+    auto = auto_class_name(task)
+    try:
+        model, loading = _auto(auto).from_pretrained(str(d), output_loading_info=True, **head_kwargs(task))
+    except Exception as e:
+        raise cannot_load(str(encoder_dir), "weights", e) from None
+    encoder_missing = [m for m in loading.get("missing_keys", []) if not m.startswith(("classifier", "pooler", "score"))]
+    if encoder_missing:
+        raise KdexamError(f"The encoder '{encoder_dir}' lacks weights the student needs ({encoder_missing[0]}, …); "
+                          "distil it again with 'kdexam distill --general'.")
+    model.float()
+    return HFStudent(model, auto), load_tokenizer(str(d)), {"init_from": str(d)}

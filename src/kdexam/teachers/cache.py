@@ -1,40 +1,43 @@
-"""Teacher outputs, computed once and cached on disk.
+"""Teacher outputs, computed once and cached on disk, by name.
 
-The teacher runs once per (teacher weights, tokenizer, texts, max length, outputs):
-a fingerprint of those keys a directory under ``$KDEXAM_HOME/cache/teacher/``
-holding memory-mapped ``.npy`` files and a ``manifest.json`` with their sizes and
-SHA-256 checksums. Every student, epoch and run that asks for the same outputs
-reads them from there; a changed input gives a new key; a partial or corrupted
-cache (missing file, wrong size, checksum mismatch) is detected and rebuilt.
+The teacher runs once per (teacher weights, tokenizer, texts, task, max length): a
+fingerprint of those keys names a directory under ``$KDEXAM_HOME/cache/teacher/``.
+Inside it every named output (:mod:`kdexam.outputs`) has its own files and its own
+manifest, so a run that needs another output (say ``attention.6`` after ``logits``)
+adds it without recomputing the rest, and a partial or corrupted output (missing
+file, wrong size, checksum mismatch) is rebuilt alone.
 
-Stored per example, in the order of the examples:
+Stored per example, in the order of the examples, memory-mapped:
 
-- classification / regression: ``logits`` of shape [N, C] (C = 1 for regression);
-- tagging: word-level ``logits`` (the teacher's logits at each word's first
-  subword) flattened to [Σ words, C], with ``offsets`` [N + 1] — word level, so
-  that a student with another tokenizer can still be matched word by word.
+- ``logits``: float32 [N, C]; for tagging word-level [Σ words, C] with offsets (the
+  teacher's logits at each word's first subword, so that a student with another
+  tokenizer can still be matched word by word);
+- ``cls.K``: float16 [N, H];
+- ``hidden.K``, ``query.K``, ``key.K``, ``value.K``: float16 [Σ tokens, H] with offsets;
+- ``attention.K``: float16 [Σ L_i², heads] with offsets (example i is ``[heads, L_i, L_i]``).
+
+Files: ``NAME.npy`` (+ ``NAME.offsets.npy``) and ``NAME.json`` (files, sizes,
+SHA-256), the manifest written last, so a reader never takes a half-written output.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.console import Console
 
-from kdexam.data.encode import Features, encode, first_subwords
 from kdexam.data.readers import Example
-from kdexam.evaluation.predict import predict_logits
+from kdexam.outputs import parse_name
 from kdexam.paths import atomic_write_json, kdexam_home, sha256_file
 from kdexam.tasks import Task
 
-FORMAT = 1
+FORMAT = 2
 console = Console(stderr=True)
 
 
@@ -48,107 +51,141 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(model_key: str, examples: list[Example], task: Task, max_length: int) -> str:
+def fingerprint(model_key: str, examples: list[Example], task: Task | None, max_length: int) -> str:
+    """The cache key of one teacher on one list of examples (outputs are files inside it)."""
     h = hashlib.sha256()
-    h.update(json.dumps({"format": FORMAT, "model": model_key, "kind": task.kind, "labels": task.labels,
-                         "max_length": max_length, "outputs": ["logits"]}).encode())
+    h.update(json.dumps({"format": FORMAT, "model": model_key, "kind": task.kind if task else "general",
+                         "labels": task.labels if task else None, "max_length": max_length}).encode())
     for e in examples:
         h.update(json.dumps([e.text, e.text_pair], ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()[:32]
 
 
-@dataclass
-class TeacherOutputs:
-    """Cached teacher logits, memory-mapped; ``rows(indices)`` gathers examples by index."""
+def cache_dir(key: str) -> Path:
+    return kdexam_home() / "cache" / "teacher" / key
 
-    logits: np.ndarray
-    offsets: np.ndarray | None
-    path: Path
-    from_cache: bool
+
+# ---- one stored output -------------------------------------------------------------------------
+
+
+@dataclass
+class Stored:
+    """One named output on N examples: ``data`` rows, ``offsets`` [N + 1] when examples vary in length."""
+
+    data: np.ndarray
+    offsets: np.ndarray | None = None
+    square: bool = False
+    """attention: example i's rows are its L_i² (query, key) pairs, ``[heads]`` each."""
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1 if self.offsets is not None else len(self.logits)
+        return len(self.offsets) - 1 if self.offsets is not None else len(self.data)
 
     def example(self, i: int) -> np.ndarray:
         if self.offsets is None:
-            return self.logits[i]
-        return self.logits[self.offsets[i] : self.offsets[i + 1]]
+            return self.data[i]
+        rows = self.data[self.offsets[i] : self.offsets[i + 1]]
+        if self.square:
+            n = int(round(len(rows) ** 0.5))
+            return rows.reshape(n, n, -1).transpose(2, 0, 1)
+        return rows
 
-    def rows(self, indices: list[int]) -> torch.Tensor:
-        """Classification/regression: a [B, C] tensor of the examples' logits."""
-        return torch.from_numpy(np.stack([self.logits[i] for i in indices]).astype(np.float32))
+
+def pack(name: str, per_example: list[np.ndarray]) -> Stored:
+    """Per-example stored forms (see :func:`kdexam.teachers.teacher.stored_form`) → one :class:`Stored`."""
+    kind, _ = parse_name(name)
+    dtype = np.float32 if kind == "logits" else np.float16
+    if kind == "attention":
+        rows = [a.transpose(1, 2, 0).reshape(-1, a.shape[0]) for a in per_example]
+    else:
+        rows = list(per_example)
+    variable = kind in ("hidden", "query", "key", "value", "attention") or (rows and rows[0].ndim == 2 and kind == "logits")
+    if not variable:
+        return Stored(np.stack(rows).astype(dtype))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(r) for r in rows])
+    return Stored(np.concatenate(rows).astype(dtype), offsets, square=kind == "attention")
 
 
-def _valid(d: Path) -> bool:
-    m = d / "manifest.json"
+def _files(name: str, stored: Stored) -> list[str]:
+    return [f"{name}.npy"] + ([f"{name}.offsets.npy"] if stored.offsets is not None else [])
+
+
+def write_output(d: Path, name: str, stored: Stored) -> None:
+    """Write one output's files into ``d`` (each atomically), then its manifest."""
+    d.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{name}.npy": stored.data}
+    if stored.offsets is not None:
+        arrays[f"{name}.offsets.npy"] = stored.offsets
+    for fname, array in arrays.items():
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{fname}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.ascontiguousarray(array))
+            os.replace(tmp, d / fname)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    atomic_write_json(d / f"{name}.json", {
+        "format": FORMAT, "name": name, "square": stored.square, "examples": len(stored),
+        "sizes": {f: (d / f).stat().st_size for f in arrays}, "sha256": {f: sha256_file(d / f) for f in arrays},
+    })
+
+
+def read_output(d: Path, name: str) -> Stored | None:
+    """The output ``name`` from ``d``, memory-mapped; ``None`` when absent, partial or corrupted."""
+    m = d / f"{name}.json"
     if not m.is_file():
-        return False
+        return None
     try:
         manifest = json.loads(m.read_text())
-        return all((d / f).is_file() and (d / f).stat().st_size == size and sha256_file(d / f) == manifest["sha256"][f]
-                   for f, size in manifest["sizes"].items())
+        ok = manifest["format"] == FORMAT and all(
+            (d / f).is_file() and (d / f).stat().st_size == size and sha256_file(d / f) == manifest["sha256"][f]
+            for f, size in manifest["sizes"].items())
     except (OSError, ValueError, KeyError):
-        return False
+        ok = False
+    if not ok:
+        console.print(f"[yellow]teacher cache {d / name} is incomplete or corrupted; rebuilding it[/]")
+        return None
+    data = np.load(d / f"{name}.npy", mmap_mode="r")
+    offsets = np.load(d / f"{name}.offsets.npy") if (d / f"{name}.offsets.npy").is_file() else None
+    return Stored(data, offsets, square=bool(manifest.get("square")))
 
 
-def _open(d: Path, from_cache: bool) -> TeacherOutputs:
-    logits = np.load(d / "logits.npy", mmap_mode="r")
-    offsets = np.load(d / "offsets.npy") if (d / "offsets.npy").is_file() else None
-    return TeacherOutputs(logits, offsets, d, from_cache)
+# ---- a teacher's outputs on a list of examples ---------------------------------------------------------
 
 
-def word_level(logits: list[np.ndarray], features: Features) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example subword logits → the logits at each word's first subword, flattened."""
-    rows, offsets = [], [0]
-    for l, row in zip(logits, features.rows):
-        words = np.zeros((row["n_words"], l.shape[-1]), dtype=np.float32)
-        for w, pos in enumerate(first_subwords(row["word_ids"], row["n_words"])):
-            if pos >= 0:  # words cut by truncation keep zeros: a uniform distribution
-                words[w] = l[pos]
-        rows.append(words)
-        offsets.append(offsets[-1] + len(words))
-    return np.concatenate(rows), np.asarray(offsets, dtype=np.int64)
+@dataclass
+class TeacherOutputs:
+    """Named teacher outputs on a list of examples: cached ones memory-mapped, the rest computed
+    online for each batch by ``compute(indices, names)`` (the teacher tokenizing those examples itself)."""
 
+    stored: dict[str, Stored]
+    path: Path | None = None
+    from_cache: bool = False
+    """True when every cached output was read from an earlier run's cache (the teacher did not run)."""
+    online: tuple[str, ...] = ()
+    compute: object = None
+    notes: list[str] = field(default_factory=list)
 
-def teacher_outputs(model, tokenizer, model_dir: Path, examples: list[Example], task: Task, max_length: int,
-                    batch_size: int = 64, model_key: str | None = None) -> TeacherOutputs:
-    """The teacher's logits on ``examples``: read from the cache, or computed once and cached.
+    @property
+    def logits(self) -> np.ndarray:
+        return self.stored["logits"].data
 
-    ``model`` may be a zero-argument callable returning the model, so that a cache hit
-    never even loads the teacher."""
-    key = fingerprint(model_key or model_fingerprint(Path(model_dir)), examples, task, max_length)
-    d = kdexam_home() / "cache" / "teacher" / key
-    if _valid(d):
-        return _open(d, from_cache=True)
-    if callable(model) and not isinstance(model, torch.nn.Module):
-        model = model()
-    if d.exists():
-        console.print(f"[yellow]teacher cache {d} is incomplete or corrupted; rebuilding it[/]")
-        shutil.rmtree(d)
-    console.print(f"teacher: computing outputs for {len(examples)} examples (cached for later runs)")
-    features = encode(examples, tokenizer, task, max_length)
-    per_example = predict_logits(model, features, tokenizer, task, batch_size)
-    d.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{key}."))
-    try:
-        files = {"logits.npy": None}
-        if task.kind == "token-classification":
-            flat, offsets = word_level(per_example, features)
-            np.save(tmp / "offsets.npy", offsets)
-            files["offsets.npy"] = None
-        else:
-            flat = np.stack(per_example).astype(np.float32)
-        np.save(tmp / "logits.npy", flat)
-        atomic_write_json(tmp / "manifest.json", {
-            "format": FORMAT, "fingerprint": key, "examples": len(examples), "task": task.kind,
-            "sizes": {f: (tmp / f).stat().st_size for f in files},
-            "sha256": {f: sha256_file(tmp / f) for f in files},
-        })
-        if d.exists():  # another process finished the same outputs first
-            shutil.rmtree(d, ignore_errors=True)
-        tmp.rename(d)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _open(d, from_cache=False)
+    @property
+    def offsets(self) -> np.ndarray | None:
+        return self.stored["logits"].offsets
+
+    def __len__(self) -> int:
+        return len(next(iter(self.stored.values())))
+
+    def example(self, i: int, name: str = "logits") -> np.ndarray:
+        return self.stored[name].example(i)
+
+    def gather(self, indices: list[int], names) -> dict[str, list[np.ndarray]]:
+        """Each name's stored form for each example of ``indices`` (online names computed now)."""
+        out = {n: [self.stored[n].example(i) for i in indices] for n in names if n in self.stored}
+        missing = [n for n in names if n not in self.stored]
+        if missing:
+            out.update(self.compute(indices, missing))
+        return out

@@ -1,13 +1,18 @@
 """Distil a fine-tuned teacher into a student (``kdexam distill``).
 
-1. Read the teacher's task (``task.json``) and check that the data fits its head.
-2. Teacher logits on the transfer set and the evaluation splits: from the cache,
-   or computed once and cached (:mod:`kdexam.teachers.cache`).
-3. Build the student (:mod:`kdexam.students`), encode the data with its tokenizer.
-4. For each stage: freeze all but the top layer groups, train on the stage's
-   objectives (:mod:`kdexam.objectives`) with the shared loop (:func:`fit`).
-5. Evaluate teacher and student on the same split: task metrics, retention,
-   loyalty; save the student and ``metrics.json``.
+1. Data: ``--data``, or the data and columns the teacher was trained on; it must fit the
+   teacher's head (:func:`check_data_fits_teacher`).
+2. Student (:mod:`kdexam.students`) and each stage's objectives
+   (:mod:`kdexam.objectives`), built and checked before any teacher work.
+3. Teacher outputs the objectives require, on the teacher's own tokenization: from the
+   cache, computed once in one pass, or online per batch
+   (:class:`~kdexam.teachers.teacher.Teacher`).
+4. Each stage trains a :class:`~kdexam.training.distiller.Distiller` (student +
+   projections) with the shared loop (:func:`~kdexam.training.trainer.fit`).
+5. Teacher and student on the same split: a :class:`~kdexam.evaluation.results.RunResult`
+   written as ``metrics.json`` beside the student.
+
+``--general`` runs task-agnostic distillation instead (:mod:`kdexam.training.general`).
 """
 
 from __future__ import annotations
@@ -20,60 +25,158 @@ import torch
 from accelerate.utils import set_seed
 from rich.console import Console
 
-from kdexam.config import DistillRunConfig, StageConfig, save_config
-from kdexam.data.encode import Features, encode, first_subwords, make_loader
+from kdexam.config import DataConfig, DistillRunConfig, save_config
+from kdexam.data.encode import encode, first_subwords, make_loader
 from kdexam.data.readers import DataSplits, load_data
 from kdexam.errors import KdexamError
-from kdexam.evaluation.loyalty import classification_loyalty, regression_loyalty
+from kdexam.evaluation.loyalty import compare
 from kdexam.evaluation.predict import decode, predict_logits
-from kdexam.objectives import build_objectives, default_objectives
-from kdexam.paths import atomic_write_json
+from kdexam.evaluation.results import ModelResult, RunResult, retention
+from kdexam.objectives import ModelShape, build_objectives, default_objectives
 from kdexam.students.crf import crf_params
 from kdexam.students.registry import build_student, count_parameters, save_student
 from kdexam.tasks import Task
-from kdexam.teachers.cache import TeacherOutputs, model_fingerprint, teacher_outputs, word_level
-from kdexam.teachers.loader import load_for_task, load_tokenizer, read_task
+from kdexam.teachers.teacher import Teacher, check_same_tokenization, read_teacher_config
+from kdexam.training.distiller import Distiller, TeacherSide, student_outputs
+from kdexam.training.stages import apply_unfreeze, stage_objectives, stage_train_config, stages_of
 from kdexam.training.trainer import fit, make_accelerator
 
 console = Console(stderr=True)
 
 
-def student_forward(model, batch: dict) -> torch.Tensor:
-    return model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch})["logits"]
+def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
+    """Run a distillation as ``cfg`` describes; write the run directory; return its result."""
+    if cfg.general:
+        from kdexam.training.general import distill_general
+
+        return distill_general(cfg, resume)
+    teacher_dir, out = check_paths(cfg)
+    set_seed(cfg.seed)
+    started = time.perf_counter()
+    cfg = with_teacher_data(cfg, teacher_dir)
+    teacher = Teacher(teacher_dir, max_length=cfg.data.max_length)
+    data_cfg = cfg.data if cfg.data.task else cfg.data.model_copy(update={"task": teacher.task.kind})
+    data = load_data(data_cfg, cfg.seed)
+    task = check_data_fits_teacher(data, teacher.task, teacher_dir)
+
+    torch.manual_seed(cfg.seed)
+    texts = [e.text for e in data.train] + [e.text_pair for e in data.train if e.text_pair]
+    student, tokenizer = build_student(cfg.student, task, teacher_dir, train_texts=texts, init_from=cfg.init_from)
+    plans = [(stage, build_stage_objective(stage, cfg, task, teacher.shape, getattr(student, "shape", ModelShape())))
+             for stage in stages_of(cfg)]
+    split = data.eval_split
+    feats = {s: encode(data.split(s), tokenizer, task, cfg.data.max_length) for s in ("train", "validation", split)}
+    names = set().union(*(objective.teacher_requires for _, objective in plans))
+    check_same_tokenization(teacher, data.train, feats["train"], names)
+    evaluated = teacher.outputs(data.split(split), ["logits"])
+    train_out = teacher.outputs(data.train, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb)
+    if cfg.cache_teacher:
+        console.print(f"teacher outputs: {'read from cache' if train_out.from_cache else 'computed and cached'} ({train_out.path})")
+    positions = ([np.asarray(first_subwords(r["word_ids"], r["n_words"]), dtype=np.int64) for r in feats["train"].rows]
+                 if task.kind == "token-classification" else None)
+    teacher_side = TeacherSide(train_out, names, task, positions)
+
+    accelerator = make_accelerator(cfg.train)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    log_path = out / "train_log.jsonl"
+    if not resume:
+        log_path.unlink(missing_ok=True)
+    summaries, citations = [], []
+    for n, (stage, objective) in enumerate(plans):
+        train_cfg = stage_train_config(stage, cfg.train)
+        trainable = apply_unfreeze(student, stage.unfreeze)
+        if cfg.student.freeze_embeddings:
+            student.get_input_embeddings().weight.requires_grad_(False)
+        console.print(f"stage {n + 1}/{len(plans)} '{stage.name}': {', '.join(objective.names)}; {trainable:,} trainable "
+                      f"parameters; {train_cfg.epochs} epochs at lr {train_cfg.learning_rate:g}")
+        citations += [c for c in objective.citations() if c not in citations]
+        distiller = Distiller(student, objective)
+
+        def loss_fn(model, batch, objective=objective):
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            teacher_out = teacher_side(batch, accelerator.device) if objective.needs_teacher else None
+            return model(batch, teacher_out)[0]
+
+        def validate(model):
+            s = accelerator.unwrap_model(model).student
+            logits = predict_logits(s, feats["validation"], tokenizer, task, cfg.train.eval_batch_size, student_outputs_logits)
+            return task.metrics([e.label for e in data.validation], decode(task, logits, feats["validation"], crf_params(s)))
+
+        loader = make_loader(feats["train"], tokenizer, task, train_cfg.batch_size, shuffle=True, seed=cfg.seed + n)
+        summary = fit(distiller, loader, loss_fn, validate, train_cfg, accelerator, task.primary_metric, task.greater_is_better,
+                      log_path, desc=f"{cfg.student.kind} {stage.name}", checkpoint_dir=out / f"checkpoint-stage{n + 1}", resume=resume)
+        summaries.append({"stage": stage.name, "objectives": objective.names,
+                          **{k: v for k, v in summary.items() if k != "history"}})
+        student = accelerator.unwrap_model(distiller).student
+
+    result = evaluate_run(cfg, data, task, teacher, evaluated, student, tokenizer, feats[split], split)
+    result.extra.update({
+        "teacher_cache": {"hit": train_out.from_cache, "path": str(train_out.path) if train_out.path else None,
+                          "outputs": sorted(names), "online": list(train_out.online) if cfg.cache_teacher else sorted(names),
+                          "teacher_forward_calls": teacher.forward_calls},
+        "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes,
+    })
+    result.seconds = round(time.perf_counter() - started, 2)
+    save_student(student, tokenizer, cfg.student, task, out)
+    result.write(out)
+    return result
 
 
-class Teacher:
-    """The fine-tuned teacher: loaded only when its outputs are not cached."""
+def build_stage_objective(stage, cfg: DistillRunConfig, task: Task, teacher: ModelShape, student: ModelShape):
+    specs, matches = stage_objectives(stage, cfg, default_objectives(task.kind))
+    return build_objectives(specs, task.kind, teacher=teacher, student=student, matches=matches)
 
-    def __init__(self, run_dir: Path, task: Task):
-        self.dir, self.task = run_dir, task
-        self.tokenizer = load_tokenizer(str(run_dir))
-        self.key = model_fingerprint(run_dir)
-        self._model = None
-        self.forward_calls = 0
 
-    @property
-    def model(self):
-        if self._model is None:
-            self._model = load_for_task(str(self.dir), self.task).eval()
-            original = self._model.forward
+def student_outputs_logits(model, batch: dict) -> torch.Tensor:
+    return student_outputs(model, batch)["logits"]
 
-            def counted(*a, **kw):
-                self.forward_calls += 1
-                return original(*a, **kw)
 
-            self._model.forward = counted
-        return self._model
+def evaluate_run(cfg, data: DataSplits, task: Task, teacher: Teacher, evaluated, student, tokenizer, features, split) -> RunResult:
+    """Teacher and student on the same split: metrics, loyalty, retention, sizes."""
+    s_logits = predict_logits(student, features, tokenizer, task, cfg.train.eval_batch_size, student_outputs_logits)
+    crf = crf_params(student)
+    s_preds = decode(task, s_logits, features, crf)
+    t_logits = [evaluated.example(i) for i in range(len(evaluated))]
+    t_metrics, s_metrics, loyal = compare(task, [e.label for e in data.split(split)], t_logits, s_logits, s_preds,
+                                          features, viterbi=crf is not None)
+    drop = lambda m: {k: v for k, v in m.items() if k != "per_class"}  # noqa: E731
+    pm = task.primary_metric
+    params = count_parameters(student)
+    return RunResult(
+        task=task.kind, dataset=data.name, split=split, primary_metric=pm,
+        teacher=ModelResult(str(teacher.name), teacher.params, drop(t_metrics)),
+        student=ModelResult(cfg.student.kind, params, drop(s_metrics), count_parameters(student, exclude_embeddings=True),
+                            s_metrics.get("per_class"), loyal,
+                            extra={"init_from": cfg.init_from} if cfg.init_from else {}),
+        retention=retention(s_metrics[pm], t_metrics[pm], task.greater_is_better),
+        compression=teacher.params / max(1, params))
 
-    def outputs(self, examples, task: Task, max_length: int) -> TeacherOutputs:
-        return teacher_outputs(lambda: self.model, self.tokenizer, self.dir, examples, task, max_length, model_key=self.key)
 
-    @property
-    def params(self) -> int:
-        from safetensors import safe_open
+def check_paths(cfg: DistillRunConfig) -> tuple[Path, Path]:
+    if not cfg.teacher:
+        raise KdexamError("No teacher given; pass --teacher DIR (a run directory written by 'kdexam teacher').")
+    if not cfg.out:
+        raise KdexamError("No output directory given; pass --out DIR.")
+    teacher_dir = Path(cfg.teacher)
+    if not (teacher_dir / "model.safetensors").is_file():
+        raise KdexamError(f"Teacher directory '{teacher_dir}' has no model.safetensors; pass a directory written by 'kdexam teacher'.")
+    return teacher_dir, Path(cfg.out)
 
-        with safe_open(str(self.dir / "model.safetensors"), "pt") as f:
-            return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys()))
+
+def with_teacher_data(cfg: DistillRunConfig, teacher_dir: Path) -> DistillRunConfig:
+    """Without ``--data``: the data and its columns from the teacher's ``config.yaml`` (not its
+    ``max_train``/``max_eval``, which are this run's choice); what this run's config says wins."""
+    if cfg.data.name:
+        return cfg
+    recorded = (read_teacher_config(teacher_dir).get("data") or {})
+    if not recorded.get("name"):
+        raise KdexamError(f"No --data given and the teacher '{teacher_dir}' records no training data in its config.yaml; pass --data.")
+    fields = {k: v for k, v in recorded.items() if k in DataConfig.model_fields and k not in ("max_train", "max_eval")}
+    fields.update(cfg.data.model_dump(exclude_unset=True, exclude_none=True))
+    data = DataConfig.model_validate(fields)
+    console.print(f"data: {data.name} (the teacher's, from {teacher_dir / 'config.yaml'})")
+    return cfg.model_copy(update={"data": data})
 
 
 def check_data_fits_teacher(data: DataSplits, teacher_task: Task, teacher_dir: Path) -> Task:
@@ -89,178 +192,3 @@ def check_data_fits_teacher(data: DataSplits, teacher_task: Task, teacher_dir: P
         raise KdexamError(f"Labels {sorted(extra)} of '{data.name}' are unknown to the teacher '{teacher_dir}' "
                           f"(it knows {teacher_task.labels}); use data with the teacher's label set.")
     return Task(teacher_task.kind, teacher_task.labels, teacher_task.text_pair, data.task.primary_metric, data.name)
-
-
-def first_subword_positions(features: Features) -> list[np.ndarray]:
-    """For tagging: each word's first-subword position in the student's encoding (-1 if truncated)."""
-    return [np.asarray(first_subwords(row["word_ids"], row["n_words"]), dtype=np.int64) for row in features.rows]
-
-
-def teacher_batch_logits(cached: TeacherOutputs, batch: dict, task: Task, positions: list[np.ndarray] | None) -> torch.Tensor:
-    """Teacher logits shaped like the student's: [B, C], or [B, L, C] with word logits on first subwords."""
-    index = batch["index"].tolist()
-    if task.kind != "token-classification":
-        return cached.rows(index)
-    b, length = batch["input_ids"].shape
-    out = torch.zeros(b, length, cached.logits.shape[-1])
-    for r, i in enumerate(index):
-        pos = positions[i]
-        keep = pos >= 0
-        out[r, torch.from_numpy(pos[keep])] = torch.from_numpy(np.asarray(cached.example(i)[keep], dtype=np.float32))
-    return out
-
-
-def layer_groups(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The student's parameter groups from input to output: embeddings, each encoder layer
-    (transformers) or each top-level block (BiLSTM/CNN), then the head."""
-    inner = getattr(model, "model", model)  # HF students are wrapped
-    base = getattr(inner, "base_model", None)
-    if base is not None and base is not inner and hasattr(base, "encoder"):
-        layers = next(m for m in base.encoder.modules() if isinstance(m, torch.nn.ModuleList))
-        head = [m for n, m in inner.named_children() if m is not base]
-        return [base.embeddings, *layers, *[m for n, m in base.named_children() if n not in ("embeddings", "encoder")], *head]
-    return [m for m in model.children() if any(True for _ in m.parameters())]
-
-
-def apply_unfreeze(model: torch.nn.Module, unfreeze: int | str) -> int:
-    """Freeze all but the top ``unfreeze`` layer groups; returns the number of trainable parameters."""
-    groups = layer_groups(model)
-    n = len(groups) if unfreeze == "all" else int(unfreeze)
-    for p in model.parameters():
-        p.requires_grad = unfreeze == "all"
-    for g in groups[len(groups) - n :]:
-        for p in g.parameters():
-            p.requires_grad = True
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def word_logits(task: Task, logits: list[np.ndarray], features: Features) -> np.ndarray:
-    """Logits to compare for loyalty: [N, C] per example, or [Σ words, C] for tagging."""
-    if task.kind == "token-classification":
-        return word_level(logits, features)[0]
-    return np.stack(logits)
-
-
-def loyalty(task: Task, teacher: np.ndarray, student: np.ndarray) -> dict:
-    if task.kind == "regression":
-        return regression_loyalty(teacher.reshape(-1), student.reshape(-1))
-    return classification_loyalty(teacher, student)
-
-
-def teacher_predictions(task: Task, cached: TeacherOutputs) -> list:
-    labels = task.labels or []
-    if task.kind == "regression":
-        return [float(cached.example(i)[0]) for i in range(len(cached))]
-    if task.kind == "classification":
-        return [labels[int(cached.example(i).argmax())] for i in range(len(cached))]
-    return [[labels[j] for j in cached.example(i).argmax(-1)] for i in range(len(cached))]
-
-
-def distill(cfg: DistillRunConfig, resume: bool = False) -> dict:
-    """Run a distillation as ``cfg`` describes; write the run directory; return ``metrics.json``'s content."""
-    if not cfg.teacher:
-        raise KdexamError("No teacher given; pass --teacher DIR (a run directory written by 'kdexam teacher').")
-    if not cfg.out:
-        raise KdexamError("No output directory given; pass --out DIR.")
-    teacher_dir, out = Path(cfg.teacher), Path(cfg.out)
-    if not (teacher_dir / "model.safetensors").is_file():
-        raise KdexamError(f"Teacher directory '{teacher_dir}' has no model.safetensors; pass a directory written by 'kdexam teacher'.")
-    set_seed(cfg.seed)
-    started = time.perf_counter()
-    teacher_task = read_task(teacher_dir)
-    data_cfg = cfg.data if cfg.data.task else cfg.data.model_copy(update={"task": teacher_task.kind})
-    data = load_data(data_cfg, cfg.seed)
-    task = check_data_fits_teacher(data, teacher_task, teacher_dir)
-    max_length = cfg.data.max_length
-    teacher = Teacher(teacher_dir, teacher_task)
-
-    split = data.eval_split
-    cached = {split: teacher.outputs(data.split(split), task, max_length)}
-    if cfg.cache_teacher:  # otherwise the teacher runs on every training batch (benchmarks)
-        cached["train"] = teacher.outputs(data.train, task, max_length)
-        console.print(f"teacher outputs: {'read from cache' if cached['train'].from_cache else 'computed and cached'} "
-                      f"({cached['train'].path})")
-    hit = "train" in cached and cached["train"].from_cache
-
-    torch.manual_seed(cfg.seed)
-    texts = [e.text for e in data.train] + [e.text_pair for e in data.train if e.text_pair]
-    student, tokenizer = build_student(cfg.student, task, teacher_dir, train_texts=texts)
-    feats = {s: encode(data.split(s), tokenizer, task, max_length) for s in ("train", "validation", split)}
-    positions = first_subword_positions(feats["train"]) if task.kind == "token-classification" else None
-    accelerator = make_accelerator(cfg.train)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    log_path = out / "train_log.jsonl"
-    if not resume:
-        log_path.unlink(missing_ok=True)
-
-    stages = cfg.stages or [StageConfig(objectives=cfg.objectives)]
-    summaries, citations = [], set()
-    for n, stage in enumerate(stages):
-        objective = build_objectives(stage.objectives or cfg.objectives or default_objectives(task.kind), task.kind)
-        citations.update(objective.citations())
-        train_cfg = cfg.train.model_copy(update={k: v for k, v in (("epochs", stage.epochs), ("learning_rate", stage.learning_rate)) if v is not None})
-        trainable = apply_unfreeze(student, stage.unfreeze)
-        online = not cfg.cache_teacher and objective.needs_teacher
-        console.print(f"stage {n + 1}/{len(stages)} '{stage.name}': {', '.join(objective.names)}; "
-                      f"{trainable:,} trainable parameters; {train_cfg.epochs} epochs at lr {train_cfg.learning_rate:g}")
-
-        crf = getattr(student, "crf", None)
-
-        def loss_fn(model, batch, objective=objective, online=online, crf=crf):
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            student_out = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch})
-            student_out["crf"] = crf  # a CRF tagger's gold loss is the CRF's likelihood
-            teacher_out = None
-            if objective.needs_teacher:
-                if online:  # benchmark mode: the teacher runs on every batch, as most KD scripts do
-                    with torch.inference_mode():
-                        logits = teacher.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}).logits
-                    teacher_out = {"logits": logits.clone()}
-                else:
-                    teacher_out = {"logits": teacher_batch_logits(cached["train"], batch, task, positions).to(accelerator.device)}
-            total, _ = objective(student_out, teacher_out, batch)
-            return total
-
-        def validate(model):
-            logits = predict_logits(model, feats["validation"], tokenizer, task, cfg.train.eval_batch_size, student_forward)
-            return task.metrics([e.label for e in data.validation], decode(task, logits, feats["validation"], crf_params(model)))
-
-        loader = make_loader(feats["train"], tokenizer, task, train_cfg.batch_size, shuffle=True, seed=cfg.seed + n)
-        summary = fit(student, loader, loss_fn, validate, train_cfg, accelerator, task.primary_metric, task.greater_is_better,
-                      log_path, desc=f"{cfg.student.kind} {stage.name}", checkpoint_dir=out / f"checkpoint-stage{n + 1}", resume=resume)
-        summaries.append({"stage": stage.name, **{k: v for k, v in summary.items() if k != "history"}})
-        student = accelerator.unwrap_model(student)
-
-    # Final evaluation of both models on the same split.
-    s_logits = predict_logits(student, feats[split], tokenizer, task, cfg.train.eval_batch_size, student_forward)
-    gold = [e.label for e in data.split(split)]
-    crf = crf_params(student)
-    s_preds = decode(task, s_logits, feats[split], crf)
-    s_metrics = task.metrics(gold, s_preds)
-    t_preds = teacher_predictions(task, cached[split])
-    t_metrics = task.metrics(gold, t_preds)
-    loyal = loyalty(task, np.asarray(cached[split].logits), word_logits(task, s_logits, feats[split]))
-    if crf is not None:  # label loyalty of the Viterbi tags, not of the emissions' argmax
-        loyal["label"] = float(np.mean([a == b for s, t in zip(s_preds, t_preds) for a, b in zip(s, t)]))
-    pm = task.primary_metric
-    retention = s_metrics[pm] / t_metrics[pm] if task.greater_is_better else t_metrics[pm] / s_metrics[pm]
-    drop = lambda m: {k: v for k, v in m.items() if k != "per_class"}  # noqa: E731
-    result = {
-        "task": task.kind, "dataset": data.name, "split": split, "primary_metric": pm,
-        "teacher": {"name": str(teacher_dir), "params": teacher.params, "metrics": drop(t_metrics)},
-        "student": {"name": cfg.student.kind, "params": count_parameters(student),
-                    "params_without_embeddings": count_parameters(student, exclude_embeddings=True),
-                    "metrics": drop(s_metrics), "per_class": s_metrics.get("per_class"), "loyalty": loyal},
-        "retention": retention,
-        "compression": teacher.params / max(1, count_parameters(student)),
-        "teacher_cache": {"hit": hit, "path": str(cached["train"].path) if "train" in cached else None,
-                          "teacher_forward_calls": teacher.forward_calls},
-        "stages": summaries,
-        "citations": sorted(citations),
-        "seconds": round(time.perf_counter() - started, 2),
-        "notes": data.notes,
-    }
-    save_student(student, tokenizer, cfg.student, task, out)
-    atomic_write_json(out / "metrics.json", result)
-    return result

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kdexam.errors import KdexamError
-from kdexam.objectives.composite import ObjectiveSpec
+from kdexam.config.objectives import MatchSpec, ObjectiveSpec
 from kdexam.paths import atomic_write_text
-from kdexam.students.registry import StudentSpec
+from kdexam.config.students import StudentSpec
 
 TaskKind = Literal["classification", "token-classification", "regression"]
 
@@ -109,6 +109,8 @@ class StageConfig(Strict):
     name: str = "distill"
     objectives: list[ObjectiveSpec] | None = None
     """This stage's objectives; the run's ``objectives`` when omitted."""
+    matches: list[MatchSpec] | None = None
+    """This stage's declarative layer matches; the run's ``matches`` when omitted."""
     data: Literal["transfer", "gold"] = "transfer"
     """``transfer``: the transfer set with teacher outputs; ``gold``: labelled examples only."""
     epochs: int | None = None
@@ -129,13 +131,23 @@ class DistillRunConfig(Strict):
     data: DataConfig = DataConfig()
     student: StudentSpec = StudentSpec()
     objectives: list[ObjectiveSpec] | None = None
-    """Weighted loss terms; default: KL at T=2 (0.5) + gold cross-entropy (0.5), MSE mix for regression."""
+    """Weighted loss terms; default: KL at T=2 (0.5) + gold cross-entropy (0.5), MSE mix for regression;
+    with ``general``: attention KL + value relation on the last layer (MiniLM)."""
+    matches: list[MatchSpec] | None = None
+    """Declarative teacher-layer/student-layer matches, added to ``objectives``."""
     stages: list[StageConfig] | None = None
     """Staged recipe; one stage with ``objectives`` when omitted."""
     out: str | None = None
     seed: int = 42
     cache_teacher: bool = True
     """Reuse cached teacher outputs (False runs the teacher on every batch: for benchmarks)."""
+    cache_budget_gb: float = Field(default=8.0, ge=0)
+    """Largest teacher cache (GB) to write for this run; outputs that would exceed it are computed online."""
+    general: bool = False
+    """Task-agnostic distillation: no labels and no head; the student encoder matches the teacher's
+    attention and value relations on unlabelled text and is saved for ``init_from``."""
+    init_from: str | None = None
+    """A general-distilled encoder directory (``distill --general``) to initialise the student from."""
     train: StudentTrainConfig = StudentTrainConfig()
 
     @model_validator(mode="after")
@@ -172,6 +184,8 @@ def check_keys(model: type[BaseModel], data: Any, where: str = "") -> None:
             hint = f"; did you mean '{where}{close[0]}'?" if close else f"; valid keys here: {', '.join(fields)}."
             raise KdexamError(f"Unknown config key '{path}'{hint}")
         sub = _submodel(fields[key].annotation)
+        if sub is not None and sub.model_config.get("extra") == "allow":
+            continue  # e.g. objective parameters: checked against the objective's own schema when built
         if sub is not None and isinstance(value, list):
             for i, item in enumerate(value):
                 check_keys(sub, item, f"{path}[{i}].")

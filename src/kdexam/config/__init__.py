@@ -1,0 +1,32 @@
+"""Run configuration: pydantic schemas loaded from YAML (``yaml.safe_load`` only); no torch import.
+
+- :mod:`kdexam.config.runs`: data, training, teacher and distillation runs, stages;
+  loading, validation with the closest-key error, overrides and saving;
+- :mod:`kdexam.config.students`: the student spec;
+- :mod:`kdexam.config.objectives`: objective entries and declarative layer matches.
+"""
+
+from kdexam.config.objectives import MatchSpec, ObjectiveSpec
+from kdexam.config.runs import (
+    STUDENT_LEARNING_RATES,
+    DataConfig,
+    DistillRunConfig,
+    StageConfig,
+    StudentTrainConfig,
+    TaskKind,
+    TeacherRunConfig,
+    TeacherTrainConfig,
+    TrainConfig,
+    build_config,
+    check_keys,
+    load_config,
+    save_config,
+    set_dotted,
+)
+from kdexam.config.students import StudentSpec
+
+__all__ = [
+    "STUDENT_LEARNING_RATES", "DataConfig", "DistillRunConfig", "MatchSpec", "ObjectiveSpec", "StageConfig",
+    "StudentSpec", "StudentTrainConfig", "TaskKind", "TeacherRunConfig", "TeacherTrainConfig", "TrainConfig",
+    "build_config", "check_keys", "load_config", "save_config", "set_dotted",
+]

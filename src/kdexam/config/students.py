@@ -1,0 +1,50 @@
+"""The student spec: what student to build (pydantic only, no torch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StudentSpec(BaseModel):
+    """What student to build. ``None`` means the kind's default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+    kind: str = "bilstm"
+    """bilstm, cnn, bert-tiny, bert-mini, bert-small, bert-medium or teacher-layers:K."""
+    embeddings: Literal["teacher", "glove", "random"] = "teacher"
+    """bilstm/cnn input embeddings: the teacher's (tokenizer + word vectors), word vectors from a
+    GloVe/word2vec file over a word vocabulary of the training texts, or random over the teacher's tokenizer."""
+    embedding_dim: int | None = Field(default=None, ge=1)
+    """Width of the embeddings: PCA width for teacher embeddings (default: the teacher's width), the
+    width of random embeddings (default 300); for glove it must match the file (default: the file's)."""
+    vectors_file: str | None = None
+    """word2vec/GloVe text file (embeddings: glove)."""
+    hidden_size: int | None = Field(default=None, ge=1)
+    """bilstm: LSTM size per direction and MLP width (default 300)."""
+    num_layers: int | None = Field(default=None, ge=1)
+    """bilstm: BiLSTM layers (default 1); cnn tagging: residual convolution blocks (default 3)."""
+    pooling: Literal["max", "mean", "attention"] = "max"
+    """bilstm, sequence tasks: how BiLSTM outputs are pooled (masked)."""
+    pair_mode: Literal["concat", "siamese"] = "concat"
+    """bilstm/cnn text pairs: 'concat' reads the tokenizer's pair encoding as one sequence; 'siamese'
+    encodes each text alone with the shared encoder and classifies [u; v; |u - v|; u * v]."""
+    crf: bool = False
+    """bilstm token classification: a linear-chain CRF over the words' tag scores, Viterbi decoding."""
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    """Dropout (bilstm/cnn default 0.2; bert presets: hidden and attention dropout, default 0.1)."""
+    filter_widths: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
+    """cnn, sequence tasks: convolution widths."""
+    num_filters: int = Field(default=100, ge=1)
+    """cnn: filters per width (sequence tasks) or channels (tagging)."""
+    layers: Literal["lower", "upper", "uniform", "random"] | list[int] = "uniform"
+    """teacher-layers: which K layers to keep: lower, upper, uniform (first and last included) or indices;
+    random: the teacher's architecture with K layers, every weight randomly initialised (a control)."""
+    freeze_embeddings: bool = False
+    """Keep the input word embeddings fixed during training."""
+    trim_vocab: bool = True
+    """bilstm/cnn with teacher or random embeddings: keep only the rows of tokens the training texts use."""
+
+

@@ -1,0 +1,123 @@
+"""The typed result of a run: what ``metrics.json`` holds, and what ``report`` and the exam read.
+
+A distillation run returns a :class:`RunResult`; ``result.write(run_dir)`` writes
+``metrics.json`` (atomically) and :func:`read_result` reads any run directory's
+``metrics.json`` (teacher, student or general-distillation run) back into one.
+
+``metrics.json`` of a distillation run (the contract in DESIGN.md)::
+
+    {"task": "classification", "dataset": "movie-sentiment", "split": "test", "primary_metric": "accuracy",
+     "teacher": {"name": "...", "params": 22713986, "metrics": {...}},
+     "student": {"name": "bilstm", "params": 3186458, "metrics": {...}, "loyalty": {"label": 0.93, "probability": 0.90}},
+     "retention": 0.965, ...}
+
+``retention`` = student primary metric / teacher primary metric on the same split
+(the inverse for metrics where lower is better). A general (task-agnostic) run has
+``"general": true``, no task metrics, and the encoder's validation objective.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdexam.errors import KdexamError
+from kdexam.paths import atomic_write_json
+
+
+@dataclass
+class ModelResult:
+    """One side of a run: a teacher or a student."""
+
+    name: str
+    params: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    params_without_embeddings: int | None = None
+    per_class: dict | None = None
+    loyalty: dict[str, float] | None = None
+    efficiency: dict | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "extra" and v is not None}
+        return {**d, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelResult":
+        known = {k: d[k] for k in ("name", "params", "metrics", "params_without_embeddings", "per_class", "loyalty",
+                                   "efficiency") if k in d}
+        return cls(**known, extra={k: v for k, v in d.items() if k not in known})
+
+
+@dataclass
+class RunResult:
+    """A run's outcome. For a teacher run ``student`` is ``None``; for a general run ``general`` is True."""
+
+    teacher: ModelResult
+    student: ModelResult | None = None
+    task: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    primary_metric: str | None = None
+    retention: float | None = None
+    compression: float | None = None
+    general: bool = False
+    seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Everything else ``metrics.json`` holds (teacher_cache, stages, objectives, citations, notes, …)."""
+
+    @property
+    def score(self) -> float | None:
+        """The primary metric of the student (of the teacher for a teacher run)."""
+        side = self.student or self.teacher
+        return side.metrics.get(self.primary_metric) if self.primary_metric else None
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {}
+        if self.general:
+            d["general"] = True
+        for k in ("task", "dataset", "split", "primary_metric"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        d["teacher"] = self.teacher.to_dict()
+        if self.student is not None:
+            d["student"] = self.student.to_dict()
+        for k in ("retention", "compression"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        d.update(self.extra)
+        if self.seconds is not None:
+            d["seconds"] = self.seconds
+        return d
+
+    def write(self, run_dir: str | Path) -> Path:
+        path = Path(run_dir) / "metrics.json"
+        atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunResult":
+        top = ("general", "task", "dataset", "split", "primary_metric", "teacher", "student", "retention", "compression", "seconds")
+        return cls(teacher=ModelResult.from_dict(d["teacher"]),
+                   student=ModelResult.from_dict(d["student"]) if d.get("student") else None,
+                   task=d.get("task"), dataset=d.get("dataset"), split=d.get("split"), primary_metric=d.get("primary_metric"),
+                   retention=d.get("retention"), compression=d.get("compression"), general=bool(d.get("general")),
+                   seconds=d.get("seconds"), extra={k: v for k, v in d.items() if k not in top})
+
+
+def read_result(run_dir: str | Path) -> RunResult:
+    """The :class:`RunResult` of a run directory, from its ``metrics.json``."""
+    f = Path(run_dir) / "metrics.json"
+    if not f.is_file():
+        raise KdexamError(f"'{run_dir}' has no metrics.json; pass run directories written by 'kdexam teacher' or 'kdexam distill'.")
+    try:
+        return RunResult.from_dict(json.loads(f.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as e:
+        raise KdexamError(f"'{f}' is not a valid kdexam metrics file ({type(e).__name__}); rerun the command that wrote it.") from None
+
+
+def retention(student: float, teacher: float, greater_is_better: bool = True) -> float:
+    """Student / teacher primary metric (teacher / student when lower is better)."""
+    return student / teacher if greater_is_better else teacher / student

@@ -1,0 +1,280 @@
+"""The teacher: a fine-tuned model that tokenizes raw examples itself and returns named outputs.
+
+A :class:`Teacher` never sees a student's input ids: it takes :class:`Example`
+objects, encodes them with its own tokenizer and gives named outputs
+(:mod:`kdexam.outputs`) in their *stored form* per example:
+
+- ``logits``: [C] per example (regression: [1]); tagging: [words, C], the logits at
+  each word's first subword (so students with other tokenizers match word by word);
+- ``cls.K``: [H]; ``hidden.K`` / ``query.K`` / ``key.K`` / ``value.K``: [L, H];
+  ``attention.K``: [heads, L, L] — over the teacher's own L tokens.
+
+:meth:`Teacher.outputs` serves them from the cache (:mod:`kdexam.teachers.cache`),
+computing only what is missing in one pass, or online per batch when the cache is off
+or would exceed its disk budget. :func:`to_batch` turns stored forms into tensors laid
+out like the student's batch. The model itself loads only when something must be
+computed, and counts its forward calls (a cache hit leaves the count at 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from kdexam.data.encode import MODEL_INPUTS, Features, encode, first_subwords, make_loader
+from kdexam.data.readers import Example
+from kdexam.errors import KdexamError
+from kdexam.outputs import encoder_outputs, model_shape, parse_name
+from kdexam.tasks import Task
+from kdexam.teachers.cache import (TeacherOutputs, cache_dir, fingerprint, model_fingerprint, pack, read_output,
+                                   write_output)
+
+console = Console(stderr=True)
+TOKEN_LEVEL = ("hidden", "query", "key", "value", "attention")
+
+
+class Teacher:
+    """A teacher run directory (or, for task-agnostic distillation, any encoder: a built-in name,
+    a local HF directory or a hub id). ``task`` defaults to the run's ``task.json``; ``None`` with
+    ``general=True`` loads the bare encoder (no head, no logits)."""
+
+    def __init__(self, source: str | Path, task: Task | None = None, max_length: int = 128, general: bool = False):
+        from kdexam.teachers.builtin_models import resolve_model
+        from kdexam.teachers.loader import load_tokenizer, read_task
+
+        self.name = str(source)
+        self.dir = Path(resolve_model(str(source)))
+        self.general = general
+        self.task = None if general else (task or read_task(self.dir))
+        self.max_length = max_length
+        self.tokenizer = load_tokenizer(str(self.dir))
+        self._key: str | None = None
+        self._model = None
+        self.forward_calls = 0
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            self._key = model_fingerprint(self.dir) if self.dir.is_dir() else self.name
+        return self._key
+
+    @property
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            if self.general:
+                from transformers import AutoModel
+
+                from kdexam.teachers.loader import cannot_load, quiet_transformers
+
+                quiet_transformers()
+                try:
+                    self._model = AutoModel.from_pretrained(str(self.dir))
+                except Exception as e:
+                    raise cannot_load(self.name, "weights", e) from None
+            else:
+                from kdexam.teachers.loader import load_for_task
+
+                self._model = load_for_task(str(self.dir), self.task)
+            self._model.eval()
+            self._model.register_forward_pre_hook(self._count)
+        return self._model
+
+    def _count(self, module, args) -> None:
+        self.forward_calls += 1
+
+    @property
+    def config(self):
+        from transformers import AutoConfig
+
+        return self._model.config if self._model is not None else AutoConfig.from_pretrained(str(self.dir))
+
+    @property
+    def shape(self):
+        """Layers, width and heads (:class:`kdexam.objectives.ModelShape`), read without loading weights."""
+        return model_shape(self.config)
+
+    @property
+    def params(self) -> int:
+        from safetensors import safe_open
+
+        f_path = self.dir / "model.safetensors"
+        if not f_path.is_file():
+            return sum(p.numel() for p in self.model.parameters())
+        with safe_open(str(f_path), "pt") as f:
+            return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys()))
+
+    def encode(self, examples: list[Example]) -> Features:
+        return encode(examples, self.tokenizer, self.task or Task("classification", ["-"], False, "accuracy", ""), self.max_length)
+
+    # ---- computing -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def compute(self, examples: list[Example], names, batch_size: int = 64, features: Features | None = None,
+                progress: bool = False) -> dict[str, list[np.ndarray]]:
+        """Stored forms of ``names`` for every example, in one teacher pass (length-sorted batches)."""
+        names = list(names)
+        features = features or self.encode(examples)
+        model = self.model
+        device = next(model.parameters()).device
+        out: dict[str, list] = {n: [None] * len(examples) for n in names}
+        task = self.task or Task("classification", ["-"], False, "accuracy", "")
+        loader = make_loader(features, self.tokenizer, task, batch_size, shuffle=False)
+        for batch in _progress(loader, progress, f"teacher outputs ({', '.join(names)})"):
+            inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+            result = encoder_outputs(model, inputs, names)
+            for row, i in enumerate(batch["index"].tolist()):
+                for n in names:
+                    out[n][i] = stored_form(n, result[n][row], features.rows[i], self.task)
+        return out
+
+    def outputs(self, examples: list[Example], names, cache: bool = True, budget_gb: float = 8.0) -> TeacherOutputs:
+        """The teacher's ``names`` on ``examples``: read from the cache, computed once and cached, or
+        (``cache=False``, or beyond ``budget_gb`` of disk) computed online for each batch."""
+        names = sorted(set(names))
+        key = fingerprint(self.key, examples, self.task, self.max_length)
+        d = cache_dir(key)
+        stored = {n: s for n in names if cache and (s := read_output(d, n)) is not None}
+        missing = [n for n in names if n not in stored]
+        online: list[str] = [] if cache else missing
+        notes: list[str] = []
+        features = None
+        if cache and missing:
+            features = self.encode(examples)
+            sizes = {n: self.estimate_bytes(n, features) for n in missing}
+            have = sum(s.data.nbytes for s in stored.values())
+            budget = budget_gb * 1e9
+            for n in sorted(missing, key=lambda n: -sizes[n]):  # the largest go online first
+                if have + sum(sizes[m] for m in missing if m not in online) <= budget:
+                    break
+                if n != "logits":
+                    online.append(n)
+            if online:
+                msg = (f"teacher outputs {', '.join(online)} ({sum(sizes[n] for n in online) / 1e9:.2f} GB) are computed "
+                       f"online for each batch: caching them would exceed the {budget_gb:g} GB cache budget (cache_budget_gb)")
+                console.print(f"[yellow]{msg}[/]")
+                notes.append(msg)
+        to_cache = [n for n in missing if n not in online]
+        if to_cache:
+            console.print(f"teacher: computing {', '.join(to_cache)} for {len(examples)} examples (cached for later runs)")
+            computed = self.compute(examples, to_cache, features=features, progress=True)
+            for n in to_cache:
+                write_output(d, n, pack(n, computed.pop(n)))
+                stored[n] = read_output(d, n)
+        def compute_online(indices, wanted):
+            return self.compute([examples[i] for i in indices], wanted)
+
+        return TeacherOutputs(stored, d if cache else None, from_cache=cache and not to_cache, online=tuple(online),
+                              compute=compute_online, notes=notes)
+
+    def estimate_bytes(self, name: str, features: Features) -> int:
+        """Disk size of one output on ``features`` (the teacher's own encoding)."""
+        kind, _ = parse_name(name)
+        shape = self.shape
+        lengths = np.asarray(features.lengths, dtype=np.int64)
+        h, heads = shape.hidden_size or 0, shape.num_heads or 0
+        if kind == "logits":
+            c = self.task.num_labels if self.task else 1
+            rows = sum(r["n_words"] for r in features.rows) if self.task and self.task.kind == "token-classification" else len(lengths)
+            return int(rows * c * 4)
+        if kind == "cls":
+            return int(len(lengths) * h * 2)
+        if kind == "attention":
+            return int((lengths ** 2).sum() * heads * 2)
+        return int(lengths.sum() * h * 2)
+
+
+def _progress(loader, show: bool, desc: str):
+    if not show:
+        yield from loader
+        return
+    from kdexam.training.trainer import progress_bar
+
+    with progress_bar() as bar:
+        job = bar.add_task(desc, total=len(loader), info="")
+        for batch in loader:
+            yield batch
+            bar.update(job, advance=1)
+
+
+def stored_form(name: str, tensor: torch.Tensor, row: dict, task: Task | None) -> np.ndarray:
+    """One example's output (``tensor`` is its row of the padded batch) cut to its real length."""
+    kind, _ = parse_name(name)
+    n = len(row["input_ids"])
+    t = tensor.float().cpu().numpy()
+    if kind == "logits":
+        if task is not None and task.kind == "token-classification":
+            words = np.zeros((row["n_words"], t.shape[-1]), dtype=np.float32)
+            for w, pos in enumerate(first_subwords(row["word_ids"], row["n_words"])):
+                if pos >= 0:  # words cut by truncation keep zeros: a uniform distribution
+                    words[w] = t[pos]
+            return words
+        return t.astype(np.float32)
+    if kind == "cls":
+        return t.astype(np.float16)
+    if kind == "attention":
+        return t[:, :n, :n].astype(np.float16)
+    return t[:n].astype(np.float16)
+
+
+# ---- laying teacher outputs out like the student's batch ------------------------------------------------
+
+
+def to_batch(stored: dict[str, list[np.ndarray]], batch: dict, task: Task | None,
+             positions: list[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    """Stored forms of the batch's examples → tensors shaped like the student's batch.
+
+    Token-level outputs are padded to the batch length (they are only requested when the
+    student shares the teacher's tokenization); tagging logits go on the student's own first
+    subwords (``positions``: each example's first-subword positions, by example index)."""
+    b, length = batch["input_ids"].shape
+    out: dict[str, torch.Tensor] = {}
+    for name, rows in stored.items():
+        kind, _ = parse_name(name)
+        if kind == "logits" and task is not None and task.kind == "token-classification":
+            t = torch.zeros(b, length, rows[0].shape[-1])
+            for r, i in enumerate(batch["index"].tolist()):
+                pos = positions[i]
+                keep = pos >= 0
+                t[r, torch.from_numpy(pos[keep])] = torch.from_numpy(np.array(rows[r][keep], dtype=np.float32))
+        elif kind in ("hidden", "query", "key", "value"):
+            t = torch.zeros(b, length, rows[0].shape[-1], dtype=torch.float16)
+            for r, a in enumerate(rows):
+                t[r, : len(a)] = torch.from_numpy(np.array(a))
+        elif kind == "attention":
+            t = torch.zeros(b, rows[0].shape[0], length, length, dtype=torch.float16)
+            for r, a in enumerate(rows):
+                n = a.shape[-1]
+                t[r, :, :n, :n] = torch.from_numpy(np.array(a))
+        else:
+            t = torch.from_numpy(np.stack(rows))
+        out[name] = t
+    return out
+
+
+def check_same_tokenization(teacher: Teacher, examples: list[Example], student_features: Features, names) -> None:
+    """Token-level matches need the student to see exactly the teacher's tokens."""
+    token_level = sorted(n for n in names if parse_name(n)[0] in TOKEN_LEVEL)
+    if not token_level:
+        return
+    teacher_features = teacher.encode(examples)
+    for i, (t, s) in enumerate(zip(teacher_features.rows, student_features.rows)):
+        if t["input_ids"] != s["input_ids"]:
+            raise KdexamError(f"Teacher outputs {', '.join(token_level)} are compared token by token, but the student "
+                              f"tokenizes example {i} differently from the teacher; use a student on the teacher's "
+                              "tokenizer (a bert-* preset or teacher-layers:K) or sentence-level objectives.")
+
+
+def read_teacher_config(teacher_dir: str | Path) -> dict:
+    """The teacher run's resolved ``config.yaml`` (empty when it has none)."""
+    import yaml
+
+    p = Path(teacher_dir) / "config.yaml"
+    if not p.is_file():
+        return {}
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise KdexamError(f"'{p}' is not a valid YAML config; pass --data explicitly or repair the file.") from None

@@ -1,0 +1,125 @@
+"""Task-agnostic distillation (``kdexam distill --general``): a small encoder learns the teacher's
+self-attention knowledge from unlabelled text, with no labels and no head.
+
+As MiniLM (Wang et al. 2020) does, the student's last layer matches the teacher's last
+layer's attention distributions and value relations (``attention_kl`` +
+``value_relation``); when head counts differ, MiniLMv2's query/key/value relations with
+relation heads (Wang et al. 2021) are used instead
+(:func:`kdexam.objectives.general_objectives`). Any intermediate objective may be named
+instead (hidden states too). The student is a preset shape (random) or K of the
+teacher's layers; the result is a Hugging Face encoder directory (``config.json``,
+``model.safetensors``, tokenizer, ``encoder.json``) that a later run takes as its
+student's initialisation with ``--init-from DIR``.
+
+Validation: the mean objective on held-out texts (lower is better), which also picks
+the best epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+from rich.console import Console
+
+from kdexam.config import DistillRunConfig, save_config
+from kdexam.data.encode import make_loader
+from kdexam.data.readers import load_texts
+from kdexam.errors import KdexamError
+from kdexam.evaluation.results import ModelResult, RunResult
+from kdexam.objectives import build_objectives, general_objectives
+from kdexam.paths import atomic_write_json
+from kdexam.students.registry import check_spec, count_parameters
+from kdexam.students.transformer import ENCODER_FILE, build_general_student
+from kdexam.tasks import Task
+from kdexam.teachers.teacher import Teacher
+from kdexam.training.distiller import Distiller, TeacherSide
+from kdexam.training.stages import stage_train_config, stages_of
+from kdexam.training.trainer import fit, make_accelerator
+
+console = Console(stderr=True)
+NO_TASK = Task("classification", ["-"], False, "accuracy", "")  # encoding only: no labels are read
+
+
+def distill_general(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
+    """Distil ``cfg.teacher`` (a run directory or any encoder) into a bare student encoder; save it in ``cfg.out``."""
+    if not cfg.teacher:
+        raise KdexamError("No teacher given; pass --teacher with a teacher run directory or an encoder (e.g. minilm-l6).")
+    if not cfg.out:
+        raise KdexamError("No output directory given; pass --out DIR.")
+    if cfg.init_from:
+        raise KdexamError("--general trains an encoder from the teacher; it does not take --init-from.")
+    out = Path(cfg.out)
+    set_seed(cfg.seed)
+    started = time.perf_counter()
+    family, k = check_spec(cfg.student)
+    teacher = Teacher(cfg.teacher, max_length=cfg.data.max_length, general=True)
+    train, validation, name = load_texts(cfg.data, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    student, tokenizer, info = build_general_student(family, k, teacher.dir, cfg.student.layers)
+    stage = stages_of(cfg)[0]
+    if len(stages_of(cfg)) > 1:
+        raise KdexamError("General distillation runs one stage; remove the extra stages.")
+    specs = stage.objectives or cfg.objectives or general_objectives(teacher.shape, student.shape)
+    objective = build_objectives(specs, "general", teacher=teacher.shape, student=student.shape,
+                                 matches=stage.matches or cfg.matches)
+    names = objective.teacher_requires
+    train_out = teacher.outputs(train, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb)
+    val_out = teacher.outputs(validation, names, budget_gb=cfg.cache_budget_gb)
+    feats = {"train": teacher.encode(train), "validation": teacher.encode(validation)}
+    sides = {"train": TeacherSide(train_out, names, None), "validation": TeacherSide(val_out, names, None)}
+
+    accelerator = make_accelerator(cfg.train)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    train_cfg = stage_train_config(stage, cfg.train)
+    distiller = Distiller(student, objective)
+    console.print(f"general distillation of {teacher.name} into {cfg.student.kind} on {len(train)} texts of {name}: "
+                  f"{', '.join(objective.names)}")
+
+    def loss_fn(model, batch):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        return model(batch, sides["train"](batch, accelerator.device))[0]
+
+    @torch.inference_mode()
+    def validate(model):
+        model.eval()
+        total, n = 0.0, 0
+        for batch in make_loader(feats["validation"], tokenizer, NO_TASK, cfg.train.eval_batch_size, shuffle=False):
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            loss = model(batch, sides["validation"](batch, accelerator.device))[0]
+            total, n = total + float(loss) * len(batch["input_ids"]), n + len(batch["input_ids"])
+        return {"objective": total / n}
+
+    loader = make_loader(feats["train"], tokenizer, NO_TASK, train_cfg.batch_size, shuffle=True, seed=cfg.seed)
+    log_path = out / "train_log.jsonl"
+    if not resume:
+        log_path.unlink(missing_ok=True)
+    summary = fit(distiller, loader, loss_fn, validate, train_cfg, accelerator, "objective", False, log_path,
+                  desc=f"{cfg.student.kind} general", checkpoint_dir=out / "checkpoint-general", resume=resume)
+    student = accelerator.unwrap_model(distiller).student
+    save_encoder(student, tokenizer, out, {"kind": cfg.student.kind, "teacher": teacher.name, "data": name, **info,
+                                           "objectives": objective.names})
+    result = RunResult(
+        general=True, dataset=name,
+        teacher=ModelResult(teacher.name, teacher.params),
+        student=ModelResult(cfg.student.kind, count_parameters(student), {"validation_objective": summary["best_validation"]},
+                            count_parameters(student, exclude_embeddings=True)),
+        compression=teacher.params / max(1, count_parameters(student)),
+        seconds=round(time.perf_counter() - started, 2),
+        extra={"texts": {"train": len(train), "validation": len(validation)}, "objectives": objective.names,
+               "stages": [{"stage": "general", **{k: v for k, v in summary.items() if k != "history"}}],
+               "teacher_cache": {"hit": train_out.from_cache, "outputs": sorted(names), "online": list(train_out.online),
+                                 "teacher_forward_calls": teacher.forward_calls},
+               "citations": objective.citations(), "notes": train_out.notes})
+    result.write(out)
+    return result
+
+
+def save_encoder(student, tokenizer, out: Path, info: dict) -> None:
+    """The encoder as a Hugging Face directory (safetensors) plus ``encoder.json``, written last."""
+    student.model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    atomic_write_json(out / ENCODER_FILE, {"format_version": 1, **info})
