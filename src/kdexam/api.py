@@ -434,30 +434,27 @@ def prepare_model(name: str, force: bool = False) -> Path:
 
 
 def compare_runs(runs: list[str | Path]) -> list[dict]:
-    """One row per run directory (from its ``metrics.json``): model, parameters, primary
-    metric and score, for students retention and loyalty, and once ``kdexam bench`` has run,
-    the fastest CPU backend at batch 1 with its p50 latency and speedup over the teacher."""
-    import json
-
-    from kdexam.errors import KdexamError
+    """One row per run directory (its :class:`~kdexam.evaluation.results.RunResult`): model,
+    parameters, primary metric and score, for students retention and loyalty, and once
+    ``kdexam bench`` has run, the fastest CPU backend at batch 1 with its p50 latency and
+    speedup over the teacher. A general-distillation run shows its validation objective."""
+    from kdexam.evaluation.results import read_result
 
     rows = []
     for run in map(Path, runs):
-        f = run / "metrics.json"
-        if not f.is_file():
-            raise KdexamError(f"'{run}' has no metrics.json; pass run directories written by 'kdexam teacher' or 'kdexam distill'.")
-        m = json.loads(f.read_text(encoding="utf-8"))
-        pm = m["primary_metric"]
-        side = m.get("student") or m["teacher"]
-        loyal = side.get("loyalty", {})
-        seconds = m.get("seconds") or side.get("total_seconds")
+        r = read_result(run)
+        side = r.student or r.teacher
+        loyal = side.loyalty or {}
+        seconds = r.seconds or side.extra.get("total_seconds")
+        metric = "validation objective" if r.general else f"{r.primary_metric} ({r.split})"
+        score = side.metrics.get("validation_objective") if r.general else r.score
         rows.append({
-            "run": str(run), "model": side["name"] if "student" in m else f"teacher {Path(side['name']).name}",
-            "params": side["params"], "metric": f"{pm} ({m['split']})", "score": side["metrics"].get(pm),
-            "retention": m.get("retention"), "label_loyalty": loyal.get("label", loyal.get("regression")),
+            "run": str(run), "model": side.name if r.student else f"teacher {Path(side.name).name}",
+            "params": side.params, "metric": metric, "score": score,
+            "retention": r.retention, "label_loyalty": loyal.get("label", loyal.get("regression")),
             "probability_loyalty": loyal.get("probability", loyal.get("pearson")),
             "minutes": None if seconds is None else seconds / 60,
-            **_fastest_batch1(side.get("efficiency")),
+            **_fastest_batch1(side.efficiency),
         })
     return rows
 
