@@ -61,3 +61,23 @@ def test_run_defaults_survive_partial_train_overrides():
     assert t.train.epochs == 2 and t.train.num_threads == 1
     d = build_config(DistillRunConfig, {"train": {"batch_size": 8}}, {"student.kind": "cnn"})
     assert (d.train.epochs, d.train.patience, d.train.batch_size, d.train.learning_rate) == (10, 3, 8, 1e-3)
+
+
+def test_config_schemas_import_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, kdexam.config; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:1])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_objective_parameters_pass_through_the_config_and_are_checked_when_built():
+    from kdexam.config import DistillRunConfig
+    from kdexam.errors import KdexamError
+    from kdexam.objectives import ModelShape, build_objectives
+
+    d = build_config(DistillRunConfig, {"objectives": [{"name": "hidden_mse", "layer": "uniform"}]})
+    assert d.objectives[0].params == {"layer": "uniform"}
+    with pytest.raises(KdexamError, match="did you mean 'layers'"):
+        build_objectives(d.objectives, "classification", teacher=ModelShape(6, 384, 12), student=ModelShape(2, 384, 12))

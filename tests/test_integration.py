@@ -39,3 +39,17 @@ def test_bilstm_distils_from_minilm(minilm_teacher, tmp_path):
     assert r["teacher"]["metrics"] == t["teacher"]["metrics"], "teacher metrics from the cache equal the fine-tune's"
     assert r["student"]["params"] * 5 < r["teacher"]["params"]
     assert 0.5 <= r["student"]["loyalty"]["label"] <= 1.0
+
+
+def test_teacher_layers_learn_minilm_attention_and_hidden_states(minilm_teacher, tmp_path):
+    """Intermediate objectives on the real MiniLM: 12 heads, width 384, 6 layers mapped uniformly onto 2."""
+    teacher_dir, t = minilm_teacher
+    r = api.distill(teacher=teacher_dir, student="teacher-layers:2", out=tmp_path / "s", max_train=256, max_eval=200,
+                    epochs=1, batch_size=16, objective=["kl:temperature=2,weight=0.5", "gold:weight=0.5",
+                                                        "hidden_mse:layers=uniform", "attention_kl:layers=uniform",
+                                                        "value_relation:layers=final"])
+    assert r["dataset"] == "movie-sentiment", "no --data: the teacher's own data"
+    assert set(r["teacher_cache"]["outputs"]) == {"logits", "hidden.3", "hidden.6", "attention.3", "attention.6", "value.6"}
+    history = r["stages"][0]
+    assert history["objectives"] == ["kl", "gold", "hidden_mse", "attention_kl", "value_relation"]
+    assert r["student"]["metrics"]["accuracy"] > 0.5

@@ -157,3 +157,16 @@ def test_student_with_another_tokenization_cannot_match_tokens(teacher_dir, tmp_
     with pytest.raises(KdexamError, match="tokenizes example"):
         check_same_tokenization(t, data, other, {"hidden.1"})
     check_same_tokenization(t, data, other, {"logits"})  # sentence-level: fine
+
+
+def test_attention_of_a_training_student_is_a_distribution(teacher_dir, tiny_tokenizer):
+    """HF returns attention probabilities after dropout in train mode; asking for them switches that dropout off."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir, attention_probs_dropout_prob=0.5).train()
+    enc = tiny_tokenizer(["the movie was good and the plot was great"], return_tensors="pt")
+    out = encoder_outputs(model, dict(enc), {"attention.1", "attention.2"})
+    for name in ("attention.1", "attention.2"):
+        torch.testing.assert_close(out[name].sum(-1), torch.ones_like(out[name].sum(-1)))
+    assert model.config.attention_probs_dropout_prob == 0.0
+    assert model.bert.encoder.layer[0].output.dropout.p > 0, "hidden-state dropout stays"

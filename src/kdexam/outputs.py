@@ -24,7 +24,9 @@ relative position biases).
 :func:`encoder_outputs` gets any set of these from a Hugging Face encoder in one
 forward pass: hidden states and attentions through the model's own
 ``output_hidden_states`` / ``output_attentions``, query/key/value projections with
-forward hooks on the ``nn.Linear`` modules of each layer's self-attention.
+forward hooks on the ``nn.Linear`` modules of each layer's self-attention. A model
+asked for attention maps in training mode stops dropping attention probabilities
+(:func:`attention_dropout_off`): Hugging Face returns them after dropout.
 """
 
 from __future__ import annotations
@@ -79,6 +81,22 @@ def projection_modules(layer: nn.Module) -> dict[str, nn.Linear]:
     return found
 
 
+def attention_dropout_off(model: nn.Module) -> None:
+    """No dropout on attention probabilities: Hugging Face models return them *after* dropout in
+    training mode (zeros and 1/(1-p) scaling), which is not a distribution an objective can
+    compare. A student whose attention maps are distilled therefore trains without it (the
+    ``nn.Dropout`` beside each layer's query/key/value projections; hidden-state dropout stays)."""
+    for layer in layer_list(model):
+        query = projection_modules(layer).get("query")
+        for parent in layer.modules():
+            if query is not None and any(child is query for child in parent.children()):
+                for child in parent.children():
+                    if isinstance(child, nn.Dropout):
+                        child.p = 0.0
+    if hasattr(model.config, "attention_probs_dropout_prob"):
+        model.config.attention_probs_dropout_prob = 0.0
+
+
 def encoder_outputs(model: nn.Module, inputs: dict, names: set[str] | list[str] | tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Run a Hugging Face model once on ``inputs`` and return the requested named outputs.
 
@@ -90,6 +108,8 @@ def encoder_outputs(model: nn.Module, inputs: dict, names: set[str] | list[str] 
     want_attn = "attention" in kinds
     if want_attn and getattr(model.config, "_attn_implementation", "eager") != "eager":
         model.set_attn_implementation("eager")
+    if want_attn and model.training:
+        attention_dropout_off(model)
     captured: dict[str, torch.Tensor] = {}
     hooks = []
     projections = [(k, i) for k, i in parsed.values() if k in PROJECTION_NAMES]

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,7 +166,9 @@ class TeacherOutputs:
     from_cache: bool = False
     """True when every cached output was read from an earlier run's cache (the teacher did not run)."""
     online: tuple[str, ...] = ()
-    compute: object = None
+    """Outputs computed for each batch instead of cached (cache off, or beyond the disk budget)."""
+    compute: Callable[[list[int], list[str]], dict[str, list[np.ndarray]]] | None = None
+    """``compute(indices, names)``: stored forms of ``names`` for those examples (the online path)."""
     notes: list[str] = field(default_factory=list)
 
     @property

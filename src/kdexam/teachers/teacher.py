@@ -163,7 +163,8 @@ class Teacher:
             for n in to_cache:
                 write_output(d, n, pack(n, computed.pop(n)))
                 stored[n] = read_output(d, n)
-        def compute_online(indices, wanted):
+
+        def compute_online(indices: list[int], wanted: list[str]) -> dict[str, list[np.ndarray]]:
             return self.compute([examples[i] for i in indices], wanted)
 
         return TeacherOutputs(stored, d if cache else None, from_cache=cache and not to_cache, online=tuple(online),
@@ -194,9 +195,12 @@ def _progress(loader, show: bool, desc: str):
 
     with progress_bar() as bar:
         job = bar.add_task(desc, total=len(loader), info="")
-        for batch in loader:
+        every = max(1, len(loader) // 10)
+        for i, batch in enumerate(loader, 1):
             yield batch
             bar.update(job, advance=1)
+            if not bar.console.is_terminal and i % every == 0:  # a log file gets plain lines
+                bar.console.print(f"{desc}: batch {i}/{len(loader)}")
 
 
 def stored_form(name: str, tensor: torch.Tensor, row: dict, task: Task | None) -> np.ndarray:
