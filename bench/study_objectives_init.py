@@ -88,7 +88,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
-    p.add_argument("--inits", nargs="+", default=INITS)
+    p.add_argument("--inits", nargs="*", default=INITS)
     p.add_argument("--init-from", nargs="*", default=[], metavar="NAME=DIR", help="extra initialisations from encoders")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)

@@ -67,14 +67,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
     split = data.eval_split
     feats = {s: encode(data.split(s), tokenizer, task, cfg.data.max_length) for s in ("train", "validation", split)}
     names = set().union(*(objective.teacher_requires for _, objective in plans))
-    check_same_tokenization(teacher, data.train, feats["train"], names)
+    teacher_side = training_teacher_side(cfg, teacher, data.train, task, feats["train"], names)
     evaluated = teacher.outputs(data.split(split), ["logits"])
-    train_out = teacher.outputs(data.train, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb)
-    if cfg.cache_teacher:
-        console.print(f"teacher outputs: {'read from cache' if train_out.from_cache else 'computed and cached'} ({train_out.path})")
-    positions = ([np.asarray(first_subwords(r["word_ids"], r["n_words"]), dtype=np.int64) for r in feats["train"].rows]
-                 if task.kind == "token-classification" else None)
-    teacher_side = TeacherSide(train_out, names, task, positions)
 
     accelerator = make_accelerator(cfg.train)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,6 +105,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
         student = accelerator.unwrap_model(distiller).student
 
     result = evaluate_run(cfg, data, task, teacher, evaluated, student, tokenizer, feats[split], split)
+    train_out = teacher_side.outputs
     result.extra.update({
         "teacher_cache": {"hit": train_out.from_cache, "path": str(train_out.path) if train_out.path else None,
                           "outputs": sorted(names), "online": list(train_out.online) if cfg.cache_teacher else sorted(names),
@@ -121,6 +116,18 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
     save_student(student, tokenizer, cfg.student, task, out)
     result.write(out)
     return result
+
+
+def training_teacher_side(cfg: DistillRunConfig, teacher: Teacher, examples, task: Task, features, names) -> TeacherSide:
+    """The teacher outputs ``names`` on the training examples (cached, computed once, or online),
+    laid out per batch like the student's; token-level outputs need the teacher's tokenization."""
+    check_same_tokenization(teacher, examples, features, names)
+    outputs = teacher.outputs(examples, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb)
+    if cfg.cache_teacher:
+        console.print(f"teacher outputs: {'read from cache' if outputs.from_cache else 'computed and cached'} ({outputs.path})")
+    positions = ([np.asarray(first_subwords(r["word_ids"], r["n_words"]), dtype=np.int64) for r in features.rows]
+                 if task.kind == "token-classification" else None)
+    return TeacherSide(outputs, names, task, positions)
 
 
 def build_stage_objective(stage, cfg: DistillRunConfig, task: Task, teacher: ModelShape, student: ModelShape):
