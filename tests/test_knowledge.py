@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import sentiment_examples, write_jsonl
+from conftest import sentiment_examples
 from kdexam import api
 from kdexam.errors import KdexamError
 

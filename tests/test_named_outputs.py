@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import sentiment_examples, write_jsonl
+from conftest import sentiment_examples
 from kdexam.data.readers import Example
 from kdexam.outputs import encoder_outputs, parse_name
 from kdexam.tasks import Task
