@@ -53,6 +53,15 @@ SAMPLES = {
               [{"teacher_layer": 6, "student_layer": 2, "loss": "cosine", "feature": "hidden"}]),
     "cache_teacher": (["--online-teacher"], False, False),
     "cache_budget_gb": (["--cache-budget-gb", "2.5"], 2.5, 2.5),
+    "unlabelled": (["--unlabelled", "movie-dialog"], "movie-dialog", "movie-dialog"),
+    "unlabelled_column": (["--unlabelled-column", "line"], "line", "line"),
+    "max_unlabelled": (["--max-unlabelled", "500"], 500, 500),
+    "augment": (["--augment", "mask,ngram"], "mask,ngram", ["mask", "ngram"]),
+    "augment_n": (["--augment-n", "5"], 5, 5),
+    "augment_p": (["--augment-p", "0.2"], 0.2, 0.2),
+    "augment_vectors": (["--augment-vectors", "glove.txt"], "glove.txt", "glove.txt"),
+    "augment_mlm_model": (["--augment-mlm-model", "mlm"], "mlm", "mlm"),
+    "min_confidence": (["--min-confidence", "0.9"], 0.9, 0.9),
 }
 
 TABLES = {"teacher": (api.TEACHER_FLAGS, api.teacher_config), "distill": (api.DISTILL_FLAGS, api.distill_config)}

@@ -198,6 +198,16 @@ def parse_layers(spec: Any) -> Any:
                           "layer indices; e.g. --layers 0,5.") from None
 
 
+def parse_list(spec: Any, flag: str) -> list[str]:
+    """``a,b`` -> ``["a", "b"]``; a list as it is."""
+    if not isinstance(spec, str):
+        return list(spec)
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:
+        raise KdexamError(f"{flag} '{spec}' names nothing; give comma-separated names, e.g. {flag} mask,ngram.")
+    return items
+
+
 def parse_set(item: str) -> tuple[str, Any]:
     """``a.b=value`` -> ``("a.b", value)``, the value read with ``yaml.safe_load``."""
     key, sep, value = str(item).partition("=")
@@ -270,6 +280,20 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     Flag("cache_teacher", "cache_teacher", bool, option="--cache-teacher/--online-teacher",
          help="Reuse cached teacher outputs (default), or run the teacher on every batch (for benchmarks)."),
     Flag("cache_budget_gb", "cache_budget_gb", float),
+    Flag("unlabelled", "transfer.unlabelled", metavar="FILE_OR_NAME",
+         help="Unlabelled text for the transfer set: a built-in dataset (e.g. movie-dialog), a .txt file (one text per "
+              "line) or a CSV/TSV/JSONL file; the teacher labels it."),
+    Flag("unlabelled_column", "transfer.unlabelled_column", help="Text column of an unlabelled CSV/JSONL file (default: --text-column)."),
+    Flag("max_unlabelled", "transfer.max_unlabelled", int, help="Use only N unlabelled texts (a fixed sample)."),
+    Flag("augment", "transfer.augment", convert=lambda s: parse_list(s, "--augment"), metavar="METHODS",
+         help="Augment the labelled examples: comma-separated mask, neighbours, ngram, mlm; the teacher labels the copies."),
+    Flag("augment_n", "transfer.augment_n", int, help="New examples per labelled example and method (default 1)."),
+    Flag("augment_p", "transfer.augment_p", float, help="Per-word probability for mask/neighbours/mlm (default: each method's)."),
+    Flag("augment_vectors", "transfer.augment_vectors", metavar="FILE",
+         help="word2vec/GloVe text file for neighbours (default: the teacher's input embeddings)."),
+    Flag("augment_mlm_model", "transfer.augment_mlm_model", metavar="DIR", help="Masked-LM model directory for mlm."),
+    Flag("min_confidence", "transfer.min_confidence", float, metavar="P",
+         help="Keep only teacher-labelled rows whose teacher confidence (max probability) is at least P."),
 )}
 """``kdexam distill`` flags = keywords of :func:`distill_config`: the teacher's data, run and
 training flags (not ``model``), and the student's and distillation's own."""

@@ -17,6 +17,7 @@ from kdexam.config.runs import (
     TeacherRunConfig,
     TeacherTrainConfig,
     TrainConfig,
+    TransferConfig,
     build_config,
     check_keys,
     load_config,
@@ -27,6 +28,6 @@ from kdexam.config.students import StudentSpec
 
 __all__ = [
     "STUDENT_LEARNING_RATES", "DataConfig", "DistillRunConfig", "MatchSpec", "ObjectiveSpec", "StageConfig",
-    "StudentSpec", "StudentTrainConfig", "TaskKind", "TeacherRunConfig", "TeacherTrainConfig", "TrainConfig",
+    "StudentSpec", "StudentTrainConfig", "TaskKind", "TeacherRunConfig", "TeacherTrainConfig", "TrainConfig", "TransferConfig",
     "build_config", "check_keys", "load_config", "save_config", "set_dotted",
 ]

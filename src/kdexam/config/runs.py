@@ -119,6 +119,30 @@ class StageConfig(Strict):
     """Train only the top N layer groups (head first), freezing the rest: gradual unfreezing."""
 
 
+class TransferConfig(Strict):
+    """What the student learns from besides the labelled train split (:mod:`kdexam.data.transfer`)."""
+
+    unlabelled: str | None = None
+    """Unlabelled text: a built-in dataset (e.g. ``movie-dialog``), a .txt file (one text per line), or a
+    CSV/TSV/JSONL file (its ``unlabelled_column``)."""
+    unlabelled_column: str | None = None
+    """Text column of an unlabelled CSV/JSONL file (default: the data's ``text_column``)."""
+    max_unlabelled: int | None = Field(default=None, gt=0)
+    """Keep the first N unlabelled texts of a fixed shuffle."""
+    augment: list[str] = []
+    """Augmenters applied to the labelled examples: mask, neighbours, ngram, mlm (:mod:`kdexam.data.augment`)."""
+    augment_n: int = Field(default=1, ge=1)
+    """New examples per labelled example and augmenter."""
+    augment_p: float | None = Field(default=None, gt=0, le=1)
+    """Per-word probability of mask/neighbours/mlm (each augmenter's default when omitted)."""
+    augment_vectors: str | None = None
+    """word2vec/GloVe text file for ``neighbours`` (default: the teacher's input embeddings)."""
+    augment_mlm_model: str | None = None
+    """A masked-LM model directory for ``mlm``."""
+    min_confidence: float | None = Field(default=None, gt=0, le=1)
+    """Keep only teacher-labelled rows whose teacher confidence (max probability) is at least this."""
+
+
 STUDENT_LEARNING_RATES = {"bilstm": 1e-3, "cnn": 1e-3, "teacher-layers": 5e-5}
 """Default peak learning rates per student family; other (bert-*) presets use 1e-4."""
 
@@ -137,6 +161,7 @@ class DistillRunConfig(Strict):
     """Declarative teacher-layer/student-layer matches, added to ``objectives``."""
     stages: list[StageConfig] | None = None
     """Staged recipe; one stage with ``objectives`` when omitted."""
+    transfer: TransferConfig = TransferConfig()
     out: str | None = None
     seed: int = 42
     cache_teacher: bool = True

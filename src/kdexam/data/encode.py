@@ -40,14 +40,19 @@ class Features:
 
 
 class FeatureDataset(Dataset):
-    def __init__(self, features: Features):
+    """Rows of ``features`` (only those of ``indices`` when given); each item carries its ``index``
+    in ``features``, which is also its index in the teacher outputs."""
+
+    def __init__(self, features: Features, indices: list[int] | None = None):
         self.rows = features.rows
+        self.indices = list(range(len(self.rows))) if indices is None else list(indices)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
-        return dict(self.rows[i], index=i)
+        index = self.indices[i]
+        return dict(self.rows[index], index=index)
 
 
 def encode(examples: list[Example], tokenizer, task: Task, max_length: int, batch: int = 1000) -> Features:
@@ -139,7 +144,10 @@ class LengthBucketSampler(Sampler[list[int]]):
 
 
 class Collator:
-    """Pad model inputs with the tokenizer's pad token, labels with ``-100``."""
+    """Pad model inputs with the tokenizer's pad token. Labels: each row's own, and for a row without
+    a gold label (unlabelled or augmented text) ``-100`` (tagging: on every position) or NaN
+    (regression), so that the gold loss skips it and the soft losses still see it. Tagging batches
+    also get ``loss_mask``: each word's first subword, labelled or not."""
 
     def __init__(self, tokenizer, task: Task):
         self.tokenizer, self.task = tokenizer, task
@@ -148,19 +156,30 @@ class Collator:
         inputs = [{k: r[k] for k in MODEL_INPUTS if k in r} for r in rows]
         batch = dict(self.tokenizer.pad(inputs, return_tensors="pt"))
         batch["index"] = torch.tensor([r["index"] for r in rows])
-        if "labels" in rows[0]:
-            if self.task.kind == "token-classification":
-                width = batch["input_ids"].shape[1]
-                batch["labels"] = torch.tensor([r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in rows])
-            else:
-                dtype = torch.float if self.task.kind == "regression" else torch.long
-                batch["labels"] = torch.tensor([r["labels"] for r in rows], dtype=dtype)
+        if self.task.kind == "token-classification":
+            width = batch["input_ids"].shape[1]
+            labels = [r.get("labels") or [IGNORE_INDEX] * len(r["input_ids"]) for r in rows]
+            batch["labels"] = torch.tensor([x + [IGNORE_INDEX] * (width - len(x)) for x in labels])
+            if all("word_ids" in r for r in rows):
+                mask = torch.zeros(len(rows), width, dtype=torch.bool)
+                for b, r in enumerate(rows):
+                    pos = [p for p in first_subwords(r["word_ids"], r["n_words"]) if p >= 0]
+                    mask[b, pos] = True
+                batch["loss_mask"] = mask
+        elif self.task.kind == "regression":
+            batch["labels"] = torch.tensor([r.get("labels", float("nan")) for r in rows], dtype=torch.float)
+        else:
+            batch["labels"] = torch.tensor([r.get("labels", IGNORE_INDEX) for r in rows], dtype=torch.long)
         return batch
 
 
-def make_loader(features: Features, tokenizer, task: Task, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    sampler = LengthBucketSampler(features.lengths, batch_size, shuffle=shuffle, seed=seed)
+def make_loader(features: Features, tokenizer, task: Task, batch_size: int, shuffle: bool, seed: int = 0,
+                indices: list[int] | None = None) -> DataLoader:
+    """Length-bucketed batches of ``features`` (of its rows ``indices`` only, when given)."""
+    dataset = FeatureDataset(features, indices)
+    lengths = features.lengths
+    sampler = LengthBucketSampler([lengths[i] for i in dataset.indices], batch_size, shuffle=shuffle, seed=seed)
     # its own generator: creating an iterator must not draw from the global RNG (dropout), or a resumed
     # run would see different dropout masks than an uninterrupted one
-    return DataLoader(FeatureDataset(features), batch_sampler=sampler, collate_fn=Collator(tokenizer, task),
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(tokenizer, task),
                       generator=torch.Generator().manual_seed(seed))

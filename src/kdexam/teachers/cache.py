@@ -7,7 +7,8 @@ manifest, so a run that needs another output (say ``attention.6`` after ``logits
 adds it without recomputing the rest, and a partial or corrupted output (missing
 file, wrong size, checksum mismatch) is rebuilt alone.
 
-Stored per example, in the order of the examples, memory-mapped:
+Stored per example, in content order (examples sorted by text, so the same examples in
+another order share one cache), memory-mapped:
 
 - ``logits``: float32 [N, C]; for tagging word-level [Σ words, C] with offsets (the
   teacher's logits at each word's first subword, so that a student with another
@@ -52,13 +53,19 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()
 
 
+def content_key(e: Example) -> str:
+    """What the teacher reads of an example: its text (and pair), never its label or position."""
+    return json.dumps([e.text, e.text_pair], ensure_ascii=False)
+
+
 def fingerprint(model_key: str, examples: list[Example], task: Task | None, max_length: int) -> str:
-    """The cache key of one teacher on one list of examples (outputs are files inside it)."""
+    """The cache key of one teacher on one list of examples (outputs are files inside it); the
+    teacher sorts its examples by :func:`content_key` first, so the key is the content's."""
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT, "model": model_key, "kind": task.kind if task else "general",
                          "labels": task.labels if task else None, "max_length": max_length}).encode())
     for e in examples:
-        h.update(json.dumps([e.text, e.text_pair], ensure_ascii=False).encode())
+        h.update(content_key(e).encode())
         h.update(b"\n")
     return h.hexdigest()[:32]
 
@@ -170,25 +177,60 @@ class TeacherOutputs:
     compute: Callable[[list[int], list[str]], dict[str, list[np.ndarray]]] | None = None
     """``compute(indices, names)``: stored forms of ``names`` for those examples (the online path)."""
     notes: list[str] = field(default_factory=list)
+    rows: np.ndarray | None = None
+    """``rows[i]``: the stored row of the caller's example ``i`` (``None``: the same order)."""
 
-    @property
-    def logits(self) -> np.ndarray:
-        return self.stored["logits"].data
-
-    @property
-    def offsets(self) -> np.ndarray | None:
-        return self.stored["logits"].offsets
+    def _rows(self, indices) -> list[int]:
+        return list(indices) if self.rows is None else [int(self.rows[i]) for i in indices]
 
     def __len__(self) -> int:
         return len(next(iter(self.stored.values())))
 
     def example(self, i: int, name: str = "logits") -> np.ndarray:
-        return self.stored[name].example(i)
+        return self.stored[name].example(self._rows([i])[0])
 
     def gather(self, indices: list[int], names) -> dict[str, list[np.ndarray]]:
         """Each name's stored form for each example of ``indices`` (online names computed now)."""
-        out = {n: [self.stored[n].example(i) for i in indices] for n in names if n in self.stored}
+        rows = self._rows(indices)
+        out = {n: [self.stored[n].example(i) for i in rows] for n in names if n in self.stored}
         missing = [n for n in names if n not in self.stored]
         if missing:
-            out.update(self.compute(indices, missing))
+            out.update(self.compute(rows, missing))
+        return out
+
+
+class JoinedOutputs(TeacherOutputs):
+    """Several :class:`TeacherOutputs` (one per transfer-set segment, each with its own cache) seen as
+    one list of examples: index ``i`` of the whole is index ``i - start`` of the part holding it."""
+
+    def __init__(self, parts: list[TeacherOutputs], sizes: list[int]):
+        first = parts[0]
+        super().__init__(first.stored, first.path, from_cache=all(p.from_cache for p in parts),
+                         online=tuple(sorted({n for p in parts for n in p.online})), notes=[n for p in parts for n in p.notes])
+        self.parts = parts
+        self.starts = np.cumsum([0] + list(sizes))
+        self.paths = [p.path for p in parts]
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _locate(self, i: int) -> tuple[TeacherOutputs, int]:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k], i - int(self.starts[k])
+
+    def example(self, i: int, name: str = "logits") -> np.ndarray:
+        part, j = self._locate(i)
+        return part.example(j, name)
+
+    def gather(self, indices: list[int], names) -> dict[str, list[np.ndarray]]:
+        out: dict[str, list] = {n: [None] * len(indices) for n in names}
+        by_part: dict[int, list[tuple[int, int]]] = {}
+        for r, i in enumerate(indices):
+            k = int(np.searchsorted(self.starts, i, side="right")) - 1
+            by_part.setdefault(k, []).append((r, i - int(self.starts[k])))
+        for k, items in by_part.items():
+            got = self.parts[k].gather([j for _, j in items], names)
+            for n in names:
+                for (r, _), value in zip(items, got[n]):
+                    out[n][r] = value
         return out

@@ -29,7 +29,7 @@ from kdexam.data.readers import Example
 from kdexam.errors import KdexamError
 from kdexam.outputs import encoder_outputs, model_shape, parse_name
 from kdexam.tasks import Task
-from kdexam.teachers.cache import (TeacherOutputs, cache_dir, fingerprint, model_fingerprint, pack, read_output,
+from kdexam.teachers.cache import (JoinedOutputs, TeacherOutputs, cache_dir, content_key, fingerprint, model_fingerprint, pack, read_output,
                                    write_output)
 
 console = Console(stderr=True)
@@ -130,10 +130,28 @@ class Teacher:
                     out[n][i] = stored_form(n, result[n][row], features.rows[i], self.task)
         return out
 
-    def outputs(self, examples: list[Example], names, cache: bool = True, budget_gb: float = 8.0) -> TeacherOutputs:
+    def outputs_of_segments(self, segments: list[list[Example]], names, cache: bool = True,
+                            budget_gb: float = 8.0) -> TeacherOutputs:
+        """:meth:`outputs` of each segment (each cached under its own content key; the budget shared),
+        joined into one list of examples (:class:`~kdexam.teachers.cache.JoinedOutputs`)."""
+        parts, used = [], 0
+        for segment in segments:
+            part = self.outputs(segment, names, cache, budget_gb, used_bytes=used)
+            used += sum(s.data.nbytes for s in part.stored.values())
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else JoinedOutputs(parts, [len(s) for s in segments])
+
+    def outputs(self, examples: list[Example], names, cache: bool = True, budget_gb: float = 8.0,
+                used_bytes: int = 0) -> TeacherOutputs:
         """The teacher's ``names`` on ``examples``: read from the cache, computed once and cached, or
-        (``cache=False``, or beyond ``budget_gb`` of disk) computed online for each batch."""
+        (``cache=False``, or beyond ``budget_gb`` of disk, ``used_bytes`` of it already taken) computed
+        online for each batch."""
         names = sorted(set(names))
+        # keyed and stored by content: the same examples in another order (another seed's shuffle) hit
+        order = sorted(range(len(examples)), key=lambda i: content_key(examples[i]))
+        examples = [examples[i] for i in order]
+        rows = np.empty(len(order), dtype=np.int64)
+        rows[order] = np.arange(len(order))
         key = fingerprint(self.key, examples, self.task, self.max_length)
         d = cache_dir(key)
         stored = {n: s for n in names if cache and (s := read_output(d, n)) is not None}
@@ -144,7 +162,7 @@ class Teacher:
         if cache and missing:
             features = self.encode(examples)
             sizes = {n: self.estimate_bytes(n, features) for n in missing}
-            have = sum(s.data.nbytes for s in stored.values())
+            have = used_bytes + sum(s.data.nbytes for s in stored.values())
             budget = budget_gb * 1e9
             for n in sorted(missing, key=lambda n: -sizes[n]):  # the largest go online first
                 if have + sum(sizes[m] for m in missing if m not in online) <= budget:
@@ -168,7 +186,7 @@ class Teacher:
             return self.compute([examples[i] for i in indices], wanted)
 
         return TeacherOutputs(stored, d if cache else None, from_cache=cache and not to_cache, online=tuple(online),
-                              compute=compute_online, notes=notes)
+                              compute=compute_online, notes=notes, rows=rows)
 
     def estimate_bytes(self, name: str, features: Features) -> int:
         """Disk size of one output on ``features`` (the teacher's own encoding)."""

@@ -1,14 +1,15 @@
 """Distil a fine-tuned teacher into a student (``kdexam distill``).
 
 1. Data: ``--data``, or the data and columns the teacher was trained on; it must fit the
-   teacher's head (:func:`check_data_fits_teacher`).
+   teacher's head (:func:`check_data_fits_teacher`). The transfer set
+   (:mod:`kdexam.data.transfer`): the labelled train + unlabelled + augmented text.
 2. Student (:mod:`kdexam.students`) and each stage's objectives
    (:mod:`kdexam.objectives`), built and checked before any teacher work.
-3. Teacher outputs the objectives require, on the teacher's own tokenization: from the
-   cache, computed once in one pass, or online per batch
-   (:class:`~kdexam.teachers.teacher.Teacher`).
-4. Each stage trains a :class:`~kdexam.training.distiller.Distiller` (student +
-   projections) with the shared loop (:func:`~kdexam.training.trainer.fit`).
+3. Teacher outputs the objectives require on every transfer example, on the teacher's own
+   tokenization: from the cache, computed once in one pass, or online per batch
+   (:class:`~kdexam.teachers.teacher.Teacher`); optionally only confident rows are kept.
+4. Each stage (on the transfer set, or on its gold rows only) trains a
+   :class:`~kdexam.training.distiller.Distiller` (student + projections) with the shared loop (:func:`~kdexam.training.trainer.fit`).
 5. Teacher and student on the same split: a :class:`~kdexam.evaluation.results.RunResult`
    written as ``metrics.json`` beside the student.
 
@@ -28,6 +29,7 @@ from rich.console import Console
 from kdexam.config import DataConfig, DistillRunConfig, save_config
 from kdexam.data.encode import encode, first_subwords, make_loader
 from kdexam.data.readers import DataSplits, load_data
+from kdexam.data.transfer import TransferSet, build_transfer_set
 from kdexam.errors import KdexamError
 from kdexam.evaluation.loyalty import compare
 from kdexam.evaluation.predict import decode, predict_logits
@@ -59,20 +61,28 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
     data = load_data(data_cfg, cfg.seed)
     task = check_data_fits_teacher(data, teacher.task, teacher_dir)
 
+    transfer = build_transfer_set(cfg.transfer, data, task, cfg.seed, cfg.data, str(teacher_dir), teacher.tokenizer.mask_token)
     torch.manual_seed(cfg.seed)
-    texts = [e.text for e in data.train] + [e.text_pair for e in data.train if e.text_pair]
+    texts = [e.text for e in transfer.examples] + [e.text_pair for e in transfer.examples if e.text_pair]
     student, tokenizer = build_student(cfg.student, task, teacher_dir, train_texts=texts, init_from=cfg.init_from)
     plans = [(stage, build_stage_objective(stage, cfg, task, teacher.shape, getattr(student, "shape", ModelShape())))
              for stage in stages_of(cfg)]
     split = data.eval_split
-    feats = {s: encode(data.split(s), tokenizer, task, cfg.data.max_length) for s in ("train", "validation", split)}
+    feats = {s: encode(data.split(s), tokenizer, task, cfg.data.max_length) for s in ("validation", split)}
+    feats["train"] = encode(transfer.examples, tokenizer, task, cfg.data.max_length)
     names = set().union(*(objective.teacher_requires for _, objective in plans))
-    teacher_side = training_teacher_side(cfg, teacher, data.train, task, feats["train"], names)
+    if cfg.transfer.min_confidence is not None:
+        names.add("logits")
+    teacher_side = training_teacher_side(cfg, teacher, transfer, task, feats["train"], names)
+    kept = (transfer.confident(teacher_side.outputs.gather(range(len(transfer)), ["logits"])["logits"], task,
+                               cfg.transfer.min_confidence) if cfg.transfer.min_confidence is not None else None)
     evaluated = teacher.outputs(data.split(split), ["logits"])
 
     accelerator = make_accelerator(cfg.train)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    if len(transfer.segments) > 1:
+        transfer.write(out / "transfer.jsonl")
     log_path = out / "train_log.jsonl"
     if not resume:
         log_path.unlink(missing_ok=True)
@@ -97,10 +107,11 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
             logits = predict_logits(s, feats["validation"], tokenizer, task, cfg.train.eval_batch_size, student_outputs_logits)
             return task.metrics([e.label for e in data.validation], decode(task, logits, feats["validation"], crf_params(s)))
 
-        loader = make_loader(feats["train"], tokenizer, task, train_cfg.batch_size, shuffle=True, seed=cfg.seed + n)
+        rows = transfer.indices("gold") if stage.data == "gold" else kept
+        loader = make_loader(feats["train"], tokenizer, task, train_cfg.batch_size, shuffle=True, seed=cfg.seed + n, indices=rows)
         summary = fit(distiller, loader, loss_fn, validate, train_cfg, accelerator, task.primary_metric, task.greater_is_better,
                       log_path, desc=f"{cfg.student.kind} {stage.name}", checkpoint_dir=out / f"checkpoint-stage{n + 1}", resume=resume)
-        summaries.append({"stage": stage.name, "objectives": objective.names,
+        summaries.append({"stage": stage.name, "objectives": objective.names, "data": stage.data, "examples": len(loader.dataset),
                           **{k: v for k, v in summary.items() if k != "history"}})
         student = accelerator.unwrap_model(distiller).student
 
@@ -110,7 +121,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
         "teacher_cache": {"hit": train_out.from_cache, "path": str(train_out.path) if train_out.path else None,
                           "outputs": sorted(names), "online": list(train_out.online) if cfg.cache_teacher else sorted(names),
                           "teacher_forward_calls": teacher.forward_calls},
-        "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes,
+        "transfer": transfer.report, "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes,
     })
     result.seconds = round(time.perf_counter() - started, 2)
     save_student(student, tokenizer, cfg.student, task, out)
@@ -118,11 +129,13 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
     return result
 
 
-def training_teacher_side(cfg: DistillRunConfig, teacher: Teacher, examples, task: Task, features, names) -> TeacherSide:
-    """The teacher outputs ``names`` on the training examples (cached, computed once, or online),
-    laid out per batch like the student's; token-level outputs need the teacher's tokenization."""
-    check_same_tokenization(teacher, examples, features, names)
-    outputs = teacher.outputs(examples, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb)
+def training_teacher_side(cfg: DistillRunConfig, teacher: Teacher, transfer: TransferSet, task: Task, features,
+                          names) -> TeacherSide:
+    """The teacher outputs ``names`` on the transfer examples (each segment cached, computed once, or
+    online), laid out per batch like the student's; token-level outputs need the teacher's tokenization."""
+    check_same_tokenization(teacher, transfer.examples, features, names)
+    outputs = teacher.outputs_of_segments(transfer.segment_examples(), names, cache=cfg.cache_teacher,
+                                          budget_gb=cfg.cache_budget_gb)
     if cfg.cache_teacher:
         console.print(f"teacher outputs: {'read from cache' if outputs.from_cache else 'computed and cached'} ({outputs.path})")
     positions = ([np.asarray(first_subwords(r["word_ids"], r["n_words"]), dtype=np.int64) for r in features.rows]

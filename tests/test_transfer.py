@@ -1,0 +1,230 @@
+"""Transfer sets: labelled + unlabelled + augmented examples, no leakage into validation/test,
+unlabelled rows out of the gold loss, segments cached by content, confidence filtering, stages
+that read their data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import sentiment_examples, write_jsonl
+from kdexam import api
+from kdexam.config import DataConfig, TransferConfig
+from kdexam.data.encode import Collator, encode
+from kdexam.data.readers import DataSplits, Example, load_data
+from kdexam.data.transfer import build_transfer_set, confidence, normalise
+from kdexam.errors import KdexamError
+from kdexam.objectives import build_objectives
+from kdexam.tasks import IGNORE_INDEX, Task
+from kdexam.training.distiller import Distiller
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CLS = Task("classification", ["neg", "pos"], False, "accuracy", "t")
+
+
+def splits(train, validation, test=None, task=CLS) -> DataSplits:
+    return DataSplits("t", task, train, validation, test)
+
+
+def test_normalise():
+    assert normalise("  It's  GOOD!\t") == "its good"
+    assert normalise("ﬁne") == "fine"  # NFKC ligature
+
+
+def test_no_transfer_example_equals_validation_or_test_after_normalisation(tmp_path):
+    train = [Example("a good film", label="pos"), Example("the plot was dull", label="neg"),
+             Example("Quite nice.", label="pos")]  # leaks into test (normalised)
+    validation = [Example("an awful story", label="neg")]
+    test = [Example("quite nice", label="pos"), Example("really lovely actors", label="pos")]
+    lines = ["an awful story",  # exact copy of validation
+             "Really, LOVELY actors!",  # normalised copy of test
+             "a good film",  # repeats a gold row
+             "fresh unseen text", "fresh  unseen TEXT",  # a normalised repeat of the line before
+             "another new line"]
+    (tmp_path / "u.txt").write_text("\n".join(lines), encoding="utf-8")
+    t = build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "u.txt")), splits(train, validation, test), CLS, 0,
+                           DataConfig())
+    held = {normalise(e.text) for e in validation + test}
+    assert not [e.text for e in t.examples if normalise(e.text) in held]
+    assert [e.text for e in t.examples] == ["a good film", "the plot was dull", "fresh unseen text", "another new line"]
+    assert t.sources == ["gold", "gold", "unlabelled", "unlabelled"]
+    assert t.segments == [("gold", 0, 2), ("unlabelled", 2, 4)]
+    assert t.report["sources"] == {"gold": 2, "unlabelled": 2}
+    assert t.report["leaked_exact"] == {"unlabelled": 1}
+    assert t.report["leaked_normalised"] == {"gold": 1, "unlabelled": 1}
+    assert t.report["duplicates"] == {"unlabelled": 2}
+    assert t.examples[2].label is None and t.examples[0].label == "pos"
+    assert len(set(t.ids)) == 4 and t.ids == build_transfer_set(
+        TransferConfig(unlabelled=str(tmp_path / "u.txt")), splits(train, validation, test), CLS, 5, DataConfig()).ids
+
+
+def test_unlabelled_from_csv_and_jsonl_columns_and_max(tmp_path):
+    (tmp_path / "u.csv").write_text("id,line\n1,one text\n2,two text\n3,three text\n", encoding="utf-8")
+    write_jsonl(tmp_path / "u.jsonl", [{"body": f"text number {i}"} for i in range(10)])
+    data = splits([Example("x y", label="pos")], [Example("z", label="neg")])
+    t = build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "u.csv"), unlabelled_column="line"), data, CLS, 0, DataConfig())
+    assert [e.text for e in t.examples[1:]] == ["one text", "two text", "three text"]
+    cfg = TransferConfig(unlabelled=str(tmp_path / "u.jsonl"), unlabelled_column="body", max_unlabelled=4)
+    a = build_transfer_set(cfg, data, CLS, 0, DataConfig())
+    b = build_transfer_set(cfg, data, CLS, 99, DataConfig())
+    assert a.report["sources"]["unlabelled"] == 4 and [e.text for e in a.examples] == [e.text for e in b.examples]
+    with pytest.raises(KdexamError, match="no column 'text'.*line"):
+        build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "u.csv")), data, CLS, 0, DataConfig())
+    with pytest.raises(KdexamError, match="neither a built-in dataset nor an existing file"):
+        build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "missing.txt")), data, CLS, 0, DataConfig())
+    pair = Task("classification", ["a", "b"], True, "accuracy", "p")
+    with pytest.raises(KdexamError, match="text pairs"):
+        build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "u.jsonl"), unlabelled_column="body"),
+                           splits([Example("x", "y", "a")], [Example("z", "w", "b")], task=pair), pair, 0, DataConfig())
+
+
+def test_unlabelled_tagging_text_is_split_into_words(tmp_path):
+    tag = Task("token-classification", ["ADJ", "DET", "NOUN"], False, "accuracy", "tag")
+    (tmp_path / "u.txt").write_text("the good film\na plot\n", encoding="utf-8")
+    t = build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "u.txt")),
+                           splits([Example(["the", "film"], label=["DET", "NOUN"])], [Example(["a"], label=["DET"])], task=tag),
+                           tag, 0, DataConfig())
+    assert [e.text for e in t.examples] == [["the", "film"], ["the", "good", "film"], ["a", "plot"]]
+
+
+def test_confidence_filter_keeps_gold_and_confident_rows():
+    assert confidence(np.array([0.0, 0.0])) == pytest.approx(0.5)
+    assert confidence(np.array([[math.log(3), 0.0], [0.0, 0.0]])) == pytest.approx((0.75 + 0.5) / 2)  # tagging: mean over words
+    t = build_transfer_set(TransferConfig(), splits([Example("a", label="pos")], [Example("b", label="neg")]), CLS, 0,
+                           DataConfig())
+    t.examples += [Example("c"), Example("d")]
+    t.sources += ["unlabelled", "augmented:mask"]
+    logits = [np.array([0.0, 0.0]), np.array([0.0, 3.0]), np.array([0.1, 0.0])]
+    assert t.confident(logits, CLS, 0.9) == [0, 1]  # gold kept even at 0.5; 0.953 kept; 0.525 dropped
+    assert t.report["filtered"] == {"augmented:mask": 1} and t.report["trained_on"] == 2
+    with pytest.raises(KdexamError, match="regression"):
+        t.confident(logits, Task("regression"), 0.9)
+
+
+def test_collator_marks_rows_without_gold_labels(tiny_tokenizer):
+    rows = encode([Example("good film", label="pos"), Example("dull plot"), Example("a nice story", label="neg")],
+                  tiny_tokenizer, CLS, 32).rows
+    batch = Collator(tiny_tokenizer, CLS)([dict(r, index=i) for i, r in enumerate(rows)])
+    assert batch["labels"].tolist() == [1, IGNORE_INDEX, 0]
+    reg = Task("regression")
+    rows = encode([Example("good film", label=1.5), Example("dull plot")], tiny_tokenizer, reg, 32).rows
+    labels = Collator(tiny_tokenizer, reg)([dict(r, index=i) for i, r in enumerate(rows)])["labels"]
+    assert labels[0].item() == 1.5 and math.isnan(labels[1].item())
+    tag = Task("token-classification", ["ADJ", "NOUN"], False, "accuracy", "tag")
+    rows = encode([Example(["good", "films"], label=["ADJ", "NOUN"]), Example(["dull", "plots", "x"])], tiny_tokenizer, tag, 32).rows
+    batch = Collator(tiny_tokenizer, tag)([dict(r, index=i) for i, r in enumerate(rows)])
+    assert (batch["labels"][1] == IGNORE_INDEX).all() and (batch["labels"][0] != IGNORE_INDEX).sum() == 2
+    # the soft losses still see the unlabelled sentence's words: each word's first subword
+    assert batch["loss_mask"].sum(1).tolist() == [2, 3]
+    assert torch.equal(batch["loss_mask"][0], batch["labels"][0] != IGNORE_INDEX)
+
+
+def test_mixed_batch_gold_loss_on_labelled_rows_only_soft_loss_on_all():
+    torch.manual_seed(0)
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(4, 2))
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+            return {"logits": torch.nn.functional.one_hot(input_ids[:, 0], 4).float() @ self.w}
+
+    objective = build_objectives([{"name": "kl", "temperature": 1.0, "weight": 0.5}, {"name": "gold", "weight": 0.5}], "classification")
+    d = Distiller(Linear(), objective)
+    ids = torch.tensor([[0], [1], [2], [3]])
+    labels = torch.tensor([1, IGNORE_INDEX, 0, IGNORE_INDEX])
+    teacher = {"logits": torch.randn(4, 2)}
+    mixed = d({"input_ids": ids, "labels": labels}, teacher)[0]
+    s = d.student(ids)["logits"]
+    gold = torch.nn.functional.cross_entropy(s[[0, 2]], labels[[0, 2]])
+    kl = torch.nn.functional.kl_div(s.log_softmax(-1), teacher["logits"].log_softmax(-1), reduction="batchmean", log_target=True)
+    assert mixed.item() == pytest.approx((0.5 * kl + 0.5 * gold).item(), rel=1e-5)
+    mixed.backward()
+    assert (d.student.w.grad[[1, 3]] != 0).all(), "unlabelled rows train through the soft loss"
+    # a batch of unlabelled rows only: gold contributes 0, not NaN
+    only = d({"input_ids": ids[[1, 3]], "labels": labels[[1, 3]]}, {"logits": teacher["logits"][[1, 3]]})[0]
+    assert torch.isfinite(only)
+
+
+# ---- whole runs ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, tiny_bert_dir):
+    root = tmp_path_factory.mktemp("transfer")
+    data = root / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", sentiment_examples(80, seed=1))
+    write_jsonl(data / "validation.jsonl", sentiment_examples(30, seed=2))
+    write_jsonl(data / "test.jsonl", sentiment_examples(30, seed=3))
+    (root / "unlabelled.txt").write_text("\n".join(r["text"] for r in sentiment_examples(100, seed=7)), encoding="utf-8")
+    api.finetune_teacher(data=data, model=tiny_bert_dir, out=root / "run", epochs=4, learning_rate=1e-3, batch_size=16,
+                         patience=10, max_length=32)
+    return root
+
+
+def small(teacher, out, **kw):
+    return api.distill(teacher=teacher / "run", student="bilstm", embedding_dim=16, hidden_size=8, out=out, epochs=1,
+                       batch_size=16, **kw)
+
+
+def test_unlabelled_rows_are_teacher_labelled_in_their_own_cache(teacher, tmp_path):
+    plain = small(teacher, tmp_path / "plain")
+    with_u = small(teacher, tmp_path / "u", unlabelled=teacher / "unlabelled.txt")
+    comp = with_u["transfer"]
+    n_gold, n_u = comp["sources"]["gold"], comp["sources"]["unlabelled"]
+    assert n_gold == plain["transfer"]["total"] and n_u > 50
+    assert with_u["stages"][0]["examples"] == n_gold + n_u
+    # the gold segment's outputs come from the plain run's cache: the teacher ran on the new lines only
+    assert plain["teacher_cache"]["teacher_forward_calls"] == math.ceil(n_gold / 64) + 1  # + the 30 test examples
+    assert with_u["teacher_cache"]["teacher_forward_calls"] == math.ceil(n_u / 64)
+    rows = [json.loads(line) for line in (tmp_path / "u" / "transfer.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in rows].count("unlabelled") == n_u and len({r["id"] for r in rows}) == len(rows)
+    again = small(teacher, tmp_path / "u2", unlabelled=teacher / "unlabelled.txt", seed=3)
+    assert again["teacher_cache"]["teacher_forward_calls"] == 0 and again["teacher_cache"]["hit"] is True
+    saved = json.loads((tmp_path / "u" / "metrics.json").read_text())
+    assert saved["transfer"] == comp
+
+
+def test_two_stage_recipe_changes_data_between_stages(teacher, tmp_path, monkeypatch):
+    import kdexam.training.distill as D
+
+    seen = []
+    real = D.make_loader
+
+    def spy(*args, indices=None, **kw):
+        loader = real(*args, indices=indices, **kw)
+        seen.append(list(loader.dataset.indices))
+        return loader
+
+    monkeypatch.setattr(D, "make_loader", spy)
+    stages = [{"name": "transfer", "data": "transfer", "objectives": [{"name": "kl", "temperature": 2}]},
+              {"name": "gold", "data": "gold", "objectives": [{"name": "gold"}], "epochs": 1}]
+    r = small(teacher, tmp_path / "s", unlabelled=teacher / "unlabelled.txt", set=["stages=" + json.dumps(stages)])
+    gold_n = r["transfer"]["sources"]["gold"]
+    assert [s["data"] for s in r["stages"]] == ["transfer", "gold"]
+    assert seen[0] == list(range(r["transfer"]["total"])) and seen[1] == list(range(gold_n))
+    assert r["stages"][1]["examples"] == gold_n < r["stages"][0]["examples"]
+
+
+def test_min_confidence_filters_teacher_labelled_rows(teacher, tmp_path):
+    r = small(teacher, tmp_path / "c", unlabelled=teacher / "unlabelled.txt", min_confidence=0.999999)
+    comp = r["transfer"]
+    assert comp["min_confidence"] == 0.999999
+    assert comp["trained_on"] == r["stages"][0]["examples"] == comp["total"] - comp["filtered"].get("unlabelled", 0)
+    assert comp["filtered"]["unlabelled"] > 0
+
+
+def test_cli_bad_unlabelled_source_is_one_sentence(teacher, tmp_path, capsys):
+    from kdexam.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--teacher", str(teacher / "run"), "--student", "cnn", "--out", str(tmp_path / "x"),
+              "--unlabelled", str(tmp_path / "nope.txt")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "neither a built-in dataset nor an existing file" in err and "Traceback" not in err
