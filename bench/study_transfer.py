@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -64,7 +65,10 @@ def prepare_fraction(args, fraction: float) -> tuple[Path, Path]:
         return data, Path(args.teacher_full)
     teacher = root / f"teacher-{tag}"
     if not (teacher / "metrics.json").is_file():
+        n = len((data / "train.jsonl").read_text(encoding="utf-8").splitlines())
+        epochs = min(200, max(2, math.ceil(args.teacher_steps / math.ceil(n / 32))))
         err = run([args.kdexam, "teacher", "--data", str(data), "--model", args.model, "--out", str(teacher),
+                   "--epochs", str(epochs), "--lr", str(args.teacher_lr), "--patience", "5",
                    "--num-threads", str(args.threads)], teacher)
         if err:
             raise SystemExit(f"teacher for fraction {fraction} failed: {err}")
@@ -75,8 +79,13 @@ def run_cell(args, fraction: float, data: Path, teacher: Path, student: str, set
     out = Path(args.root) / f"f{fraction:g}-{student}-{setting.replace('+', '-')}-s{seed}"
     cell = {"fraction": fraction, "student": student, "setting": setting, "seed": seed, "run": str(out)}
     if not (out / "metrics.json").is_file():
+        n = len((data / "train.jsonl").read_text(encoding="utf-8").splitlines())
+        n *= 1 + (len(args.augment.split(",")) * args.augment_n if "aug" in setting or "both" in setting else 0)
+        n += args.max_unlabelled if "unl" in setting or "both" in setting else 0
+        epochs = min(300, max(10, math.ceil(args.student_steps / math.ceil(n / 32))))
         cmd = [args.kdexam, "distill", "--teacher", str(teacher), "--data", str(data), "--student", student,
-               *STUDENT_FLAGS.get(student, []), "--out", str(out), "--seed", str(seed), "--num-threads", str(args.threads)]
+               *STUDENT_FLAGS.get(student, []), "--out", str(out), "--seed", str(seed), "--num-threads", str(args.threads),
+               "--epochs", str(epochs)]
         if setting == "gold":
             cmd += ["--objective", "gold"]
         if setting in ("kd+aug", "kd+both"):
@@ -125,6 +134,9 @@ def main() -> None:
     p.add_argument("--augment-n", type=int, default=5)
     p.add_argument("--unlabelled", default="movie-dialog")
     p.add_argument("--max-unlabelled", type=int, default=5000)
+    p.add_argument("--teacher-steps", type=int, default=400, help="teacher epochs: enough for this many steps (at least 2)")
+    p.add_argument("--teacher-lr", type=float, default=1e-4)
+    p.add_argument("--student-steps", type=int, default=1500, help="student epochs: enough for this many steps (at least 10)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--root", default="runs/study-transfer")

@@ -228,3 +228,39 @@ def test_cli_bad_unlabelled_source_is_one_sentence(teacher, tmp_path, capsys):
               "--unlabelled", str(tmp_path / "nope.txt")])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "neither a built-in dataset nor an existing file" in err and "Traceback" not in err
+
+
+def test_augmented_transfer_set_is_deterministic_under_a_seed(teacher, tmp_path):
+    data = load_data(DataConfig(name=str(teacher / "data")))
+    cfg = TransferConfig(augment=["mask", "ngram"], augment_n=3)
+    a = build_transfer_set(cfg, data, data.task, 1, DataConfig())
+    b = build_transfer_set(cfg, data, data.task, 1, DataConfig())
+    c = build_transfer_set(cfg, data, data.task, 2, DataConfig())
+    assert a.ids == b.ids and a.sources == b.sources and a.ids != c.ids
+    assert {s for s in a.sources} == {"gold", "augmented:mask", "augmented:ngram"}
+    assert all(e.label is None for e, s in zip(a.examples, a.sources) if s != "gold")
+    held = {normalise(e.text) for e in data.validation + data.test}
+    assert not [e for e in a.examples if normalise(e.text) in held]
+
+
+@pytest.mark.parametrize("task_name", ["tag", "pair"])
+def test_augmented_and_unlabelled_runs_for_tagging_and_pairs(tmp_path, tiny_bert_dir, task_name):
+    from run_factory import write_data
+
+    data = write_data(tmp_path, task_name)
+    api.finetune_teacher(data=data, model=tiny_bert_dir, out=tmp_path / "t", epochs=1, batch_size=16, max_length=32)
+    if task_name == "tag":
+        (tmp_path / "u.txt").write_text("the good film\na dull plot was here\n", encoding="utf-8")
+        extra = dict(unlabelled=tmp_path / "u.txt", augment="mask,ngram", augment_n=2)
+    else:
+        write_jsonl(tmp_path / "u.jsonl", [{"text": "a good film", "text_pair": "it was"}, {"text": "x y", "text_pair": "z"}])
+        extra = dict(unlabelled=tmp_path / "u.jsonl", augment="mask", augment_n=2)
+    r = api.distill(teacher=tmp_path / "t", student="bilstm", embedding_dim=16, hidden_size=8, out=tmp_path / "s", epochs=1,
+                    batch_size=8, **extra)
+    comp = r["transfer"]
+    assert comp["sources"]["unlabelled"] == 2 and comp["sources"]["augmented:mask"] > 0
+    rows = [json.loads(line) for line in (tmp_path / "s" / "transfer.jsonl").read_text().splitlines()]
+    if task_name == "tag":
+        assert all(isinstance(r["text"], list) for r in rows)
+    else:
+        assert all(r.get("text_pair") for r in rows)
