@@ -83,9 +83,10 @@ def run_cell(args, fraction: float, data: Path, teacher: Path, student: str, set
         n *= 1 + (len(args.augment.split(",")) * args.augment_n if "aug" in setting or "both" in setting else 0)
         n += args.max_unlabelled if "unl" in setting or "both" in setting else 0
         epochs = min(300, max(10, math.ceil(args.student_steps / math.ceil(n / 32))))
+        patience = max(3, math.ceil(args.patience_steps / math.ceil(n / 32)))
         cmd = [args.kdexam, "distill", "--teacher", str(teacher), "--data", str(data), "--student", student,
                *STUDENT_FLAGS.get(student, []), "--out", str(out), "--seed", str(seed), "--num-threads", str(args.threads),
-               "--epochs", str(epochs)]
+               "--epochs", str(epochs), "--patience", str(patience)]
         if setting == "gold":
             cmd += ["--objective", "gold"]
         if setting in ("kd+aug", "kd+both"):
@@ -137,6 +138,8 @@ def main() -> None:
     p.add_argument("--teacher-steps", type=int, default=400, help="teacher epochs: enough for this many steps (at least 2)")
     p.add_argument("--teacher-lr", type=float, default=1e-4)
     p.add_argument("--student-steps", type=int, default=1500, help="student epochs: enough for this many steps (at least 10)")
+    p.add_argument("--patience-steps", type=int, default=400,
+                   help="early-stopping patience: this many steps' worth of epochs (at least 3)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--root", default="runs/study-transfer")
