@@ -29,7 +29,7 @@ def test_tagging_students_subword_and_word_level(tagging_teacher, tmp_path):
                         out=tmp_path / name, epochs=8, batch_size=16, learning_rate=5e-3, **extra)
         assert r["task"] == "token-classification"
         loyal = r["student"]["loyalty"]
-        assert 0 <= loyal["label"] <= 1 and 0 <= loyal["probability"] <= 1
+        assert loyal["label"] >= r["student"]["metrics"]["accuracy"] + r["teacher"]["metrics"]["accuracy"] - 1 - 1e-9
         assert r["student"]["metrics"]["accuracy"] >= 0.6, (name, r["student"]["metrics"])  # chance ~1/3
     for kind in ("bert-tiny", "teacher-layers:1"):  # transformer students tag per subword with their HF token head
         r = api.distill(teacher=tagging_teacher / "run", data=tagging_teacher / "data", student=kind,
