@@ -10,10 +10,12 @@ decoding of model outputs and metrics.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 from kdexam.evaluation import metrics as M
 
@@ -58,6 +60,8 @@ class Task:
     # ---- loss and decoding -------------------------------------------------
     def gold_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy (classification; per token with ``-100`` ignored) or MSE (regression)."""
+        import torch.nn.functional as F  # here, so that serving code importing Task stays torch-free
+
         if self.kind == "regression":
             return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)

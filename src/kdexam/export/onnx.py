@@ -15,7 +15,9 @@ against PyTorch on the validation split.
   with int8 weights (``MatMul``, ``LSTM``, ``Conv``; embedding tables ``Gather`` as uint8)
   and activations quantized on the fly.
 - the tokenizer files, ``crf.safetensors`` (CRF taggers: the transitions for Viterbi
-  decoding, which stays outside the graph), and ``export.json``, written last.
+  decoding, which stays outside the graph), ``kdexam_serving.py`` (the torch-free
+  predictor, :mod:`kdexam.inference.serving`: a service needs only this folder and
+  ``onnxruntime``, ``tokenizers`` and ``numpy``), and ``export.json``, written last.
 
 Parity (in ``export.json``): the PyTorch model and each ONNX model run on the same
 validation batches (padded as in training), and
@@ -27,8 +29,11 @@ validation batches (padded as in training), and
   predictions, ``max(0.01 · (max y − min y), 1e-5)`` (regression);
 - ``metrics``: the task metrics of PyTorch, ONNX fp32 and ONNX int8 on the same examples.
 
-fp32 passes when ``max_abs_logit_diff < 1e-4`` and ``prediction_agreement == 1``
-(``parity_ok``); int8 is reported, not judged.
+- ``serving``: the same checks for the torch-free predictor (raw validation texts in,
+  its own tokenization, padding and decoding) against PyTorch, per ONNX model.
+
+fp32 passes when ``max_abs_logit_diff < 1e-4`` and ``prediction_agreement == 1``, for the
+ONNX model and for the torch-free predictor on it (``parity_ok``); int8 is reported, not judged.
 """
 
 from __future__ import annotations
@@ -46,11 +51,13 @@ from pathlib import Path
 import numpy as np
 
 from kdexam.errors import KdexamError
+from kdexam.inference import serving
 from kdexam.inference.predictor import (CRF_FILE, EXPORT_FILE, FP32_FILE, INT8_FILE, MODEL_INPUTS, ONNX_DIR, OnnxRunner,
                                         TorchModel, TorchRunner, batched_logits, decode_predictions, load_torch_model,
                                         onnx_session)
 
 OPSET = 17
+SERVING_FILE = "kdexam_serving.py"
 PARITY_ATOL = 1e-4
 QUANTIZE = ("int8",)
 
@@ -203,6 +210,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
                 os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copyfile(Path(serving.__file__), out / SERVING_FILE)
     (out / CRF_FILE).unlink(missing_ok=True)
     if tm.crf is not None:
         from safetensors.numpy import save_file
@@ -215,6 +223,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
         "source": {"run": str(tm.run_dir), "role": tm.role, "name": tm.name,
                    "weights_sha256": sha256_file(weights) if weights.is_file() else None},
         "task": tm.task.to_dict(), "max_length": tm.max_length, "padding_side": tm.tokenizer.padding_side,
+        "truncation_side": getattr(tm.tokenizer, "truncation_side", "right"), "pad_token_id": tm.tokenizer.pad_token_id or 0,
         "inputs": inputs, "output": "logits", "crf": tm.crf is not None,
         "files": {f: (out / f).stat().st_size for f in files},
         "export_seconds": round(time.perf_counter() - started, 2),
@@ -245,6 +254,31 @@ def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 def _metrics(task, examples, preds) -> dict:
     m = task.metrics([e.label for e in examples], preds)
     return {k: v for k, v in m.items() if k != "per_class"}
+
+
+def serving_parity(out: Path, record: dict, examples: list, task, ref: list, ref_preds: list, batch_size: int) -> dict:
+    """Logit difference and prediction agreement of the torch-free predictor (from raw
+    texts) with PyTorch, per ONNX model of the folder."""
+    from kdexam.paths import atomic_write_json
+
+    atomic_write_json(out / EXPORT_FILE, record)  # the predictor reads it (rewritten with parity below)
+    inputs = [list(e.text) if task.kind == "token-classification" else
+              ((e.text, e.text_pair) if task.text_pair else e.text) for e in examples]
+    found = {}
+    for backend, f in (("onnx", FP32_FILE), ("onnx-int8", INT8_FILE)):
+        if f not in record["files"]:
+            continue
+        p = serving.ServingPredictor(out, quantized=f == INT8_FILE)
+        logits = p.predict_logits(inputs, batch_size)
+        preds = p.predict(inputs, batch_size)
+        if task.kind == "regression":
+            preds = [r["value"] for r in preds]
+        elif task.kind == "classification":
+            preds = [r["label"] for r in preds]
+        else:
+            preds = [r["tags"] for r in preds]
+        found[backend] = {"max_abs_logit_diff": max_abs_diff(logits, ref), "prediction_agreement": agreement(task, preds, ref_preds)}
+    return found
 
 
 def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize: str | None = None,
@@ -280,11 +314,13 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
                            "prediction_agreement": agreement(task, preds, ref_preds)}
         metrics[backend] = _metrics(task, examples, preds)
     fp32 = parity["onnx"]
+    served = serving_parity(out, record, examples, task, ref, ref_preds, batch_size)
     record.update({
         "validation": {"dataset": data_task.dataset, "split": "validation", "examples": len(examples)},
         "max_abs_logit_diff": fp32["max_abs_logit_diff"], "prediction_agreement": fp32["prediction_agreement"],
-        "parity_ok": fp32["max_abs_logit_diff"] < PARITY_ATOL and fp32["prediction_agreement"] == 1.0,
-        "atol": PARITY_ATOL, "parity": parity, "primary_metric": task.primary_metric, "metrics": metrics,
+        "parity_ok": all(p["max_abs_logit_diff"] < PARITY_ATOL and p["prediction_agreement"] == 1.0
+                         for p in (fp32, served["onnx"])),
+        "atol": PARITY_ATOL, "parity": parity, "serving": served, "primary_metric": task.primary_metric, "metrics": metrics,
     })
     atomic_write_json(out / EXPORT_FILE, record)
     return record

@@ -26,7 +26,8 @@ is added when words beyond ``max_length`` subwords got the fill tag).
 Sources (:func:`load_student`): a student run directory (``kdexam distill``), a teacher
 run directory (``kdexam teacher``, or any fine-tuned HF model directory), or an export
 folder written by ``kdexam export`` (``model.onnx`` + tokenizer + ``export.json``), which
-is self-contained: it needs neither the run directory nor the PyTorch model.
+is self-contained: it needs neither the run directory nor the PyTorch model, and is served
+without PyTorch by :mod:`kdexam.inference.serving` (same inputs, same outputs).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 EXPORT_FILE = "export.json"
 CRF_FILE = "crf.safetensors"
+STUDENT_FILE = "student.json"  # kdexam.students.registry.STUDENT_FILE; not imported here, it would load torch
 DEFAULT_MAX_LENGTH = 128
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -136,8 +138,6 @@ def task_from_hf_config(model_dir: str | Path):
 def model_role(run_dir: str | Path) -> str:
     """``"student"`` (``student.json``), ``"teacher"`` (a fine-tuned HF model directory) or
     ``"onnx"`` (an export folder); a :class:`KdexamError` for anything else."""
-    from kdexam.students.registry import STUDENT_FILE
-
     d = Path(run_dir)
     if not d.exists():
         raise KdexamError(f"Model '{run_dir}' does not exist; pass a run directory written by 'kdexam distill' or 'kdexam teacher'.")
@@ -389,32 +389,21 @@ def export_is_fresh(run_dir: Path, export_dir: Path) -> bool:
     return bool(want) and weights.is_file() and sha256_file(weights) == want
 
 
-def _onnx_predictor(export_dir: Path, quantized: bool, threads: int | None) -> Predictor:
-    from transformers import AutoTokenizer
+def _onnx_predictor(export_dir: Path, quantized: bool, threads: int | None):
+    """The torch-free :class:`~kdexam.inference.serving.ServingPredictor` of an export folder."""
+    from kdexam.inference.serving import ServingPredictor
 
-    from kdexam.tasks import Task
-    from kdexam.teachers.loader import quiet_transformers
-
-    record = json.loads((export_dir / EXPORT_FILE).read_text(encoding="utf-8"))
-    path = export_dir / (INT8_FILE if quantized else FP32_FILE)
-    if not path.is_file():
-        raise KdexamError(f"'{export_dir}' has no {path.name}; run 'kdexam export RUN --format onnx --quantize int8' for an int8 model.")
-    quiet_transformers()
-    tokenizer = AutoTokenizer.from_pretrained(str(export_dir))
-    tokenizer.padding_side = record.get("padding_side", tokenizer.padding_side)
-    crf = None
-    if (export_dir / CRF_FILE).is_file():
-        from safetensors.numpy import load_file
-
-        crf = load_file(str(export_dir / CRF_FILE))
-    runner = OnnxRunner(onnx_session(path, threads))
-    return Predictor(runner, tokenizer, Task.from_dict(record["task"]), int(record["max_length"]), str(path), quantized,
-                     crf, (record.get("source") or {}).get("name", ""))
+    return ServingPredictor(export_dir, quantized, threads)
 
 
 def load_student(path: str | Path, backend: str = "auto", quantized: bool = False, threads: int | None = None,
-                 device: str | None = None) -> Predictor:
-    """A :class:`Predictor` for a student run, a teacher run or an export folder; no teacher needed.
+                 device: str | None = None):
+    """A predictor for a student run, a teacher run or an export folder; no teacher needed.
+
+    With ONNX (an export folder, or a run with a current export) it is the torch-free
+    :class:`~kdexam.inference.serving.ServingPredictor` (onnxruntime, tokenizers and numpy only;
+    torch and transformers are never imported); with PyTorch a :class:`Predictor`. Both have
+    ``predict``, ``predict_logits``, ``task``, ``backend``, ``max_length``, ``quantized``.
 
     ``backend``: ``"pytorch"``, ``"onnx"`` (``RUN/onnx/`` written by ``kdexam export``, or an
     export folder given directly) or ``"auto"`` (ONNX when an export of the current weights

@@ -20,8 +20,8 @@ objectives still read the emissions per token (the teacher has no transitions to
 transfer); the CRF's own loss is the gold objective (:class:`~kdexam.objectives.GoldLoss`
 uses :meth:`CRF.nll` when the student has a CRF).
 
-:func:`viterbi` is a NumPy version of the decoder for predictions outside PyTorch
-(ONNX Runtime exports only the emissions).
+:func:`viterbi` (:mod:`kdexam.inference.serving`) is a NumPy version of the decoder for
+predictions outside PyTorch (ONNX Runtime exports only the emissions).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+
+from kdexam.inference.serving import viterbi  # noqa: F401  (one NumPy decoder for every path)
 
 
 class CRF(nn.Module):
@@ -91,23 +93,6 @@ def crf_params(model: nn.Module | None) -> dict[str, np.ndarray] | None:
     return {"transitions": crf.transitions.detach().float().cpu().numpy(),
             "start": crf.start_transitions.detach().float().cpu().numpy(),
             "end": crf.end_transitions.detach().float().cpu().numpy()}
-
-
-def viterbi(emissions: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[int]:
-    """:math:`\\arg\\max_y s(y)` for one sentence's emissions [W, C] (empty for W = 0)."""
-    n = len(emissions)
-    if n == 0:
-        return []
-    score = start + emissions[0]
-    back = np.zeros((n, emissions.shape[1]), dtype=np.int64)
-    for i in range(1, n):
-        cand = score[:, None] + transitions  # [from, to]
-        back[i] = cand.argmax(0)
-        score = cand.max(0) + emissions[i]
-    best = [int((score + end).argmax())]
-    for i in range(n - 1, 0, -1):
-        best.append(int(back[i, best[-1]]))
-    return best[::-1]
 
 
 def compact(values: torch.Tensor, mask: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

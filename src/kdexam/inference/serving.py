@@ -1,0 +1,353 @@
+"""Torch-free predictor for exported models: ONNX Runtime, the Rust ``tokenizers`` library, numpy.
+
+This module imports nothing but the standard library, numpy, onnxruntime and tokenizers
+(never torch, transformers or the rest of kdexam), and ``kdexam export`` copies it into
+every export folder as ``kdexam_serving.py``. A service then needs only the folder and
+``pip install onnxruntime tokenizers numpy``::
+
+    import sys; sys.path.insert(0, "runs/bilstm-ms/onnx")
+    import kdexam_serving
+    clf = kdexam_serving.load("runs/bilstm-ms/onnx", quantized=True, threads=1)
+    clf.predict(["a gripping, funny film"])   # [{'label': 'positive', 'scores': {...}}]
+
+``kdexam.load_student`` and ``kdexam predict`` use it whenever a current export exists.
+
+What it does is what training did (:mod:`kdexam.data.encode`), written against the Rust
+tokenizer directly: ``tokenizer.json`` is read with ``tokenizers.Tokenizer``; truncation to
+the run's ``max_length`` (longest first, as ``transformers`` sets it for ``truncation=True``);
+text pairs encoded as pairs; tagging input as pre-tokenized words. A batch is padded on the
+right (``export.json`` ``padding_side``) with the pad id, attention mask 0 and token type 0,
+so the model sees exactly the tensors of the PyTorch predictor. Several inputs are sorted by
+length and cut into batches of ``batch_size``; one input is one batch of one.
+
+Decoding: classification → ``{"label", "scores"}`` (softmax); regression → ``{"value"}``;
+tagging → ``{"tokens", "tags"}``, each word tagged at its first subword (argmax, or Viterbi
+with the CRF transitions of ``crf.safetensors``); words cut off by truncation get ``O`` (or
+the first tag) and the item ``"truncated": true``.
+
+``python kdexam_serving.py EXPORT_DIR [--quantized] < texts.txt`` prints one JSON line per
+input line; ``--rss TEXTS.json`` reports the process's peak memory instead (``kdexam bench``).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+EXPORT_FILE = "export.json"
+CRF_FILE = "crf.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+
+try:  # inside kdexam: its error (the CLI's exit code 2) and Task; standalone: local stand-ins
+    from kdexam.errors import KdexamError as InputError
+    from kdexam.tasks import Task
+except ImportError:  # pragma: no cover - exercised by the standalone-copy test in a subprocess
+    class InputError(ValueError):
+        """Bad input: the message is one sentence naming the input and the fix."""
+
+    class Task:
+        """What the predictor needs of a task: ``kind``, ``labels``, ``text_pair``."""
+
+        def __init__(self, kind: str, labels: list | None = None, text_pair: bool = False, **_):
+            self.kind, self.labels, self.text_pair = kind, labels, bool(text_pair)
+
+        @classmethod
+        def from_dict(cls, d: dict) -> "Task":
+            return cls(**d)
+
+
+# ---- small readers ---------------------------------------------------------------------------
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """The float32 tensors of a safetensors file (8-byte header length, JSON header, raw data)."""
+    raw = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    data = raw[8 + n :]
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        if meta["dtype"] != "F32":
+            raise InputError(f"'{path}' holds {meta['dtype']} tensor '{name}'; export the model again with 'kdexam export'.")
+        a, b = meta["data_offsets"]
+        out[name] = np.frombuffer(data[a:b], dtype=np.float32).reshape(meta["shape"])
+    return out
+
+
+def viterbi(emissions: np.ndarray, transitions: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[int]:
+    """Best tag path of a linear-chain CRF for one sentence's emissions [W, C] (Lample et al. 2016):
+    ``argmax_y start[y_1] + Σ e[i, y_i] + Σ transitions[y_{i-1}, y_i] + end[y_n]``."""
+    n = len(emissions)
+    if n == 0:
+        return []
+    score = start + emissions[0]
+    back = np.zeros((n, emissions.shape[1]), dtype=np.int64)
+    for i in range(1, n):
+        cand = score[:, None] + transitions  # [from, to]
+        back[i] = cand.argmax(0)
+        score = cand.max(0) + emissions[i]
+    best = [int((score + end).argmax())]
+    for i in range(n - 1, 0, -1):
+        best.append(int(back[i, best[-1]]))
+    return best[::-1]
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+
+
+def normalise(item, task, where: str):
+    """One input as the tokenizer takes it: a string, a ``(text, text_pair)`` pair, or a word list."""
+    if task.kind == "token-classification":
+        words = item.get("tokens", item.get("text")) if isinstance(item, dict) else item
+        if isinstance(words, str):
+            words = words.split()
+        if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
+            raise InputError(f"{where.capitalize()} is not a list of words or a string; a tagger reads words, e.g. ['The', 'cat'] or 'The cat'.")
+        words = [w for w in words if w.strip()]
+        if not words:
+            raise InputError(f"{where.capitalize()} has no words; remove it or give it text.")
+        return words
+    if isinstance(item, dict):
+        if "text" not in item:
+            raise InputError(f"{where.capitalize()} has no 'text' field; write objects like {{\"text\": ...}}.")
+        text, pair = item["text"], item.get("text_pair")
+    elif isinstance(item, (tuple, list)):
+        if len(item) != 2:
+            raise InputError(f"{where.capitalize()} is a sequence of {len(item)} items; give a string, or a (text, text_pair) pair.")
+        text, pair = item
+    else:
+        text, pair = item, None
+    if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
+        raise InputError(f"{where.capitalize()} is not text ({type(text).__name__}); give strings.")
+    if task.text_pair and pair is None:
+        raise InputError(f"The model reads text pairs but {where} has one text; give (text, text_pair) or a 'text_pair' field.")
+    if not task.text_pair and pair is not None:
+        raise InputError(f"The model reads single texts but {where} is a pair; give one text.")
+    if not text.strip() or (pair is not None and not pair.strip()):
+        raise InputError(f"{where.capitalize()} has an empty text; remove it or fill it in.")
+    return (text, pair) if task.text_pair else text
+
+
+# ---- the predictor -------------------------------------------------------------------------------
+
+
+class ServingPredictor:
+    """Predictions from an export folder (``model.onnx`` or ``model.int8.onnx``, ``tokenizer.json``,
+    ``export.json``). Attributes as :class:`kdexam.inference.predictor.Predictor`: ``task``,
+    ``backend`` (``"onnx"``), ``max_length``, ``quantized``, ``source``, ``crf``, ``name``."""
+
+    backend = "onnx"
+
+    def __init__(self, export_dir: str | Path, quantized: bool = False, threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        d = Path(export_dir)
+        try:
+            record = json.loads((d / EXPORT_FILE).read_text(encoding="utf-8"))
+            self.task = Task.from_dict(record["task"])
+            self.max_length = int(record["max_length"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"'{d}' has no readable {EXPORT_FILE}; export the model again with 'kdexam export'.") from None
+        path = d / (INT8_FILE if quantized else FP32_FILE)
+        if not path.is_file():
+            raise InputError(f"'{d}' has no {path.name}; run 'kdexam export RUN --format onnx --quantize int8' for an int8 model.")
+        self.source, self.quantized = str(path), quantized
+        self.name = (record.get("source") or {}).get("name", "")
+        self.tokenizer = Tokenizer.from_file(str(d / TOKENIZER_FILE))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_length, strategy="longest_first",
+                                         direction=record.get("truncation_side", "right"))
+        self.pad_id = int(record.get("pad_token_id") or 0)
+        self.pad_left = record.get("padding_side", "right") == "left"
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.crf = read_safetensors(d / CRF_FILE) if (d / CRF_FILE).is_file() else None
+        labels = self.task.labels or []
+        self.fill = labels.index("O") if "O" in labels else 0
+
+    def __repr__(self) -> str:
+        return f"ServingPredictor({self.name or self.source!r}, task={self.task.kind}, onnx{', int8' if self.quantized else ''})"
+
+    # the three steps of a prediction, apart for timing -------------------------------------------
+
+    def items(self, texts) -> list:
+        """Inputs normalised for the tokenizer (a lone string, dict or pair is one input)."""
+        if isinstance(texts, (str, dict)) or (self.task.text_pair and isinstance(texts, tuple)):
+            texts = [texts]
+        return [normalise(t, self.task, f"input {i}") for i, t in enumerate(texts)]
+
+    def encode(self, items: list) -> list:
+        """Tokenised inputs (``tokenizers.Encoding``), truncated, not padded."""
+        pretok = self.task.kind == "token-classification"
+        if len(items) == 1:
+            item = items[0]
+            if self.task.text_pair:
+                return [self.tokenizer.encode(item[0], item[1])]
+            return [self.tokenizer.encode(item, is_pretokenized=pretok)]
+        return self.tokenizer.encode_batch(items, is_pretokenized=pretok)
+
+    def feed(self, encodings: list) -> dict:
+        """One padded batch of model inputs (int64 arrays) from encodings."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for b, e in enumerate(encodings):
+            n = len(e.ids)
+            cols = slice(width - n, width) if self.pad_left else slice(0, n)
+            ids[b, cols], mask[b, cols], types[b, cols] = e.ids, e.attention_mask, e.type_ids
+        arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {n: arrays[n] for n in self.inputs}
+
+    def run(self, feed: dict) -> np.ndarray:
+        """The model's logits for one batch."""
+        return self.session.run(["logits"], feed)[0]
+
+    def decode(self, logits: np.ndarray, encodings: list, items: list) -> list[dict]:
+        """One prediction dict per input of the batch."""
+        kind = self.task.kind
+        if kind == "regression":
+            return [{"value": float(v)} for v in logits.reshape(len(encodings), -1)[:, 0]]
+        labels = self.task.labels or []
+        if kind == "classification":
+            probs = softmax(logits.astype(np.float64))
+            return [{"label": labels[int(p.argmax())], "scores": {l: float(s) for l, s in zip(labels, p)}} for p in probs]
+        out = []
+        for b, (e, words) in enumerate(zip(encodings, items)):
+            n = len(e.ids)
+            row = logits[b, -n:] if self.pad_left else logits[b, :n]
+            first: dict[int, int] = {}
+            for pos, w in enumerate(e.word_ids):
+                if w is not None and w not in first:
+                    first[w] = pos
+            tags = [self.fill] * len(words)
+            present = sorted(first)
+            if self.crf is None:
+                for w in present:
+                    tags[w] = int(row[first[w]].argmax())
+            else:
+                path = viterbi(row[[first[w] for w in present]], self.crf["transitions"], self.crf["start"], self.crf["end"])
+                for w, t in zip(present, path):
+                    tags[w] = t
+            item = {"tokens": list(words), "tags": [labels[t] for t in tags]}
+            if len(present) < len(words):
+                item["truncated"] = True
+            out.append(item)
+        return out
+
+    # whole predictions --------------------------------------------------------------------------
+
+    def batches(self, items: list, batch_size: int):
+        """``(indices, encodings)`` of length-sorted batches of ``batch_size``."""
+        if batch_size < 1:
+            raise InputError(f"Batch size {batch_size} is not positive; use 1 or more.")
+        encodings = self.encode(items)
+        order = sorted(range(len(items)), key=lambda i: -len(encodings[i].ids)) if len(items) > batch_size else list(range(len(items)))
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            yield idx, [encodings[i] for i in idx]
+
+    def predict(self, texts, batch_size: int = 32) -> list[dict]:
+        """One dict per input: ``{"label", "scores"}``, ``{"value"}`` or ``{"tokens", "tags"}``."""
+        items = self.items(texts)
+        out: list = [None] * len(items)
+        for idx, encs in self.batches(items, batch_size):
+            for i, pred in zip(idx, self.decode(self.run(self.feed(encs)), encs, [items[i] for i in idx])):
+                out[i] = pred
+        return out
+
+    def predict_logits(self, texts, batch_size: int = 32) -> list[np.ndarray]:
+        """Per-input logits: [C] (classification), [1] (regression), [subwords, C] (tagging)."""
+        items = self.items(texts)
+        out: list = [None] * len(items)
+        for idx, encs in self.batches(items, batch_size):
+            logits = self.run(self.feed(encs))
+            for b, (i, e) in enumerate(zip(idx, encs)):
+                n = len(e.ids)
+                if self.task.kind != "token-classification":
+                    out[i] = logits[b]
+                else:
+                    out[i] = logits[b, -n:] if self.pad_left else logits[b, :n]
+        return out
+
+
+def load(export_dir: str | Path, quantized: bool = False, threads: int | None = None) -> ServingPredictor:
+    """A :class:`ServingPredictor` for an export folder (``quantized``: the int8 model)."""
+    return ServingPredictor(export_dir, quantized, threads)
+
+
+# ---- command line: predict stdin lines, or measure peak memory --------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux ``VmHWM``; else ``ru_maxrss``), in MB (2^20 bytes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Predict with a kdexam export folder (no PyTorch needed).")
+    ap.add_argument("export_dir")
+    ap.add_argument("--quantized", action="store_true", help="use model.int8.onnx")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rss", metavar="TEXTS_JSON", help="predict the inputs of this JSON list and print peak memory")
+    a = ap.parse_args(argv)
+    import onnxruntime  # noqa: F401  (counted in the baseline, as any service imports it)
+    import tokenizers  # noqa: F401
+
+    baseline = peak_rss_mb()
+    try:
+        clf = load(a.export_dir, a.quantized, a.threads)
+        if a.rss:
+            loaded = peak_rss_mb()
+            clf.predict(json.loads(Path(a.rss).read_text(encoding="utf-8")), batch_size=a.batch_size)
+            heavy = sorted(m for m in ("torch", "transformers", "kdexam.tasks") if m in sys.modules)
+            print(json.dumps({"baseline_mb": baseline, "loaded_mb": loaded, "peak_mb": peak_rss_mb(), "imported": heavy}))
+            return 0
+        lines = [l.rstrip("\n") for l in sys.stdin if l.strip()]
+        if clf.task.text_pair:
+            for i, line in enumerate(lines, start=1):
+                if "\t" not in line:
+                    raise InputError(f"Input line {i} has no tab; the model reads text pairs, write 'text<TAB>text_pair'.")
+            lines = [tuple(l.split("\t", 1)) for l in lines]
+        for pred in clf.predict(lines, batch_size=a.batch_size):
+            print(json.dumps(pred, ensure_ascii=False))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

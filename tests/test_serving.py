@@ -1,0 +1,118 @@
+"""The torch-free predictor (kdexam.inference.serving): it runs where torch and transformers
+cannot be imported, as kdexam.load_student and as the standalone copy in the export folder,
+and agrees with the PyTorch student on every task kind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kdexam.export.onnx import SERVING_FILE, export_onnx
+from kdexam.inference.predictor import load_student
+from run_factory import runs  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+INPUTS = {
+    "cls": ["the movie was good", "awful plot and dull actors", "the film was really quite lovely and the story was great",
+            "good " * 200],
+    "pair": [["good film", "bad plot"], ["the story", "the actors were fine"], ["a", "b c"], ["good " * 150, "dull " * 150]],
+    "tag": [["the", "film", "was", "good"], "the story was dull", ["a", "movie"], ["word"] * 200],
+    "reg": ["good", "dull film", "the plot was great and the actors were lovely", "lovely " * 300],
+}
+
+BLOCK = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, Block())
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(runs, tmp_path_factory):
+    """BiLSTM student runs of every task kind (and a CNN classifier), exported (fp32 + int8)."""
+    root = tmp_path_factory.mktemp("serving")
+    out = {}
+    for kind, task_name in [("bilstm", t) for t in INPUTS] + [("cnn", "cls")]:
+        run = shutil.copytree(runs.student(kind, task_name), root / f"{kind}-{task_name}")
+        export_onnx(run, quantize="int8")
+        out[kind, task_name] = run
+    return out
+
+
+def _in_subprocess(code: str, blocked: tuple[str, ...], cwd=None) -> list:
+    script = f"BLOCKED = {set(blocked)!r}\n{BLOCK}\n{code}"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _same(task_name: str, got: list, want: list) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if task_name == "reg":
+            assert g["value"] == pytest.approx(w["value"], abs=1e-4)
+        elif task_name == "tag":
+            assert g["tags"] == w["tags"] and g.get("truncated") == w.get("truncated")
+        else:
+            assert g["label"] == w["label"]
+            assert g["scores"] == pytest.approx(w["scores"], abs=1e-4)
+
+
+@pytest.mark.parametrize("kind,task_name", [("bilstm", t) for t in INPUTS] + [("cnn", "cls")])
+def test_load_student_serves_without_torch_and_agrees_with_pytorch(kind, task_name, exported):
+    run = exported[kind, task_name]
+    want = load_student(run, backend="pytorch").predict(INPUTS[task_name], batch_size=2)
+    code = (f"import json, kdexam\np = kdexam.load_student({str(run)!r})\n"
+            f"assert type(p).__name__ == 'ServingPredictor', p\n"
+            f"out = p.predict({INPUTS[task_name]!r}, batch_size=2)\n"
+            "assert not {'torch', 'transformers'} & set(sys.modules)\nprint(json.dumps(out))")
+    _same(task_name, _in_subprocess(code, ("torch", "transformers")), want)
+
+
+@pytest.mark.parametrize("task_name", list(INPUTS))
+def test_standalone_copy_needs_only_onnxruntime_tokenizers_numpy(task_name, exported, tmp_path):
+    """The export folder alone, moved away, with torch, transformers and kdexam all unimportable."""
+    folder = shutil.copytree(exported["bilstm", task_name] / "onnx", tmp_path / "service")
+    assert (folder / SERVING_FILE).is_file()
+    want = load_student(exported["bilstm", task_name], backend="pytorch").predict(INPUTS[task_name])
+    code = ("import json, sys\nsys.path.insert(0, '.')\nimport kdexam_serving\n"
+            f"p = kdexam_serving.load('.')\nout = p.predict({INPUTS[task_name]!r})\n"
+            "mods = {m.split('.')[0] for m in sys.modules}\n"
+            "assert not {'torch', 'transformers', 'kdexam', 'safetensors'} & mods, mods\nprint(json.dumps(out))")
+    _same(task_name, _in_subprocess(code, ("torch", "transformers", "kdexam", "safetensors"), cwd=folder), want)
+
+
+def test_standalone_errors_are_sentences_with_exit_code_2(exported, tmp_path):
+    folder = exported["bilstm", "pair"] / "onnx"
+    done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(folder)], input="no tab here\n",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "reads text pairs" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(folder)], input="good film\tbad plot\n",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and set(json.loads(done.stdout)) == {"label", "scores"}
+    done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(tmp_path)], input="x\n",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "export.json" in done.stderr
+
+
+def test_export_records_serving_parity(exported):
+    record = json.loads((exported["bilstm", "tag"] / "onnx" / "export.json").read_text())
+    assert record["parity_ok"] and set(record["serving"]) == {"onnx", "onnx-int8"}
+    assert record["serving"]["onnx"]["max_abs_logit_diff"] < 1e-4 and record["serving"]["onnx"]["prediction_agreement"] == 1.0
+
+
+def test_logits_equal_the_onnx_runner_on_padded_batches(exported):
+    """Padding on the right with the pad id gives the logits of the PyTorch predictor's batches."""
+    run = exported["bilstm", "cls"]
+    served = load_student(run).predict_logits(INPUTS["cls"], batch_size=4)
+    torch_side = load_student(run, backend="pytorch").predict_logits(INPUTS["cls"], batch_size=4)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(served, torch_side)) < 1e-4
