@@ -44,6 +44,7 @@ SAMPLES = {
     "pooling": (["--pooling", "mean"], "mean", "mean"),
     "pair_mode": (["--pair-mode", "siamese"], "siamese", "siamese"),
     "crf": (["--crf"], True, True),
+    "token_weights": (["--token-weights"], True, True),
     "layers": (["--layers", "1,3"], "1,3", [1, 3]),
     "general": (["--general"], True, True),
     "init_from": (["--init-from", "enc"], "enc", "enc"),

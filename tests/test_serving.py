@@ -26,6 +26,8 @@ INPUTS = {
     "reg": ["good", "dull film", "the plot was great and the actors were lovely", "lovely " * 300],
 }
 
+CASES = [("bilstm", t) for t in INPUTS] + [("cnn", "cls"), ("static", "pair"), ("static", "tag")]
+
 BLOCK = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -38,10 +40,10 @@ sys.meta_path.insert(0, Block())
 
 @pytest.fixture(scope="module")
 def exported(runs, tmp_path_factory):
-    """BiLSTM student runs of every task kind (and a CNN classifier), exported (fp32 + int8)."""
+    """BiLSTM student runs of every task kind (and CNN and static students), exported (fp32 + int8)."""
     root = tmp_path_factory.mktemp("serving")
     out = {}
-    for kind, task_name in [("bilstm", t) for t in INPUTS] + [("cnn", "cls")]:
+    for kind, task_name in CASES:
         run = shutil.copytree(runs.student(kind, task_name), root / f"{kind}-{task_name}")
         export_onnx(run, quantize="int8")
         out[kind, task_name] = run
@@ -67,7 +69,7 @@ def _same(task_name: str, got: list, want: list) -> None:
             assert g["scores"] == pytest.approx(w["scores"], abs=1e-4)
 
 
-@pytest.mark.parametrize("kind,task_name", [("bilstm", t) for t in INPUTS] + [("cnn", "cls")])
+@pytest.mark.parametrize("kind,task_name", CASES)
 def test_load_student_serves_without_torch_and_agrees_with_pytorch(kind, task_name, exported):
     run = exported[kind, task_name]
     want = load_student(run, backend="pytorch").predict(INPUTS[task_name], batch_size=2)

@@ -257,12 +257,15 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     replace(DATA_FLAGS[0], help="Built-in dataset name, data file or directory, or HF dataset id "
                                 "(default: the data (and columns) the teacher was trained on)."),
     *DATA_FLAGS[1:],
-    Flag("student", "student.kind", help="bilstm | cnn | bert-tiny | bert-mini | bert-small | bert-medium | teacher-layers:K."),
+    Flag("student", "student.kind", help="bilstm | cnn | static | bert-tiny | bert-mini | bert-small | bert-medium | teacher-layers:K."),
     *RUN_FLAGS, *TRAIN_FLAGS,
-    Flag("embeddings", "student.embeddings", help="bilstm/cnn inputs: teacher | glove | random (default teacher)."),
+    Flag("embeddings", "student.embeddings", help="bilstm/cnn/static inputs: teacher | glove | random | model2vec "
+                                                     "(default: model2vec for static, teacher otherwise)."),
     Flag("vectors_file", "student.vectors_file", help="word2vec/GloVe text file for --embeddings glove."),
-    Flag("embedding_dim", "student.embedding_dim", int, help="bilstm/cnn embedding width (PCA of the teacher's when smaller)."),
-    Flag("hidden_size", "student.hidden_size", int, help="bilstm hidden size per direction (default 300)."),
+    Flag("embedding_dim", "student.embedding_dim", int, help="bilstm/cnn/static embedding width (PCA of the teacher's when smaller)."),
+    Flag("hidden_size", "student.hidden_size", int, help="bilstm hidden size per direction (default 300); static: MLP head width "
+                                                               "(default: a linear head)."),
+    Flag("token_weights", "student.token_weights", bool, help="static: learn a weight per vocabulary token in the mean."),
     Flag("pooling", "student.pooling", help="bilstm sequence pooling: max | mean | attention (default max)."),
     Flag("pair_mode", "student.pair_mode", help="bilstm/cnn text pairs: concat (one sequence) | siamese (two encoded "
                                                 "sides, [u; v; |u-v|; u*v]). Default concat."),

@@ -143,7 +143,7 @@ class TransferConfig(Strict):
     """Keep only teacher-labelled rows whose teacher confidence (max probability) is at least this."""
 
 
-STUDENT_LEARNING_RATES = {"bilstm": 1e-3, "cnn": 1e-3, "teacher-layers": 5e-5}
+STUDENT_LEARNING_RATES = {"bilstm": 1e-3, "cnn": 1e-3, "static": 1e-3, "teacher-layers": 5e-5}
 """Default peak learning rates per student family; other (bert-*) presets use 1e-4."""
 
 

@@ -13,17 +13,20 @@ class StudentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
     kind: str = "bilstm"
-    """bilstm, cnn, bert-tiny, bert-mini, bert-small, bert-medium or teacher-layers:K."""
-    embeddings: Literal["teacher", "glove", "random"] = "teacher"
-    """bilstm/cnn input embeddings: the teacher's (tokenizer + word vectors), word vectors from a
-    GloVe/word2vec file over a word vocabulary of the training texts, or random over the teacher's tokenizer."""
+    """bilstm, cnn, static, bert-tiny, bert-mini, bert-small, bert-medium or teacher-layers:K."""
+    embeddings: Literal["teacher", "glove", "random", "model2vec"] | None = None
+    """bilstm/cnn/static input embeddings: the teacher's (tokenizer + input word vectors), word vectors
+    from a GloVe/word2vec file over a word vocabulary of the training texts, random over the teacher's
+    tokenizer, or model2vec (the teacher's output state of each token encoded alone, PCA, SIF weights).
+    Default: model2vec for static, teacher for bilstm and cnn."""
     embedding_dim: int | None = Field(default=None, ge=1)
     """Width of the embeddings: PCA width for teacher embeddings (default: the teacher's width), the
     width of random embeddings (default 300); for glove it must match the file (default: the file's)."""
     vectors_file: str | None = None
     """word2vec/GloVe text file (embeddings: glove)."""
     hidden_size: int | None = Field(default=None, ge=1)
-    """bilstm: LSTM size per direction and MLP width (default 300)."""
+    """bilstm: LSTM size per direction and MLP width (default 300); static: hidden width of an MLP head
+    (default: a linear head)."""
     num_layers: int | None = Field(default=None, ge=1)
     """bilstm: BiLSTM layers (default 1); cnn tagging: residual convolution blocks (default 3)."""
     pooling: Literal["max", "mean", "attention"] = "max"
@@ -44,7 +47,10 @@ class StudentSpec(BaseModel):
     random: the teacher's architecture with K layers, every weight randomly initialised (a control)."""
     freeze_embeddings: bool = False
     """Keep the input word embeddings fixed during training."""
+    token_weights: bool = False
+    """static: a learned weight per vocabulary token in the mean (initialised to 1)."""
     trim_vocab: bool = True
-    """bilstm/cnn with teacher or random embeddings: keep only the rows of tokens the training texts use."""
+    """bilstm/cnn/static with teacher, random or model2vec embeddings: keep only the rows of tokens the
+    training texts use."""
 
 

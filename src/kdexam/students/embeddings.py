@@ -18,6 +18,9 @@ Three sources (``StudentSpec.embeddings``):
   (2019), "Distilling Task-Specific Knowledge from BERT into Simple Neural Networks".
 - ``random``: the teacher's tokenizer and randomly initialised embeddings
   (PyTorch's ``nn.Embedding`` default, N(0, 1)) of a chosen width.
+- ``model2vec``: the teacher's tokenizer and static vectors distilled from the teacher's
+  *output* states, each token encoded alone, PCA, SIF weighting (Tulkens & van Dongen 2024;
+  :func:`teacher_output_embeddings`). The default of the ``static`` student.
 
 Each builder returns an :class:`EmbeddingInit`: the initial weight matrix, the
 tokenizer that produces ids for it, and an ``info`` dict (source, widths, explained
@@ -41,6 +44,7 @@ from kdexam.errors import KdexamError
 
 WORD_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 DEFAULT_RANDOM_DIM = 300
+SIF_COEFFICIENT = 1e-3
 
 
 @dataclass
@@ -194,6 +198,80 @@ def random_embeddings(teacher: str | Path, dim: int | None = None) -> EmbeddingI
         pass
     weight = nn.Embedding(vocab, dim).weight.detach().clone()
     return EmbeddingInit(weight, tokenizer, {"source": "random", "teacher": str(teacher), "dim": dim})
+
+
+def token_counts(tokenizer, texts: Iterable) -> Counter:
+    """How often each token id occurs in ``texts`` (no special tokens added)."""
+    strings = list(iter_training_strings(texts))
+    counts: Counter = Counter()
+    for start in range(0, len(strings), 2000):
+        for ids in tokenizer(strings[start : start + 2000], add_special_tokens=False)["input_ids"]:
+            counts.update(ids)
+    return counts
+
+
+def teacher_output_embeddings(teacher: str | Path, dim: int | None = None, texts: Iterable | None = None,
+                              only_used: bool = True, sif: float = SIF_COEFFICIENT, batch_size: int = 512) -> EmbeddingInit:
+    """Static token vectors distilled from the teacher's *outputs*, the model2vec way (Tulkens &
+    van Dongen 2024, "Model2Vec: Distill a Small Fast Model from any Sentence Transformer"):
+
+    1. each vocabulary token ``t`` is passed through the teacher's encoder alone, as
+       ``[CLS] t [SEP]``, and its output states are mean-pooled: ``v_t = mean(h([CLS] t [SEP]))``;
+    2. the vectors are reduced by PCA to ``dim`` (when smaller than the teacher's width);
+    3. each is scaled by its SIF weight ``a / (a + p(t))`` (Arora et al. 2017, "A Simple but
+       Tough-to-Beat Baseline for Sentence Embeddings"), so frequent tokens count less in a
+       mean. ``p(t)`` is the token's relative frequency in ``texts`` (the transfer set);
+       without texts, model2vec's Zipf estimate from the vocabulary rank,
+       ``p(t) ∝ 1 / (rank + 1)``. ``a`` = ``sif`` (default 1e-3, Arora et al.'s choice).
+
+    With ``only_used`` and ``texts``, only the special tokens and the tokens the texts use are
+    passed through the teacher (the others are dropped by vocabulary trimming anyway); their
+    rows stay zero."""
+    from transformers import AutoModel
+
+    from kdexam.teachers.loader import cannot_load, load_tokenizer, quiet_transformers
+
+    tokenizer = load_tokenizer(str(teacher))
+    quiet_transformers()
+    try:
+        encoder = AutoModel.from_pretrained(_teacher_path(teacher)).eval()
+    except KdexamError:
+        raise
+    except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
+        raise cannot_load(str(teacher), "weights", e) from None
+    vocab = int(encoder.get_input_embeddings().weight.shape[0])
+    width = int(encoder.config.hidden_size)
+    if dim is not None and dim > width:
+        raise KdexamError(f"embedding_dim {dim} is wider than the teacher's output states ({width}); "
+                          f"set embedding_dim to at most {width} or leave it out.")
+    counts = token_counts(tokenizer, texts) if texts is not None else Counter()
+    ids = sorted((set(counts) | set(tokenizer.all_special_ids)) if (only_used and counts) else range(vocab))
+    ids = [i for i in ids if 0 <= i < vocab]
+    cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    frame = [x for x in (cls,) if x is not None], [x for x in (sep,) if x is not None]
+    vectors = torch.zeros(len(ids), width)
+    with torch.inference_mode():
+        for s in range(0, len(ids), batch_size):
+            chunk = torch.tensor([frame[0] + [t] + frame[1] for t in ids[s : s + batch_size]])
+            vectors[s : s + len(chunk)] = encoder(input_ids=chunk, attention_mask=torch.ones_like(chunk)).last_hidden_state.mean(1)
+    info: dict = {"source": "model2vec", "teacher": str(teacher), "teacher_dim": width, "dim": width, "pca": False,
+                  "explained_variance": None, "tokens_encoded": len(ids), "sif": sif,
+                  "frequencies": "transfer set" if counts else "zipf"}
+    if dim is not None and dim < width:
+        vectors, explained = pca(vectors, dim)
+        info.update(dim=dim, pca=True, explained_variance=round(explained, 6))
+    index = torch.tensor(ids)
+    if counts:
+        total = sum(counts.values())
+        p = torch.tensor([counts.get(i, 0) / total for i in ids], dtype=torch.float32)
+    else:
+        p = 1.0 / (index.float() + 1.0)
+        p = p / (1.0 / (torch.arange(vocab, dtype=torch.float32) + 1.0)).sum()
+    vectors = vectors * (sif / (sif + p)).unsqueeze(1)
+    weight = torch.zeros(vocab, vectors.shape[1])
+    weight[index] = vectors.to(torch.float32)
+    return EmbeddingInit(weight.contiguous(), tokenizer, info)
 
 
 # ---- word vocabulary + word2vec / GloVe vectors ------------------------------------------

@@ -16,6 +16,8 @@ Kinds (sources in each module's docstring):
 
 - ``bilstm`` — Tang et al. (2019), :mod:`kdexam.students.bilstm`;
 - ``cnn`` — Kim (2014), :mod:`kdexam.students.cnn`;
+- ``static`` — mean of static token embeddings and a small head, initialised the model2vec
+  way (Tulkens & van Dongen 2024), :mod:`kdexam.students.static`;
 - ``bert-tiny``, ``bert-mini``, ``bert-small``, ``bert-medium`` — Turc et al. (2019),
   :mod:`kdexam.students.transformer`;
 - ``teacher-layers:K`` — K of the teacher's layers, DistilBERT / PKD,
@@ -42,8 +44,8 @@ from kdexam.paths import atomic_write_json
 from kdexam.config.students import StudentSpec
 from kdexam.tasks import TASK_KINDS, Task
 
-KINDS = ["bilstm", "cnn", "bert-tiny", "bert-mini", "bert-small", "bert-medium", "teacher-layers:K"]
-KIND_HELP = ("bilstm (Tang et al. 2019), cnn (Kim 2014), bert-tiny | bert-mini | bert-small | bert-medium "
+KINDS = ["bilstm", "cnn", "static", "bert-tiny", "bert-mini", "bert-small", "bert-medium", "teacher-layers:K"]
+KIND_HELP = ("bilstm (Tang et al. 2019), cnn (Kim 2014), static (mean of token embeddings, model2vec init), bert-tiny | bert-mini | bert-small | bert-medium "
              "(Turc et al. 2019, random init, teacher's tokenizer), teacher-layers:K (K of the teacher's layers, "
              "DistilBERT/PKD)")
 STUDENT_FILE = "student.json"
@@ -53,6 +55,9 @@ FORMAT_VERSION = 1
 DEFAULT_BILSTM_HIDDEN = 300
 DEFAULT_BILSTM_LAYERS = 1
 DEFAULT_DROPOUT = 0.2
+EMBEDDING_FAMILIES = ("bilstm", "cnn", "static")
+"""Students built on a word-embedding table (``StudentSpec.embeddings``), not on transformer layers."""
+DEFAULT_EMBEDDINGS = {"bilstm": "teacher", "cnn": "teacher", "static": "model2vec"}
 
 
 APPLIES: dict[str, set[str]] = {
@@ -60,6 +65,8 @@ APPLIES: dict[str, set[str]] = {
                "dropout", "freeze_embeddings", "trim_vocab", "crf"},
     "cnn": {"embeddings", "embedding_dim", "vectors_file", "num_layers", "filter_widths", "num_filters", "pair_mode",
             "dropout", "freeze_embeddings", "trim_vocab"},
+    "static": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "dropout", "freeze_embeddings",
+               "trim_vocab", "token_weights"},
     "preset": {"dropout", "freeze_embeddings"},
     "teacher-layers": {"layers", "freeze_embeddings"},
 }
@@ -74,7 +81,7 @@ def _valid_kind_names() -> list[str]:
 def parse_kind(spec: StudentSpec) -> tuple[str, int | None]:
     """``(family, K)``: family is bilstm, cnn, a preset name or teacher-layers."""
     kind = spec.kind.strip().lower()
-    if kind in ("bilstm", "cnn"):
+    if kind in EMBEDDING_FAMILIES:
         return kind, None
     from kdexam.students.transformer import PRESETS
 
@@ -98,7 +105,7 @@ def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | 
     """Raise a :class:`KdexamError` for a spec that cannot work (before any teacher is loaded);
     return ``(family, K)`` as :func:`parse_kind`."""
     family, k = parse_kind(spec)
-    group = "preset" if family not in ("bilstm", "cnn", "teacher-layers") else family
+    group = "preset" if family not in (*EMBEDDING_FAMILIES, "teacher-layers") else family
     defaults = StudentSpec()
     tagging = task is not None and task.kind == "token-classification"
     for name in StudentSpec.model_fields:
@@ -111,7 +118,7 @@ def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | 
             raise KdexamError(f"Student setting '{name}' does not apply to token classification with {spec.kind}; remove it.")
         if task is not None and not tagging and name in TAGGING_ONLY.get(group, set()):
             raise KdexamError(f"Student setting '{name}' of {spec.kind} only applies to token classification; remove it.")
-    if family in ("bilstm", "cnn"):
+    if family in EMBEDDING_FAMILIES:
         if spec.embeddings == "glove" and not spec.vectors_file:
             raise KdexamError("Embeddings 'glove' need a vectors file; set vectors_file to a word2vec/GloVe text file.")
         if spec.vectors_file and spec.embeddings != "glove":
@@ -143,13 +150,21 @@ def check_marks_pairs(tokenizer) -> None:
 # ---- build ------------------------------------------------------------------------------------
 
 
+def embedding_source(spec: StudentSpec) -> str:
+    """``spec.embeddings``, or the kind's default (model2vec for static, teacher otherwise)."""
+    return spec.embeddings or DEFAULT_EMBEDDINGS.get(spec.kind.strip().lower(), "teacher")
+
+
 def _embeddings(spec: StudentSpec, teacher_dir, train_texts):
     from kdexam.students import embeddings as E
 
-    if spec.embeddings == "teacher":
+    source = embedding_source(spec)
+    if source == "teacher":
         return E.teacher_embeddings(teacher_dir, spec.embedding_dim)
-    if spec.embeddings == "random":
+    if source == "random":
         return E.random_embeddings(teacher_dir, spec.embedding_dim)
+    if source == "model2vec":
+        return E.teacher_output_embeddings(teacher_dir, spec.embedding_dim, train_texts, only_used=spec.trim_vocab)
     if not train_texts:
         raise KdexamError("Embeddings 'glove' build their word vocabulary from the training texts; pass train_texts.")
     return E.glove_embeddings(spec.vectors_file, train_texts, spec.embedding_dim)
@@ -179,10 +194,10 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
         model.kdexam_info = {"kind": spec.kind, "teacher": str(teacher_dir), **info}
         return model, tokenizer
     tagging = task.kind == "token-classification"
-    if family in ("bilstm", "cnn"):
+    if family in EMBEDDING_FAMILIES:
         init = _embeddings(spec, teacher_dir, train_texts)
         id_map = None
-        if spec.trim_vocab and spec.embeddings != "glove" and train_texts:
+        if spec.trim_vocab and embedding_source(spec) != "glove" and train_texts:
             from kdexam.students.embeddings import trim_vocabulary
 
             init, id_map = trim_vocabulary(init, train_texts)
@@ -191,12 +206,21 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
                       pair_mode=spec.pair_mode, segment_embeddings=bool(task.text_pair) and spec.pair_mode == "concat",
                       freeze_embeddings=spec.freeze_embeddings,
                       source_vocab_size=None if id_map is None else len(id_map))
-        if family == "bilstm":
+        if family == "static":
+            from kdexam.students.static import StaticConfig, StaticStudent
+
+            config = StaticConfig(vocab_size=common["vocab_size"], embedding_dim=init.dim, num_labels=task.num_labels,
+                                  tagging=tagging, text_pair=bool(task.text_pair) and not tagging,
+                                  hidden_size=spec.hidden_size, token_weights=spec.token_weights,
+                                  dropout=0.0 if spec.dropout is None else spec.dropout,
+                                  freeze_embeddings=spec.freeze_embeddings, source_vocab_size=common["source_vocab_size"])
+            model: nn.Module = StaticStudent(config, init.weight)
+        elif family == "bilstm":
             from kdexam.students.bilstm import BiLSTMConfig, BiLSTMStudent
 
             config = BiLSTMConfig(hidden_size=spec.hidden_size or DEFAULT_BILSTM_HIDDEN, crf=spec.crf,
                                   num_layers=spec.num_layers or DEFAULT_BILSTM_LAYERS, pooling=spec.pooling, **common)
-            model: nn.Module = BiLSTMStudent(config, init.weight)
+            model = BiLSTMStudent(config, init.weight)
         else:
             from kdexam.students.cnn import DEFAULT_TAGGING_LAYERS, CNNConfig, CNNStudent
 
@@ -207,7 +231,7 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
             model.embeddings.id_map.copy_(id_map)
         tokenizer = init.tokenizer
         tokenizer.padding_side = "right"  # packed sequences and masks assume right padding
-        if spec.pair_mode == "siamese":
+        if spec.pair_mode == "siamese" or (family == "static" and task.text_pair):
             check_marks_pairs(tokenizer)
         info = {"embeddings": init.info}
     elif family == "teacher-layers":
@@ -260,7 +284,7 @@ def save_student(model: nn.Module, tokenizer, spec: StudentSpec, task: Task, out
     from safetensors.torch import save_model
 
     family = getattr(model, "family", None)
-    if family not in ("bilstm", "cnn", "hf"):
+    if family not in (*EMBEDDING_FAMILIES, "hf"):
         raise TypeError(f"not a kdexam student: {type(model).__name__}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -304,6 +328,10 @@ def build_from_architecture(arch: dict) -> nn.Module:
         from kdexam.students.cnn import CNNConfig, CNNStudent
 
         return CNNStudent(CNNConfig.from_dict(arch))
+    if family == "static":
+        from kdexam.students.static import StaticConfig, StaticStudent
+
+        return StaticStudent(StaticConfig.from_dict(arch))
     if family == "hf":
         from kdexam.students.transformer import from_architecture
 
@@ -339,7 +367,7 @@ def load_student(run_dir: str | Path) -> tuple[nn.Module, Any, StudentSpec, Task
     if spec.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(str(d))
-    if getattr(model, "family", None) in ("bilstm", "cnn"):
+    if getattr(model, "family", None) in EMBEDDING_FAMILIES:
         tokenizer.padding_side = "right"
     model.kdexam_info = record.get("info", {})
     model.eval()

@@ -1,0 +1,145 @@
+"""Static-embedding student: a token embedding table, mean-pooled, and a small head.
+
+The fastest student kdexam builds: no recurrence, no convolution, no attention. The
+sentence vector is the masked mean of its tokens' vectors,
+
+.. math::
+
+    u = \\frac{\\sum_i m_i \\, w_{t_i} \\, E_{t_i}}{\\sum_i m_i}
+
+(``m`` the attention mask, ``E`` the embedding table, ``w`` an optional learned weight per
+vocabulary token, initialised to 1), followed by dropout and a linear layer, or a one-hidden-
+layer MLP when ``hidden_size`` is set. This is the inference of model2vec (Tulkens & van
+Dongen 2024, "Model2Vec: Distill a Small Fast Model from any Sentence Transformer") and of
+fastText-style bags of embeddings (Joulin et al. 2017, "Bag of Tricks for Efficient Text
+Classification"); the table is best initialised the model2vec way (``embeddings:
+model2vec``, :func:`kdexam.students.embeddings.teacher_output_embeddings`: each vocabulary
+token passed through the teacher alone, PCA, SIF weighting) and then trained by
+distillation like every other student.
+
+Text pairs: each text is pooled alone (by ``token_type_ids``) to ``u`` and ``v`` and the head
+reads ``[u; v; |u − v|; u ∘ v]`` (Mou et al. 2016), since a single bag would lose which
+text a token came from.
+
+Token classification: each token's features are the vectors of a window of ``2·window + 1``
+tokens around it (zeros beyond the sentence), concatenated, then the head (the window
+approach of Collobert et al. 2011, "Natural Language Processing (Almost) from Scratch").
+
+Outputs (a dict): ``logits``; with ``output_hidden_states=True`` also ``hidden_states``
+(the embedding output [B, L, E]) and, for sequence tasks, ``pooled`` (the head's input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdexam.students.embeddings import StudentEmbedding
+
+DEFAULT_WINDOW = 1
+
+
+@dataclass
+class StaticConfig:
+    """Everything needed to rebuild a :class:`StaticStudent` (saved in ``student.json``)."""
+
+    vocab_size: int
+    embedding_dim: int
+    num_labels: int
+    tagging: bool = False
+    text_pair: bool = False
+    hidden_size: int | None = None
+    """Width of the MLP head's hidden layer; ``None``: a linear head."""
+    window: int = DEFAULT_WINDOW
+    token_weights: bool = False
+    dropout: float = 0.0
+    freeze_embeddings: bool = False
+    source_vocab_size: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"family": "static", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StaticConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` [B, L, E] over the positions where ``mask`` [B, L] is true (zero when none)."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class StaticStudent(nn.Module):
+    """Mean of token embeddings (per text for pairs; a token window for tagging) and a small head."""
+
+    family = "static"
+
+    def __init__(self, config: StaticConfig, embedding_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.config = config
+        e = config.embedding_dim
+        self.embeddings = StudentEmbedding(config.vocab_size, e, False, embedding_weight, config.freeze_embeddings,
+                                           config.source_vocab_size)
+        self.token_weight = nn.Embedding(config.vocab_size, 1) if config.token_weights else None
+        if self.token_weight is not None:
+            nn.init.ones_(self.token_weight.weight)
+        self.dropout = nn.Dropout(config.dropout)
+        features = self.feature_dim()
+        if config.hidden_size:
+            self.head: nn.Module = nn.Sequential(nn.Linear(features, config.hidden_size), nn.ReLU(),
+                                                 nn.Dropout(config.dropout), nn.Linear(config.hidden_size, config.num_labels))
+        else:
+            self.head = nn.Linear(features, config.num_labels)
+
+    def architecture(self) -> dict:
+        return self.config.to_dict()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word
+
+    def feature_dim(self) -> int:
+        e = self.config.embedding_dim
+        if self.config.tagging:
+            return e * (2 * self.config.window + 1)
+        return 4 * e if self.config.text_pair else e
+
+    def token_vectors(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``w_t · E_t`` for every token [B, L, E]."""
+        x = self.embeddings(input_ids)
+        if self.token_weight is not None:
+            rows = input_ids if self.embeddings.id_map is None else self.embeddings.id_map[input_ids]
+            x = x * self.token_weight(rows)
+        return x
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> dict:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = attention_mask.bool()
+        x = self.token_vectors(input_ids)
+        if self.config.tagging:
+            w = self.config.window
+            h = x * mask.unsqueeze(-1).to(x.dtype)  # padding is zero, as beyond the sentence
+            padded = F.pad(h, (0, 0, w, w))
+            length = h.shape[1]
+            feats = torch.cat([padded[:, k : k + length] for k in range(2 * w + 1)], dim=-1)
+            out: dict = {"logits": self.head(self.dropout(feats))}
+            if output_hidden_states:
+                out["hidden_states"] = (x,)
+            return out
+        if self.config.text_pair:
+            types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+            u, v = masked_mean(x, mask & (types == 0)), masked_mean(x, mask & (types != 0))
+            pooled = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+        else:
+            pooled = masked_mean(x, mask)
+        out = {"logits": self.head(self.dropout(pooled))}
+        if output_hidden_states:
+            out["pooled"] = pooled
+            out["hidden_states"] = (x,)
+        return out

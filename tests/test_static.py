@@ -1,0 +1,143 @@
+"""The static student: masked mean pooling (single texts, pairs), the tagging window, token
+weights, the model2vec-style initialisation from the teacher's outputs, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdexam.errors import KdexamError
+from kdexam.students.registry import StudentSpec, build_student, check_spec, load_student, save_student
+from kdexam.students.static import StaticConfig, StaticStudent
+from run_factory import runs  # noqa: F401  (fixture)
+
+E = torch.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, -1.0], [5.0, 5.0], [-2.0, 4.0]])  # 5 tokens, width 2
+
+
+def _student(**kw) -> StaticStudent:
+    cfg = StaticConfig(vocab_size=5, embedding_dim=2, num_labels=2, **kw)
+    model = StaticStudent(cfg, E)
+    head = model.head
+    with torch.no_grad():  # the head copies its input (or the first 2 features) to the logits
+        head.weight.zero_()
+        head.weight[:, :2] = torch.eye(2)
+        head.bias.zero_()
+    return model.eval()
+
+
+def test_mean_of_real_tokens_and_padding_changes_nothing():
+    model = _student()
+    ids = torch.tensor([[1, 2, 3, 0, 0], [4, 1, 0, 0, 0]])
+    mask = (ids != 0).long()
+    out = model(ids, mask, output_hidden_states=True)
+    want = torch.stack([E[[1, 2, 3]].mean(0), E[[4, 1]].mean(0)])
+    assert torch.allclose(out["pooled"], want) and torch.allclose(out["logits"], want)
+    alone = model(ids[1:, :2], mask[1:, :2])["logits"]
+    assert torch.allclose(alone, out["logits"][1:])
+
+
+def test_pairs_pool_each_text_and_combine():
+    model = _student(text_pair=True)
+    ids = torch.tensor([[1, 2, 3, 4, 0]])
+    types = torch.tensor([[0, 0, 1, 1, 0]])
+    pooled = model(ids, (ids != 0).long(), types, output_hidden_states=True)["pooled"]
+    u, v = E[[1, 2]].mean(0), E[[3, 4]].mean(0)
+    assert torch.allclose(pooled[0], torch.cat([u, v, (u - v).abs(), u * v]))
+
+
+def test_tagging_window_reads_neighbours_and_zeros_beyond_the_sentence():
+    model = _student(tagging=True, window=1)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.weight[0, 0] = 1.0  # logit 0 = first feature of the left neighbour
+        model.head.weight[1, 4] = 1.0  # logit 1 = first feature of the right neighbour
+    ids = torch.tensor([[1, 2, 3, 0]])
+    logits = model(ids, (ids != 0).long())["logits"][0]
+    assert logits[:3, 0].tolist() == [0.0, 1.0, 3.0]  # left neighbours: none, token 1, token 2
+    assert logits[:3, 1].tolist() == [3.0, 5.0, 0.0]  # right neighbours: token 2, token 3, padding (zero)
+
+
+def test_token_weights_scale_each_token_in_the_mean():
+    model = _student(token_weights=True)
+    ids = torch.tensor([[1, 2]])
+    assert torch.allclose(model(ids)["logits"][0], E[[1, 2]].mean(0))  # initialised to 1
+    with torch.no_grad():
+        model.token_weight.weight[2] = 0.0
+    assert torch.allclose(model(ids)["logits"][0], E[1] / 2)  # still divided by the token count
+
+
+def test_settings_that_do_not_apply_are_refused():
+    with pytest.raises(KdexamError, match="does not apply to static"):
+        check_spec(StudentSpec(kind="static", pooling="mean"))
+    with pytest.raises(KdexamError, match="does not apply to bilstm"):
+        check_spec(StudentSpec(kind="bilstm", token_weights=True))
+
+
+def test_model2vec_init_is_the_sif_weighted_mean_output_of_each_token_alone(runs):
+    """Without PCA: row(t) = a / (a + p(t)) · mean_i h_i([CLS] t [SEP]), p from the training texts."""
+    from transformers import AutoModel
+
+    from kdexam.students.embeddings import teacher_output_embeddings, token_counts
+
+    teacher = runs.teacher("cls")
+    texts = ["the movie was good", "the plot was dull"]
+    init = teacher_output_embeddings(teacher, None, texts, only_used=True, sif=1e-3)
+    tok = init.tokenizer
+    counts = token_counts(tok, texts)
+    total = sum(counts.values())
+    encoder = AutoModel.from_pretrained(teacher).eval()
+    for t in list(counts)[:3]:
+        with torch.no_grad():
+            h = encoder(input_ids=torch.tensor([[tok.cls_token_id, t, tok.sep_token_id]])).last_hidden_state[0].mean(0)
+        want = h * (1e-3 / (1e-3 + counts[t] / total))
+        assert torch.allclose(init.weight[t], want, atol=1e-5)
+    unused = next(i for i in range(init.weight.shape[0]) if i not in counts and i not in tok.all_special_ids)
+    assert not init.weight[unused].any()  # not passed through the teacher: dropped by trimming
+    assert init.info["source"] == "model2vec" and init.info["frequencies"] == "transfer set"
+
+
+@pytest.mark.parametrize("task_name", ["cls", "pair", "tag", "reg"])
+def test_build_save_load_identical_predictions(task_name, runs, tmp_path):
+    run = runs.student("static", task_name)
+    model, tok, spec, task = load_student(run)
+    assert spec.embeddings is None and model.kdexam_info["embeddings"]["source"] == "model2vec"
+    ids = torch.tensor([[tok.cls_token_id, 5, 6, 7, tok.sep_token_id]])
+    types = torch.tensor([[0, 0, 0, 1, 1]]) if task.text_pair else None
+    with torch.no_grad():
+        before = model(ids, torch.ones_like(ids), types)["logits"]
+    save_student(model, tok, spec, task, tmp_path / "again")
+    again, *_ = load_student(tmp_path / "again")
+    with torch.no_grad():
+        assert torch.equal(again(ids, torch.ones_like(ids), types)["logits"], before)
+
+
+def test_default_embeddings_are_model2vec_for_static_and_teacher_otherwise():
+    from kdexam.students.registry import embedding_source
+
+    assert embedding_source(StudentSpec(kind="static")) == "model2vec"
+    assert embedding_source(StudentSpec(kind="cnn")) == "teacher"
+    assert embedding_source(StudentSpec(kind="static", embeddings="random")) == "random"
+
+
+def test_static_student_trains_by_distillation(runs, tmp_path):
+    """End to end through distill(): the student is saved, scored and loyal to its teacher."""
+    from kdexam.api import distill
+
+    teacher = runs.teacher("cls")
+    import yaml
+
+    data = yaml.safe_load((teacher / "config.yaml").read_text())["data"]["name"]
+    result = distill(teacher=str(teacher), data=data, student="static", embedding_dim=8, epochs=2, batch_size=8,
+                     out=str(tmp_path / "static"), num_threads=1)
+    assert (tmp_path / "static" / "student.json").is_file()
+    student = result["student"]
+    assert student["name"] == "static" and student["params"] > 0 and result["split"] == "validation"
+    # the saved student reproduces the score distill() reported
+    from kdexam.config import DataConfig
+    from kdexam.data.readers import load_data
+    from kdexam.inference.predictor import load_student as serve
+
+    examples = load_data(DataConfig(name=data)).validation
+    preds = serve(tmp_path / "static", backend="pytorch").predict([e.text for e in examples])
+    accuracy = sum(p["label"] == e.label for p, e in zip(preds, examples)) / len(examples)
+    assert accuracy == pytest.approx(student["metrics"]["accuracy"])
