@@ -16,8 +16,8 @@ from run_factory import make_student_run, make_teacher_run
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = dict(n_texts=6, repeats=2, warmup=1, batch_sizes=[1, 4], rss=False, gpu=False)
-ROW_KEYS = {"backend", "device", "batch_size", "warmup", "repeats", "latency_ms", "tokenize_ms", "total_ms",
-            "throughput", "total_throughput", "speedup"}
+ROW_KEYS = {"backend", "device", "batch_size", "warmup", "repeats", "e2e_ms", "latency_ms", "tokenize_ms",
+            "throughput", "e2e_throughput", "speedup", "model_speedup"}
 
 
 @pytest.fixture()
@@ -45,15 +45,15 @@ def test_bench_report_schema_and_metrics_json(pair_runs, tmp_path):
         assert {(r["backend"], r["batch_size"]) for r in rows} == {(b, n) for b in ("pytorch", "onnx", "onnx-int8") for n in (1, 4)}
         for r in rows:
             assert set(r) == ROW_KEYS and r["device"] == "cpu" and r["repeats"] == 2 and r["warmup"] == 1
-            for k in ("latency_ms", "tokenize_ms", "total_ms"):
+            for k in ("e2e_ms", "latency_ms", "tokenize_ms"):
                 assert set(r[k]) == {"p50", "p95", "mean"} and 0 < r[k]["p50"] <= r[k]["p95"] + 1e-9
             assert r["throughput"] == pytest.approx(r["batch_size"] / (r["latency_ms"]["mean"] / 1000))
-            assert r["total_throughput"] < r["throughput"]
-            assert r["speedup"] > 0
+            assert r["e2e_throughput"] == pytest.approx(r["batch_size"] / (r["e2e_ms"]["mean"] / 1000))
         assert model["peak_rss_mb"] == {}
-    base = {r["batch_size"]: r["latency_ms"]["p50"] for r in t["latency"] if r["backend"] == "pytorch"}
+    base = {r["batch_size"]: r for r in t["latency"] if r["backend"] == "pytorch"}
     for r in m["latency"]:
-        assert r["speedup"] == pytest.approx(base[r["batch_size"]] / r["latency_ms"]["p50"])
+        assert r["speedup"] == pytest.approx(base[r["batch_size"]]["e2e_ms"]["p50"] / r["e2e_ms"]["p50"])
+        assert r["model_speedup"] == pytest.approx(base[r["batch_size"]]["latency_ms"]["p50"] / r["latency_ms"]["p50"])
     assert all(r["speedup"] == pytest.approx(1.0) for r in t["latency"] if r["backend"] == "pytorch")
     assert m["compression"]["params"] == pytest.approx(t["params"]["total"] / m["params"]["total"])
     assert m["compression"]["disk"] == pytest.approx(t["disk_bytes"]["safetensors"] / m["disk_bytes"]["safetensors"])
@@ -71,8 +71,8 @@ def test_bench_report_schema_and_metrics_json(pair_runs, tmp_path):
     assert not (student / "onnx").exists(), "bench exports into a temporary folder, not into the run"
 
     rows = api.compare_runs([teacher, student])  # `kdexam report` shows the fastest batch-1 backend
-    fast = min((r for r in m["latency"] if r["batch_size"] == 1), key=lambda r: r["latency_ms"]["p50"])
-    assert (rows[1]["backend"], rows[1]["p50_ms"], rows[1]["speedup"]) == (fast["backend"], fast["latency_ms"]["p50"], fast["speedup"])
+    fast = min((r for r in m["latency"] if r["batch_size"] == 1), key=lambda r: r["e2e_ms"]["p50"])
+    assert (rows[1]["backend"], rows[1]["p50_ms"], rows[1]["speedup"]) == (fast["backend"], fast["e2e_ms"]["p50"], fast["speedup"])
 
 
 def test_bench_uses_a_fresh_export_in_the_run(pair_runs, tmp_path):
@@ -91,9 +91,9 @@ def test_formulas():
     st = stats_ms([0.001, 0.002, 0.003, 0.004, 0.010])
     assert st["p50"] == pytest.approx(3.0) and st["mean"] == pytest.approx(4.0)
     assert st["p95"] == pytest.approx(np.percentile([1, 2, 3, 4, 10], 95))
-    row = latency_row("onnx", "cpu", 8, 0, [0.001, 0.001], [0.002, 0.006])
-    assert row["throughput"] == pytest.approx(8 / 0.004) and row["total_throughput"] == pytest.approx(8 / 0.005)
-    assert row["total_ms"]["mean"] == pytest.approx(5.0)
+    row = latency_row("onnx", "cpu", 8, 0, [0.001, 0.001], [0.002, 0.006], [0.004, 0.008])
+    assert row["throughput"] == pytest.approx(8 / 0.004) and row["e2e_throughput"] == pytest.approx(8 / 0.006)
+    assert row["e2e_ms"]["mean"] == pytest.approx(6.0) and row["tokenize_ms"]["p50"] == pytest.approx(1.0)
     assert text_batches(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e", "a"]]
     assert text_batches(list("ab"), 4) == [["a", "b", "a", "b"]]
 
@@ -105,6 +105,12 @@ def test_peak_memory_in_a_fresh_process(pair_runs, tmp_path):
     r = peak_rss(student, "pytorch", False, texts, 2, 1, timeout=300)
     assert set(r) == {"baseline_mb", "loaded_mb", "peak_mb"}
     assert 50 < r["baseline_mb"] <= r["loaded_mb"] <= r["peak_mb"] < 4000
+    from kdexam.export.onnx import export_onnx
+
+    export_onnx(student, quantize="int8")
+    served = peak_rss(student / "onnx", "onnx", True, texts, 2, 1, timeout=300)
+    assert served["imported"] == [], "the serving process imports neither torch nor transformers"
+    assert 0 < served["baseline_mb"] <= served["loaded_mb"] <= served["peak_mb"] < r["baseline_mb"]
 
 
 def test_bench_cli_and_errors(pair_runs, tmp_path, capsys):

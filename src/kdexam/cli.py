@@ -189,14 +189,14 @@ def report(
     t = Table(title="kdexam runs")
     benched = any(r["p50_ms"] is not None for r in rows)
     for c in ("run", "model", "params", "metric", "score", "retention", "label loyalty", "prob. loyalty", "minutes",
-              *(("batch-1 backend", "p50 ms", "speedup") if benched else ())):
+              *(("batch-1 backend", "e2e p50 ms", "speedup") if benched else ())):
         t.add_column(c)
     for r in rows:
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         cells = [Path(r["run"]).name, r["model"], f"{r['params']:,}", r["metric"], fmt(r["score"], ".4f"), fmt(r["retention"], ".3f"),
                  fmt(r["label_loyalty"], ".3f"), fmt(r["probability_loyalty"], ".3f"), fmt(r["minutes"], ".1f")]
         if benched:
-            cells += [r["backend"] or "", fmt(r["p50_ms"], ".2f"), fmt(r["speedup"], ".1f")]
+            cells += [r["backend"] or "", fmt(r["p50_ms"], ".3f"), fmt(r["speedup"], ".1f")]
         t.add_row(*cells)
     out.print(t)
     if out_file:

@@ -7,27 +7,35 @@ What is measured, per model (a student or teacher run directory):
 - **disk**: bytes of ``model.safetensors``, ``model.onnx`` and ``model.int8.onnx`` (from
   ``RUN/onnx/`` when it holds an export of the current weights, else exported to a
   temporary folder for the run);
-- **latency**, per backend (``pytorch`` fp32, ``onnx`` fp32, ``onnx-int8``; ``pytorch`` on
-  ``cuda`` too when CUDA is present) and batch size: the same ``n_texts`` validation texts
-  for every model, at their real lengths, cut into batches in order (wrapping around).
-  ``warmup`` batches are run untimed, then ``repeats`` batches are timed (default
-  ``max(20, ceil(n_texts / batch_size))``, so every text is timed at least once). Each timed
-  batch gives two wall times (``time.perf_counter``): *tokenize* (encode + pad to tensors,
-  exactly as :class:`~kdexam.inference.predictor.Predictor` does) and *model* (the forward
-  pass and the logits back on the CPU; on CUDA after ``torch.cuda.synchronize``);
-  *total* = tokenize + model. Reported: ``p50`` and ``p95`` = the 50th and 95th percentiles
-  of the per-batch times (``numpy.percentile``, linear interpolation) and their mean, in ms;
-- **throughput** = batch size / mean model time (examples per second); ``total_throughput``
-  = batch size / mean total time;
+- **latency**, per backend (``pytorch`` fp32 through kdexam's PyTorch predictor; ``onnx``
+  fp32 and ``onnx-int8`` through the torch-free serving predictor,
+  :mod:`kdexam.inference.serving`; ``pytorch`` on ``cuda`` too when CUDA is present) and batch
+  size: the same ``n_texts`` validation texts for every model, raw (strings, pairs or word
+  lists), cut into batches in order (wrapping around). ``warmup`` predictions are run untimed,
+  then ``repeats`` batches are timed (default ``max(20, ceil(n_texts / batch_size))``, so every
+  text is timed at least once), twice (``time.perf_counter``):
+
+  - **end to end** (``e2e_ms``, the headline figure): the whole ``predictor.predict(batch)``
+    call, text in, prediction out — input checks, tokenization, padding, the model, decoding;
+  - split: *tokenize* (``tokenize_ms``: raw inputs → padded tensors) and *model*
+    (``latency_ms``, model only: the forward pass and the logits on the CPU; on CUDA after
+    ``torch.cuda.synchronize``).
+
+  Reported: ``p50`` and ``p95`` = the 50th and 95th percentiles of the per-batch times
+  (``numpy.percentile``, linear interpolation) and their mean, in ms;
+- **throughput** = batch size / mean model time (examples per second); ``e2e_throughput``
+  = batch size / mean end-to-end time;
 - **peak memory**: the peak resident set size (Linux ``VmHWM``; ``ru_maxrss`` elsewhere) of a
-  fresh Python process (``python -m
-  kdexam.evaluation.efficiency --rss …``) that imports kdexam, loads the model for one
-  backend and predicts all texts at the largest batch size (``peak_mb``); ``baseline_mb`` is
-  the same process after importing what loading needs (Python, torch, transformers, kdexam),
-  before loading the model, so ``peak_mb − baseline_mb`` is the model's own share;
+  fresh serving process that loads the model for one backend and predicts all texts at the
+  largest batch size (``peak_mb``): for ``pytorch`` ``python -m kdexam.evaluation.efficiency
+  --rss …`` (kdexam with torch and transformers), for ONNX the export folder's own
+  ``kdexam_serving.py --rss`` (onnxruntime, tokenizers, numpy: what a service runs).
+  ``baseline_mb`` is the same process after its imports, before loading the model, so
+  ``peak_mb − baseline_mb`` is the model's own share;
 - **ratios** to the student's teacher, measured in the same run: ``speedup`` = teacher's
-  PyTorch p50 model latency (same device, same batch size) / this p50; ``compression`` =
-  teacher parameters / parameters, and teacher safetensors bytes / safetensors bytes.
+  PyTorch end-to-end p50 (same device, same batch size) / this end-to-end p50;
+  ``model_speedup`` the same ratio of model-only p50s; ``compression`` = teacher parameters
+  / parameters, and teacher safetensors bytes / safetensors bytes.
 
 Threads are fixed: ``torch.set_num_threads(threads)`` and ONNX Runtime
 ``intra_op_num_threads = threads``, ``inter_op_num_threads = 1``.
@@ -159,32 +167,48 @@ def stats_ms(seconds: list[float]) -> dict:
     return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean())}
 
 
-def time_batches(predictor, batches: list[list], warmup: int, repeats: int) -> tuple[list[float], list[float]]:
-    """Untimed ``warmup`` batches, then ``repeats`` timed ones: per batch the tokenize and the
-    model wall times in seconds."""
+def steps(predictor):
+    """``(prepare, run)`` of a predictor: raw inputs → padded model inputs, and model inputs →
+    logits; the torch-free :class:`~kdexam.inference.serving.ServingPredictor` or a PyTorch
+    :class:`~kdexam.inference.predictor.Predictor`."""
+    if hasattr(predictor, "feed"):
+        return (lambda items: predictor.feed(predictor.encode(predictor.items(items)))), predictor.run
+    return (lambda items: predictor.tensors(predictor.examples(items))), predictor.runner
+
+
+def time_batches(predictor, batches: list[list], warmup: int, repeats: int) -> tuple[list[float], list[float], list[float]]:
+    """Untimed ``warmup`` predictions, then ``repeats`` timed batches, twice: once split into
+    *tokenize* (raw inputs → padded tensors) and *model* (forward, logits on the CPU), once as
+    the whole ``predictor.predict`` call (*end to end*: text in, prediction out). Seconds."""
     from time import perf_counter
 
+    prepare, run = steps(predictor)
     for i in range(warmup):
-        predictor.runner(predictor.tensors(batches[i % len(batches)]))
-    tok, model = [], []
+        predictor.predict(batches[i % len(batches)], batch_size=len(batches[0]))
+    tok, model, e2e = [], [], []
     for i in range(repeats):
         t0 = perf_counter()
-        inputs = predictor.tensors(batches[i % len(batches)])
+        inputs = prepare(batches[i % len(batches)])
         t1 = perf_counter()
-        predictor.runner(inputs)
+        run(inputs)
         t2 = perf_counter()
         tok.append(t1 - t0)
         model.append(t2 - t1)
-    return tok, model
+    for i in range(repeats):
+        batch = batches[i % len(batches)]
+        t0 = perf_counter()
+        predictor.predict(batch, batch_size=len(batch))
+        e2e.append(perf_counter() - t0)
+    return tok, model, e2e
 
 
-def latency_row(backend: str, device: str, batch_size: int, warmup: int, tok: list[float], model: list[float]) -> dict:
-    """One measured configuration: latencies (ms), throughputs (examples/s) and the speedup slot."""
-    total = [a + b for a, b in zip(tok, model)]
+def latency_row(backend: str, device: str, batch_size: int, warmup: int, tok: list[float], model: list[float],
+                e2e: list[float]) -> dict:
+    """One measured configuration: latencies (ms), throughputs (examples/s) and the speedup slots."""
     return {"backend": backend, "device": device, "batch_size": batch_size, "warmup": warmup, "repeats": len(model),
-            "latency_ms": stats_ms(model), "tokenize_ms": stats_ms(tok), "total_ms": stats_ms(total),
-            "throughput": batch_size / float(np.mean(model)), "total_throughput": batch_size / float(np.mean(total)),
-            "speedup": None}
+            "e2e_ms": stats_ms(e2e), "latency_ms": stats_ms(model), "tokenize_ms": stats_ms(tok),
+            "throughput": batch_size / float(np.mean(model)), "e2e_throughput": batch_size / float(np.mean(e2e)),
+            "speedup": None, "model_speedup": None}
 
 
 # ---- peak memory in a fresh process ------------------------------------------------------------------
@@ -211,14 +235,25 @@ def _maxrss_mb() -> float:
 
 def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, batch_size: int, threads: int,
              timeout: float = 600) -> dict:
-    """Run the ``--rss`` child for one model and backend; returns its memory figures (MB)."""
+    """Peak memory of a fresh serving process for one model and backend (MB): ``pytorch`` runs
+    ``python -m kdexam.evaluation.efficiency --rss`` (kdexam's PyTorch predictor); ``onnx`` runs
+    the export folder's own ``kdexam_serving.py --rss`` (onnxruntime, tokenizers and numpy only,
+    as a service would)."""
     import kdexam
 
-    cmd = [sys.executable, "-m", "kdexam.evaluation.efficiency", "--rss", str(model_path), "--backend", backend,
-           "--texts", str(texts_file), "--batch-size", str(batch_size), "--threads", str(threads)]
+    if backend == "onnx":
+        from kdexam.export.onnx import SERVING_FILE
+
+        cmd = [sys.executable, str(Path(model_path) / SERVING_FILE), str(model_path), "--rss", str(texts_file),
+               "--batch-size", str(batch_size), "--threads", str(threads)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), RAYON_RS_NUM_CPUS=str(threads))
+        env.pop("PYTHONPATH", None)
+    else:
+        cmd = [sys.executable, "-m", "kdexam.evaluation.efficiency", "--rss", str(model_path), "--backend", backend,
+               "--texts", str(texts_file), "--batch-size", str(batch_size), "--threads", str(threads)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(kdexam.__file__).parents[1]), os.environ.get("PYTHONPATH")])))
     if quantized:
         cmd.append("--quantized")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(kdexam.__file__).parents[1]), os.environ.get("PYTHONPATH")])))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -227,13 +262,13 @@ def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, 
 
 
 def _rss_child(argv: list[str]) -> None:
-    """``python -m kdexam.evaluation.efficiency --rss MODEL --backend B --texts FILE …``: load the
-    model, predict every text, print ``{"baseline_mb", "loaded_mb", "peak_mb"}`` as JSON."""
+    """``python -m kdexam.evaluation.efficiency --rss MODEL --backend pytorch --texts FILE …``: load
+    the model, predict every text, print ``{"baseline_mb", "loaded_mb", "peak_mb"}`` as JSON."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m kdexam.evaluation.efficiency")
     ap.add_argument("--rss", required=True)
-    ap.add_argument("--backend", choices=("pytorch", "onnx"), required=True)
+    ap.add_argument("--backend", choices=("pytorch",), required=True)
     ap.add_argument("--quantized", action="store_true")
     ap.add_argument("--texts", required=True)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -250,11 +285,8 @@ def _rss_child(argv: list[str]) -> None:
     import kdexam.data.encode  # noqa: F401
     import kdexam.students.registry  # noqa: F401  (kdexam.tasks and the student classes)
 
-    if a.backend == "onnx":
-        import onnxruntime  # noqa: F401
-
     baseline = _maxrss_mb()
-    predictor = load_student(a.rss, backend=a.backend, quantized=a.quantized, threads=a.threads)
+    predictor = load_student(a.rss, backend="pytorch", threads=a.threads)
     loaded = _maxrss_mb()
     items = json.loads(Path(a.texts).read_text(encoding="utf-8"))
     predictor.predict_logits(items, batch_size=a.batch_size)
@@ -274,13 +306,16 @@ def _safetensors_bytes(run: Path) -> int | None:
 
 
 def _onnx_dir(tm, features, tmp: Path, console) -> Path:
-    """``RUN/onnx`` when it holds fp32 and int8 exports of the current weights, else a fresh export in ``tmp``."""
+    """``RUN/onnx`` when it holds fp32 and int8 exports of the current weights (with the serving
+    module), else a fresh export in ``tmp``."""
     from kdexam.export.onnx import write_export_dir
     from kdexam.inference.predictor import EXPORT_FILE, INT8_FILE, ONNX_DIR, export_is_fresh
     from kdexam.paths import atomic_write_json
 
+    from kdexam.export.onnx import SERVING_FILE
+
     d = tm.run_dir / ONNX_DIR
-    if (d / INT8_FILE).is_file() and export_is_fresh(tm.run_dir, d):
+    if (d / INT8_FILE).is_file() and (d / SERVING_FILE).is_file() and export_is_fresh(tm.run_dir, d):
         return d
     console.print(f"[dim]bench:[/] exporting {tm.name} to ONNX (fp32 + int8) in a temporary folder")
     d = tmp / "onnx"
@@ -314,32 +349,32 @@ def measure_model(run: Path, examples: list, data_task, cfg: BenchConfig, tmp: P
 
     from kdexam.data.readers import Example
     from kdexam.export.onnx import check_task
-    from kdexam.inference.predictor import (FP32_FILE, INT8_FILE, OnnxRunner, Predictor, TorchRunner, load_torch_model,
-                                            onnx_session)
+    from kdexam.inference.predictor import FP32_FILE, INT8_FILE, Predictor, TorchRunner, load_torch_model
+    from kdexam.inference.serving import ServingPredictor
     from kdexam.students.registry import count_parameters
 
     tmp.mkdir(parents=True, exist_ok=True)
     tm = load_torch_model(run)
     check_task(data_task, tm.task, data_task.dataset)
-    examples = [Example(e.text, e.text_pair) for e in examples]  # unlabelled, as in serving
+    items = _texts_for_child(examples, tm.task)  # raw inputs, unlabelled, as a service receives them
     predictors = {"pytorch": Predictor(TorchRunner(tm.module), tm.tokenizer, tm.task, tm.max_length, str(run), crf=tm.crf)}
     onnx_dir = None
     if cfg.onnx:
-        onnx_dir = _onnx_dir(tm, predictors["pytorch"].encode(examples), tmp, console)
-        for backend, f in (("onnx", FP32_FILE), ("onnx-int8", INT8_FILE)):
-            runner = OnnxRunner(onnx_session(onnx_dir / f, cfg.threads))
-            predictors[backend] = Predictor(runner, tm.tokenizer, tm.task, tm.max_length, str(onnx_dir / f), backend == "onnx-int8", tm.crf)
-    rows = time_all([(b, "cpu", p) for b, p in predictors.items()], examples, cfg, tm.name, console)
+        features = predictors["pytorch"].encode([Example(e.text, e.text_pair) for e in examples])
+        onnx_dir = _onnx_dir(tm, features, tmp, console)
+        for backend, quantized in (("onnx", False), ("onnx-int8", True)):
+            predictors[backend] = ServingPredictor(onnx_dir, quantized, cfg.threads)  # torch-free, as served
+    rows = time_all([(b, "cpu", p) for b, p in predictors.items()], items, cfg, tm.name, console)
     gpu = None
     if cfg.gpu and torch.cuda.is_available():  # after the CPU timings: the runner moves the module to the GPU
         gpu = torch.cuda.get_device_name(0)
         p = Predictor(TorchRunner(tm.module, "cuda"), tm.tokenizer, tm.task, tm.max_length, str(run), crf=tm.crf)
-        rows += time_all([("pytorch", "cuda", p)], examples, cfg, tm.name, console)
+        rows += time_all([("pytorch", "cuda", p)], items, cfg, tm.name, console)
         tm.module.cpu()
     rss = {}
     if cfg.rss:
         texts_file = tmp / "texts.json"
-        texts_file.write_text(json.dumps(_texts_for_child(examples, tm.task)), encoding="utf-8")
+        texts_file.write_text(json.dumps(items), encoding="utf-8")
         bs = max(cfg.batch_sizes)
         targets = [("pytorch", run, False)] + ([("onnx", onnx_dir, False), ("onnx-int8", onnx_dir, True)] if onnx_dir else [])
         for backend, path, quantized in targets:
@@ -361,7 +396,8 @@ def _ratio(a, b) -> float | None:
 
 
 def add_ratios(models: list[dict], ref: dict[str, str | None]) -> None:
-    """``speedup`` on every latency row and ``compression`` per model, against its teacher."""
+    """``speedup`` (end to end) and ``model_speedup`` (model only) on every latency row, and
+    ``compression`` per model, against its teacher's PyTorch row of the same device and batch size."""
     by_run = {m["run"]: m for m in models}
     for m in models:
         t = by_run.get(ref.get(m["run"]) or "")
@@ -371,9 +407,11 @@ def add_ratios(models: list[dict], ref: dict[str, str | None]) -> None:
             continue
         m["compression"] = {"params": _ratio(t["params"]["total"], m["params"]["total"]),
                             "disk": _ratio(t["disk_bytes"]["safetensors"], m["disk_bytes"]["safetensors"])}
-        base = {(r["device"], r["batch_size"]): r["latency_ms"]["p50"] for r in t["latency"] if r["backend"] == "pytorch"}
+        base = {(r["device"], r["batch_size"]): r for r in t["latency"] if r["backend"] == "pytorch"}
         for r in m["latency"]:
-            r["speedup"] = _ratio(base.get((r["device"], r["batch_size"])), r["latency_ms"]["p50"])
+            b = base.get((r["device"], r["batch_size"]))
+            r["speedup"] = _ratio(b["e2e_ms"]["p50"], r["e2e_ms"]["p50"]) if b else None
+            r["model_speedup"] = _ratio(b["latency_ms"]["p50"], r["latency_ms"]["p50"]) if b else None
 
 
 # ---- the whole bench ---------------------------------------------------------------------------------
@@ -471,14 +509,17 @@ def tables(report: dict) -> list:
                       mb(m["disk_bytes"]["safetensors"]), mb(m["disk_bytes"]["onnx"]), mb(m["disk_bytes"]["onnx-int8"]),
                       f(comp, ".1f") + ("x" if comp else ""),
                       *[f((rss.get(b) or {}).get("peak_mb"), ".0f") for b in CPU_BACKENDS])
-    lat = Table(title=f"latency on {s['n_texts']} {s['dataset']} validation texts (ms per batch; speedup vs the teacher's PyTorch p50)")
-    for c in ("model", "backend", "device", "batch", "p50", "p95", "tokenize p50", "total p50", "examples/s", "speedup"):
+    lat = Table(title=f"latency on {s['n_texts']} {s['dataset']} validation texts (ms per batch; end to end = text in, "
+                      "prediction out; speedup vs the teacher's PyTorch end-to-end p50)")
+    for c in ("model", "backend", "device", "batch", "e2e p50", "e2e p95", "model p50", "tokenize p50", "examples/s",
+              "speedup", "model-only speedup"):
         lat.add_column(c, justify="left" if c in ("model", "backend", "device") else "right")
     for m in report["models"]:
         for r in m["latency"]:
-            lat.add_row(Path(m["run"]).name, r["backend"], r["device"], str(r["batch_size"]), f(r["latency_ms"]["p50"]),
-                        f(r["latency_ms"]["p95"]), f(r["tokenize_ms"]["p50"]), f(r["total_ms"]["p50"]),
-                        f(r["throughput"], ".1f"), f(r["speedup"], ".2f") + ("x" if r["speedup"] else ""))
+            lat.add_row(Path(m["run"]).name, r["backend"], r["device"], str(r["batch_size"]), f(r["e2e_ms"]["p50"], ".3f"),
+                        f(r["e2e_ms"]["p95"], ".3f"), f(r["latency_ms"]["p50"], ".3f"), f(r["tokenize_ms"]["p50"], ".3f"),
+                        f(r["e2e_throughput"], ".1f"), f(r["speedup"], ".1f") + ("x" if r["speedup"] else ""),
+                        f(r["model_speedup"], ".1f") + ("x" if r["model_speedup"] else ""))
     return [sizes, lat]
 
 

@@ -44,10 +44,10 @@ EXPORT_FILE = "export.json"
 CRF_FILE = "crf.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 
-try:  # inside kdexam: its error (the CLI's exit code 2) and Task; standalone: local stand-ins
+if __name__ == "kdexam.inference.serving":  # inside kdexam: its error (the CLI's exit code 2) and Task
     from kdexam.errors import KdexamError as InputError
     from kdexam.tasks import Task
-except ImportError:  # pragma: no cover - exercised by the standalone-copy test in a subprocess
+else:  # the copy in an export folder imports nothing of kdexam, installed or not
     class InputError(ValueError):
         """Bad input: the message is one sentence naming the input and the fix."""
 
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.rss:
             loaded = peak_rss_mb()
             clf.predict(json.loads(Path(a.rss).read_text(encoding="utf-8")), batch_size=a.batch_size)
-            heavy = sorted(m for m in ("torch", "transformers", "kdexam.tasks") if m in sys.modules)
+            heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "kdexam"})
             print(json.dumps({"baseline_mb": baseline, "loaded_mb": loaded, "peak_mb": peak_rss_mb(), "imported": heavy}))
             return 0
         lines = [l.rstrip("\n") for l in sys.stdin if l.strip()]
