@@ -36,6 +36,19 @@ def test_mean_of_real_tokens_and_padding_changes_nothing():
     assert torch.allclose(alone, out["logits"][1:])
 
 
+def test_max_and_mean_max_pooling_ignore_padding():
+    model = _student(pooling="mean-max")
+    ids = torch.tensor([[1, 2, 0]])
+    with torch.no_grad():
+        model.embeddings.word.weight[0] = 100.0  # padding would win every max
+    pooled = model(ids, (ids != 0).long(), output_hidden_states=True)["pooled"][0]
+    assert torch.allclose(pooled, torch.cat([E[[1, 2]].mean(0), E[[1, 2]].max(0).values]))
+    with pytest.raises(KdexamError, match="not one of static's"):
+        check_spec(StudentSpec(kind="static", pooling="attention"))
+    with pytest.raises(KdexamError, match="not one of bilstm's"):
+        check_spec(StudentSpec(kind="bilstm", pooling="mean-max"))
+
+
 def test_pairs_pool_each_text_and_combine():
     model = _student(text_pair=True)
     ids = torch.tensor([[1, 2, 3, 4, 0]])
@@ -68,7 +81,7 @@ def test_token_weights_scale_each_token_in_the_mean():
 
 def test_settings_that_do_not_apply_are_refused():
     with pytest.raises(KdexamError, match="does not apply to static"):
-        check_spec(StudentSpec(kind="static", pooling="mean"))
+        check_spec(StudentSpec(kind="static", num_layers=2))
     with pytest.raises(KdexamError, match="does not apply to bilstm"):
         check_spec(StudentSpec(kind="bilstm", token_weights=True))
 

@@ -29,8 +29,9 @@ class StudentSpec(BaseModel):
     (default: a linear head)."""
     num_layers: int | None = Field(default=None, ge=1)
     """bilstm: BiLSTM layers (default 1); cnn tagging: residual convolution blocks (default 3)."""
-    pooling: Literal["max", "mean", "attention"] = "max"
-    """bilstm, sequence tasks: how BiLSTM outputs are pooled (masked)."""
+    pooling: Literal["max", "mean", "attention", "mean-max"] | None = None
+    """Sequence tasks, masked pooling: bilstm max | mean | attention over its outputs (default max);
+    static mean | max | mean-max (both, concatenated) over its token vectors (default mean)."""
     pair_mode: Literal["concat", "siamese"] = "concat"
     """bilstm/cnn text pairs: 'concat' reads the tokenizer's pair encoding as one sequence; 'siamese'
     encodes each text alone with the shared encoder and classifies [u; v; |u - v|; u * v]."""

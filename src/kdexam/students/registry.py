@@ -65,12 +65,13 @@ APPLIES: dict[str, set[str]] = {
                "dropout", "freeze_embeddings", "trim_vocab", "crf"},
     "cnn": {"embeddings", "embedding_dim", "vectors_file", "num_layers", "filter_widths", "num_filters", "pair_mode",
             "dropout", "freeze_embeddings", "trim_vocab"},
-    "static": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "dropout", "freeze_embeddings",
+    "static": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "pooling", "dropout", "freeze_embeddings",
                "trim_vocab", "token_weights"},
     "preset": {"dropout", "freeze_embeddings"},
     "teacher-layers": {"layers", "freeze_embeddings"},
 }
-SEQUENCE_ONLY = {"bilstm": {"pooling", "pair_mode"}, "cnn": {"filter_widths", "pair_mode"}}
+SEQUENCE_ONLY = {"bilstm": {"pooling", "pair_mode"}, "cnn": {"filter_widths", "pair_mode"}, "static": {"pooling"}}
+POOLINGS = {"bilstm": ("max", "mean", "attention"), "static": ("mean", "max", "mean-max")}
 TAGGING_ONLY = {"cnn": {"num_layers"}, "bilstm": {"crf"}}
 
 
@@ -118,6 +119,8 @@ def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | 
             raise KdexamError(f"Student setting '{name}' does not apply to token classification with {spec.kind}; remove it.")
         if task is not None and not tagging and name in TAGGING_ONLY.get(group, set()):
             raise KdexamError(f"Student setting '{name}' of {spec.kind} only applies to token classification; remove it.")
+    if spec.pooling is not None and spec.pooling not in POOLINGS.get(family, (spec.pooling,)):
+        raise KdexamError(f"Pooling '{spec.pooling}' is not one of {spec.kind}'s: {', '.join(POOLINGS[family])}.")
     if family in EMBEDDING_FAMILIES:
         if spec.embeddings == "glove" and not spec.vectors_file:
             raise KdexamError("Embeddings 'glove' need a vectors file; set vectors_file to a word2vec/GloVe text file.")
@@ -212,6 +215,7 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
             config = StaticConfig(vocab_size=common["vocab_size"], embedding_dim=init.dim, num_labels=task.num_labels,
                                   tagging=tagging, text_pair=bool(task.text_pair) and not tagging,
                                   hidden_size=spec.hidden_size, token_weights=spec.token_weights,
+                                  pooling=spec.pooling or "mean",
                                   dropout=0.0 if spec.dropout is None else spec.dropout,
                                   freeze_embeddings=spec.freeze_embeddings, source_vocab_size=common["source_vocab_size"])
             model: nn.Module = StaticStudent(config, init.weight)
@@ -219,7 +223,7 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
             from kdexam.students.bilstm import BiLSTMConfig, BiLSTMStudent
 
             config = BiLSTMConfig(hidden_size=spec.hidden_size or DEFAULT_BILSTM_HIDDEN, crf=spec.crf,
-                                  num_layers=spec.num_layers or DEFAULT_BILSTM_LAYERS, pooling=spec.pooling, **common)
+                                  num_layers=spec.num_layers or DEFAULT_BILSTM_LAYERS, pooling=spec.pooling or "max", **common)
             model = BiLSTMStudent(config, init.weight)
         else:
             from kdexam.students.cnn import DEFAULT_TAGGING_LAYERS, CNNConfig, CNNStudent

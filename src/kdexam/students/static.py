@@ -1,7 +1,8 @@
 """Static-embedding student: a token embedding table, mean-pooled, and a small head.
 
 The fastest student kdexam builds: no recurrence, no convolution, no attention. The
-sentence vector is the masked mean of its tokens' vectors,
+sentence vector is the masked mean of its tokens' vectors (``pooling: mean``, the default;
+``max`` takes the per-feature maximum instead, ``mean-max`` concatenates both),
 
 .. math::
 
@@ -54,6 +55,8 @@ class StaticConfig:
     hidden_size: int | None = None
     """Width of the MLP head's hidden layer; ``None``: a linear head."""
     window: int = DEFAULT_WINDOW
+    pooling: str = "mean"
+    """Sequence tasks: mean, max, or mean-max (the two concatenated)."""
     token_weights: bool = False
     dropout: float = 0.0
     freeze_embeddings: bool = False
@@ -67,10 +70,27 @@ class StaticConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+POOLINGS = ("mean", "max", "mean-max")
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` [B, L, E] over the positions where ``mask`` [B, L] is true (zero when none)."""
     m = mask.unsqueeze(-1).to(x.dtype)
     return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-feature maximum of ``x`` [B, L, E] over the positions where ``mask`` is true (zero when none)."""
+    m = mask.unsqueeze(-1)
+    return x.masked_fill(~m, float("-inf")).max(1).values.masked_fill(~m.any(1), 0.0)
+
+
+def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "mean":
+        return masked_mean(x, mask)
+    if how == "max":
+        return masked_max(x, mask)
+    return torch.cat([masked_mean(x, mask), masked_max(x, mask)], dim=-1)
 
 
 class StaticStudent(nn.Module):
@@ -80,6 +100,8 @@ class StaticStudent(nn.Module):
 
     def __init__(self, config: StaticConfig, embedding_weight: torch.Tensor | None = None):
         super().__init__()
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}")
         self.config = config
         e = config.embedding_dim
         self.embeddings = StudentEmbedding(config.vocab_size, e, False, embedding_weight, config.freeze_embeddings,
@@ -105,6 +127,7 @@ class StaticStudent(nn.Module):
         e = self.config.embedding_dim
         if self.config.tagging:
             return e * (2 * self.config.window + 1)
+        e *= 2 if self.config.pooling == "mean-max" else 1
         return 4 * e if self.config.text_pair else e
 
     def token_vectors(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -134,10 +157,11 @@ class StaticStudent(nn.Module):
             return out
         if self.config.text_pair:
             types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-            u, v = masked_mean(x, mask & (types == 0)), masked_mean(x, mask & (types != 0))
+            how = self.config.pooling
+            u, v = pool(x, mask & (types == 0), how), pool(x, mask & (types != 0), how)
             pooled = torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
         else:
-            pooled = masked_mean(x, mask)
+            pooled = pool(x, mask, self.config.pooling)
         out = {"logits": self.head(self.dropout(pooled))}
         if output_hidden_states:
             out["pooled"] = pooled
