@@ -17,7 +17,7 @@ from conftest import FILLER, NEG_WORDS, POS_WORDS, build_tokenizer, sentiment_ex
 TASK_NAMES = ("cls", "pair", "tag", "reg")
 STUDENT_KINDS = ("bilstm", "cnn", "static", "bert-tiny", "teacher-layers:1")
 SMALL = {"bilstm": dict(hidden_size=8, embedding_dim=16), "cnn": dict(num_filters=6, embedding_dim=16),
-         "static": dict(embedding_dim=16, hidden_size=8, token_weights=True)}
+         "static": dict(embedding_dim=16, hidden_size=8, token_weights=True, ngram_buckets=64)}
 LONG = "the movie was really quite good and the plot was great and the actors were lovely but the story was dull"
 
 

@@ -45,6 +45,7 @@ SAMPLES = {
     "pair_mode": (["--pair-mode", "siamese"], "siamese", "siamese"),
     "crf": (["--crf"], True, True),
     "token_weights": (["--token-weights"], True, True),
+    "ngram_buckets": (["--ngram-buckets", "1024"], 1024, 1024),
     "layers": (["--layers", "1,3"], "1,3", [1, 3]),
     "general": (["--general"], True, True),
     "init_from": (["--init-from", "enc"], "enc", "enc"),

@@ -79,6 +79,30 @@ def test_token_weights_scale_each_token_in_the_mean():
     assert torch.allclose(model(ids)["logits"][0], E[1] / 2)  # still divided by the token count
 
 
+def test_word_dropout_drops_whole_tokens_in_training_only():
+    model = _student(dropout=0.5)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.allclose(model(ids)["logits"][0], E[[1, 2, 3, 4]].mean(0))  # eval: every token
+    model.train()
+    torch.manual_seed(0)
+    means = {tuple(model(ids, output_hidden_states=True)["pooled"][0].tolist()) for _ in range(50)}
+    subsets = {tuple(E[list(c)].mean(0).tolist()) for n in range(1, 5) for c in __import__("itertools").combinations([1, 2, 3, 4], n)}
+    assert len(means) > 3 and all(any(torch.allclose(torch.tensor(m), torch.tensor(s)) for s in subsets) for m in means)
+
+
+def test_hashed_bigrams_add_their_vector_at_the_second_token():
+    from kdexam.students.static import bigram_ids
+
+    ids = torch.tensor([[1, 2, 3, 0]])
+    assert bigram_ids(ids, 7).tolist() == [[(1 * 1_000_003 + 2) % 7, (2 * 1_000_003 + 3) % 7, (3 * 1_000_003 + 0) % 7]]
+    model = _student(ngram_buckets=7)
+    mask = (ids != 0).long()
+    assert torch.allclose(model(ids, mask)["logits"][0], E[[1, 2, 3]].mean(0))  # zero-initialised
+    with torch.no_grad():
+        model.bigram.weight[(2 * 1_000_003 + 3) % 7] = torch.tensor([3.0, 6.0])
+    assert torch.allclose(model(ids, mask)["logits"][0], (E[1] + E[2] + E[3] + torch.tensor([3.0, 6.0])) / 3)
+
+
 def test_settings_that_do_not_apply_are_refused():
     with pytest.raises(KdexamError, match="does not apply to static"):
         check_spec(StudentSpec(kind="static", num_layers=2))
@@ -154,3 +178,17 @@ def test_static_student_trains_by_distillation(runs, tmp_path):
     preds = serve(tmp_path / "static", backend="pytorch").predict([e.text for e in examples])
     accuracy = sum(p["label"] == e.label for p, e in zip(preds, examples)) / len(examples)
     assert accuracy == pytest.approx(student["metrics"]["accuracy"])
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean-max"])
+def test_max_pooling_exports_with_parity_and_serves(pooling, runs, tmp_path):
+    import shutil
+
+    from kdexam.export.onnx import export_onnx
+    from kdexam.inference.predictor import load_student as serve
+
+    run = shutil.copytree(runs.student("static", "pair", pooling=pooling), tmp_path / "run")
+    record = export_onnx(run, quantize="int8")
+    assert record["parity_ok"] and record["serving"]["onnx"]["prediction_agreement"] == 1.0
+    items = [("good film", "bad plot"), ("the story", "the actors were fine")]
+    assert [p["label"] for p in serve(run).predict(items)] == [p["label"] for p in serve(run, backend="pytorch").predict(items)]

@@ -266,6 +266,7 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     Flag("hidden_size", "student.hidden_size", int, help="bilstm hidden size per direction (default 300); static: MLP head width "
                                                                "(default: a linear head)."),
     Flag("token_weights", "student.token_weights", bool, help="static: learn a weight per vocabulary token in the mean."),
+    Flag("ngram_buckets", "student.ngram_buckets", int, help="static: hashed bigram buckets added to the token vectors (default 0: none)."),
     Flag("pooling", "student.pooling", help="Sequence pooling: bilstm max | mean | attention (default max); static mean | max | "
                                                   "mean-max (default mean)."),
     Flag("pair_mode", "student.pair_mode", help="bilstm/cnn text pairs: concat (one sequence) | siamese (two encoded "

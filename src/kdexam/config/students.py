@@ -48,6 +48,8 @@ class StudentSpec(BaseModel):
     random: the teacher's architecture with K layers, every weight randomly initialised (a control)."""
     freeze_embeddings: bool = False
     """Keep the input word embeddings fixed during training."""
+    ngram_buckets: int = Field(default=0, ge=0)
+    """static: hashed bigram buckets added to the token vectors (fastText's bag of n-grams; 0: none)."""
     token_weights: bool = False
     """static: a learned weight per vocabulary token in the mean (initialised to 1)."""
     trim_vocab: bool = True

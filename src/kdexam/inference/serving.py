@@ -197,14 +197,12 @@ class ServingPredictor:
         return [normalise(t, self.task, f"input {i}") for i, t in enumerate(texts)]
 
     def encode(self, items: list) -> list:
-        """Tokenised inputs (``tokenizers.Encoding``), truncated, not padded."""
-        pretok = self.task.kind == "token-classification"
-        if len(items) == 1:
-            item = items[0]
-            if self.task.text_pair:
-                return [self.tokenizer.encode(item[0], item[1])]
-            return [self.tokenizer.encode(item, is_pretokenized=pretok)]
-        return self.tokenizer.encode_batch(items, is_pretokenized=pretok)
+        """Tokenised inputs (``tokenizers.Encoding``), truncated, not padded. Sequence tasks use
+        ``encode_batch_fast`` (no character offsets: about half the time of ``encode`` for one
+        sentence); tagging needs the word ids, which only ``encode_batch`` keeps."""
+        if self.task.kind == "token-classification":
+            return self.tokenizer.encode_batch(items, is_pretokenized=True)
+        return getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)(items)  # tokenizers < 0.20.1
 
     def feed(self, encodings: list) -> dict:
         """One padded batch of model inputs (int64 arrays) from encodings."""

@@ -9,14 +9,23 @@ sentence vector is the masked mean of its tokens' vectors (``pooling: mean``, th
     u = \\frac{\\sum_i m_i \\, w_{t_i} \\, E_{t_i}}{\\sum_i m_i}
 
 (``m`` the attention mask, ``E`` the embedding table, ``w`` an optional learned weight per
-vocabulary token, initialised to 1), followed by dropout and a linear layer, or a one-hidden-
-layer MLP when ``hidden_size`` is set. This is the inference of model2vec (Tulkens & van
+vocabulary token, initialised to 1), followed by a linear layer, or a one-hidden-layer MLP
+when ``hidden_size`` is set. ``dropout`` p is *word dropout* (Iyyer et al. 2015, "Deep
+Unordered Composition Rivals Syntactic Methods for Text Classification"): in training each
+token leaves the bag with probability p (a text keeps at least one), and the pooled vector
+and the MLP's hidden layer are dropped out with p too. This is the inference of model2vec (Tulkens & van
 Dongen 2024, "Model2Vec: Distill a Small Fast Model from any Sentence Transformer") and of
 fastText-style bags of embeddings (Joulin et al. 2017, "Bag of Tricks for Efficient Text
 Classification"); the table is best initialised the model2vec way (``embeddings:
 model2vec``, :func:`kdexam.students.embeddings.teacher_output_embeddings`: each vocabulary
 token passed through the teacher alone, PCA, SIF weighting) and then trained by
 distillation like every other student.
+
+Bigrams (``ngram_buckets`` B > 0): each position i ≥ 1 also adds the vector of its bigram
+``(t_{i−1}, t_i)``, hashed into B buckets (the "bag of n-grams" of fastText, Joulin et al.
+2017), initialised to zero so that training starts from the token-only model. A bigram
+that spans padding or the two texts of a pair only reaches pooling where its position is
+real.
 
 Text pairs: each text is pooled alone (by ``token_type_ids``) to ``u`` and ``v`` and the head
 reads ``[u; v; |u − v|; u ∘ v]`` (Mou et al. 2016), since a single bag would lose which
@@ -57,6 +66,8 @@ class StaticConfig:
     window: int = DEFAULT_WINDOW
     pooling: str = "mean"
     """Sequence tasks: mean, max, or mean-max (the two concatenated)."""
+    ngram_buckets: int = 0
+    """Hashed bigram buckets (0: tokens only)."""
     token_weights: bool = False
     dropout: float = 0.0
     freeze_embeddings: bool = False
@@ -85,6 +96,15 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~m, float("-inf")).max(1).values.masked_fill(~m.any(1), 0.0)
 
 
+BIGRAM_PRIME = 1_000_003
+
+
+def bigram_ids(input_ids: torch.Tensor, buckets: int) -> torch.Tensor:
+    """Bucket of each pair of neighbouring token ids, ``(t_{i-1} · 1000003 + t_i) mod buckets``,
+    [B, L − 1] (Joulin et al. 2017's hashing trick; the tokenizer's ids, before any trimming)."""
+    return (input_ids[:, :-1] * BIGRAM_PRIME + input_ids[:, 1:]) % buckets
+
+
 def pool(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     if how == "mean":
         return masked_mean(x, mask)
@@ -106,6 +126,9 @@ class StaticStudent(nn.Module):
         e = config.embedding_dim
         self.embeddings = StudentEmbedding(config.vocab_size, e, False, embedding_weight, config.freeze_embeddings,
                                            config.source_vocab_size)
+        self.bigram = nn.Embedding(config.ngram_buckets, e) if config.ngram_buckets else None
+        if self.bigram is not None:
+            nn.init.zeros_(self.bigram.weight)  # training starts from the token-only model
         self.token_weight = nn.Embedding(config.vocab_size, 1) if config.token_weights else None
         if self.token_weight is not None:
             nn.init.ones_(self.token_weight.weight)
@@ -131,11 +154,13 @@ class StaticStudent(nn.Module):
         return 4 * e if self.config.text_pair else e
 
     def token_vectors(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``w_t · E_t`` for every token [B, L, E]."""
+        """``w_t · E_t`` for every token [B, L, E], plus with bigrams ``G[h(t_{i-1}, t_i)]``."""
         x = self.embeddings(input_ids)
         if self.token_weight is not None:
             rows = input_ids if self.embeddings.id_map is None else self.embeddings.id_map[input_ids]
             x = x * self.token_weight(rows)
+        if self.bigram is not None:
+            x = x + F.pad(self.bigram(bigram_ids(input_ids, self.config.ngram_buckets)), (0, 0, 1, 0))
         return x
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -145,6 +170,10 @@ class StaticStudent(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         mask = attention_mask.bool()
         x = self.token_vectors(input_ids)
+        if self.training and self.config.dropout > 0 and not self.config.tagging:
+            # word dropout (Iyyer et al. 2015): each token leaves the bag with probability p
+            kept = torch.rand(mask.shape, device=mask.device) >= self.config.dropout
+            mask = mask & (kept | ~(mask & kept).any(1, keepdim=True))  # a text never loses every token
         if self.config.tagging:
             w = self.config.window
             h = x * mask.unsqueeze(-1).to(x.dtype)  # padding is zero, as beyond the sentence
