@@ -306,16 +306,19 @@ def _safetensors_bytes(run: Path) -> int | None:
 
 
 def _onnx_dir(tm, features, tmp: Path, console) -> Path:
-    """``RUN/onnx`` when it holds fp32 and int8 exports of the current weights (with the serving
-    module), else a fresh export in ``tmp``."""
+    """``RUN/onnx`` when it holds fp32 and int8 exports of the current weights (with this version's
+    serving module), else a fresh export in ``tmp``."""
     from kdexam.export.onnx import write_export_dir
     from kdexam.inference.predictor import EXPORT_FILE, INT8_FILE, ONNX_DIR, export_is_fresh
     from kdexam.paths import atomic_write_json
 
     from kdexam.export.onnx import SERVING_FILE
 
+    from kdexam.inference import serving
+
     d = tm.run_dir / ONNX_DIR
-    if (d / INT8_FILE).is_file() and (d / SERVING_FILE).is_file() and export_is_fresh(tm.run_dir, d):
+    current = (d / SERVING_FILE).is_file() and (d / SERVING_FILE).read_bytes() == Path(serving.__file__).read_bytes()
+    if (d / INT8_FILE).is_file() and current and export_is_fresh(tm.run_dir, d):
         return d
     console.print(f"[dim]bench:[/] exporting {tm.name} to ONNX (fp32 + int8) in a temporary folder")
     d = tmp / "onnx"

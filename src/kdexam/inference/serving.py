@@ -165,7 +165,7 @@ class ServingPredictor:
         path = d / (INT8_FILE if quantized else FP32_FILE)
         if not path.is_file():
             raise InputError(f"'{d}' has no {path.name}; run 'kdexam export RUN --format onnx --quantize int8' for an int8 model.")
-        self.source, self.quantized = str(path), quantized
+        self.source, self.quantized, self.threads = str(path), quantized, threads
         self.name = (record.get("source") or {}).get("name", "")
         self.tokenizer = Tokenizer.from_file(str(d / TOKENIZER_FILE))
         self.tokenizer.no_padding()
@@ -199,10 +199,15 @@ class ServingPredictor:
     def encode(self, items: list) -> list:
         """Tokenised inputs (``tokenizers.Encoding``), truncated, not padded. Sequence tasks use
         ``encode_batch_fast`` (no character offsets: about half the time of ``encode`` for one
-        sentence); tagging needs the word ids, which only ``encode_batch`` keeps."""
-        if self.task.kind == "token-classification":
-            return self.tokenizer.encode_batch(items, is_pretokenized=True)
-        return getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)(items)  # tokenizers < 0.20.1
+        sentence); tagging needs the word ids, which only ``encode_batch`` keeps. With
+        ``threads=1`` the inputs are encoded one by one in the calling thread: the tokenizer's
+        own thread pool would otherwise use every core (and, one thread of it alone, is slower
+        than the loop)."""
+        tagging = self.task.kind == "token-classification"
+        encode = self.tokenizer.encode_batch if tagging else getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        if self.threads == 1 and len(items) > 1:  # one thread means no tokenizer thread pool either
+            return [encode([item], is_pretokenized=tagging)[0] for item in items]
+        return encode(items, is_pretokenized=tagging)
 
     def feed(self, encodings: list) -> dict:
         """One padded batch of model inputs (int64 arrays) from encodings."""
