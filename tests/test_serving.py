@@ -104,6 +104,11 @@ def test_standalone_errors_are_sentences_with_exit_code_2(exported, tmp_path):
     done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(tmp_path)], input="x\n",
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "export.json" in done.stderr
+    broken = shutil.copytree(folder, tmp_path / "no-tokenizer")
+    (broken / "tokenizer.json").unlink()
+    done = subprocess.run([sys.executable, str(broken / SERVING_FILE), str(broken)], input="x\tb\n",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "tokenizer.json" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_export_records_serving_parity(exported):

@@ -167,6 +167,8 @@ class ServingPredictor:
             raise InputError(f"'{d}' has no {path.name}; run 'kdexam export RUN --format onnx --quantize int8' for an int8 model.")
         self.source, self.quantized, self.threads = str(path), quantized, threads
         self.name = (record.get("source") or {}).get("name", "")
+        if not (d / TOKENIZER_FILE).is_file():
+            raise InputError(f"'{d}' has no {TOKENIZER_FILE}; export the model again with 'kdexam export' (a fast tokenizer is needed).")
         self.tokenizer = Tokenizer.from_file(str(d / TOKENIZER_FILE))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length, strategy="longest_first",
@@ -188,7 +190,7 @@ class ServingPredictor:
     def __repr__(self) -> str:
         return f"ServingPredictor({self.name or self.source!r}, task={self.task.kind}, onnx{', int8' if self.quantized else ''})"
 
-    # the three steps of a prediction, apart for timing -------------------------------------------
+    # the steps of a prediction, apart for timing: items, encode, feed, run, decode --------------
 
     def items(self, texts) -> list:
         """Inputs normalised for the tokenizer (a lone string, dict or pair is one input)."""
