@@ -38,32 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-WARMUP, CALLS = 5, {1: 200, 32: 40}
-
-
-def pin_threads(threads: int) -> None:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_RS_NUM_CPUS"):
-        os.environ[var] = str(threads)
-
-
-def latency(predict, texts: list, batch_size: int) -> dict:
-    """p50/p95/mean (ms) of ``predict(batch)`` over ``CALLS[batch_size]`` batches of consecutive texts."""
-    import numpy as np
-
-    def batch(i):
-        return [texts[(i * batch_size + k) % len(texts)] for k in range(batch_size)]
-
-    for i in range(WARMUP):
-        predict(batch(i))
-    times = []
-    for i in range(CALLS[batch_size]):
-        b = batch(i)
-        t0 = time.perf_counter()
-        predict(b)
-        times.append(time.perf_counter() - t0)
-    ms = np.asarray(times) * 1000
-    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean()),
-            "calls": len(times)}
+from model2vec_peer import CALLS, WARMUP, latency, pin_threads  # one timing protocol for both sides (bench/ is on the path)
 
 
 def accuracy(predict, examples) -> float:

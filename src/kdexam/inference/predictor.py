@@ -267,39 +267,15 @@ def _where(i: int) -> str:
 
 
 def to_example(item: Any, task, where: str = ""):
-    """One input (see the module docstring) as an unlabelled :class:`Example`."""
+    """One input (see the module docstring) as an unlabelled :class:`Example`; the checks and
+    their sentences are the torch-free predictor's (:func:`kdexam.inference.serving.normalise`)."""
     from kdexam.data.readers import Example
+    from kdexam.inference.serving import normalise
 
-    where = where or "an input"
+    x = normalise(item, task, where or "an input")
     if task.kind == "token-classification":
-        words = item.get("tokens", item.get("text")) if isinstance(item, dict) else item
-        if isinstance(words, str):
-            words = words.split()
-        if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
-            raise KdexamError(f"{where.capitalize()} is not a list of words or a string; a tagger reads words, e.g. ['The', 'cat'] or 'The cat'.")
-        words = [w for w in words if w.strip()]
-        if not words:
-            raise KdexamError(f"{where.capitalize()} has no words; remove it or give it text.")
-        return Example(list(words))
-    if isinstance(item, dict):
-        if "text" not in item:
-            raise KdexamError(f"{where.capitalize()} has no 'text' field; write objects like {{\"text\": ...}}.")
-        text, pair = item["text"], item.get("text_pair")
-    elif isinstance(item, (tuple, list)):
-        if len(item) != 2:
-            raise KdexamError(f"{where.capitalize()} is a sequence of {len(item)} items; give a string, or a (text, text_pair) pair.")
-        text, pair = item
-    else:
-        text, pair = item, None
-    if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
-        raise KdexamError(f"{where.capitalize()} is not text ({type(text).__name__}); give strings.")
-    if task.text_pair and pair is None:
-        raise KdexamError(f"The model reads text pairs but {where} has one text; give (text, text_pair) or a 'text_pair' field.")
-    if not task.text_pair and pair is not None:
-        raise KdexamError(f"The model reads single texts but {where} is a pair; give one text.")
-    if not text.strip() or (pair is not None and not pair.strip()):
-        raise KdexamError(f"{where.capitalize()} has an empty text; remove it or fill it in.")
-    return Example(text, pair)
+        return Example(list(x))
+    return Example(x[0], x[1]) if task.text_pair else Example(x)
 
 
 # ---- the predictor ----------------------------------------------------------------------------------
