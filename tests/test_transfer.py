@@ -230,6 +230,17 @@ def test_cli_bad_unlabelled_source_is_one_sentence(teacher, tmp_path, capsys):
     assert e.value.code == 2 and "neither a built-in dataset nor an existing file" in err and "Traceback" not in err
 
 
+def test_transfer_settings_with_general_distillation_are_refused(teacher, tmp_path, capsys):
+    from kdexam.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["distill", "--general", "--teacher", str(teacher / "run"), "--student", "bert-tiny", "--out",
+              str(tmp_path / "g"), "--unlabelled", "movie-dialog"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and "do not apply to general distillation" in err and "Traceback" not in err
+    assert not (tmp_path / "g").exists()
+
+
 def test_augmented_transfer_set_is_deterministic_under_a_seed(teacher, tmp_path):
     data = load_data(DataConfig(name=str(teacher / "data")))
     cfg = TransferConfig(augment=["mask", "ngram"], augment_n=3)

@@ -176,6 +176,13 @@ class DistillRunConfig(Strict):
     train: StudentTrainConfig = StudentTrainConfig()
 
     @model_validator(mode="after")
+    def _no_transfer_set_in_general_distillation(self):
+        if self.general and self.transfer != TransferConfig():
+            raise ValueError("transfer settings (unlabelled, augment, min_confidence) do not apply to general "
+                             "distillation, which reads its unlabelled text from data; remove them or drop --general")
+        return self
+
+    @model_validator(mode="after")
     def _student_learning_rate(self):
         if "learning_rate" not in self.train.model_fields_set:
             family = self.student.kind.split(":")[0]
