@@ -7,8 +7,8 @@
 # build) and keeps it with a constraint, then model2vec with the extras the peer needs:
 # `distill` (transformers, skeletoken), `quantization` (scikit-learn: model2vec.distill imports it
 # even without vocabulary quantization) and `train` (datasets; model2vec 0.10's trainer is plain
-# torch, no lightning). The served form (StaticModelPipeline) needs numpy only. Idempotent: an environment that
-# already imports the right versions is left as it is.
+# torch, no lightning). The served form (StaticModelPipeline) needs numpy only.
+# Idempotent: an environment that already imports the right versions is left as it is.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${1:-$ROOT/.venv-m2v}"

@@ -151,11 +151,16 @@ def test_flag_maps_to_its_config_path_through_the_cli(command, name, captured):
 
 
 def test_all_distill_flags_at_once(captured):
-    args = [a for name in api.DISTILL_FLAGS for a in SAMPLES[name][0]] + ["--resume"]
+    """Every flag but --general (which refuses the transfer flags), then --general without them."""
+    args = [a for name in api.DISTILL_FLAGS if name != "general" for a in SAMPLES[name][0]] + ["--resume"]
     cfg = cli_config(captured, ["distill", *args])
     assert captured["resume"] is True
     for name, flag in api.DISTILL_FLAGS.items():
-        assert same(get(cfg, flag.path), SAMPLES[name][2]), name
+        if name != "general":
+            assert same(get(cfg, flag.path), SAMPLES[name][2]), name
+    transfer = {n for n, f in api.DISTILL_FLAGS.items() if f.path.startswith("transfer.")}
+    args = [a for name in api.DISTILL_FLAGS if name not in transfer for a in SAMPLES[name][0]]
+    assert cli_config(captured, ["distill", *args]).general is True
 
 
 def test_flags_not_given_leave_the_defaults(captured):

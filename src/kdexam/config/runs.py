@@ -244,6 +244,8 @@ def build_config(model: type[M], raw: dict | None = None, overrides: dict[str, A
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
+        if not loc:  # a check across several settings: its message names them
+            raise KdexamError(f"The config is invalid: {err['msg'].removeprefix('Value error, ')}.") from None
         raise KdexamError(f"Config value '{loc}' is invalid: {err['msg']} (got {err.get('input')!r}).") from None
 
 
