@@ -48,6 +48,7 @@ SAMPLES = {
     "ngram_buckets": (["--ngram-buckets", "1024"], 1024, 1024),
     "layers": (["--layers", "1,3"], "1,3", [1, 3]),
     "general": (["--general"], True, True),
+    "recipe": (["--recipe", "xtremedistil"], "xtremedistil", "xtremedistil"),
     "init_from": (["--init-from", "enc"], "enc", "enc"),
     "objective": (["--objective", "kl:temperature=4,weight=0.5"], ["kl:temperature=4,weight=0.5"],
                   [{"name": "kl", "temperature": 4, "weight": 0.5}]),
@@ -151,14 +152,14 @@ def test_flag_maps_to_its_config_path_through_the_cli(command, name, captured):
 
 
 def test_all_distill_flags_at_once(captured):
-    """Every flag but --general (which refuses the transfer flags), then --general without them."""
+    """Every flag but --general (which refuses the transfer flags and a recipe), then --general without them."""
     args = [a for name in api.DISTILL_FLAGS if name != "general" for a in SAMPLES[name][0]] + ["--resume"]
     cfg = cli_config(captured, ["distill", *args])
     assert captured["resume"] is True
     for name, flag in api.DISTILL_FLAGS.items():
         if name != "general":
             assert same(get(cfg, flag.path), SAMPLES[name][2]), name
-    transfer = {n for n, f in api.DISTILL_FLAGS.items() if f.path.startswith("transfer.")}
+    transfer = {n for n, f in api.DISTILL_FLAGS.items() if f.path.startswith("transfer.") or n == "recipe"}
     args = [a for name in api.DISTILL_FLAGS if name not in transfer for a in SAMPLES[name][0]]
     assert cli_config(captured, ["distill", *args]).general is True
 

@@ -275,6 +275,8 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     Flag("layers", "student.layers", convert=parse_layers,
          help="teacher-layers:K: which teacher layers to keep: lower, upper, uniform (first and last included; "
               "default), comma-separated indices, or random (the teacher's shape with K layers, random weights)."),
+    Flag("recipe", "recipe", help="A named staged recipe: xtremedistil (representation, then logits with gradual "
+                                  "unfreezing, then gold; Mukherjee & Awadallah 2020). Default: one stage, KL + gold."),
     Flag("general", "general", bool),
     Flag("init_from", "init_from", metavar="DIR"),
     Flag("objective", "objectives", multiple=True, convert=parse_objective, metavar="SPEC",

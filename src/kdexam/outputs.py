@@ -14,6 +14,8 @@ name                shape                  what it is
 ``key.K``           [B, L, H]              … key projection
 ``value.K``         [B, L, H]              … value projection
 ``embeddings``      [B, L, H]              alias of ``hidden.0``
+``pooled``          [B, F]                 BiLSTM, CNN and static students: the sequence head's input
+``states``          [B, L, F]              BiLSTM, CNN and static students: their last token-level features
 ==================  =====================  ===========================================================
 
 Layers count from 1; ``K`` runs to the model's number of layers. Pre-softmax
@@ -38,7 +40,7 @@ from torch import nn
 
 from kdexam.errors import KdexamError
 
-_NAME = re.compile(r"^(logits|embeddings|(hidden|cls|attention|query|key|value)\.(\d+))$")
+_NAME = re.compile(r"^(logits|embeddings|pooled|states|(hidden|cls|attention|query|key|value)\.(\d+))$")
 PROJECTION_NAMES = {"query": ("query", "q", "q_proj", "q_lin"), "key": ("key", "k", "k_proj", "k_lin"),
                     "value": ("value", "v", "v_proj", "v_lin")}
 

@@ -161,6 +161,8 @@ class DistillRunConfig(Strict):
     """Declarative teacher-layer/student-layer matches, added to ``objectives``."""
     stages: list[StageConfig] | None = None
     """Staged recipe; one stage with ``objectives`` when omitted."""
+    recipe: str | None = None
+    """A named recipe (:mod:`kdexam.config.recipes`: ``xtremedistil``) instead of ``stages``."""
     transfer: TransferConfig = TransferConfig()
     out: str | None = None
     seed: int = 42
@@ -174,6 +176,19 @@ class DistillRunConfig(Strict):
     init_from: str | None = None
     """A general-distilled encoder directory (``distill --general``) to initialise the student from."""
     train: StudentTrainConfig = StudentTrainConfig()
+
+    @model_validator(mode="after")
+    def _known_recipe(self):
+        from kdexam.config.recipes import RECIPES
+
+        if self.recipe is not None:
+            if self.recipe not in RECIPES:
+                raise ValueError(f"unknown recipe '{self.recipe}'; use one of: {', '.join(RECIPES)}")
+            if self.stages:
+                raise ValueError("recipe and stages both name the stages; keep one of them")
+            if self.general:
+                raise ValueError("a recipe does not apply to general distillation; remove it or drop --general")
+        return self
 
     @model_validator(mode="after")
     def _no_transfer_set_in_general_distillation(self):

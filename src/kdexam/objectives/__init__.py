@@ -10,6 +10,8 @@ parameters (a pydantic ``Params`` model), the named outputs it ``requires`` and 
   ``mse``, ``hard``, ``gold``, ``regression_mse``;
 - on hidden states (:mod:`~kdexam.objectives.features`): ``hidden_mse``,
   ``hidden_cosine``, ``embedding_mse``, ``pkd``;
+- on a BiLSTM, CNN or static student's sentence vector or token states
+  (:mod:`~kdexam.objectives.representation`): ``representation``;
 - on self-attention (:mod:`~kdexam.objectives.attention`,
   :mod:`~kdexam.objectives.relations`): ``attention_kl``, ``attention_mse``,
   ``value_relation``, ``relations``.
@@ -50,6 +52,7 @@ from kdexam.objectives.logits import (
 from kdexam.objectives.mapping import LAYER_RULES, layer_pairs
 from kdexam.objectives.registry import MATCH_OBJECTIVES, OBJECTIVE_NAMES, OBJECTIVES
 from kdexam.objectives.relations import RelationsLoss, suggest_relation_heads
+from kdexam.objectives.representation import RepresentationLoss
 
 __all__ = [
     "ALL_KINDS",
@@ -78,6 +81,7 @@ __all__ = [
     "PKDLoss",
     "RegressionDistillLoss",
     "RelationsLoss",
+    "RepresentationLoss",
     "SoftCrossEntropyLoss",
     "ValueRelationLoss",
     "build_objectives",

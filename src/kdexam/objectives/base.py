@@ -64,12 +64,16 @@ Layers = Annotated[Union[str, list[tuple[int, int]]], AfterValidator(check_rule)
 
 @dataclass(frozen=True)
 class ModelShape:
-    """Layers, width and attention heads of a teacher or student; all ``None`` for
-    students without transformer layers (BiLSTM, CNN)."""
+    """Layers, width and attention heads of a teacher or student; ``None`` for students
+    without transformer layers (BiLSTM, CNN, static), which give their feature widths instead."""
 
     num_layers: int | None = None
     hidden_size: int | None = None
     num_heads: int | None = None
+    pooled_size: int | None = None
+    """BiLSTM, CNN and static students: width of ``pooled`` (the sequence head's input)."""
+    states_size: int | None = None
+    """BiLSTM, CNN and static students: width of ``states`` (their last token-level features)."""
 
     @property
     def has_layers(self) -> bool:

@@ -18,6 +18,7 @@ from kdexam.objectives.logits import (
     SoftCrossEntropyLoss,
 )
 from kdexam.objectives.relations import RelationsLoss
+from kdexam.objectives.representation import RepresentationLoss
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in [
     KLDivLoss,
@@ -34,6 +35,7 @@ OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in [
     ValueRelationLoss,
     RelationsLoss,
     PKDLoss,
+    RepresentationLoss,
 ]}
 """Objective name -> class (its ``task_kinds``, ``Params`` and ``citation_entries`` on the class)."""
 

@@ -143,6 +143,13 @@ class StaticStudent(nn.Module):
     def architecture(self) -> dict:
         return self.config.to_dict()
 
+    @property
+    def shape(self):
+        """Widths of ``pooled`` and ``states`` (:class:`kdexam.objectives.ModelShape`)."""
+        from kdexam.objectives import ModelShape
+
+        return ModelShape(pooled_size=None if self.config.tagging else self.feature_dim(), states_size=self.config.embedding_dim)
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word
 

@@ -66,7 +66,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
     texts = [e.text for e in transfer.examples] + [e.text_pair for e in transfer.examples if e.text_pair]
     student, tokenizer = build_student(cfg.student, task, teacher_dir, train_texts=texts, init_from=cfg.init_from)
     plans = [(stage, build_stage_objective(stage, cfg, task, teacher.shape, getattr(student, "shape", ModelShape())))
-             for stage in stages_of(cfg)]
+             for stage in stages_of(cfg, task.kind)]
     split = data.eval_split
     feats = {s: encode(data.split(s), tokenizer, task, cfg.data.max_length) for s in ("validation", split)}
     feats["train"] = encode(transfer.examples, tokenizer, task, cfg.data.max_length)

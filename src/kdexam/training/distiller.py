@@ -23,10 +23,18 @@ from kdexam.teachers.teacher import to_batch
 
 
 def student_outputs(student: nn.Module, batch: dict, names=()) -> dict:
-    """The student's named outputs on a batch (``logits`` always; more when ``names`` asks)."""
+    """The student's named outputs on a batch (``logits`` always; more when ``names`` asks).
+    BiLSTM, CNN and static students give ``pooled`` and ``states`` (their last hidden states)."""
     inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
     extra = tuple(sorted(set(names) - {"logits", "gold_loss"}))
-    return student(**inputs, outputs=extra) if extra else student(**inputs)
+    if not extra:
+        return student(**inputs)
+    if getattr(student, "family", None) in ("bilstm", "cnn", "static"):
+        out = student(**inputs, output_hidden_states=True)
+        if "hidden_states" in out:
+            out["states"] = out["hidden_states"][-1]
+        return out
+    return student(**inputs, outputs=extra)
 
 
 class Distiller(nn.Module):

@@ -13,8 +13,13 @@ import torch
 from kdexam.config import DistillRunConfig, StageConfig, TrainConfig
 
 
-def stages_of(cfg: DistillRunConfig) -> list[StageConfig]:
-    """The run's stages: ``cfg.stages``, or one stage with the run's objectives and matches."""
+def stages_of(cfg: DistillRunConfig, task_kind: str = "classification") -> list[StageConfig]:
+    """The run's stages: ``cfg.stages``, its ``recipe``'s (:mod:`kdexam.config.recipes`), or one
+    stage with the run's objectives and matches."""
+    if cfg.recipe:
+        from kdexam.config.recipes import recipe_stages
+
+        return recipe_stages(cfg.recipe, task_kind)
     return cfg.stages or [StageConfig(objectives=cfg.objectives, matches=cfg.matches)]
 
 

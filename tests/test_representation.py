@@ -1,0 +1,130 @@
+"""Representation transfer for BiLSTM, CNN and static students (issue 13): the loss on
+hand-computed values, masking, the students' pooled/states outputs, the xtremedistil recipe
+and gradual unfreezing (frozen groups bit-identical, unfrozen ones changed)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from kdexam import api
+from kdexam.errors import KdexamError
+from kdexam.objectives import BuildContext, ModelShape, RepresentationLoss
+from kdexam.objectives.representation import compare
+
+U = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
+V = torch.tensor([[1.0, 4.0], [2.0, 1.0]])
+
+
+def _identity(loss: RepresentationLoss) -> RepresentationLoss:
+    with torch.no_grad():
+        loss.projection.weight.copy_(torch.eye(2))
+        loss.projection.bias.zero_()
+    return loss
+
+
+def test_the_three_losses_on_known_vectors():
+    assert compare(U, V, "mse", 1.0).item() == pytest.approx((0 + 4 + 4 + 0) / 4)
+    cos = [(1 * 1 + 2 * 4) / (math.sqrt(5) * math.sqrt(17)), (0 * 2 + 1 * 1) / (1 * math.sqrt(5))]
+    assert compare(U, V, "cosine", 1.0).item() == pytest.approx(sum(1 - c for c in cos) / 2)
+    p, q = torch.softmax(V / 2, -1), torch.softmax(U / 2, -1)  # teacher p, student q, τ = 2
+    kl = (p * (p.log() - q.log())).sum(-1).mean() * 4
+    assert compare(U, V, "kl", 2.0).item() == pytest.approx(kl.item(), rel=1e-5)
+
+
+def test_sentence_vector_against_cls_and_masked_mean():
+    cls = _identity(RepresentationLoss(3, "cls", "mse", student_width=2, teacher_width=2))
+    assert cls.requires == ({"cls.3"}, {"pooled"})
+    assert cls({"pooled": U}, {"cls.3": V}, {}).item() == pytest.approx(2.0)
+    mean = _identity(RepresentationLoss(3, "mean", "mse", student_width=2, teacher_width=2))
+    hidden = torch.tensor([[[1.0, 4.0], [99.0, 99.0]], [[1.0, 0.0], [3.0, 2.0]]])  # row 0: second token is padding
+    batch = {"attention_mask": torch.tensor([[1, 0], [1, 1]])}
+    assert mean.requires == ({"hidden.3"}, {"pooled"})
+    assert mean({"pooled": U}, {"hidden.3": hidden}, batch).item() == pytest.approx(2.0)  # targets are V
+
+
+def test_tagging_compares_token_states_at_first_subwords_only():
+    loss = _identity(RepresentationLoss(2, student_width=2, teacher_width=2, tagging=True))
+    assert loss.requires == ({"hidden.2"}, {"states"})
+    states = torch.tensor([[[1.0, 2.0], [50.0, 50.0], [0.0, 1.0]]])
+    teacher = torch.tensor([[[1.0, 4.0], [0.0, 0.0], [2.0, 1.0]]])
+    batch = {"attention_mask": torch.ones(1, 3), "loss_mask": torch.tensor([[True, False, True]])}
+    assert loss({"states": states}, {"hidden.2": teacher}, batch).item() == pytest.approx(2.0)
+
+
+def test_the_projection_learns_and_widths_come_from_the_shapes():
+    ctx = BuildContext("Objective 1 ('representation')", "classification", ModelShape(6, 8, 2), ModelShape(pooled_size=5))
+    loss = RepresentationLoss.build(RepresentationLoss.Params(), ctx)
+    assert (loss.layer, loss.projection.in_features, loss.projection.out_features) == (6, 5, 8)
+    with pytest.raises(KdexamError, match="has none"):
+        RepresentationLoss.build(RepresentationLoss.Params(), BuildContext("o", "classification", ModelShape(6, 8, 2), ModelShape(4, 8, 2)))
+    with pytest.raises(KdexamError, match="layers 1 to 6"):
+        RepresentationLoss.build(RepresentationLoss.Params(layer=7), ctx)
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "cnn", "static"])
+def test_students_give_pooled_and_states_of_their_declared_widths(kind, tiny_bert_dir):
+    from kdexam.config import StudentSpec
+    from kdexam.students.registry import build_student
+    from kdexam.tasks import Task
+    from kdexam.training.distiller import student_outputs
+
+    for task in (Task("classification", ["a", "b"]), Task("token-classification", ["O", "X"])):
+        spec = StudentSpec(kind=kind, embedding_dim=8, **({"hidden_size": 4} if kind == "bilstm" else {}))
+        model, tok = build_student(spec, task, tiny_bert_dir, train_texts=["the movie was good"])
+        batch = dict(tok(["the movie was good", "good"], padding=True, return_tensors="pt"))
+        out = student_outputs(model, batch, {"pooled", "states"})
+        shape = model.shape
+        assert out["states"].shape[-1] == shape.states_size and out["states"].shape[:2] == batch["input_ids"].shape
+        if task.kind == "classification":
+            assert out["pooled"].shape == (2, shape.pooled_size)
+        else:
+            assert shape.pooled_size is None
+
+
+def test_xtremedistil_recipe_runs_its_stages(tmp_path, tiny_bert_dir):
+    from conftest import sentiment_examples, write_jsonl
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", sentiment_examples(48, seed=1))
+    write_jsonl(data / "validation.jsonl", sentiment_examples(16, seed=2))
+    api.finetune_teacher(data=data, model=tiny_bert_dir, out=tmp_path / "t", epochs=1, batch_size=16)
+    r = api.distill(teacher=tmp_path / "t", data=data, student="cnn", embedding_dim=8, recipe="xtremedistil",
+                    out=tmp_path / "s", epochs=1, batch_size=16)
+    assert [s["stage"] for s in r["stages"]] == ["representation", "logits-head", "logits-top2", "logits", "gold"]
+    with pytest.raises(KdexamError, match="unknown recipe 'xtreme'"):
+        api.distill(teacher=tmp_path / "t", data=data, student="cnn", recipe="xtreme", out=tmp_path / "x")
+
+
+def test_a_frozen_group_is_bit_identical_after_its_stage_and_the_head_changes(tmp_path, tiny_bert_dir):
+    """One stage with unfreeze 1 (the head only): the student's other weights equal its initial ones."""
+    from conftest import sentiment_examples, write_jsonl
+    from safetensors.torch import load_file
+
+    from kdexam.config import StudentSpec
+    from kdexam.students.registry import build_student
+    from kdexam.tasks import Task
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = sentiment_examples(48, seed=1)
+    write_jsonl(data / "train.jsonl", rows)
+    write_jsonl(data / "validation.jsonl", sentiment_examples(16, seed=2))
+    api.finetune_teacher(data=data, model=tiny_bert_dir, out=tmp_path / "t", epochs=1, batch_size=16)
+    cfg = {"teacher": str(tmp_path / "t"), "data": {"name": str(data)}, "student": {"kind": "cnn", "embedding_dim": 8},
+           "out": str(tmp_path / "s"), "train": {"epochs": 2, "batch_size": 16},
+           "stages": [{"name": "head", "unfreeze": 1, "objectives": [{"name": "kl"}]}]}
+    (tmp_path / "c.yaml").write_text(json.dumps(cfg))
+    api.distill(tmp_path / "c.yaml")
+    torch.manual_seed(42)  # distill() seeds before building the student, so this is its initial state
+    initial, _ = build_student(StudentSpec(kind="cnn", embedding_dim=8), Task("classification", ["neg", "pos"]),
+                               tmp_path / "t", train_texts=[r["text"] for r in rows])
+    before = initial.state_dict()
+    after = load_file(str(tmp_path / "s" / "model.safetensors"))
+    frozen = [k for k in before if not k.startswith("classifier.")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
