@@ -2,7 +2,8 @@
 unlabelled transfer set, for BiLSTM and CNN students (issue 13).
 
 Cells: student (bilstm 192/200, cnn 128-d with 64 filters) × recipe (default: one stage of
-KL + gold; ``--recipe xtremedistil``: representation, logits with gradual unfreezing, gold)
+KL + gold, for ``--epochs`` and, as a control of the training budget, for 5 × ``--epochs``;
+``--recipe xtremedistil``: representation, logits with gradual unfreezing, gold: 5 stages)
 × transfer (the labelled subset alone; + ``--unlabelled movie-dialog --max-unlabelled N``)
 × seeds. Every run is ``kdexam distill`` on the first ``--max-train`` labelled sentences of
 the teacher's dataset, ``--epochs`` per stage, 1 thread; runs go ``--jobs`` at a time after
@@ -29,16 +30,19 @@ from pathlib import Path
 
 STUDENTS = {"bilstm": ["--student", "bilstm", "--embedding-dim", "192", "--hidden-size", "200"],
             "cnn": ["--student", "cnn", "--embedding-dim", "128", "--set", "student.num_filters=64"]}
-RECIPES = {"logits": [], "xtremedistil": ["--recipe", "xtremedistil"]}
+RECIPES = {"logits": ([], 1), "logits-5x": ([], 5), "xtremedistil": (["--recipe", "xtremedistil"], 1)}
+"""Recipe -> (flags, epochs multiplier). xtremedistil runs 5 stages of --epochs each; ``logits-5x`` gives the
+one-stage recipe the same epoch budget (a control: does the staged recipe help, or only the longer training?)."""
 
 
 def cells(a) -> list[dict]:
     out = []
     for student, recipe, transfer, seed in itertools.product(a.students, RECIPES, (False, True), a.seeds):
         name = f"{student}-{recipe}-{'unl' if transfer else 'gold'}-s{seed}"
-        args = ["--teacher", a.teacher, "--data", a.data, "--max-train", str(a.max_train), "--epochs", str(a.epochs),
+        flags, times = RECIPES[recipe]
+        args = ["--teacher", a.teacher, "--data", a.data, "--max-train", str(a.max_train), "--epochs", str(a.epochs * times),
                 "--seed", str(seed), "--num-threads", "1", "--out", str(Path(a.out_dir) / name),
-                *STUDENTS[student], *RECIPES[recipe]]
+                *STUDENTS[student], *flags]
         if transfer:
             args += ["--unlabelled", a.unlabelled_source, "--max-unlabelled", str(a.unlabelled)]
         out.append({"name": name, "student": student, "recipe": recipe, "transfer": transfer, "seed": seed, "args": args})
