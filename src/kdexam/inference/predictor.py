@@ -42,6 +42,7 @@ import numpy as np
 
 from kdexam.data.readers import read_json_objects, read_lines
 from kdexam.errors import KdexamError
+from kdexam.inference.serving import onnx_session  # noqa: F401  (one session set-up; export and bench import it here)
 
 BACKENDS = ("auto", "pytorch", "onnx")
 ONNX_DIR = "onnx"
@@ -206,19 +207,6 @@ class TorchRunner:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             return logits.float().cpu().numpy()
-
-
-def onnx_session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session; ``threads`` sets intra-op threads (inter-op is 1, sequential)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 class OnnxRunner:

@@ -105,6 +105,19 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session; ``threads`` sets intra-op threads (inter-op is 1, sequential)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 # ---- inputs ------------------------------------------------------------------------------------
 
 
@@ -152,7 +165,6 @@ class ServingPredictor:
     backend = "onnx"
 
     def __init__(self, export_dir: str | Path, quantized: bool = False, threads: int | None = None):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         d = Path(export_dir)
@@ -175,13 +187,7 @@ class ServingPredictor:
                                          direction=record.get("truncation_side", "right"))
         self.pad_id = int(record.get("pad_token_id") or 0)
         self.pad_left = record.get("padding_side", "right") == "left"
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.crf = read_safetensors(d / CRF_FILE) if (d / CRF_FILE).is_file() else None
         labels = self.task.labels or []
