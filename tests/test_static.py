@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kdexam.errors import KdexamError
-from kdexam.students.registry import StudentSpec, build_student, check_spec, load_student, save_student
+from kdexam.students.registry import StudentSpec, check_spec, load_student, save_student
 from kdexam.students.static import StaticConfig, StaticStudent
 from run_factory import runs  # noqa: F401  (fixture)
 
