@@ -37,7 +37,8 @@ one-stage recipe the same epoch budget (a control: does the staged recipe help, 
 
 def cells(a) -> list[dict]:
     out = []
-    for student, recipe, transfer, seed in itertools.product(a.students, RECIPES, (False, True), a.seeds):
+    for student, recipe, transfer, seed in itertools.product(a.students, RECIPES, (False, True)[: 1 if a.no_transfer else 2],
+                                                             a.seeds):
         name = f"{student}-{recipe}-{'unl' if transfer else 'gold'}-s{seed}"
         flags, times = RECIPES[recipe]
         args = ["--teacher", a.teacher, "--data", a.data, "--max-train", str(a.max_train), "--epochs", str(a.epochs * times),
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=2000)
     ap.add_argument("--unlabelled", type=int, default=10000, help="unlabelled lines in the transfer set")
     ap.add_argument("--unlabelled-source", default="movie-dialog")
+    ap.add_argument("--no-transfer", action="store_true", help="only the labelled-subset cells (e.g. a language without unlabelled text here)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
@@ -80,7 +82,8 @@ def main() -> None:
     kdexam = str(Path(sys.executable).with_name("kdexam"))
     todo = cells(a)
     # one warm-up per transfer setting fills the teacher cache (logits and the [CLS] states) before parallel runs
-    warm = [next(c for c in todo if c["recipe"] == "xtremedistil" and c["transfer"] == t) for t in (False, True)]
+    warm = [next(c for c in todo if c["recipe"] == "xtremedistil" and c["transfer"] == t)
+            for t in sorted({c["transfer"] for c in todo})]
     results = [run(c, kdexam, out_dir) for c in warm]
     with ThreadPoolExecutor(a.jobs) as pool:
         results += list(pool.map(lambda c: run(c, kdexam, out_dir), [c for c in todo if c not in warm]))
