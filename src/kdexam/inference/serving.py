@@ -245,8 +245,7 @@ class ServingPredictor:
             return [{"label": labels[int(p.argmax())], "scores": {l: float(s) for l, s in zip(labels, p)}} for p in probs]
         out = []
         for b, (e, words) in enumerate(zip(encodings, items)):
-            n = len(e.ids)
-            row = logits[b, -n:] if self.pad_left else logits[b, :n]
+            row = self.row(logits, b, len(e.ids))
             first: dict[int, int] = {}
             for pos, w in enumerate(e.word_ids):
                 if w is not None and w not in first:
@@ -278,28 +277,30 @@ class ServingPredictor:
             idx = order[s : s + batch_size]
             yield idx, [encodings[i] for i in idx]
 
+    def row(self, logits: np.ndarray, b: int, n: int) -> np.ndarray:
+        """Row ``b`` of a batch's logits: [C], or its ``n`` real positions [n, C] for tagging."""
+        if self.task.kind != "token-classification":
+            return logits[b]
+        return logits[b, -n:] if self.pad_left else logits[b, :n]
+
+    def predict_with_logits(self, texts, batch_size: int = 32) -> tuple[list[dict], list[np.ndarray]]:
+        """Predictions and per-input logits from one pass of the model."""
+        items = self.items(texts)
+        preds: list = [None] * len(items)
+        logits: list = [None] * len(items)
+        for idx, encs in self.batches(items, batch_size):
+            out = self.run(self.feed(encs))
+            for b, (i, pred) in enumerate(zip(idx, self.decode(out, encs, [items[i] for i in idx]))):
+                preds[i], logits[i] = pred, self.row(out, b, len(encs[b].ids))
+        return preds, logits
+
     def predict(self, texts, batch_size: int = 32) -> list[dict]:
         """One dict per input: ``{"label", "scores"}``, ``{"value"}`` or ``{"tokens", "tags"}``."""
-        items = self.items(texts)
-        out: list = [None] * len(items)
-        for idx, encs in self.batches(items, batch_size):
-            for i, pred in zip(idx, self.decode(self.run(self.feed(encs)), encs, [items[i] for i in idx])):
-                out[i] = pred
-        return out
+        return self.predict_with_logits(texts, batch_size)[0]
 
     def predict_logits(self, texts, batch_size: int = 32) -> list[np.ndarray]:
         """Per-input logits: [C] (classification), [1] (regression), [subwords, C] (tagging)."""
-        items = self.items(texts)
-        out: list = [None] * len(items)
-        for idx, encs in self.batches(items, batch_size):
-            logits = self.run(self.feed(encs))
-            for b, (i, e) in enumerate(zip(idx, encs)):
-                n = len(e.ids)
-                if self.task.kind != "token-classification":
-                    out[i] = logits[b]
-                else:
-                    out[i] = logits[b, -n:] if self.pad_left else logits[b, :n]
-        return out
+        return self.predict_with_logits(texts, batch_size)[1]
 
 
 def load(export_dir: str | Path, quantized: bool = False, threads: int | None = None) -> ServingPredictor:

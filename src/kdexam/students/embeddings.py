@@ -102,11 +102,7 @@ def trim_vocabulary(init: "EmbeddingInit", texts: Iterable) -> tuple["EmbeddingI
     """Keep only the embedding rows of the special tokens and of the tokens that ``texts``
     use; returns the trimmed init and the id map (tokenizer id → row, unused → [UNK] row)."""
     tok = init.tokenizer
-    strings = list(iter_training_strings(texts))
-    used: set[int] = set(tok.all_special_ids)
-    for start in range(0, len(strings), 2000):
-        for ids in tok(strings[start : start + 2000], add_special_tokens=False)["input_ids"]:
-            used.update(ids)
+    used = set(tok.all_special_ids) | set(token_counts(tok, texts))
     kept = torch.tensor(sorted(i for i in used if i < init.weight.shape[0]))
     id_map = torch.full((init.weight.shape[0],), 0, dtype=torch.long)
     id_map[kept] = torch.arange(len(kept))

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from kdexam.data.encode import MODEL_INPUTS
+from kdexam.students.registry import EMBEDDING_FAMILIES
 from kdexam.tasks import Task
 from kdexam.teachers.cache import TeacherOutputs
 from kdexam.teachers.teacher import to_batch
@@ -29,7 +30,7 @@ def student_outputs(student: nn.Module, batch: dict, names=()) -> dict:
     extra = tuple(sorted(set(names) - {"logits", "gold_loss"}))
     if not extra:
         return student(**inputs)
-    if getattr(student, "family", None) in ("bilstm", "cnn", "static"):
+    if getattr(student, "family", None) in EMBEDDING_FAMILIES:
         out = student(**inputs, output_hidden_states=True)
         if "hidden_states" in out:
             out["states"] = out["hidden_states"][-1]
