@@ -498,3 +498,51 @@ def _fastest_batch1(efficiency: dict | None) -> dict:
         return {"backend": None, "p50_ms": None, "speedup": None}
     best = min(rows, key=lambda r: r["e2e_ms"]["p50"])
     return {"backend": best["backend"], "p50_ms": best["e2e_ms"]["p50"], "speedup": best["speedup"]}
+
+
+def exam(config: str | Path | None = None, out: str | Path | None = None, set: Any = None,
+         max_latency_ms: float | None = None, max_size_mb: float | None = None, min_retention: float | None = None,
+         export_best: bool = False) -> dict:
+    """Run an exam (:mod:`kdexam.exam`) or report on one already run.
+
+    ``config``: an exam YAML file or a built-in exam (``default``, ``quick``, ``full``; default
+    ``default``), run into ``out``; or an exam directory (holding ``results.sqlite``) to report on
+    again, e.g. with another budget. ``set``: dotted overrides of the exam config (``["seeds=[1,2]"]``).
+    The budget (``max_latency_ms``, ``max_size_mb``, ``min_retention``) picks the recommended student;
+    ``export_best`` exports it. Returns ``{"summary", "recommendations", "files", "exported"?, "run"?}``.
+
+    >>> api.exam("quick", out="exams/quick", max_latency_ms=1.0)
+    """
+    from kdexam.exam import load_exam_config
+    from kdexam.exam.recommend import export_best as _export_best
+    from kdexam.exam.report import render
+    from kdexam.exam.runner import run_exam
+    from kdexam.exam.store import Store
+
+    limits = {"max_latency_ms": max_latency_ms, "max_size_mb": max_size_mb, "min_retention": min_retention}
+    given = {k: v for k, v in limits.items() if v is not None}
+    for k, v in given.items():
+        if v <= 0:
+            raise KdexamError(f"--{k.replace('_', '-')} must be positive (got {v}).")
+    if config is not None and (Path(config) / "results.sqlite").is_file():
+        exam_dir, ran = Path(config), None
+        if out is not None and Path(out).resolve() != exam_dir.resolve():
+            raise KdexamError(f"'{config}' is an exam directory, reported in place; drop --out or pass the exam config instead.")
+    elif config is not None and Path(config).is_dir():
+        raise KdexamError(f"'{config}' is a directory without results.sqlite; pass an exam YAML file, a built-in exam, "
+                          "or a directory written by 'kdexam exam'.")
+    else:
+        if out is None:
+            raise KdexamError("No exam directory given; pass --out DIR.")
+        overrides = dict(parse_set(s) for s in ([set] if isinstance(set, str) else set or []))
+        cfg = load_exam_config(config, overrides)
+        exam_dir, ran = Path(out), run_exam(cfg, out)
+    with Store(exam_dir / "results.sqlite") as store:
+        configured = cfg.budget.model_dump(exclude_none=True) if ran is not None else store.get("budget") or {}
+        budget = {**configured, **given}
+        result = render(exam_dir, store, budget)
+    if ran is not None:
+        result["run"] = ran
+    if export_best:
+        result["exported"] = _export_best(result["recommendations"], exam_dir)
+    return result

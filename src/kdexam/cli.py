@@ -297,6 +297,50 @@ def predict(
 
 
 
+@app.command()
+def exam(
+    config: Optional[str] = typer.Argument(None, help="Exam YAML file, a built-in exam (default, quick, full; default: "
+                                                       "default), or an exam directory to report on again."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Exam directory to write (results.sqlite, leaderboard, plots, report.html)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                             help="Override an exam config key, e.g. --set seeds=[1,2] --set bench.threads=2."),
+    max_latency_ms: Optional[float] = typer.Option(None, help="Budget: end-to-end CPU latency per text at batch 1 (p50, ms)."),
+    max_size_mb: Optional[float] = typer.Option(None, help="Budget: model file size (MB)."),
+    min_retention: Optional[float] = typer.Option(None, help="Budget: student score / teacher score."),
+    export_best: bool = typer.Option(False, "--export-best", help="Export the recommended student of each dataset (ONNX, int8 "
+                                                                  "when faster) to DIR/best/DATASET."),
+) -> None:
+    """Which student is best, for this task on this machine: run a grid of datasets x teachers x students x recipes x
+    transfer settings x seeds (and a labels-only control per student); write results.sqlite as cells finish (a rerun
+    skips them), leaderboard.md/.csv, Pareto plots, report.html and a recommendation within a budget."""
+    from kdexam import api
+    from kdexam.exam import leaderboard
+
+    r = api.exam(config, out=out_dir, set=sets, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb,
+                 min_retention=min_retention, export_best=export_best)
+    for name, ds in r["summary"]["datasets"].items():
+        header, rows = leaderboard.dataset_tables(ds)
+        t = Table(title=f"{name}: * Pareto-optimal (score vs latency), s (score vs size)")
+        for c in header:
+            t.add_column(c, justify="left" if c in ("student", "recipe", "transfer", "backend") else "right")
+        for row in rows:
+            t.add_row(*row)
+        out.print(t)
+        for w in ds["warnings"]:
+            out.print(f"[bold yellow]warning:[/] {escape(w)}")
+    for rec in r["recommendations"].values():
+        out.print(escape(rec["text"]).replace("**", ""))
+    for e in r.get("exported", []):
+        out.print(f"exported {e['run']} to {e['export']}; predict with: {e['command']}")
+    ran = r.get("run")
+    if ran:
+        err.print(f"exam: {ran['done']} of {ran['cells']} cells done, {ran['failed']} failed, in {ran['seconds'] / 60:.1f} min")
+    folder = Path(r["files"][0]).parent if r["files"] else out_dir
+    out.print(f"report: {folder / 'report.html'}")
+    if ran and ran["failed"]:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-sentence errors with exit code 2 unless --debug is given."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,182 @@
+"""``kdexam exam``: the grid of an exam, declared in a short YAML file (no torch import).
+
+An exam runs every cell of datasets × teachers × students × recipes × transfer settings × seeds,
+plus one *control* cell per (dataset, teacher, student, seed): the same student trained on gold
+labels alone, so the leaderboard can say whether distillation helped. Example::
+
+    datasets:
+      - {name: movie-sentiment, max_train: 2000, max_eval: 500}
+      - trec6
+    teachers:
+      - {model: minilm-l6, epochs: 2}        # fine-tuned once per dataset; or {run: DIR} to use a teacher as it is
+    students:
+      - bilstm
+      - {kind: "teacher-layers:2", name: tl2, layers: lower, epochs: 4}
+    recipes:
+      - {name: kd}                           # the default objectives (KL at T=2 + gold)
+      - {name: hidden, students: [tl2], objective: ["kl:temperature=2,weight=0.5", "gold:weight=0.5",
+                                                      "hidden_mse:layers=uniform,embeddings=true"]}
+    transfer:
+      - {name: none}
+      - {name: dialog, datasets: [movie-sentiment], unlabelled: movie-dialog, max_unlabelled: 5000}
+    seeds: [42]
+
+The entries' other keys are the flags of ``kdexam teacher`` / ``kdexam distill`` with
+underscores (``max_train``, ``embedding_dim``, ``epochs``, ``learning_rate``, ``objective``,
+``unlabelled``, …): a cell's distillation flags are the exam's ``train``, then its dataset's,
+its student's, its recipe's and its transfer setting's (later ones win).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Entry(BaseModel):
+    """A grid entry: a ``name`` and flags (``kdexam teacher``/``distill`` keywords)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @property
+    def flags(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+
+class DatasetEntry(_Entry):
+    """A dataset: built-in name, file or directory, with data flags (``max_train``, ``text_column``, …)."""
+
+
+class TeacherEntry(_Entry):
+    """A teacher: ``model`` (built-in name, directory or hub id) fine-tuned once per dataset with
+    teacher flags (``epochs``, ``learning_rate``, …), or ``run``: a teacher run directory used as it is."""
+
+    name: str = ""
+    model: str | None = None
+    run: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"model": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.model is None) == (self.run is None):
+            raise ValueError("each teacher needs exactly one of 'model' (to fine-tune) and 'run' (a teacher run directory)")
+        if not self.name:
+            from pathlib import Path
+
+            self.name = self.model or Path(self.run).name
+        return self
+
+
+class StudentEntry(_Entry):
+    """A student: ``kind`` (``bilstm``, ``cnn``, ``static``, ``bert-mini``, ``teacher-layers:K``, …),
+    a display ``name`` (default: the kind) and distillation flags (``embedding_dim``, ``epochs``, …)."""
+
+    name: str = ""
+    kind: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _default_name(self):
+        self.name = self.name or self.kind
+        return self
+
+
+class RecipeEntry(_Entry):
+    """Objectives and stages (``objective``, ``match``, ``recipe``), for the ``students`` named
+    (names or kinds; default: every student)."""
+
+    students: list[str] | None = None
+
+
+class TransferEntry(_Entry):
+    """A transfer setting (``unlabelled``, ``max_unlabelled``, ``augment``, ``min_confidence``, …)
+    for the ``datasets`` and ``students`` (names or kinds) named (default: every one)."""
+
+    datasets: list[str] | None = None
+    students: list[str] | None = None
+
+
+class ExamBudget(BaseModel):
+    """What the recommendation may spend (``None``: no limit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    """Largest end-to-end CPU latency per text at batch 1 (p50, ms)."""
+    max_size_mb: float | None = Field(default=None, gt=0)
+    """Largest model file (MB) of the backend that gives the latency."""
+    min_retention: float | None = Field(default=None, gt=0)
+    """Smallest student / teacher score."""
+
+
+class ExamBench(BaseModel):
+    """How each student's cost is measured (``kdexam bench`` settings; see
+    :mod:`kdexam.evaluation.efficiency`). The teacher is measured once per dataset, in PyTorch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    threads: int = Field(default=1, ge=1)
+    batch_sizes: list[int] = [1, 32]
+    n_texts: int = Field(default=100, ge=1)
+    repeats: int | None = Field(default=None, ge=1)
+    warmup: int = Field(default=3, ge=0)
+    onnx: bool = True
+    """Also export each student to ONNX (fp32 and int8) and time the torch-free serving path."""
+    rss: bool = True
+    """Peak memory of a fresh serving process per backend."""
+
+
+class ExamConfig(BaseModel):
+    """An exam: the grid, the control cells, the training and bench settings, the budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "exam"
+    datasets: list[DatasetEntry]
+    teachers: list[TeacherEntry] = [TeacherEntry(model="minilm-l6")]
+    students: list[StudentEntry]
+    recipes: list[RecipeEntry] = [RecipeEntry(name="kd")]
+    transfer: list[TransferEntry] = [TransferEntry(name="none")]
+    seeds: list[int] = [42]
+    control: bool = True
+    """Add a control cell per (dataset, teacher, student, seed): the student trained on gold labels alone."""
+    teacher_seed: int = 42
+    train: dict[str, Any] = {}
+    """Flags for every run, teachers and students (``num_threads``, ``batch_size``, …)."""
+    bench: ExamBench = ExamBench()
+    budget: ExamBudget = ExamBudget()
+
+    @field_validator("datasets", "students", "seeds")
+    @classmethod
+    def _not_empty(cls, v: list) -> list:
+        if not v:
+            raise ValueError("must name at least one entry")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        for what in ("datasets", "teachers", "students", "recipes", "transfer"):
+            names = [e.name for e in getattr(self, what)]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"{what} names '{twice[0]}' twice; give each entry its own 'name'")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds lists a seed twice")
+        return self

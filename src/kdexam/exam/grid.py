@@ -1,0 +1,155 @@
+"""The cells of an exam: every run it makes, each with a stable id.
+
+A cell's id is a readable slug plus a hash of everything that defines the run (its flags
+and its teacher's), so rerunning an exam finds its finished cells, and changing the config
+adds only the cells whose definition changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdexam.config.exam import ExamConfig
+from kdexam.errors import KdexamError
+
+DATA_KEYS = ("data", "task", "text_column", "text_pair_column", "label_column", "max_train", "max_eval", "max_length")
+RECIPE_KEYS = ("objective", "match", "recipe")
+CONTROL_RECIPE = "gold"
+
+
+def merge(*entries: dict) -> dict:
+    """Flags of several entries, later ones winning; their ``set`` mappings (any config key,
+    dotted, as ``--set`` takes them) are merged key by key."""
+    out: dict = {}
+    for e in entries:
+        for k, v in e.items():
+            out[k] = {**out.get(k, {}), **v} if k == "set" and isinstance(v, dict) else v
+    return out
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _slug(*parts: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(str(p) for p in parts)).strip("_")
+
+
+def dataset_slug(name: str) -> str:
+    """A file name for a dataset: a built-in name as it is, a path by its last part."""
+    return _slug(name.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]) or "data"
+
+
+@dataclass(frozen=True)
+class TeacherCell:
+    """A teacher for one dataset: fine-tuned with ``flags`` (``kdexam teacher`` keywords), or a given ``run``."""
+
+    id: str
+    dataset: str
+    teacher: str
+    flags: dict = field(default_factory=dict)
+    run: str | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One distillation run (``role`` ``student``) or its control (``control``: gold labels only)."""
+
+    id: str
+    role: str
+    dataset: str
+    teacher: str
+    student: str
+    kind: str
+    recipe: str
+    transfer: str
+    seed: int
+    teacher_id: str
+    flags: dict = field(default_factory=dict)
+    """``kdexam distill`` keywords, without ``teacher`` and ``out``."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} / {self.student} / {self.recipe} / {self.transfer} / seed {self.seed}"
+
+
+def teacher_cells(cfg: ExamConfig) -> list[TeacherCell]:
+    out = []
+    for d in cfg.datasets:
+        data = {"data": d.name, **{k: v for k, v in d.flags.items() if k in DATA_KEYS}}
+        for t in cfg.teachers:
+            if t.run:
+                out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(["run", t.run, d.name]), d.name, t.name,
+                                       run=t.run))
+                continue
+            flags = merge(cfg.train, data, t.flags, {"model": t.model, "seed": cfg.teacher_seed})
+            out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(flags), d.name, t.name, flags))
+    return out
+
+
+def cells(cfg: ExamConfig, teachers: list[TeacherCell]) -> list[Cell]:
+    """Every student cell and control cell, datasets outermost, then teachers, students, recipes,
+    transfer settings and seeds; a control cell follows its student's first cell."""
+    out: list[Cell] = []
+    by_key = {(t.dataset, t.teacher): t for t in teachers}
+    for d in cfg.datasets:
+        for t in cfg.teachers:
+            tc = by_key[(d.name, t.name)]
+            for s in cfg.students:
+                base = merge(cfg.train, {"data": d.name}, d.flags, {"student": s.kind}, s.flags)
+                for seed in cfg.seeds:
+                    for r in cfg.recipes:
+                        if r.students is not None and s.name not in r.students and s.kind not in r.students:
+                            continue
+                        for x in cfg.transfer:
+                            if x.datasets is not None and d.name not in x.datasets:
+                                continue
+                            if x.students is not None and s.name not in x.students and s.kind not in x.students:
+                                continue
+                            flags = merge(base, r.flags, x.flags, {"seed": seed})
+                            out.append(_cell("student", d.name, t.name, s, r.name, x.name, seed, tc, flags))
+                    if cfg.control:
+                        flags = {k: v for k, v in base.items() if k not in RECIPE_KEYS}
+                        flags.update(objective=[CONTROL_RECIPE], seed=seed)
+                        out.append(_cell("control", d.name, t.name, s, CONTROL_RECIPE, "none", seed, tc, flags))
+    return out
+
+
+def _cell(role, dataset, teacher, s, recipe, transfer, seed, tc: TeacherCell, flags: dict) -> Cell:
+    cid = _slug(dataset_slug(dataset), s.name, recipe if role == "student" else "control", transfer, f"s{seed}") + "-" + _hash([tc.id, flags])
+    return Cell(cid, role, dataset, teacher, s.name, s.kind, recipe, transfer, seed, tc.id, flags)
+
+
+def check_cells(teachers: list[TeacherCell], grid: list[Cell]) -> None:
+    """Build every run's config before anything runs: a typo in any cell is found at once."""
+    from kdexam import api
+
+    for t in teachers:
+        if t.run is None:
+            _build(lambda: api.teacher_config(out="TEACHER", **t.flags), f"teacher '{t.teacher}' for '{t.dataset}'")
+    seen = set()
+    for c in grid:
+        if c.id in seen:
+            raise KdexamError(f"Two exam cells are the same run ({c.label}); give the entries different settings or names.")
+        seen.add(c.id)
+        _build(lambda: api.distill_config(teacher="TEACHER", out="OUT", **c.flags), f"cell {c.label}")
+
+
+def _build(make, where: str) -> None:
+    try:
+        make()
+    except TypeError as e:  # an unknown keyword: name it, with the closest flag
+        import difflib
+
+        from kdexam.api import DISTILL_FLAGS, TEACHER_FLAGS
+
+        bad = str(e).partition(": ")[2].split(",")[0].strip()
+        close = difflib.get_close_matches(bad, [*DISTILL_FLAGS, *TEACHER_FLAGS], n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else "use the flag names of 'kdexam distill --help' with underscores."
+        raise KdexamError(f"The exam's {where} has an unknown key '{bad}'; {hint}") from None
+    except KdexamError as e:
+        raise KdexamError(f"The exam's {where}: {e}") from None

@@ -1,0 +1,294 @@
+"""The exam: grid, store, kill-and-rerun, leaderboard, KD gain and warnings, Pareto, plots,
+report (opened in headless Chromium), recommendation and export of the best student."""
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import sentiment_examples, write_jsonl
+from kdexam import api
+from kdexam.config.exam import ExamConfig
+from kdexam.errors import KdexamError
+from kdexam.exam import leaderboard, load_exam_config
+from kdexam.exam.grid import cells, check_cells, teacher_cells
+from kdexam.exam.recommend import recommend, within
+
+TEACHER = dict(epochs=8, learning_rate=1e-3, batch_size=16, patience=10, num_threads=1)
+CNN = {"kind": "cnn", "embedding_dim": 16, "epochs": 3, "batch_size": 16}
+STATIC = {"kind": "static", "embedding_dim": 16, "epochs": 3, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def exam_data(tmp_path_factory, tiny_bert_dir):
+    root = tmp_path_factory.mktemp("exam-data")
+    d = root / "sentiment"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", sentiment_examples(160, seed=1))
+    write_jsonl(d / "validation.jsonl", sentiment_examples(40, seed=2))
+    write_jsonl(d / "test.jsonl", sentiment_examples(40, seed=3))
+    return {"data": d, "model": tiny_bert_dir}
+
+
+def write_exam(path: Path, exam_data, students, **extra) -> Path:
+    cfg = {"name": "tiny", "datasets": [{"name": str(exam_data["data"])}],
+           "teachers": [{"model": str(exam_data["model"]), "name": "tiny-bert", **TEACHER}],
+           "students": students, "train": {"num_threads": 1}, **extra}
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+# --- the grid ------------------------------------------------------------------------------------
+
+
+def test_grid_filters_controls_and_stable_ids():
+    cfg = ExamConfig.model_validate({
+        "datasets": ["a", {"name": "b", "max_train": 10}], "students": ["cnn", {"kind": "teacher-layers:2", "name": "tl2"}],
+        "recipes": [{"name": "kd"}, {"name": "hidden", "students": ["tl2"], "objective": ["hidden_mse"]}],
+        "transfer": [{"name": "none"}, {"name": "unl", "datasets": ["a"], "students": ["cnn"], "unlabelled": "x.txt"}],
+        "seeds": [1, 2]})
+    ts = teacher_cells(cfg)
+    grid = cells(cfg, ts)
+    assert [t.dataset for t in ts] == ["a", "b"] and ts[1].flags["max_train"] == 10
+    students = [(c.dataset, c.student, c.recipe, c.transfer, c.seed) for c in grid if c.role == "student"]
+    # dataset a: cnn kd none/unl, tl2 kd and hidden; dataset b: no unl; each for 2 seeds
+    assert len(students) == 2 * (4 + 3)
+    assert ("a", "cnn", "kd", "unl", 1) in students and ("b", "cnn", "kd", "unl", 1) not in students
+    assert ("a", "tl2", "hidden", "none", 2) in students and ("a", "cnn", "hidden", "none", 2) not in students
+    controls = [c for c in grid if c.role == "control"]
+    assert len(controls) == 2 * 2 * 2 and all(c.flags["objective"] == ["gold"] for c in controls)
+    assert all("unlabelled" not in c.flags for c in controls)
+    # ids are stable and depend on content, not position: adding a student adds only its cells
+    more = cfg.model_copy(update={"students": [*cfg.students, *ExamConfig.model_validate(
+        {"datasets": ["a"], "students": ["bilstm"]}).students]})
+    ids = {c.id for c in grid}
+    new = {c.id for c in cells(more, teacher_cells(more))}
+    assert ids < new and all("bilstm" in i for i in new - ids)
+
+
+def test_grid_errors_are_one_sentence():
+    cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "cnn", "embeding_dim": 8}]})
+    with pytest.raises(KdexamError, match=r"unknown key 'embeding_dim'; did you mean 'embedding_dim'"):
+        check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
+    cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "cnn", "batch_size": "many"}]})
+    with pytest.raises(KdexamError, match="cell a / cnn / kd / none / seed 42"):
+        check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
+    with pytest.raises(ValueError, match="names 'cnn' twice"):
+        ExamConfig.model_validate({"datasets": ["a"], "students": ["cnn", "cnn"]})
+    with pytest.raises(ValueError, match="exactly one of 'model'"):
+        ExamConfig.model_validate({"datasets": ["a"], "students": ["cnn"], "teachers": [{"name": "t"}]})
+    with pytest.raises(KdexamError, match="neither a YAML file nor a built-in exam"):
+        load_exam_config("no-such-exam")
+
+
+def test_builtin_exams_are_valid():
+    for name in ("default", "quick", "full"):
+        cfg = load_exam_config(name)
+        ts = teacher_cells(cfg)
+        check_cells(ts, cells(cfg, ts))
+    default = load_exam_config("default")
+    assert [d.name for d in default.datasets] == ["movie-sentiment", "trec6", "id-pos"]
+    assert {s.kind for s in default.students} == {"bilstm", "cnn", "static", "bert-mini", "teacher-layers:2"}
+
+
+# --- leaderboard, warnings, Pareto, recommendation on known rows ----------------------------------
+
+
+def _row(role, student, seed, score, cost=None, recipe="kd", transfer="none", status="done", dataset="d"):
+    result = {"model": student, "primary_metric": "accuracy", "greater_is_better": True, "score": score,
+              "teacher_score": 0.9, "retention": score / 0.9, "loyalty": {"label": score}, "params": 1000,
+              "train_seconds": 60, "citations": [], "objectives": ["gold"] if role == "control" else ["gold", "kl"]}
+    if cost:
+        result["cost"] = {"backend": "onnx", "e2e_ms_b1": cost[0], "size_mb": cost[1], "speedup": 10 / cost[0],
+                          "e2e_ms_per_text": cost[0] / 2, "peak_mb": 50}
+    return {"id": f"{student}-{role}-{seed}", "role": role, "dataset": dataset, "teacher": "t", "student": student,
+            "kind": student, "recipe": recipe if role == "student" else "gold", "transfer": transfer, "seed": seed,
+            "run_dir": f"runs/{student}-{seed}", "status": status, "result": result, "error": None}
+
+
+def _teacher(score=0.9):
+    r = _row("teacher", "t", 42, score, cost=(10.0, 90.0))
+    r["student"] = None
+    return r
+
+
+ROWS = [
+    _teacher(),
+    _row("student", "fast", 1, 0.80, (0.1, 2.0)), _row("student", "fast", 2, 0.82, (0.1, 2.0)),
+    _row("control", "fast", 1, 0.76), _row("control", "fast", 2, 0.78),
+    _row("student", "slow", 1, 0.86, (1.0, 10.0)), _row("student", "slow", 2, 0.86, (1.0, 10.0)),
+    _row("control", "slow", 1, 0.88), _row("control", "slow", 2, 0.88),
+    _row("student", "bad", 1, 0.70, (0.5, 1.0)),  # dominated in latency by fast, but smallest file
+    {**_row("student", "broken", 1, 0.0), "status": "failed", "result": None, "error": "it broke"},
+]
+
+
+def test_summary_means_gain_pareto_and_warnings():
+    s = leaderboard.summarise(ROWS)
+    ds = s["datasets"]["d"]
+    by = {e["student"]: e for e in ds["students"]}
+    assert by["fast"]["score"] == pytest.approx(0.81) and by["fast"]["score_std"] == pytest.approx(0.0141421, rel=1e-4)
+    assert by["fast"]["kd_gain"] == pytest.approx(0.81 - 0.77)
+    assert by["slow"]["kd_gain"] == pytest.approx(0.86 - 0.88)
+    assert by["fast"]["pareto"] and by["slow"]["pareto"] and not by["bad"]["pareto"]
+    assert by["bad"]["pareto_size"] and by["fast"]["pareto_size"] and by["slow"]["pareto_size"]
+    assert any(w.startswith("Distillation hurt slow") for w in ds["warnings"])
+    assert not any("hurt fast" in w for w in ds["warnings"])
+    assert not any(w.startswith("The teacher") for w in ds["warnings"])  # 0.90 vs best control 0.88: 2 points
+    assert s["failed"] and s["failed"][0]["error"] == "it broke"
+    weak = leaderboard.summarise([_teacher(0.885)] + ROWS[1:])
+    assert any("is only 0.5 points above slow trained on labels alone" in w for w in weak["datasets"]["d"]["warnings"])
+    md = leaderboard.markdown(s)
+    assert "| fast * s | kd | none | 0.8100 ± 0.0141 |" in md and "slow (labels only)" in md and "it broke" in md
+    rows = list(csv.DictReader(io.StringIO(leaderboard.csv_text(s))))
+    assert [r["role"] for r in rows].count("control") == 2 and rows[0]["role"] == "teacher"
+    assert {r["dataset"] for r in rows} == {"d", "overall"}
+
+
+def test_recommendation_within_budget():
+    s = leaderboard.summarise(ROWS)
+    rec = recommend(s, {"max_latency_ms": 0.5})["d"]
+    assert rec["choice"]["student"] == "fast"
+    assert "choose **fast**" in rec["text"] and "Outside the budget, slow would score 0.8600" in rec["text"]
+    assert "gives up 9.0 points" in rec["text"] and "gained 4.0 points" in rec["text"]
+    assert recommend(s, {})["d"]["choice"]["student"] == "slow"
+    assert "next best within the budget, fast" in recommend(s, {})["d"]["text"]
+    none = recommend(s, {"max_latency_ms": 0.01})["d"]
+    assert none["choice"] is None and "no student meets the budget (latency ≤ 0.01 ms)" in none["text"]
+    assert not within({"score": 1, "retention": None}, {"min_retention": 0.9})
+
+
+# --- whole exams on a tiny teacher ----------------------------------------------------------------
+
+
+def _csv_without_times(path: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "train_minutes"} for r in csv.DictReader(path.open(encoding="utf-8"))]
+
+
+def test_killed_exam_reruns_only_what_is_left_and_matches_an_uninterrupted_one(exam_data, tmp_path):
+    slow = {"kind": "bilstm", "embedding_dim": 16, "hidden_size": 8, "epochs": 40, "batch_size": 8,
+            "set": {"train.checkpoint_every": 10}}
+    cfg = write_exam(tmp_path / "exam.yaml", exam_data, [CNN, slow], bench={"enabled": False})
+    killed = tmp_path / "killed"
+    code = "import sys; from kdexam import api; api.exam(sys.argv[1], out=sys.argv[2])"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(cfg), str(killed)], env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = killed / "results.sqlite"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:  # kill once the bilstm cell has written a checkpoint
+            rows = []
+            if db.is_file():
+                with sqlite3.connect(db) as con:
+                    rows = con.execute("SELECT run_dir FROM cells WHERE kind = 'bilstm' AND role = 'student' AND status = 'running'").fetchall()
+            if rows and list(Path(rows[0][0]).glob("checkpoint-stage1/*")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the exam finished before it could be killed mid-cell"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with sqlite3.connect(db) as con:
+        before = dict(con.execute("SELECT id, status || ' ' || coalesce(finished, '') FROM cells").fetchall())
+    assert sorted(v.split()[0] for v in before.values()) == ["done", "done", "done", "running"]  # teacher, cnn, cnn control
+    api.exam(str(cfg), out=killed)
+    with sqlite3.connect(db) as con:
+        after = dict(con.execute("SELECT id, status || ' ' || coalesce(finished, '') FROM cells").fetchall())
+    assert all(after[i] == v for i, v in before.items() if v.startswith("done"))  # finished cells were not run again
+    assert len(after) == 5 and all(v.startswith("done") for v in after.values())
+    whole = tmp_path / "whole"
+    api.exam(str(cfg), out=whole)
+    assert _csv_without_times(killed / "leaderboard.csv") == _csv_without_times(whole / "leaderboard.csv")
+
+
+@pytest.fixture(scope="module")
+def measured_exam(exam_data, tmp_path_factory):
+    """One exam with costs measured (ONNX, no peak-memory processes): cnn and static, with controls,
+    and a student that fails (a teacher-layers student with more layers than the tiny teacher)."""
+    root = tmp_path_factory.mktemp("measured-exam")
+    cfg = write_exam(root / "exam.yaml", exam_data, [CNN, STATIC, {"kind": "teacher-layers:5", "name": "tl5", "epochs": 1}],
+                     bench={"n_texts": 8, "repeats": 3, "warmup": 1, "rss": False})
+    return root / "exam", api.exam(str(cfg), out=root / "exam")
+
+
+def test_measured_exam_outputs(measured_exam):
+    out, result = measured_exam
+    assert result["run"]["failed"] == 2 and result["run"]["done"] == 5  # tl5 and its control fail; the exam went on
+    ds = next(iter(result["summary"]["datasets"].values()))
+    students = {e["student"]: e for e in ds["students"]}
+    assert set(students) == {"cnn", "static"}
+    for e in students.values():
+        assert e["e2e_ms_b1"] > 0 and e["speedup"] > 1 and e["size_mb"] > 0 and e["backend"] in ("onnx", "onnx-int8", "pytorch")
+        assert e["kd_gain"] is not None
+    assert any("teacher-layers" in f["error"] or "layers" in f["error"] for f in result["summary"]["failed"])
+    md = (out / "leaderboard.md").read_text(encoding="utf-8")
+    assert "## Failed cells" in md and "teacher tiny-bert" in md
+    assert (out / "plots").is_dir() and list((out / "plots").glob("*.png"))
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count("<table>") >= 2 and "data:image/png;base64," in page and "Exam config" in page
+    assert "torch" in page and "Recommendation" in page
+    # every run directory is a normal run: model card written
+    for e in students.values():
+        assert (Path(e["run_dirs"][0]) / "metrics.json").is_file()
+
+
+def test_report_opens_in_headless_chromium(measured_exam, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium package)")
+    out, _ = measured_exam
+    shot = out / "report.png"
+    url = (out / "report.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-500:]
+    assert dom.stdout.count("<table>") >= 2 and dom.stdout.count('<img alt="') >= 1 and "kdexam exam: tiny" in dom.stdout
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1400,2200", url], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_budget_rerender_and_export_best(measured_exam, capsys):
+    from kdexam.cli import main
+
+    out, result = measured_exam
+    fastest = min(next(iter(result["summary"]["datasets"].values()))["students"], key=lambda e: e["e2e_ms_b1"])
+    limit = fastest["e2e_ms_b1"] * 1.0001
+    with pytest.raises(SystemExit) as e:
+        main(["exam", str(out), "--max-latency-ms", str(limit), "--export-best"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert f"choose {fastest['student']}" in " ".join(text.split())
+    rec = (out / "recommendation.md").read_text(encoding="utf-8")
+    assert f"choose **{fastest['student']}**" in rec
+    exported = next((out / "best").iterdir())
+    (out / "texts.txt").write_text("a great fun film\na dull boring mess\n", encoding="utf-8")
+    preds = api.predict(exported, out / "texts.txt")
+    assert len(preds) == 2 and all("label" in p for p in preds)
+    with pytest.raises(KdexamError, match="positive"):
+        api.exam(str(out), max_latency_ms=-1)
+
+
+def test_cli_exam_bad_input_is_exit_2(tmp_path, capsys):
+    from kdexam.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [a]\nstudents: [cnn]\nseedz: [1]\n", encoding="utf-8")
+    for argv in (["exam", str(bad), "--out", str(tmp_path / "x")], ["exam", "quick"], ["exam", str(tmp_path)]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "seedz" in err and "pass --out DIR" in err and "without results.sqlite" in err
+    assert "Traceback" not in err
