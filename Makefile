@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean readme-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,22 +19,22 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The main job: fine-tune the teacher (reused when runs/teacher-ms exists), distil four
-# students from it, export the bilstm and the static student to ONNX (fp32 + int8), measure
-# every model's cost end to end against the teacher, and print one table. About 20 minutes
-# on a 2-core CPU.
+# The main job: the default exam (src/kdexam/exam/configs/default.yaml). Prepares the built-in
+# data and model, fine-tunes the teacher once per dataset (movie-sentiment, trec6, id-pos
+# subsets), distils bilstm, cnn, static, bert-mini and a 2-layer teacher-layers student (plus
+# labels-only controls, the hidden-state recipe and a transfer set), measures each one's cost end
+# to end, and writes exams/default/{leaderboard.md,report.html,...}. A rerun skips finished cells.
 demo: venv
 	$(BIN)/kdexam data prepare movie-sentiment
+	$(BIN)/kdexam data prepare trec6
+	$(BIN)/kdexam data prepare id-pos
+	$(BIN)/kdexam data prepare movie-dialog
 	$(BIN)/kdexam models prepare minilm-l6
-	test -f runs/teacher-ms/metrics.json || $(BIN)/kdexam teacher --data movie-sentiment --model minilm-l6 --out runs/teacher-ms
-	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student bilstm --embedding-dim 192 --hidden-size 200 --out runs/bilstm-ms
-	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student cnn --embedding-dim 192 --out runs/cnn-ms
-	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student teacher-layers:2 --epochs 4 --out runs/tl2-ms
-	$(BIN)/kdexam distill --teacher runs/teacher-ms --data movie-sentiment --student static --embedding-dim 256 --out runs/static-ms
-	$(BIN)/kdexam export runs/bilstm-ms --format onnx --quantize int8
-	$(BIN)/kdexam export runs/static-ms --format onnx --quantize int8
-	$(BIN)/kdexam bench runs/teacher-ms runs/bilstm-ms runs/cnn-ms runs/tl2-ms runs/static-ms --threads 1
-	$(BIN)/kdexam report runs/teacher-ms runs/bilstm-ms runs/cnn-ms runs/tl2-ms runs/static-ms
+	$(BIN)/kdexam exam --out exams/default
+
+# The README's exam results, regenerated from exams/default.
+readme-results:
+	$(BIN)/python -m kdexam.exam.readme exams/default README.md
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -203,7 +203,7 @@ STUDENT_COLUMNS = [
 ]
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -246,10 +246,10 @@ def markdown(summary: dict) -> str:
              "labels alone. Latency, size and memory are of the fastest CPU backend (text in, prediction out).", ""]
     for name, ds in summary["datasets"].items():
         metric = (ds["teachers"] or ds["students"] or [{}])[0].get("primary_metric", "score")
-        parts += [f"## {name} ({metric})", "", _md_table(*dataset_tables(ds)), ""]
+        parts += [f"## {name} ({metric})", "", md_table(*dataset_tables(ds)), ""]
         parts += [f"- **Warning:** {w}" for w in ds["warnings"]] + ([""] if ds["warnings"] else [])
     if summary["overall"]:
-        parts += ["## Overall", "", _md_table(*overall_rows(summary)), ""]
+        parts += ["## Overall", "", md_table(*overall_rows(summary)), ""]
     if summary["failed"]:
         parts += ["## Failed cells", ""]
         parts += [f"- {f['role']} {f['dataset']} / {f['student'] or f['teacher']} / {f['recipe'] or ''} / seed {f['seed']}: "

@@ -46,7 +46,7 @@ def _cost(e: dict) -> str:
     return ", ".join(parts) or "cost not measured"
 
 
-def _budget_text(budget: dict) -> str:
+def budget_text(budget: dict) -> str:
     parts = [f"latency ≤ {budget['max_latency_ms']:g} ms" if budget.get("max_latency_ms") is not None else None,
              f"size ≤ {budget['max_size_mb']:g} MB" if budget.get("max_size_mb") is not None else None,
              f"retention ≥ {budget['min_retention']:g}" if budget.get("min_retention") is not None else None]
@@ -63,14 +63,14 @@ def recommend(summary: dict, budget: dict) -> dict[str, dict]:
         metric = students[0]["primary_metric"] if students else "score"
         teacher = ds["teachers"][0] if ds["teachers"] else None
         if not ok:
-            text = f"On {name}, no student meets the budget ({_budget_text(budget)})."
+            text = f"On {name}, no student meets the budget ({budget_text(budget)})."
             if best_any:
                 text += (f" The best student overall is {_describe(best_any)}: {metric} {best_any['score']:.4f} "
                          f"(retention {best_any['retention']:.3f}), {_cost(best_any)}.")
             out[name] = {"choice": None, "text": text}
             continue
         c = ok[0]
-        text = (f"On {name}, choose **{_describe(c)}** (budget: {_budget_text(budget)}): {metric} {c['score']:.4f}"
+        text = (f"On {name}, choose **{_describe(c)}** (budget: {budget_text(budget)}): {metric} {c['score']:.4f}"
                 + (f" ± {c['score_std']:.4f} over {c['n']} seeds" if c["n"] > 1 else "")
                 + f", retention {c['retention']:.3f}"
                 + (f", label loyalty {c['label_loyalty']:.3f}" if c.get("label_loyalty") is not None else "")

@@ -48,7 +48,8 @@ def run_exam(cfg: ExamConfig, out: str | Path) -> dict:
         for c in grid:
             run_cell(c, teacher_dirs.get(c.teacher_id), cfg, out, store, progress)
         summary = progress.summary()
-    summary["seconds"] = round(time.perf_counter() - started, 1)
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        store.put("invocations", [*store.get("invocations", []), {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **summary}])
     return summary
 
 
