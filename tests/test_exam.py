@@ -292,3 +292,19 @@ def test_cli_exam_bad_input_is_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "seedz" in err and "pass --out DIR" in err and "without results.sqlite" in err
     assert "Traceback" not in err
+
+
+def test_readme_section_is_generated_between_markers(measured_exam, tmp_path):
+    from kdexam.exam.readme import END, START, update
+
+    out, _ = measured_exam
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n\n{START}\nold results\n{END}\n\nafter\n", encoding="utf-8")
+    update(out, readme)
+    text = readme.read_text(encoding="utf-8")
+    assert "old results" not in text and text.startswith("# Title") and text.rstrip().endswith("after")
+    inside = text.split(START)[1].split(END)[0]
+    assert "| teacher tiny-bert |" in inside and "| cnn" in inside and "> On " in inside and "one invocation ran all" in inside
+    (tmp_path / "plain.md").write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(KdexamError, match="markers"):
+        update(out, tmp_path / "plain.md")

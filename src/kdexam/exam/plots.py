@@ -50,6 +50,7 @@ def plot_dataset(name: str, ds: dict, path: Path) -> Path | None:
                 ax.scatter([x], [t["score"]], marker="*", s=220, color="black", zorder=5, label=f"teacher {t['teacher']}")
                 ax.annotate(f"teacher {t['teacher']}", (x, t["score"]), textcoords="offset points", xytext=(6, -12), fontsize=8)
         ax.set_xscale("log")
+        ax.margins(x=0.15, y=0.08)  # room for the labels on the right
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{metric} (test)")
         ax.grid(True, which="both", alpha=0.3)
