@@ -239,9 +239,12 @@ def test_measured_exam_outputs(measured_exam):
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count("<table>") >= 2 and "data:image/png;base64," in page and "Exam config" in page
     assert "torch" in page and "Recommendation" in page
-    # every run directory is a normal run: model card written
+    # every run directory is a normal run, with a model card that carries the cost the exam measured
     for e in students.values():
-        assert (Path(e["run_dirs"][0]) / "metrics.json").is_file()
+        run = Path(e["run_dirs"][0])
+        card = (run / "README.md").read_text(encoding="utf-8")
+        assert (run / "metrics.json").is_file() and "library_name: kdexam" in card
+        assert "End-to-end latency" in card and "not measured yet" not in card
 
 
 def test_report_opens_in_headless_chromium(measured_exam, tmp_path):

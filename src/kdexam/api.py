@@ -390,6 +390,22 @@ def distill(config: str | Path | DistillRunConfig | None = None, resume: bool = 
     return result.to_dict() if hasattr(result, "to_dict") else result
 
 
+def evaluate(run: str | Path, data: str | None = None, split: str = "test", max_eval: int | None = None,
+             teacher: str | Path | None = None, batch_size: int = 64, out: str | Path | None = None,
+             **data_options: Any) -> dict:
+    """Score a teacher or student run on another dataset, split or held-out file, with loyalty
+    and retention when the student's teacher is at hand; returns the result as ``metrics.json``
+    holds one (plus ``evaluated``). ``data_options``: ``DataConfig`` fields such as
+    ``text_column`` or ``label_column`` (the run's own by default). ``out``: also write it there.
+
+    >>> api.evaluate("runs/bilstm-ms", data="heldout.csv")["student"]["metrics"]["accuracy"]
+    """
+    from kdexam.evaluation.evaluate import evaluate_run_dir
+
+    return evaluate_run_dir(run, data=data, split=split, max_eval=max_eval, teacher=teacher, batch_size=batch_size,
+                            data_options=data_options, out=out).to_dict()
+
+
 def load_student(path: str | Path, backend: str = "auto", quantized: bool = False, threads: int | None = None,
                  device: str | None = None):
     """A :class:`~kdexam.inference.predictor.Predictor` for a student run, a teacher run or an

@@ -206,6 +206,48 @@ def report(
 
 
 @app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Student or teacher run directory."),
+    data: Optional[str] = typer.Option(None, "--data", help="Built-in dataset, directory of split files, hub id, or one "
+                                                            "labelled file (scored whole); default: the run's own data."),
+    split: str = typer.Option("test", "--split", help="train | validation | test (not used for a single file)."),
+    max_eval: Optional[int] = typer.Option(None, "--max-eval", help="Score only the first N examples."),
+    teacher_dir: Optional[Path] = typer.Option(None, "--teacher", help="The student's teacher, for loyalty and retention "
+                                                                      "(default: the one its config.yaml records, if present)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column of --data (default: the run's)."),
+    text_pair_column: Optional[str] = typer.Option(None, "--text-pair-column", help="Second text column of --data."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column of --data (default: the run's)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Examples per batch."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the result as JSON to this file."),
+) -> None:
+    """Score a teacher or student run on another dataset or split, or a held-out file, with loyalty and retention
+    when the student's teacher is at hand."""
+    from kdexam import api
+
+    r = api.evaluate(run, data=data, split=split, max_eval=max_eval, teacher=teacher_dir, batch_size=batch_size,
+                     out=out_file, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
+    pm, ev = r["primary_metric"], r["evaluated"]
+    sides = [("teacher", r["teacher"])] if r.get("teacher", {}).get("metrics") else []
+    sides += [("student", r["student"])] if r.get("student") else []
+    metrics = [pm] + [k for k in (sides[-1][1]["metrics"] if sides else {}) if k != pm]
+    t = Table(title=f"{run} on {r['dataset']} ({r['split']}, {ev['examples']:,} examples)")
+    for c in ["model", "params", *metrics, "label loyalty", "prob. loyalty"]:
+        t.add_column(c, justify="left" if c == "model" else "right")
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    for role, side in sides:
+        loyal = side.get("loyalty") or {}
+        t.add_row(f"{role} {side['name']}", f"{side['params']:,}", *(fmt(side["metrics"].get(m)) for m in metrics),
+                  fmt(loyal.get("label", loyal.get("regression"))), fmt(loyal.get("probability", loyal.get("pearson"))))
+    out.print(t)
+    if r.get("retention") is not None:
+        out.print(f"retention {r['retention']:.3f}")
+    for note in r.get("notes", []):
+        err.print(f"[dim]note:[/] {escape(note)}")
+    if out_file:
+        err.print(f"written to {out_file}")
+
+
+@app.command()
 def bench(
     models: Optional[list[str]] = typer.Argument(None, help="Student or teacher run directories; a student's teacher is measured too."),
     config: Optional[Path] = ConfigOpt,

@@ -436,6 +436,7 @@ def save_efficiency(report: dict) -> list[str]:
     """Write each model's figures into its run's ``metrics.json`` (``student.efficiency`` /
     ``teacher.efficiency``; a student run also gets its teacher's under ``teacher.efficiency``),
     atomically, other keys kept. Returns the files written."""
+    from kdexam.evaluation.card import refresh_card
     from kdexam.paths import atomic_write_json
 
     by_run = {m["run"]: m for m in report["models"]}
@@ -455,6 +456,7 @@ def save_efficiency(report: dict) -> list[str]:
             metrics.setdefault("teacher", {})["efficiency"] = {"settings": report["settings"], **teacher}
         atomic_write_json(f, metrics)
         written.append(str(f))
+        refresh_card(f.parent)  # the card's cost section
     return written
 
 

@@ -20,6 +20,7 @@ from kdexam.config import TeacherRunConfig, save_config
 from kdexam.data.encode import encode, make_loader
 from kdexam.data.readers import load_data
 from kdexam.errors import KdexamError
+from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.predict import evaluate
 from kdexam.paths import atomic_write_json
 from kdexam.students.registry import count_parameters
@@ -82,6 +83,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False) -> dict:
     atomic_write_json(out / "task.json", task.to_dict())
     save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "metrics.json", result)
+    refresh_card(out)
     return result
 
 

@@ -31,7 +31,8 @@ from kdexam.data.encode import encode, first_subwords, make_loader
 from kdexam.data.readers import DataSplits, load_data
 from kdexam.data.transfer import TransferSet, build_transfer_set
 from kdexam.errors import KdexamError
-from kdexam.evaluation.loyalty import compare
+from kdexam.evaluation.card import refresh_card
+from kdexam.evaluation.evaluate import score, without_per_class
 from kdexam.evaluation.predict import decode, predict_logits
 from kdexam.evaluation.results import ModelResult, RunResult, retention
 from kdexam.objectives import ModelShape, build_objectives, default_objectives
@@ -126,6 +127,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
     result.seconds = round(time.perf_counter() - started, 2)
     save_student(student, tokenizer, cfg.student, task, out)
     result.write(out)
+    refresh_card(out)
     return result
 
 
@@ -153,23 +155,20 @@ def student_outputs_logits(model, batch: dict) -> torch.Tensor:
 
 
 def evaluate_run(cfg, data: DataSplits, task: Task, teacher: Teacher, evaluated, student, tokenizer, features, split) -> RunResult:
-    """Teacher and student on the same split: metrics, loyalty, retention, sizes."""
+    """Teacher and student on the same split (:func:`kdexam.evaluation.evaluate.score`, as
+    ``kdexam evaluate`` scores a saved run): metrics, loyalty, retention, sizes."""
     s_logits = predict_logits(student, features, tokenizer, task, cfg.train.eval_batch_size, student_outputs_logits)
-    crf = crf_params(student)
-    s_preds = decode(task, s_logits, features, crf)
     t_logits = [evaluated.example(i) for i in range(len(evaluated))]
-    t_metrics, s_metrics, loyal = compare(task, [e.label for e in data.split(split)], t_logits, s_logits, s_preds,
-                                          features, viterbi=crf is not None)
-    drop = lambda m: {k: v for k, v in m.items() if k != "per_class"}  # noqa: E731
+    scores = score(task, [e.label for e in data.split(split)], s_logits, features, crf_params(student), t_logits)
     pm = task.primary_metric
     params = count_parameters(student)
     return RunResult(
         task=task.kind, dataset=data.name, split=split, primary_metric=pm,
-        teacher=ModelResult(str(teacher.name), teacher.params, drop(t_metrics)),
-        student=ModelResult(cfg.student.kind, params, drop(s_metrics), count_parameters(student, exclude_embeddings=True),
-                            s_metrics.get("per_class"), loyal,
+        teacher=ModelResult(str(teacher.name), teacher.params, without_per_class(scores.teacher_metrics)),
+        student=ModelResult(cfg.student.kind, params, without_per_class(scores.metrics), count_parameters(student, exclude_embeddings=True),
+                            scores.metrics.get("per_class"), scores.loyalty,
                             extra={"init_from": cfg.init_from} if cfg.init_from else {}),
-        retention=retention(s_metrics[pm], t_metrics[pm], task.greater_is_better),
+        retention=retention(scores.metrics[pm], scores.teacher_metrics[pm], task.greater_is_better),
         compression=teacher.params / max(1, params))
 
 

@@ -1,0 +1,218 @@
+"""Score a teacher or student run on any dataset or split (``kdexam evaluate``), and the
+scoring that ``distill`` uses for its own test split.
+
+:func:`score` turns a model's per-example logits into task metrics and, when the
+teacher's logits on the same examples are given, the student's loyalty to its teacher
+(:func:`kdexam.evaluation.loyalty.compare`). ``distill`` scores every run (and so every
+exam cell) through it; :func:`evaluate_run_dir` scores a saved run the same way on
+another dataset, another split, or a user's held-out file:
+
+- ``data``: a built-in name, a directory of split files or a hub id (its ``split`` is
+  scored), or one file (scored whole: a held-out set needs no carving). Without it, the
+  data the run was trained on. Columns and ``max_length`` come from the run's
+  ``config.yaml`` unless given.
+- A student's teacher (its ``config.yaml`` ``teacher``, or ``teacher=``) is run on the
+  same examples when it is at hand: then the result carries the teacher's metrics, the
+  student's loyalty (label agreement, probability overlap) and its retention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kdexam.config import DataConfig
+from kdexam.data.readers import Example, infer_task, load_data, read_file
+from kdexam.errors import KdexamError
+from kdexam.evaluation.loyalty import compare
+from kdexam.evaluation.predict import decode
+from kdexam.evaluation.results import ModelResult, RunResult, read_result, retention
+from kdexam.tasks import Task
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Scores:
+    """A model's metrics on one split (``per_class`` included), and with a teacher its metrics and the loyalty."""
+
+    metrics: dict
+    teacher_metrics: dict | None = None
+    loyalty: dict | None = None
+
+
+def score(task: Task, gold: list, logits: list[np.ndarray], features, crf: dict | None = None,
+          teacher_logits: list[np.ndarray] | None = None) -> Scores:
+    """Metrics of the predictions decoded from ``logits`` (Viterbi with ``crf``) against ``gold``;
+    with ``teacher_logits`` also the teacher's metrics and the loyalty of ``logits`` to them."""
+    preds = decode(task, logits, features, crf)
+    if teacher_logits is None:
+        return Scores(task.metrics(gold, preds))
+    t_metrics, s_metrics, loyal = compare(task, gold, teacher_logits, logits, preds, features, viterbi=crf is not None)
+    return Scores(s_metrics, t_metrics, loyal)
+
+
+def without_per_class(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "per_class"}
+
+
+def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "test", max_eval: int | None = None,
+                     teacher: str | Path | None = None, batch_size: int = 64, data_options: dict | None = None,
+                     out: str | Path | None = None) -> RunResult:
+    """Score the model of run directory ``run`` on ``data``'s ``split`` (see the module doc);
+    write the result as JSON to ``out`` when given (never over the run's own ``metrics.json``)."""
+    from kdexam.data.encode import encode
+    from kdexam.inference.predictor import TorchRunner, batched_logits, load_torch_model
+    from kdexam.paths import atomic_write_json
+    from kdexam.teachers.teacher import Teacher, read_teacher_config
+
+    run = Path(run)
+    if split not in SPLITS:
+        raise KdexamError(f"Split '{split}' does not exist; choose one of: {', '.join(SPLITS)}.")
+    if batch_size < 1:
+        raise KdexamError(f"Batch size must be at least 1, not {batch_size}.")
+    model = load_torch_model(run)
+    recorded = read_teacher_config(run)
+    data_cfg = data_config(recorded.get("data") or {}, data, max_eval, data_options or {}, run)
+    examples, name, split_name, task = examples_to_score(data_cfg, split, int(recorded.get("seed") or 42), model.task, run)
+
+    features = encode(examples, model.tokenizer, task, data_cfg.max_length)
+    logits = batched_logits(TorchRunner(model.module), features, model.tokenizer, task, batch_size)
+    gold = [e.label for e in examples]
+    notes: list[str] = []
+    teacher_dir = None if model.role == "teacher" else teacher_at_hand(run, teacher, recorded, notes)
+    teacher_model = Teacher(teacher_dir, max_length=data_cfg.max_length) if teacher_dir else None
+    teacher_logits = None
+    if teacher_model is not None:
+        out_t = teacher_model.outputs(examples, ["logits"])
+        teacher_logits = [out_t.example(i) for i in range(len(out_t))]
+    scores = score(task, gold, logits, features, model.crf, teacher_logits)
+
+    stored = _stored_result(run)
+    params = _params(stored, model)
+    pm = task.primary_metric
+    if model.role == "teacher":
+        result = RunResult(task=task.kind, dataset=name, split=split_name, primary_metric=pm,
+                           teacher=ModelResult(model.name.removeprefix("teacher "), params, without_per_class(scores.metrics),
+                                               per_class=scores.metrics.get("per_class")))
+    else:
+        t_side = stored.teacher if stored else None
+        teacher_result = ModelResult(str(teacher_dir or (t_side.name if t_side else "not at hand")),
+                                     teacher_model.params if teacher_model else (t_side.params if t_side else 0),
+                                     without_per_class(scores.teacher_metrics or {}))
+        result = RunResult(task=task.kind, dataset=name, split=split_name, primary_metric=pm, teacher=teacher_result,
+                           student=ModelResult(model.name, params, without_per_class(scores.metrics),
+                                               per_class=scores.metrics.get("per_class"), loyalty=scores.loyalty))
+        if scores.teacher_metrics is not None:
+            result.retention = retention(scores.metrics[pm], scores.teacher_metrics[pm], task.greater_is_better)
+            result.compression = teacher_result.params / max(1, params)
+    result.extra = {"evaluated": {"run": str(run), "role": model.role, "data": data_cfg.name, "split": split_name,
+                                  "examples": len(examples), "max_length": data_cfg.max_length}, "notes": notes}
+    if out is not None:
+        out = Path(out)
+        if out.resolve() == (run / "metrics.json").resolve():
+            raise KdexamError(f"'{out}' is the run's own metrics.json; write the evaluation to another file.")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, result.to_dict())
+    return result
+
+
+def data_config(recorded: dict, data: str | None, max_eval: int | None, options: dict, run: Path) -> DataConfig:
+    """The run's recorded data settings (columns, max_length, task), with ``data`` and ``options`` on top."""
+    fields = {k: v for k, v in recorded.items() if k in DataConfig.model_fields and k not in ("max_train", "max_eval")}
+    if data is not None:
+        if data != fields.get("name"):
+            fields = {k: v for k, v in fields.items() if k not in ("name", "primary_metric")}
+        fields["name"] = data
+    fields.update({k: v for k, v in options.items() if v is not None})
+    fields["max_eval"] = max_eval
+    if not fields.get("name"):
+        raise KdexamError(f"'{run}' records no data in its config.yaml; pass --data NAME_OR_PATH.")
+    if max_eval is not None and max_eval < 1:
+        raise KdexamError(f"--max-eval must be at least 1, not {max_eval}.")
+    try:
+        return DataConfig.model_validate(fields)
+    except ValueError as e:
+        raise KdexamError(f"The data settings are not valid: {str(e).splitlines()[-1].strip()}.") from None
+
+
+def examples_to_score(cfg: DataConfig, split: str, seed: int, model_task: Task, run: Path) -> tuple[list[Example], str, str, Task]:
+    """The labelled examples to score, the dataset's name, the split's name, and the model's task
+    with this data's primary metric; a sentence when the data does not fit the model's head."""
+    path = Path(str(cfg.name)).expanduser()
+    if path.is_file():
+        examples = read_file(path, cfg)
+        if not examples or examples[0].label is None:
+            raise KdexamError(f"'{cfg.name}' has no labels (no column '{cfg.label_column}'); evaluate needs gold labels — "
+                              "pass --label-column NAME, or use 'kdexam predict' for unlabelled text.")
+        kind = model_task.kind if isinstance(examples[0].text, list) == (model_task.kind == "token-classification") \
+            else infer_task(examples)
+        _type_labels(examples, kind, cfg.name)
+        examples = examples[: cfg.max_eval] if cfg.max_eval else examples
+        name, split_name = path.stem, path.name
+        data_task = Task(kind, None, examples[0].text_pair is not None, cfg.primary_metric or "")
+    else:
+        loaded = load_data(cfg, seed)
+        examples = loaded.split(split) or []
+        if not examples:
+            raise KdexamError(f"Dataset '{cfg.name}' has no {split} split; pass --split validation (or train).")
+        if split == "train" and cfg.max_eval:
+            examples = examples[: cfg.max_eval]
+        name, split_name, data_task, kind = loaded.name, split, loaded.task, loaded.task.kind
+    if kind != model_task.kind:
+        raise KdexamError(f"'{run}' was trained for {model_task.kind} but '{cfg.name}' is {kind}; evaluate it on data of its task.")
+    if data_task.text_pair != model_task.text_pair:
+        want = "text pairs" if model_task.text_pair else "single texts"
+        raise KdexamError(f"'{run}' reads {want} but '{cfg.name}' does not; check --data and the text pair column.")
+    if kind != "regression":
+        known = set(model_task.labels or [])
+        seen = {t for e in examples for t in (e.label if isinstance(e.label, list) else [e.label])}
+        if seen - known:
+            raise KdexamError(f"Labels {sorted(seen - known)} of '{cfg.name}' are unknown to '{run}' (it knows "
+                              f"{model_task.labels}); evaluate it on data with its label set.")
+    metric = cfg.primary_metric or data_task.primary_metric or ""
+    return examples, name, split_name, Task(model_task.kind, model_task.labels, model_task.text_pair, metric, name)
+
+
+def _type_labels(examples: list[Example], kind: str, name) -> None:
+    for e in examples:
+        if kind == "regression":
+            try:
+                e.label = float(e.label)
+            except (TypeError, ValueError):
+                raise KdexamError(f"'{name}' has label {e.label!r}, which is not a number, but the model is a regressor; "
+                                  "check --label-column.") from None
+        elif kind == "classification":
+            e.label = str(e.label)  # as load_data types a training file's labels
+
+
+def teacher_at_hand(run: Path, teacher: str | Path | None, recorded: dict, notes: list[str]) -> Path | None:
+    """The student's teacher directory when it can be loaded: ``teacher``, else the run's recorded one."""
+    if teacher is not None:
+        t = Path(teacher)
+        if not (t / "model.safetensors").is_file():
+            raise KdexamError(f"Teacher directory '{t}' has no model.safetensors; pass a directory written by 'kdexam teacher'.")
+        return t
+    t = recorded.get("teacher")
+    if t and (Path(t) / "model.safetensors").is_file():
+        return Path(t)
+    notes.append(f"the teacher ({t or 'not recorded'}) is not at hand: no loyalty or retention; pass --teacher DIR")
+    return None
+
+
+def _stored_result(run: Path) -> RunResult | None:
+    try:
+        return read_result(run)
+    except KdexamError:
+        return None
+
+
+def _params(stored: RunResult | None, model) -> int:
+    side = None if stored is None else (stored.student if model.role == "student" else stored.teacher)
+    if side is not None and side.params:
+        return int(side.params)
+    from kdexam.students.registry import count_parameters
+
+    return count_parameters(model.module)
