@@ -146,6 +146,9 @@ def test_summary_means_gain_pareto_and_warnings():
     assert not any("hurt fast" in w for w in ds["warnings"])
     assert not any(w.startswith("The teacher") for w in ds["warnings"])  # 0.90 vs best control 0.88: 2 points
     assert s["failed"] and s["failed"][0]["error"] == "it broke"
+    one_seed = leaderboard.summarise([_teacher(), _row("student", "x", 1, 0.800, (0.1, 2.0)), _row("control", "x", 1, 0.806),
+                                      _row("student", "y", 1, 0.780, (0.1, 2.0)), _row("control", "y", 1, 0.806)])
+    assert [w.split(" (")[0] for w in one_seed["datasets"]["d"]["warnings"]] == ["Distillation hurt y"]  # -0.6 points: noise
     weak = leaderboard.summarise([_teacher(0.885)] + ROWS[1:])
     assert any("is only 0.5 points above slow trained on labels alone" in w for w in weak["datasets"]["d"]["warnings"])
     md = leaderboard.markdown(s)
@@ -163,6 +166,9 @@ def test_recommendation_within_budget():
     assert "gives up 9.0 points" in rec["text"] and "gained 4.0 points" in rec["text"]
     assert recommend(s, {})["d"]["choice"]["student"] == "slow"
     assert "next best within the budget, fast" in recommend(s, {})["d"]["text"]
+    assert "But distillation cost it 2.0 points: the same student trained on labels alone scores 0.8800" in recommend(s, {})["d"]["text"]
+    weak = recommend(leaderboard.summarise([_teacher(0.84)] + ROWS[1:]), {})["d"]["text"]
+    assert "It beats the teacher t (0.8400) by 2.0 points of accuracy" in weak
     none = recommend(s, {"max_latency_ms": 0.01})["d"]
     assert none["choice"] is None and "no student meets the budget (latency ≤ 0.01 ms)" in none["text"]
     assert not within({"score": 1, "retention": None}, {"min_retention": 0.9})

@@ -52,7 +52,10 @@ class _Entry(BaseModel):
 
 
 class DatasetEntry(_Entry):
-    """A dataset: built-in name, file or directory, with data flags (``max_train``, ``text_column``, …)."""
+    """A dataset: built-in name, file or directory, with data flags (``max_train``, ``text_column``, …),
+    and ``teacher``: teacher flags for this dataset only (``{epochs: 3, learning_rate: 1e-4}``), over each teacher's own."""
+
+    teacher: dict[str, Any] = {}
 
 
 class TeacherEntry(_Entry):

@@ -86,7 +86,7 @@ def teacher_cells(cfg: ExamConfig) -> list[TeacherCell]:
                 out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(["run", t.run, d.name]), d.name, t.name,
                                        run=t.run))
                 continue
-            flags = merge(cfg.train, data, t.flags, {"model": t.model, "seed": cfg.teacher_seed})
+            flags = merge(cfg.train, data, t.flags, d.teacher, {"model": t.model, "seed": cfg.teacher_seed})
             out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(flags), d.name, t.name, flags))
     return out
 

@@ -60,9 +60,9 @@ def summarise(rows: list[dict]) -> dict:
         entry = _entry(dict(zip(GROUP, key)), members)
         control = controls.get((entry["dataset"], entry["teacher"], entry["student"]))
         if control:
-            c_mean, _ = _mean_std([m["result"]["score"] for m in control])
+            c_mean, c_std = _mean_std([m["result"]["score"] for m in control])
             sign = 1 if entry["greater_is_better"] else -1
-            entry["control_score"] = c_mean
+            entry["control_score"], entry["control_std"], entry["control_n"] = c_mean, c_std, len(control)
             entry["kd_gain"] = None if c_mean is None or entry["score"] is None else sign * (entry["score"] - c_mean)
         out["datasets"][entry["dataset"]]["students"].append(entry)
     for ds in out["datasets"].values():
@@ -125,13 +125,26 @@ def mark_pareto(entries: list[dict]) -> None:
             e[flag] = e in known and not any(_dominates(o, e, cost) for o in known if o is not e)
 
 
+SINGLE_SEED_NOISE = 0.01
+"""A loss to the labels-only control smaller than this (one point of the primary metric) is not
+called a loss when either side ran one seed: seeds alone move a small student by about that much."""
+
+
+def noise(e: dict) -> float:
+    """How much the KD gain of entry ``e`` moves by chance: the seeds' spread of the student and its
+    control combined (at least half a point), or one point when either side ran a single seed."""
+    if e.get("n", 1) < 2 or e.get("control_n", 1) < 2:
+        return SINGLE_SEED_NOISE
+    return max(0.005, ((e.get("score_std") or 0.0) ** 2 + (e.get("control_std") or 0.0) ** 2) ** 0.5)
+
+
 def warnings(ds: dict) -> list[str]:
-    """Plain sentences: where distillation hurt, and where the teacher is barely better than a
-    student trained on labels alone (within one point of the primary metric)."""
+    """Plain sentences: where distillation hurt (beyond :func:`noise`), and where the teacher is
+    barely better than a student trained on labels alone (within one point of the primary metric)."""
     out = []
     for e in ds["students"]:
         gain = e.get("kd_gain")
-        if gain is not None and gain < 0:
+        if gain is not None and gain < -noise(e):
             out.append(f"Distillation hurt {e['student']} ({e['recipe']}, transfer {e['transfer']}) on {e['dataset']}: "
                        f"{_fmt(e['score'])} against {_fmt(e['control_score'])} for the same student trained on labels alone "
                        f"({gain:+.4f}); prefer the labels-only student or another recipe.")

@@ -77,10 +77,16 @@ def recommend(summary: dict, budget: dict) -> dict[str, dict]:
                 + f"; {_cost(c)}.")
         if teacher and teacher.get("score") is not None:
             gap = (teacher["score"] - c["score"]) * (1 if c["greater_is_better"] else -1)
-            text += f" It gives up {gap * 100:.1f} points of {metric} to the teacher {teacher['teacher']} ({teacher['score']:.4f})."
+            text += (f" It gives up {gap * 100:.1f} points of {metric} to the teacher {teacher['teacher']} ({teacher['score']:.4f})."
+                     if gap >= 0 else f" It beats the teacher {teacher['teacher']} ({teacher['score']:.4f}) by {-gap * 100:.1f} points "
+                     f"of {metric}: the teacher is weak here.")
         if c.get("kd_gain") is not None:
-            text += (f" Distillation {'gained' if c['kd_gain'] >= 0 else 'lost'} {abs(c['kd_gain']) * 100:.1f} points over "
-                     "the same student trained on labels alone.")
+            if c["kd_gain"] >= 0:
+                text += f" Distillation gained {c['kd_gain'] * 100:.1f} points over the same student trained on labels alone."
+            else:
+                text += (f" But distillation cost it {-c['kd_gain'] * 100:.1f} points: the same student trained on labels alone "
+                         f"scores {c['score'] - c['kd_gain'] * (1 if c['greater_is_better'] else -1):.4f} at the same cost, so "
+                         "train that one (or a better teacher) instead.")
         if len(ok) > 1:
             n2 = ok[1]
             text += f" The next best within the budget, {_describe(n2)}, scores {n2['score']:.4f} at {_cost(n2)}."
