@@ -361,12 +361,13 @@ def teacher_config(config: str | Path | None = None, set: Any = None, **flags: A
     return _resolve(TeacherRunConfig, config, _overrides(flags, TEACHER_FLAGS, set))
 
 
-def finetune_teacher(config: str | Path | TeacherRunConfig | None = None, resume: bool = False, **flags: Any) -> dict:
+def finetune_teacher(config: str | Path | TeacherRunConfig | None = None, resume: bool = False, overwrite: bool = False,
+                     **flags: Any) -> dict:
     """Fine-tune a teacher; returns the content of its ``metrics.json``."""
     from kdexam.teachers.finetune import finetune_teacher as _finetune
 
     cfg = config if isinstance(config, TeacherRunConfig) else teacher_config(config, **flags)
-    return _finetune(cfg, resume=resume)
+    return _finetune(cfg, resume=resume, overwrite=overwrite)
 
 
 def distill_config(config: str | Path | None = None, set: Any = None, **flags: Any) -> DistillRunConfig:
@@ -377,7 +378,8 @@ def distill_config(config: str | Path | None = None, set: Any = None, **flags: A
     return _resolve(DistillRunConfig, config, _overrides(flags, DISTILL_FLAGS, set))
 
 
-def distill(config: str | Path | DistillRunConfig | None = None, resume: bool = False, **flags: Any) -> dict:
+def distill(config: str | Path | DistillRunConfig | None = None, resume: bool = False, overwrite: bool = False,
+            **flags: Any) -> dict:
     """Distil a teacher run directory into a student; returns the content of its ``metrics.json``
     (for a ``general=True`` run: ``"general": true`` and no task metrics).
 
@@ -386,7 +388,7 @@ def distill(config: str | Path | DistillRunConfig | None = None, resume: bool = 
     from kdexam.training.distill import distill as _distill
 
     cfg = config if isinstance(config, DistillRunConfig) else distill_config(config, **flags)
-    result = _distill(cfg, resume=resume)
+    result = _distill(cfg, resume=resume, overwrite=overwrite)
     return result.to_dict() if hasattr(result, "to_dict") else result
 
 
@@ -435,6 +437,8 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, o
 
     if format != "onnx":
         raise KdexamError(f"Unknown export format '{format}'; kdexam exports --format onnx.")
+    if max_examples is not None and max_examples < 1 or batch_size < 1:
+        raise KdexamError(f"max_examples and batch_size must be at least 1 (got {max_examples} and {batch_size}).")
     return export_onnx(run, out, quantize=quantize, data=data, max_examples=max_examples, batch_size=batch_size)
 
 

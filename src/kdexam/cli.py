@@ -49,6 +49,7 @@ SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE",
                       help="Set any config key (dotted), value read as YAML; repeatable: --set train.warmup_ratio=0.2 "
                            "--set student.layers=[0,5]. Overrides the config file; explicit flags override it.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace a different run already in --out (removed as a whole first).")
 
 
 def flag_options(table: dict[str, Flag], model: type) -> Callable[[Callable], Callable]:
@@ -137,12 +138,12 @@ def models_prepare(name: str = typer.Argument(..., help="Built-in model name (se
 @app.command()
 @flag_options(TEACHER_FLAGS, TeacherRunConfig)
 def teacher(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list[str]] = SetOpt,
-            resume: bool = ResumeOpt) -> None:
+            resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt) -> None:
     """Fine-tune an encoder as the teacher for a task; writes a run directory with metrics.json and the model."""
     from kdexam import api
 
     cfg = api.teacher_config(config, set=sets, **flags)
-    result = api.finetune_teacher(cfg, resume=resume)
+    result = api.finetune_teacher(cfg, resume=resume, overwrite=overwrite)
     t = result["teacher"]
     rows = [{"metric": k, result["split"]: f"{v:.4f}"} for k, v in t["metrics"].items()]
     out.print(_table(rows, ["metric", result["split"]], f"teacher {t['name']} on {result['dataset']} ({t['params']:,} params)"))
@@ -152,12 +153,12 @@ def teacher(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list
 @app.command()
 @flag_options(DISTILL_FLAGS, DistillRunConfig)
 def distill(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list[str]] = SetOpt,
-            resume: bool = ResumeOpt) -> None:
+            resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt) -> None:
     """Distil a fine-tuned teacher into a student; writes a run directory with metrics.json and the student."""
     from kdexam import api
 
     cfg = api.distill_config(config, set=sets, **flags)
-    r = api.distill(cfg, resume=resume)
+    r = api.distill(cfg, resume=resume, overwrite=overwrite)
     if r.get("general"):
         out.print(f"general distillation done; encoder saved in {cfg.out} (start a student from it with --init-from {cfg.out})")
         return
@@ -211,13 +212,13 @@ def evaluate(
     data: Optional[str] = typer.Option(None, "--data", help="Built-in dataset, directory of split files, hub id, or one "
                                                             "labelled file (scored whole); default: the run's own data."),
     split: str = typer.Option("test", "--split", help="train | validation | test (not used for a single file)."),
-    max_eval: Optional[int] = typer.Option(None, "--max-eval", help="Score only the first N examples."),
+    max_eval: Optional[int] = typer.Option(None, "--max-eval", min=1, help="Score only the first N examples."),
     teacher_dir: Optional[Path] = typer.Option(None, "--teacher", help="The student's teacher, for loyalty and retention "
                                                                       "(default: the one its config.yaml records, if present)."),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column of --data (default: the run's)."),
     text_pair_column: Optional[str] = typer.Option(None, "--text-pair-column", help="Second text column of --data."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column of --data (default: the run's)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Examples per batch."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Examples per batch."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the result as JSON to this file."),
 ) -> None:
     """Score a teacher or student run on another dataset or split, or a held-out file, with loyalty and retention
@@ -290,8 +291,8 @@ def export_command(
     quantize: Optional[str] = typer.Option(None, help="Also write an int8 model (dynamic quantization): int8."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default RUN/onnx)."),
     data: Optional[str] = typer.Option(None, help="Dataset for the parity check (default: the run's data, validation split)."),
-    max_examples: Optional[int] = typer.Option(None, help="Check parity on the first N validation examples only."),
-    batch_size: int = typer.Option(32, help="Batch size of the parity check."),
+    max_examples: Optional[int] = typer.Option(None, min=1, help="Check parity on the first N validation examples only."),
+    batch_size: int = typer.Option(32, min=1, help="Batch size of the parity check."),
 ) -> None:
     """Export a run to ONNX (dynamic batch and length) and check it against PyTorch on validation data."""
     from kdexam import api
@@ -324,7 +325,7 @@ def predict(
     output: Optional[Path] = typer.Option(None, "--output", help="JSONL file to write (default: standard output)."),
     backend: str = typer.Option("auto", help="auto (ONNX when exported, else PyTorch) | pytorch | onnx."),
     quantized: bool = typer.Option(False, "--quantized", help="Use the int8 ONNX model."),
-    batch_size: int = typer.Option(32, help="Inputs per batch."),
+    batch_size: int = typer.Option(32, min=1, help="Inputs per batch."),
 ) -> None:
     """Predict labels, scores, values or tags for every input of a file; writes JSONL."""
     import json
@@ -346,9 +347,9 @@ def exam(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Exam directory to write (results.sqlite, leaderboard, plots, report.html)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
                                              help="Override an exam config key, e.g. --set seeds=[1,2] --set bench.threads=2."),
-    max_latency_ms: Optional[float] = typer.Option(None, help="Budget: end-to-end CPU latency per text at batch 1 (p50, ms)."),
-    max_size_mb: Optional[float] = typer.Option(None, help="Budget: model file size (MB)."),
-    min_retention: Optional[float] = typer.Option(None, help="Budget: student score / teacher score."),
+    max_latency_ms: Optional[float] = typer.Option(None, min=0, min_open=True, help="Budget: end-to-end CPU latency per text at batch 1 (p50, ms)."),
+    max_size_mb: Optional[float] = typer.Option(None, min=0, min_open=True, help="Budget: model file size (MB)."),
+    min_retention: Optional[float] = typer.Option(None, min=0, help="Budget: student score / teacher score."),
     export_best: bool = typer.Option(False, "--export-best", help="Export the recommended student of each dataset (ONNX, int8 "
                                                                   "when faster) to DIR/best/DATASET."),
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -28,6 +30,46 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of a temporary file or folder kdexam writes next to ``name``: hidden, and naming the
+    writing process, so that :func:`sweep_stale` can tell an abandoned one from one being written."""
+    return f".{name}.kdexam-{os.getpid()}-"
+
+
+_TEMP = re.compile(r"^\..*\.kdexam-(\d+)-")
+
+
+def sweep_stale(d: str | Path) -> int:
+    """Remove the temporary files and folders in ``d`` left by kdexam processes that no longer run
+    (killed mid-write); those of live processes stay. Returns how many were removed."""
+    d = Path(d)
+    removed = 0
+    if not d.is_dir():
+        return 0
+    for p in d.iterdir():
+        m = _TEMP.match(p.name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

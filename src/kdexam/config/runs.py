@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,13 +41,13 @@ class DataConfig(Strict):
     """CoNLL: column index of the token."""
     tag_column: int = -1
     """CoNLL: column index of the tag."""
-    validation_fraction: float = 0.1
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
     """Share of train carved off (seeded, stratified) when there is no validation split."""
-    max_train: int | None = None
+    max_train: int | None = Field(default=None, ge=1)
     """Keep only the first N training examples after the seeded shuffle."""
-    max_eval: int | None = None
+    max_eval: int | None = Field(default=None, ge=1)
     """Keep only the first N validation and test examples (quick runs)."""
-    max_length: int = 128
+    max_length: int = Field(default=128, ge=8)
     """Longest input in subword tokens; longer inputs are truncated."""
     primary_metric: str | None = None
     """Metric for early stopping and retention; the task's default when omitted."""
@@ -56,23 +56,24 @@ class DataConfig(Strict):
 class TrainConfig(Strict):
     """Optimisation settings (defaults: the usual BERT fine-tuning recipe)."""
 
-    epochs: int = 3
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    eval_batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    max_grad_norm: float = 1.0
-    gradient_accumulation_steps: int = 1
-    patience: int = 2
+    max_grad_norm: float = Field(default=1.0, ge=0)
+    """Clip the gradient norm to this; 0: no clipping."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    patience: int = Field(default=2, ge=1)
     """Stop after this many evaluations without improvement of the primary metric."""
-    evals_per_epoch: int = 1
+    evals_per_epoch: int = Field(default=1, ge=1)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, none on CPU."""
-    num_threads: int | None = None
+    num_threads: int | None = Field(default=None, ge=1)
     """CPU threads for PyTorch; all cores when omitted."""
-    checkpoint_every: int = 200
+    checkpoint_every: int = Field(default=200, ge=0)
     """Write a full checkpoint (for ``--resume``) every N optimizer steps and after each evaluation; 0: only after evaluations."""
     keep_checkpoint: bool = False
     """Keep the last checkpoint in the run directory after a successful run."""
@@ -82,14 +83,14 @@ class TeacherTrainConfig(TrainConfig):
     """Teacher fine-tuning: two epochs by default (Devlin et al. 2019 recommend 2–4); MiniLM-L6 on
     movie-sentiment then fits in 15 minutes on a 2-core CPU, and the best epoch is restored anyway."""
 
-    epochs: int = 2
+    epochs: int = Field(default=2, ge=1)
 
 
 class StudentTrainConfig(TrainConfig):
     """Distillation: students train longer from scratch; the learning rate defaults per student kind."""
 
-    epochs: int = 10
-    patience: int = 3
+    epochs: int = Field(default=10, ge=1)
+    patience: int = Field(default=3, ge=1)
 
 
 class TeacherRunConfig(Strict):
@@ -113,9 +114,9 @@ class StageConfig(Strict):
     """This stage's declarative layer matches; the run's ``matches`` when omitted."""
     data: Literal["transfer", "gold"] = "transfer"
     """``transfer``: the transfer set with teacher outputs; ``gold``: labelled examples only."""
-    epochs: int | None = None
-    learning_rate: float | None = None
-    unfreeze: int | Literal["all"] = "all"
+    epochs: int | None = Field(default=None, ge=1)
+    learning_rate: float | None = Field(default=None, gt=0)
+    unfreeze: Annotated[int, Field(ge=1)] | Literal["all"] = "all"
     """Train only the top N layer groups (head first), freezing the rest: gradual unfreezing."""
 
 

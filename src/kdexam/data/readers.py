@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -377,6 +378,8 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
                     raise KdexamError(f"Dataset '{cfg.name}' {split} has label {e.label!r}, which is not a number, but the task is regression; check --label-column or --task.") from None
             elif kind == "classification":
                 e.label = str(e.label)
+    if kind == "regression":
+        check_targets(splits, cfg.name)
     train = train[:]
     random.Random(seed).shuffle(train)
     if cfg.max_train:
@@ -407,6 +410,19 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     if task.primary_metric not in valid_metrics:
         raise KdexamError(f"Primary metric '{task.primary_metric}' does not exist for {kind}; choose one of: {', '.join(valid_metrics)}.")
     return DataSplits(name, task, train, val, test, notes)
+
+
+def check_targets(splits: dict[str, list[Example]], name) -> None:
+    """Regression targets must be finite numbers that vary within each split: a NaN or infinite
+    target poisons the loss, and constant targets leave nothing to learn and Pearson undefined."""
+    for split, examples in splits.items():
+        for i, e in enumerate(examples):
+            if not math.isfinite(e.label):
+                raise KdexamError(f"Dataset '{name}' {split} example {i + 1} has target {e.label!r}; regression targets must "
+                                  "be finite numbers: fix or drop that row.")
+        if len(examples) > 1 and len({e.label for e in examples}) == 1:
+            raise KdexamError(f"Every target of the {split} split of '{name}' is {examples[0].label!r}; a regression "
+                              "split needs targets that vary (check --label-column).")
 
 
 def load_texts(cfg: DataConfig, seed: int = 42, default: str = "movie-dialog") -> tuple[list[Example], list[Example], str]:

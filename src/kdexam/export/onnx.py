@@ -189,7 +189,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
     import onnxruntime
     import torch
 
-    from kdexam.paths import sha256_file
+    from kdexam.paths import sha256_file, temp_prefix
 
     if quantize not in (None, *QUANTIZE):
         raise KdexamError(f"Unknown quantization '{quantize}'; use --quantize int8 or leave it out.")
@@ -202,7 +202,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
         files.append(INT8_FILE)
     else:
         (out / INT8_FILE).unlink(missing_ok=True)  # an int8 model of older weights must not stay behind
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".tokenizer-"))
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=temp_prefix("tokenizer")))
     try:
         tm.tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():

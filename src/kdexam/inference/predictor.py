@@ -180,7 +180,7 @@ def load_torch_model(run_dir: str | Path) -> TorchModel:
     task = read_task(run) if (run / "task.json").is_file() else task_from_hf_config(run)
     if not (run / "model.safetensors").is_file() and not list(run.glob("model*.safetensors")):
         raise KdexamError(f"'{run_dir}' has no model.safetensors; pass a directory written by 'kdexam teacher'.")
-    model = load_for_task(str(run), task).float()  # fp32 on the CPU, whatever dtype it was saved in
+    model = load_for_task(str(run), task, fine_tuned=True).float()  # fp32 on the CPU, whatever dtype it was saved in
     return TorchModel(_logits_module(model, role), load_tokenizer(str(run)), task, run_max_length(run), role,
                       f"teacher {run.name}", run)
 
@@ -516,6 +516,10 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
     prediction) and writes them to ``output`` when given (atomically)."""
     from kdexam.paths import atomic_write_text
 
+    if batch_size < 1:
+        raise KdexamError(f"The batch size must be at least 1, not {batch_size}.")
+    if output is not None and Path(output).is_dir():
+        raise KdexamError(f"--output '{output}' is a directory; name the JSONL file to write.")
     predictor = load_student(model, backend=backend, quantized=quantized)
     items = read_inputs(input_path, predictor.task)
     preds = predictor.predict(items, batch_size=batch_size)

@@ -40,7 +40,7 @@ from typing import Any
 from torch import nn
 
 from kdexam.errors import KdexamError
-from kdexam.paths import atomic_write_json
+from kdexam.paths import atomic_write_json, temp_prefix
 from kdexam.config.students import StudentSpec
 from kdexam.tasks import TASK_KINDS, Task
 
@@ -294,7 +294,7 @@ def save_student(model: nn.Module, tokenizer, spec: StudentSpec, task: Task, out
     if out.exists() and not out.is_dir():
         raise KdexamError(f"Output path '{out}' is a file; pass a directory to save the student in.")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".student-"))
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=temp_prefix("student")))
     try:
         owner = _weights_owner(model)
         # save_model drops the duplicate names of shared (tied) tensors; load_model restores them

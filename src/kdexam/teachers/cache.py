@@ -36,7 +36,7 @@ from rich.console import Console
 
 from kdexam.data.readers import Example
 from kdexam.outputs import parse_name
-from kdexam.paths import atomic_write_json, kdexam_home, sha256_file
+from kdexam.paths import atomic_write_json, kdexam_home, sha256_file, sweep_stale, temp_prefix
 from kdexam.tasks import Task
 
 FORMAT = 2
@@ -120,13 +120,16 @@ def _files(name: str, stored: Stored) -> list[str]:
 
 
 def write_output(d: Path, name: str, stored: Stored) -> None:
-    """Write one output's files into ``d`` (each atomically), then its manifest."""
+    """Write one output's files into ``d`` (each atomically), then its manifest. Several processes
+    may write the same entry at once: each file is replaced whole, and the contents are the same.
+    Temporary files of writers that were killed are swept first."""
     d.mkdir(parents=True, exist_ok=True)
+    sweep_stale(d)
     arrays = {f"{name}.npy": stored.data}
     if stored.offsets is not None:
         arrays[f"{name}.offsets.npy"] = stored.offsets
     for fname, array in arrays.items():
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{fname}.")
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=temp_prefix(fname), suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, np.ascontiguousarray(array))

@@ -22,7 +22,8 @@ from kdexam.data.readers import load_data
 from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.predict import evaluate
-from kdexam.paths import atomic_write_json
+from kdexam.paths import atomic_write_json, temp_prefix
+from kdexam.rundir import check_out
 from kdexam.students.registry import count_parameters
 from kdexam.teachers.loader import load_for_task, load_tokenizer
 from kdexam.training.trainer import fit, make_accelerator
@@ -30,13 +31,13 @@ from kdexam.training.trainer import fit, make_accelerator
 console = Console(stderr=True)
 
 
-def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False) -> dict:
-    """Fine-tune ``cfg.model`` on ``cfg.data``; write the run directory ``cfg.out``; return metrics."""
+def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Fine-tune ``cfg.model`` on ``cfg.data``; write the run directory ``cfg.out``; return metrics.
+    ``resume``: continue the run in ``cfg.out``; ``overwrite``: replace a different run there."""
     if not cfg.out:
         raise KdexamError("No output directory given; pass --out DIR.")
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise KdexamError(f"Output path '{out}' is a file; pass a directory to --out.")
+    check_out(cfg, out, {"model": cfg.model, "data": cfg.data.name}, resume, overwrite)
     set_seed(cfg.seed)
     started = time.perf_counter()
     data = load_data(cfg.data, cfg.seed)
@@ -90,7 +91,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False) -> dict:
 def save_model(model, tokenizer, out: Path) -> None:
     """Save weights (safetensors), config and tokenizer through a temporary directory, then move
     the files in, so an interrupted save leaves the previous model intact."""
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".model-"))
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=temp_prefix("model")))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -53,8 +53,14 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
-def load_for_task(name_or_path: str, task: Task):
-    """An ``AutoModelFor…`` with a fresh head for ``task`` (a head of another size is replaced)."""
+def load_for_task(name_or_path: str, task: Task, fine_tuned: bool = False):
+    """An ``AutoModelFor…`` for ``task``.
+
+    ``fine_tuned=False`` (starting a fine-tuning): the encoder's weights must all be there; the
+    head is new (a head of another size is replaced) and a missing pooler is initialised.
+    ``fine_tuned=True`` (a teacher run, a model to distil from or serve): every weight must be
+    there with its shape. Weights that do not match are an error that names them, never a
+    model loaded half random (transformers would only log it)."""
     import transformers
 
     quiet_transformers()
@@ -69,9 +75,30 @@ def load_for_task(name_or_path: str, task: Task):
         if task.kind == "classification":
             kwargs["problem_type"] = "single_label_classification"
     try:
-        return cls.from_pretrained(path, ignore_mismatched_sizes=True, **kwargs)
+        model, info = cls.from_pretrained(path, ignore_mismatched_sizes=not fine_tuned, output_loading_info=True, **kwargs)
     except Exception as e:
+        if fine_tuned and "size mismatch" in str(e):
+            raise KdexamError(f"The weights of '{name_or_path}' do not fit its config ({str(e).splitlines()[0][:160]}); the "
+                              "directory was overwritten or damaged: fine-tune the teacher again.") from None
         raise cannot_load(name_or_path, "weights", e) from None
+    check_loaded(model, info, name_or_path, fine_tuned)
+    return model
+
+
+def check_loaded(model, info: dict, name: str, fine_tuned: bool) -> None:
+    """Raise when ``from_pretrained`` left weights random: any missing or reshaped weight of a
+    fine-tuned model; of a model to fine-tune, any of its encoder (its head and pooler are new)."""
+    prefix = (getattr(model, "base_model_prefix", "") or "") + "."
+    new_ok = lambda k: not fine_tuned and (not k.startswith(prefix) or k.startswith(prefix + "pooler."))  # noqa: E731
+    missing = [k for k in info.get("missing_keys", ()) if not new_ok(k)]
+    mismatched = [m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", ())]
+    mismatched = [k for k in mismatched if not new_ok(k)]
+    if missing or mismatched:
+        what = (f"{len(missing)} weight(s) missing ({', '.join(missing[:2])}{', …' if len(missing) > 2 else ''})" if missing else
+                f"{len(mismatched)} weight(s) of another shape ({', '.join(mismatched[:2])})")
+        fix = ("the directory was overwritten or damaged: fine-tune the teacher again" if fine_tuned else
+               "pass a complete model directory (config.json with its model.safetensors)")
+        raise KdexamError(f"The weights of '{name}' do not match its config: {what}; {fix}.")
 
 
 def read_task(run_dir: str | Path) -> Task:

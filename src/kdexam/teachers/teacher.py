@@ -77,7 +77,7 @@ class Teacher:
             else:
                 from kdexam.teachers.loader import load_for_task
 
-                self._model = load_for_task(str(self.dir), self.task)
+                self._model = load_for_task(str(self.dir), self.task, fine_tuned=True)
             self._model.eval()
             self._model.register_forward_pre_hook(self._count)
         return self._model

@@ -35,6 +35,7 @@ from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.evaluate import score, without_per_class
 from kdexam.evaluation.predict import decode, predict_logits
 from kdexam.evaluation.results import ModelResult, RunResult, retention
+from kdexam.rundir import check_out
 from kdexam.objectives import ModelShape, build_objectives, default_objectives
 from kdexam.students.crf import crf_params
 from kdexam.students.registry import build_student, count_parameters, save_student
@@ -47,16 +48,19 @@ from kdexam.training.trainer import fit, make_accelerator
 console = Console(stderr=True)
 
 
-def distill(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
-    """Run a distillation as ``cfg`` describes; write the run directory; return its result."""
+def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False) -> RunResult:
+    """Run a distillation as ``cfg`` describes; write the run directory; return its result.
+    ``resume``: continue the run in ``cfg.out``; ``overwrite``: replace a different run there."""
     if cfg.general:
         from kdexam.training.general import distill_general
 
-        return distill_general(cfg, resume)
+        return distill_general(cfg, resume, overwrite)
     teacher_dir, out = check_paths(cfg)
     set_seed(cfg.seed)
     started = time.perf_counter()
     cfg = with_teacher_data(cfg, teacher_dir)
+    check_out(cfg, out, {"teacher": teacher_dir, "--init-from encoder": cfg.init_from, "data": cfg.data.name,
+                         "unlabelled text": cfg.transfer.unlabelled}, resume, overwrite)
     teacher = Teacher(teacher_dir, max_length=cfg.data.max_length)
     data_cfg = cfg.data if cfg.data.task else cfg.data.model_copy(update={"task": teacher.task.kind})
     data = load_data(data_cfg, cfg.seed)

@@ -28,6 +28,7 @@ from kdexam.config import DistillRunConfig, save_config
 from kdexam.data.encode import make_loader
 from kdexam.data.readers import load_texts
 from kdexam.errors import KdexamError
+from kdexam.rundir import check_out
 from kdexam.evaluation.results import ModelResult, RunResult
 from kdexam.objectives import build_objectives, general_objectives
 from kdexam.paths import atomic_write_json
@@ -43,7 +44,7 @@ console = Console(stderr=True)
 NO_TASK = Task("classification", ["-"], False, "accuracy", "")  # encoding only: no labels are read
 
 
-def distill_general(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
+def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False) -> RunResult:
     """Distil ``cfg.teacher`` (a run directory or any encoder) into a bare student encoder; save it in ``cfg.out``."""
     if not cfg.teacher:
         raise KdexamError("No teacher given; pass --teacher with a teacher run directory or an encoder (e.g. minilm-l6).")
@@ -52,6 +53,7 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False) -> RunResult:
     if cfg.init_from:
         raise KdexamError("--general trains an encoder from the teacher; it does not take --init-from.")
     out = Path(cfg.out)
+    check_out(cfg, out, {"teacher": cfg.teacher, "data": cfg.data.name}, resume, overwrite)
     set_seed(cfg.seed)
     started = time.perf_counter()
     family, k = check_spec(cfg.student)

@@ -1,0 +1,93 @@
+"""What a run's ``--out`` may be: checked before any work, so that nothing already written is lost.
+
+- A run never writes into one of its own inputs (the teacher's run directory, the model it
+  fine-tunes, an ``--init-from`` encoder, the data), nor into a folder that holds one of them.
+- An ``--out`` that already holds a run (its ``config.yaml``, ``metrics.json`` or model files)
+  is the same run again only when its ``config.yaml`` says so (every key but ``out``); a
+  different run there is refused, naming the keys that differ, unless ``overwrite`` is given:
+  then the old run directory is removed as a whole before the new run starts.
+- ``resume`` continues the run in ``--out``; with a different config it is refused the same way.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel
+from rich.console import Console
+
+from kdexam.errors import KdexamError
+from kdexam.paths import sweep_stale
+
+RUN_FILES = ("config.yaml", "metrics.json", "student.json", "task.json", "model.safetensors")
+IGNORED_KEYS = {"out"}
+
+
+def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], resume: bool = False,
+              overwrite: bool = False) -> None:
+    """Refuse an ``out`` that is an input of the run or holds a different run (see the module doc);
+    with ``overwrite``, remove a run that is there. ``inputs``: what each input is called -> its path."""
+    if out.exists() and not out.is_dir():
+        raise KdexamError(f"Output path '{out}' is a file; pass a directory to --out.")
+    here = out.resolve()
+    for what, path in inputs.items():
+        if not path or not Path(path).exists():
+            continue
+        there = Path(path).resolve()
+        if there == here or here in there.parents:
+            where = "is" if there == here else "holds"
+            raise KdexamError(f"--out '{out}' {where} the {what} of this run ('{path}'); writing there would destroy it — "
+                              "pass another --out.")
+    if resume and overwrite:
+        raise KdexamError("--resume continues the run in --out and --overwrite replaces it; pass one of them.")
+    for d in [out, *out.glob("checkpoint*")] if out.is_dir() else []:
+        sweep_stale(d)  # temporary files of a run that was killed mid-write
+    if not out.is_dir() or not any((out / f).exists() for f in RUN_FILES):
+        return
+    recorded = _recorded(out, type(cfg))
+    differ = differing_keys(recorded, cfg.model_dump(mode="json")) if recorded is not None else ["config.yaml (missing)"]
+    if not differ:
+        return
+    if overwrite:
+        Console(stderr=True).print(f"[yellow]--overwrite:[/] removing the run in {out}")
+        shutil.rmtree(out)
+        return
+    keys = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+    if resume:
+        raise KdexamError(f"--resume: the run in '{out}' was started with another config ({keys} differ); resume it "
+                          "with its own config.yaml (--config), or start a new run with another --out.")
+    raise KdexamError(f"'{out}' already holds a different run ({keys} differ); pass another --out, --resume with its "
+                      "config to continue it, or --overwrite to replace it.")
+
+
+def _recorded(out: Path, model: type[BaseModel]) -> dict | None:
+    """The run's config.yaml, with the defaults of keys it does not name filled in (as this version writes it)."""
+    p = out / "config.yaml"
+    if not p.is_file():
+        return None
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return model.model_validate(data).model_dump(mode="json")
+    except ValueError:
+        return data
+
+
+def differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dumps (``out`` ignored)."""
+    keys = []
+    for k in sorted(set(old) | set(new), key=str):
+        if not prefix and k in IGNORED_KEYS:
+            continue
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += differing_keys(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys

@@ -1,0 +1,180 @@
+"""Nothing already written is lost, nothing loads silently wrong, bad numbers are refused before any work."""
+
+import json
+import shutil
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from conftest import sentiment_examples, write_jsonl
+from kdexam import api
+from kdexam.cli import main
+from kdexam.errors import KdexamError
+from kdexam.paths import sha256_file
+
+FAST = dict(epochs=1, max_train=64, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, tiny_bert_dir):
+    root = tmp_path_factory.mktemp("reliability")
+    data = root / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", sentiment_examples(100, seed=1))
+    write_jsonl(data / "validation.jsonl", sentiment_examples(20, seed=2))
+    api.finetune_teacher(data=data, model=tiny_bert_dir, out=root / "teacher", **FAST)
+    return root
+
+
+def _exit(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    return e.value.code, capsys.readouterr().err
+
+
+def test_out_is_never_an_input_of_the_run(teacher, tiny_bert_dir, capsys):
+    weights = teacher / "teacher" / "model.safetensors"
+    before = sha256_file(weights)
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(teacher / "teacher"),
+                       "--epochs", "1"], capsys)
+    assert code == 2 and "is the teacher of this run" in err
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(teacher), "--epochs", "1"],
+                      capsys)
+    assert code == 2 and "holds the teacher" in err
+    code, err = _exit(["teacher", "--data", str(teacher / "data"), "--model", str(tiny_bert_dir), "--out", str(tiny_bert_dir)], capsys)
+    assert code == 2 and "is the model of this run" in err
+    assert sha256_file(weights) == before, "the teacher's weights were touched"
+
+
+def test_a_different_run_in_out_is_refused_unless_overwrite(teacher, tmp_path, capsys):
+    out = tmp_path / "s"
+    api.distill(teacher=teacher / "teacher", student="cnn", out=out, **FAST)
+    first = sha256_file(out / "model.safetensors")
+    api.distill(teacher=teacher / "teacher", student="cnn", out=out, **FAST)  # the same run again: allowed
+    assert sha256_file(out / "model.safetensors") == first  # (seeded: the same weights)
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "bilstm", "--out", str(out),
+                       "--epochs", "1", "--max-train", "64"], capsys)
+    assert code == 2 and "already holds a different run" in err and "student.kind" in err
+    assert sha256_file(out / "model.safetensors") == first, "a refused run must leave the old one intact"
+    (out / "notes.txt").write_text("mine")
+    r = api.distill(teacher=teacher / "teacher", student="bilstm", out=out, overwrite=True, **FAST)
+    assert r["student"]["name"] == "bilstm" and not (out / "notes.txt").exists(), "--overwrite replaces the run as a whole"
+    with pytest.raises(KdexamError, match=r"--resume: the run in .* another config \(train\.epochs differ"):
+        api.distill(teacher=teacher / "teacher", student="bilstm", out=out, resume=True, **{**FAST, "epochs": 2})
+
+
+def test_damaged_teacher_weights_never_load_silently(teacher, tmp_path, capsys):
+    damaged = tmp_path / "teacher"
+    shutil.copytree(teacher / "teacher", damaged)
+    tensors = load_file(damaged / "model.safetensors")
+    dropped = sorted(k for k in tensors if "layer.1.attention" in k)
+    save_file({k: v for k, v in tensors.items() if k not in dropped}, damaged / "model.safetensors")
+    with pytest.raises(KdexamError, match=r"do not match its config: \d+ weight\(s\) missing \(.*layer\.1\.attention"):
+        api.distill(teacher=damaged, student="cnn", out=tmp_path / "s", **FAST)
+    code, err = _exit(["predict", str(damaged), "--input", str(_texts(tmp_path))], capsys)
+    assert code == 2 and "fine-tune the teacher again" in err
+    # a student's weights in the teacher's place: every encoder weight missing
+    student = tmp_path / "student"
+    api.distill(teacher=teacher / "teacher", student="cnn", out=student, **FAST)
+    shutil.copy(student / "model.safetensors", damaged / "model.safetensors")
+    with pytest.raises(KdexamError, match="do not match its config"):
+        api.distill(teacher=damaged, student="teacher-layers:1", out=tmp_path / "t", **FAST)
+
+
+def _texts(tmp_path):
+    p = tmp_path / "texts.txt"
+    p.write_text("a fine film\n")
+    return p
+
+
+@pytest.mark.parametrize("flag,value,key", [
+    ("--epochs", "0", "train.epochs"), ("--batch-size", "0", "train.batch_size"), ("--max-train", "-5", "data.max_train"),
+    ("--lr", "0", "train.learning_rate"), ("--max-length", "2", "data.max_length"),
+])
+def test_numeric_flags_are_checked_before_any_work(teacher, tmp_path, capsys, flag, value, key):
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(tmp_path / "s"),
+                       flag, value], capsys)
+    assert code == 2 and f"'{key}' is invalid" in err and f"(got {value}" in err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("targets,match", [
+    ([1.5, float("nan"), 2.0], "target nan"), ([1.5, float("inf"), 2.0], "target inf"), ([2.0, 2.0, 2.0], "Every target"),
+])
+def test_bad_regression_targets_are_refused_at_load(tmp_path, tiny_bert_dir, targets, match):
+    rows = [{"text": f"text number {i}", "label": targets[i % len(targets)]} for i in range(30)]
+    f = tmp_path / "train.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))  # json writes NaN / Infinity
+    with pytest.raises(KdexamError, match=match):
+        api.finetune_teacher(data=f, model=tiny_bert_dir, task="regression", out=tmp_path / "t", epochs=1)
+    assert not (tmp_path / "t").exists()
+
+
+def test_zero_counts_and_a_directory_output_are_refused(teacher, tmp_path, capsys):
+    code, err = _exit(["export", str(teacher / "teacher"), "--max-examples", "0"], capsys)
+    assert code == 2 and "--max-examples" in err and not (teacher / "teacher" / "onnx").exists()
+    code, err = _exit(["predict", str(teacher / "teacher"), "--input", str(_texts(tmp_path)), "--output", str(tmp_path)], capsys)
+    assert code == 2 and "is a directory" in err
+    code, err = _exit(["predict", str(teacher / "teacher"), "--input", str(_texts(tmp_path)), "--batch-size", "0"], capsys)
+    assert code == 2 and "--batch-size" in err
+
+
+def test_temporaries_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from kdexam.paths import temp_prefix
+    from kdexam.teachers.cache import pack, read_output, write_output
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    d = tmp_path / "entry"
+    d.mkdir()
+    stale = d / f".logits.npy.kdexam-{dead}-abc.tmp"
+    stale.write_bytes(b"half")
+    stale_dir = d / f".student.kdexam-{dead}-xyz"
+    stale_dir.mkdir()
+    live = d / f"{temp_prefix('logits.npy')}def.tmp"
+    live.write_bytes(b"being written")
+    write_output(d, "logits", pack("logits", [np.ones(3, dtype=np.float32)]))
+    assert not stale.exists() and not stale_dir.exists() and live.exists()
+    assert read_output(d, "logits").data.tolist() == [[1.0, 1.0, 1.0]]
+
+
+CACHE_JOB = """
+import sys
+import numpy as np
+from kdexam.config import DataConfig
+from kdexam.data.readers import load_data
+from kdexam.teachers.teacher import Teacher
+
+teacher, data, out = sys.argv[1:]
+examples = load_data(DataConfig(name=data)).train
+outputs = Teacher(teacher).outputs(examples, ["logits", "hidden.2"])
+np.savez(out, logits=np.stack([outputs.example(i) for i in range(len(examples))]),
+         hidden=np.concatenate([outputs.example(i, "hidden.2") for i in range(len(examples))]))
+"""
+
+
+def test_two_processes_filling_the_same_cache_both_succeed(teacher, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    home = tmp_path / "home"  # an empty cache, shared by both
+    env = {**os.environ, "KDEXAM_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", CACHE_JOB, str(teacher / "teacher"), str(teacher / "data"),
+                               str(tmp_path / f"out{i}.npz")], env=env, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    a, b = np.load(tmp_path / "out0.npz"), np.load(tmp_path / "out1.npz")
+    assert np.array_equal(a["logits"], b["logits"]) and np.array_equal(a["hidden"], b["hidden"])
+    entries = [d for d in (home / "cache").rglob("*") if d.is_dir() and list(d.glob("*.json"))]
+    assert len(entries) == 1 and not [f for f in entries[0].iterdir() if f.name.startswith(".")], "no temporary left"
+    # and a third reader finds a valid entry (no rebuild: the teacher does not run)
+    r = subprocess.run([sys.executable, "-c", CACHE_JOB, str(teacher / "teacher"), str(teacher / "data"), str(tmp_path / "out2.npz")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "computing" not in r.stderr + r.stdout and "corrupted" not in r.stderr + r.stdout
