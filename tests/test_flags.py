@@ -98,8 +98,8 @@ def captured(monkeypatch):
     """Run the CLI up to its resolved config: the training functions are replaced by a recorder."""
     seen = {}
 
-    def record(cfg, resume=False):
-        seen["cfg"], seen["resume"] = cfg, resume
+    def record(cfg, resume=False, overwrite=False):
+        seen["cfg"], seen["resume"], seen["overwrite"] = cfg, resume, overwrite
         raise Resolved
 
     monkeypatch.setattr(api, "finetune_teacher", record)
@@ -410,7 +410,7 @@ def fake_distill(monkeypatch):
 
     returned = {}
     module = types.ModuleType("kdexam.training.distill")
-    module.distill = lambda cfg, resume=False: returned["value"]
+    module.distill = lambda cfg, resume=False, overwrite=False: returned["value"]
     monkeypatch.setitem(sys.modules, "kdexam.training.distill", module)
     return returned
 
@@ -451,3 +451,8 @@ def test_cli_prints_a_line_for_a_general_run(fake_distill, capsys):
     fake_distill["value"] = FakeResult({"general": True, "teacher": {"name": "t", "params": 1000}, "seconds": 3.0})
     out = run_ok(["distill", "--general", "--teacher", "t", "--out", "runs/enc"], capsys)
     assert "general distillation done" in out and "runs/enc" in out and "--init-from runs/enc" in out
+
+
+def test_overwrite_switch_reaches_the_run(captured):
+    cli_config(captured, ["teacher", "--data", "d", "--out", "o", "--overwrite"])
+    assert captured["overwrite"] is True and captured["resume"] is False

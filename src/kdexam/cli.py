@@ -347,8 +347,8 @@ def exam(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Exam directory to write (results.sqlite, leaderboard, plots, report.html)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
                                              help="Override an exam config key, e.g. --set seeds=[1,2] --set bench.threads=2."),
-    max_latency_ms: Optional[float] = typer.Option(None, min=0, min_open=True, help="Budget: end-to-end CPU latency per text at batch 1 (p50, ms)."),
-    max_size_mb: Optional[float] = typer.Option(None, min=0, min_open=True, help="Budget: model file size (MB)."),
+    max_latency_ms: Optional[float] = typer.Option(None, min=0, help="Budget: end-to-end CPU latency per text at batch 1 (p50, ms)."),
+    max_size_mb: Optional[float] = typer.Option(None, min=0, help="Budget: model file size (MB)."),
     min_retention: Optional[float] = typer.Option(None, min=0, help="Budget: student score / teacher score."),
     export_best: bool = typer.Option(False, "--export-best", help="Export the recommended student of each dataset (ONNX, int8 "
                                                                   "when faster) to DIR/best/DATASET."),

@@ -276,7 +276,7 @@ def build_teacher_layers(teacher: str | Path, task: Task, k: int, rule: str | li
     tokenizer = load_tokenizer(str(teacher))
     if rule == "random":
         return _random_teacher_shape(teacher, task, k, tokenizer)
-    model = load_for_task(str(teacher), task, fine_tuned=True)
+    model = load_for_task(str(teacher), task)  # the encoder must be complete; the run's Teacher checks the head
     _, _, layers = find_layer_list(model)
     n = len(layers)
     declared = getattr(model.config, "num_hidden_layers", n)
