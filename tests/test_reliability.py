@@ -178,3 +178,15 @@ def test_two_processes_filling_the_same_cache_both_succeed(teacher, tmp_path):
     r = subprocess.run([sys.executable, "-c", CACHE_JOB, str(teacher / "teacher"), str(teacher / "data"), str(tmp_path / "out2.npz")],
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "computing" not in r.stderr + r.stdout and "corrupted" not in r.stderr + r.stdout
+
+
+def test_a_folder_named_like_a_builtin_is_not_taken_for_the_input(tmp_path, monkeypatch):
+    from kdexam.config import TeacherRunConfig
+    from kdexam.rundir import check_out
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "movie-sentiment").mkdir()  # an earlier run's --out, named after the built-in dataset
+    cfg = TeacherRunConfig(out="movie-sentiment")
+    check_out(cfg, tmp_path / "movie-sentiment", {"model": "minilm-l6", "data": "movie-sentiment"})  # no error
+    with pytest.raises(KdexamError, match="is the data of this run"):
+        check_out(cfg, tmp_path / "movie-sentiment", {"data": str(tmp_path / "movie-sentiment")})

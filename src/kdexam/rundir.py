@@ -33,7 +33,7 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
         raise KdexamError(f"Output path '{out}' is a file; pass a directory to --out.")
     here = out.resolve()
     for what, path in inputs.items():
-        if not path or not Path(path).exists():
+        if not path or is_builtin_name(str(path)) or not Path(path).exists():
             continue
         there = Path(path).resolve()
         if there == here or here in there.parents:
@@ -60,6 +60,14 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
                           "with its own config.yaml (--config), or start a new run with another --out.")
     raise KdexamError(f"'{out}' already holds a different run ({keys} differ); pass another --out, --resume with its "
                       "config to continue it, or --overwrite to replace it.")
+
+
+def is_builtin_name(name: str) -> bool:
+    """A built-in dataset or model name, which kdexam reads from its home, not from a folder of that name."""
+    from kdexam.data.builtin import BUILTIN_DATASETS
+    from kdexam.teachers.builtin_models import BUILTIN_MODELS
+
+    return name in BUILTIN_DATASETS or name in BUILTIN_MODELS
 
 
 def _recorded(out: Path, model: type[BaseModel]) -> dict | None:

@@ -144,7 +144,7 @@ def warnings(ds: dict) -> list[str]:
     out = []
     for e in ds["students"]:
         gain = e.get("kd_gain")
-        if gain is not None and gain < -noise(e):
+        if gain is not None and gain < -noise(e) - 1e-9:  # (a loss of exactly the noise is not beyond it)
             out.append(f"Distillation hurt {e['student']} ({e['recipe']}, transfer {e['transfer']}) on {e['dataset']}: "
                        f"{_fmt(e['score'])} against {_fmt(e['control_score'])} for the same student trained on labels alone "
                        f"({gain:+.4f}); prefer the labels-only student or another recipe.")

@@ -47,7 +47,7 @@ def section(exam_dir: Path) -> str:
     if summary["failed"]:
         lines += [f"- Failed: {f['dataset']} / {f['student'] or f['teacher']}: {f['error']}" for f in summary["failed"]] + [""]
     lines += [f"Recommendation (budget: {budget_text(budget)}; `kdexam exam DIR --max-latency-ms X` picks within another):", ""]
-    lines += [f"> {r['text']}" for r in recs.values()]
+    lines += "\n>\n".join(f"> {r['text']}" for r in recs.values()).split("\n")  # one quoted paragraph per dataset
     return "\n".join(lines)
 
 

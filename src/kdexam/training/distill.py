@@ -35,8 +35,8 @@ from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.evaluate import score, without_per_class
 from kdexam.evaluation.predict import decode, predict_logits
 from kdexam.evaluation.results import ModelResult, RunResult, retention
-from kdexam.rundir import check_out
 from kdexam.objectives import ModelShape, build_objectives, default_objectives
+from kdexam.rundir import check_out
 from kdexam.students.crf import crf_params
 from kdexam.students.registry import build_student, count_parameters, save_student
 from kdexam.tasks import Task
