@@ -88,15 +88,20 @@ def tiny_bert_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return d
 
 
+def write_sentiment_splits(d: Path, train: int = 160, validation: int = 40, test: int = 40) -> Path:
+    """``d`` with train/validation(/test when ``test``) JSONL files of the synthetic sentiment task (seeds 1, 2, 3)."""
+    d.mkdir(parents=True, exist_ok=True)
+    write_jsonl(d / "train.jsonl", sentiment_examples(train, seed=1))
+    write_jsonl(d / "validation.jsonl", sentiment_examples(validation, seed=2))
+    if test:
+        write_jsonl(d / "test.jsonl", sentiment_examples(test, seed=3))
+    return d
+
+
 @pytest.fixture()
 def sentiment_dir(tmp_path) -> Path:
     """train/validation/test JSONL files of the synthetic sentiment task."""
-    d = tmp_path / "sentiment"
-    d.mkdir()
-    write_jsonl(d / "train.jsonl", sentiment_examples(200, seed=1))
-    write_jsonl(d / "validation.jsonl", sentiment_examples(40, seed=2))
-    write_jsonl(d / "test.jsonl", sentiment_examples(60, seed=3))
-    return d
+    return write_sentiment_splits(tmp_path / "sentiment", 200, 40, 60)
 
 
 @pytest.fixture(scope="session")

@@ -15,14 +15,10 @@ from kdexam.errors import KdexamError
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, tiny_bert_dir):
     """A tiny BERT fine-tuned on the synthetic sentiment data (module-scoped: made once)."""
-    from conftest import sentiment_examples, write_jsonl
+    from conftest import write_sentiment_splits
 
     root = tmp_path_factory.mktemp("teacher")
-    data = root / "data"
-    data.mkdir()
-    write_jsonl(data / "train.jsonl", sentiment_examples(160, seed=1))
-    write_jsonl(data / "validation.jsonl", sentiment_examples(40, seed=2))
-    write_jsonl(data / "test.jsonl", sentiment_examples(40, seed=3))
+    data = write_sentiment_splits(root / "data")
     api.finetune_teacher(data=data, model=tiny_bert_dir, out=root / "run", epochs=10, learning_rate=1e-3, batch_size=16, patience=10)
     return root
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import sentiment_examples, write_jsonl
+from conftest import sentiment_examples, write_jsonl, write_sentiment_splits
 from kdexam import api
 from kdexam.cli import main
 from kdexam.errors import KdexamError
@@ -18,11 +18,7 @@ from run_factory import runs  # noqa: F401  (fixture)
 def distilled(tmp_path_factory, tiny_bert_dir):
     """A tiny teacher fine-tuned on the synthetic sentiment data and a CNN distilled from it."""
     root = tmp_path_factory.mktemp("evaluate")
-    data = root / "data"
-    data.mkdir()
-    write_jsonl(data / "train.jsonl", sentiment_examples(160, seed=1))
-    write_jsonl(data / "validation.jsonl", sentiment_examples(40, seed=2))
-    write_jsonl(data / "test.jsonl", sentiment_examples(40, seed=3))
+    data = write_sentiment_splits(root / "data")
     api.finetune_teacher(data=data, model=tiny_bert_dir, out=root / "teacher", epochs=6, learning_rate=1e-3, batch_size=16,
                          patience=10)
     api.distill(teacher=root / "teacher", student="cnn", out=root / "cnn", epochs=3, batch_size=16)

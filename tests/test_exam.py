@@ -3,7 +3,6 @@ report (opened in headless Chromium), recommendation and export of the best stud
 
 import csv
 import io
-import json
 import os
 import shutil
 import signal
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import sentiment_examples, write_jsonl
+from conftest import write_sentiment_splits
 from kdexam import api
 from kdexam.config.exam import ExamConfig
 from kdexam.errors import KdexamError
@@ -32,12 +31,7 @@ STATIC = {"kind": "static", "embedding_dim": 16, "epochs": 3, "batch_size": 16}
 @pytest.fixture(scope="module")
 def exam_data(tmp_path_factory, tiny_bert_dir):
     root = tmp_path_factory.mktemp("exam-data")
-    d = root / "sentiment"
-    d.mkdir()
-    write_jsonl(d / "train.jsonl", sentiment_examples(160, seed=1))
-    write_jsonl(d / "validation.jsonl", sentiment_examples(40, seed=2))
-    write_jsonl(d / "test.jsonl", sentiment_examples(40, seed=3))
-    return {"data": d, "model": tiny_bert_dir}
+    return {"data": write_sentiment_splits(root / "sentiment"), "model": tiny_bert_dir}
 
 
 def write_exam(path: Path, exam_data, students, **extra) -> Path:

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from safetensors.torch import load_file, save_file
 
-from conftest import sentiment_examples, write_jsonl
+from conftest import write_sentiment_splits
 from kdexam import api
 from kdexam.cli import main
 from kdexam.errors import KdexamError
@@ -18,10 +18,7 @@ FAST = dict(epochs=1, max_train=64, batch_size=16)
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, tiny_bert_dir):
     root = tmp_path_factory.mktemp("reliability")
-    data = root / "data"
-    data.mkdir()
-    write_jsonl(data / "train.jsonl", sentiment_examples(100, seed=1))
-    write_jsonl(data / "validation.jsonl", sentiment_examples(20, seed=2))
+    data = write_sentiment_splits(root / "data", 100, 20, 0)
     api.finetune_teacher(data=data, model=tiny_bert_dir, out=root / "teacher", **FAST)
     return root
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import sentiment_examples, write_jsonl
+from conftest import sentiment_examples, write_jsonl, write_sentiment_splits
 from kdexam import api
 from kdexam.config import DataConfig, TransferConfig
 from kdexam.data.encode import Collator, encode
@@ -157,11 +157,7 @@ def test_mixed_batch_gold_loss_on_labelled_rows_only_soft_loss_on_all():
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, tiny_bert_dir):
     root = tmp_path_factory.mktemp("transfer")
-    data = root / "data"
-    data.mkdir()
-    write_jsonl(data / "train.jsonl", sentiment_examples(80, seed=1))
-    write_jsonl(data / "validation.jsonl", sentiment_examples(30, seed=2))
-    write_jsonl(data / "test.jsonl", sentiment_examples(30, seed=3))
+    data = write_sentiment_splits(root / "data", 80, 30, 30)
     (root / "unlabelled.txt").write_text("\n".join(r["text"] for r in sentiment_examples(100, seed=7)), encoding="utf-8")
     api.finetune_teacher(data=data, model=tiny_bert_dir, out=root / "run", epochs=4, learning_rate=1e-3, batch_size=16,
                          patience=10, max_length=32)
