@@ -187,3 +187,50 @@ def test_a_folder_named_like_a_builtin_is_not_taken_for_the_input(tmp_path, monk
     check_out(cfg, tmp_path / "movie-sentiment", {"model": "minilm-l6", "data": "movie-sentiment"})  # no error
     with pytest.raises(KdexamError, match="is the data of this run"):
         check_out(cfg, tmp_path / "movie-sentiment", {"data": str(tmp_path / "movie-sentiment")})
+
+
+def _tiny_fit(tmp_path, loss_at, cfg_kw):
+    """fit() on a 1-layer BERT whose loss is ``loss_at(call number, true loss)``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from conftest import build_tokenizer, sentiment_examples
+    from kdexam.config import TrainConfig
+    from kdexam.data.encode import encode, make_loader
+    from kdexam.data.readers import Example
+    from kdexam.evaluation.predict import evaluate
+    from kdexam.tasks import Task
+    from kdexam.training.trainer import fit, make_accelerator
+
+    torch.manual_seed(0)
+    tok, task = build_tokenizer(), Task("classification", ["neg", "pos"])
+    train = [Example(r["text"], None, r["label"]) for r in sentiment_examples(64, seed=1)]
+    val = [Example(r["text"], None, r["label"]) for r in sentiment_examples(16, seed=2)]
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                     intermediate_size=32, max_position_embeddings=32, num_labels=2))
+    ftrain, fval = encode(train, tok, task, 32), encode(val, tok, task, 32)
+    cfg = TrainConfig(epochs=2, batch_size=8, learning_rate=1e-3, checkpoint_every=2, keep_checkpoint=True, **cfg_kw)
+    calls = {"n": 0}
+
+    def loss_fn(m, batch):
+        calls["n"] += 1
+        return loss_at(calls["n"], m(**{k: v for k, v in batch.items() if k != "index"}).loss)
+
+    summary = fit(model, make_loader(ftrain, tok, task, cfg.batch_size, shuffle=True, seed=3), loss_fn,
+                  lambda m: evaluate(m, fval, val, tok, task)[0], cfg, make_accelerator(cfg), "accuracy",
+                  checkpoint_dir=tmp_path / "checkpoint")
+    return model, summary
+
+
+def test_a_non_finite_loss_skips_its_step_and_too_many_stop_the_run(tmp_path):
+    import torch
+
+    nan = torch.tensor(float("nan"), requires_grad=True)
+    model, summary = _tiny_fit(tmp_path / "a", lambda n, loss: nan * loss if n in (3, 9) else loss, {})
+    assert summary["skipped_steps"] == 2 and summary["steps"] == 16
+    assert all(torch.isfinite(p).all() for p in model.parameters()), "a NaN step must not reach the weights"
+    with pytest.raises(KdexamError, match=r"NaN or infinite for 3 steps in a row \(epoch 1, step 7\); the last good checkpoint is kept"):
+        _tiny_fit(tmp_path / "b", lambda n, loss: loss * float("inf") if n >= 5 else loss, {"max_nonfinite_steps": 3})
+    from kdexam.training.checkpoint import find_checkpoint
+
+    assert find_checkpoint(tmp_path / "b" / "checkpoint") is not None

@@ -73,6 +73,8 @@ class TrainConfig(Strict):
     """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, none on CPU."""
     num_threads: int | None = Field(default=None, ge=1)
     """CPU threads for PyTorch; all cores when omitted."""
+    max_nonfinite_steps: int = Field(default=10, ge=1)
+    """A NaN or infinite loss skips its step; this many in a row stop the run (its last checkpoint kept)."""
     checkpoint_every: int = Field(default=200, ge=0)
     """Write a full checkpoint (for ``--resume``) every N optimizer steps and after each evaluation; 0: only after evaluations."""
     keep_checkpoint: bool = False

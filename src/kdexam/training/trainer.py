@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import get_scheduler
 
 from kdexam.config import TrainConfig
+from kdexam.errors import KdexamError
 from kdexam.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 
 console = Console(stderr=True)
@@ -58,6 +59,21 @@ def progress_bar() -> Progress:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
     )
+
+
+def skip_nonfinite(pos: dict, cfg: TrainConfig, desc: str, epoch: int, step: int, checkpoint_dir: Path | None, out) -> None:
+    """A NaN or infinite loss: its step is skipped (no update) with a warning; after
+    ``cfg.max_nonfinite_steps`` in a row the run stops with a sentence, its last checkpoint kept."""
+    pos["nonfinite"] = pos.get("nonfinite", 0) + 1
+    pos["skipped"] = pos.get("skipped", 0) + 1
+    out.print(f"[yellow]{desc}: non-finite loss at epoch {epoch + 1} step {step}; step skipped "
+              f"({pos['nonfinite']} in a row, stop at {cfg.max_nonfinite_steps})[/]")
+    if pos["nonfinite"] >= cfg.max_nonfinite_steps:
+        kept = (f"; the last good checkpoint is kept in {checkpoint_dir}" if checkpoint_dir and find_checkpoint(checkpoint_dir)
+                else "")
+        raise KdexamError(f"{desc}: the loss was NaN or infinite for {pos['nonfinite']} steps in a row (epoch {epoch + 1}, step "
+                          f"{step}){kept}; lower the learning rate (--lr), check the data for extreme values, or turn off "
+                          "mixed precision (--set train.mixed_precision=no).")
 
 
 def fit(
@@ -105,22 +121,28 @@ def fit(
             for i, batch in enumerate(loader, start=pos["batch"] + 1):
                 with accelerator.accumulate(model):
                     loss = loss_fn(model, batch)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
+                    finite = bool(torch.isfinite(loss.detach()).all())
+                    if finite:
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and cfg.max_grad_norm:
+                            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        optimizer.step()
+                        scheduler.step()
                     optimizer.zero_grad()
-                pos.update(batch=i, step=pos["step"] + 1, running=pos["running"] + loss.item(), seen=pos["seen"] + 1)
-                step, train_loss = pos["step"], pos["running"] / pos["seen"]
+                if finite:
+                    pos.update(running=pos["running"] + loss.item(), seen=pos["seen"] + 1, nonfinite=0)
+                else:
+                    skip_nonfinite(pos, cfg, desc, epoch, pos["step"] + 1, checkpoint_dir, bar.console)
+                pos.update(batch=i, step=pos["step"] + 1)
+                step, train_loss = pos["step"], pos["running"] / max(1, pos["seen"])
                 info = f"epoch {epoch + 1} loss {train_loss:.4f} {step / (time.perf_counter() - start):.2f} it/s"
                 bar.update(job, advance=1, info=info)
                 if not bar.console.is_terminal and step % log_every == 0:  # a log file gets plain lines
                     bar.console.print(f"{desc}: step {step}/{total} {info}")
                 at_boundary = i % cfg.gradient_accumulation_steps == 0
                 if i not in eval_at:
-                    if cfg.checkpoint_every and at_boundary and step % cfg.checkpoint_every == 0:
-                        checkpoint()
+                    if cfg.checkpoint_every and at_boundary and step % cfg.checkpoint_every == 0 and not pos.get("nonfinite"):
+                        checkpoint()  # (never while losses are non-finite: the last checkpoint stays a good one)
                     continue
                 metrics = evaluate(model)
                 model.train()
@@ -156,5 +178,5 @@ def fit(
         unwrapped.load_state_dict(best_state)
     if checkpoint_dir and not cfg.keep_checkpoint:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return {"best_validation": pos["best"], "best_at": pos["best_at"], "steps": pos["step"],
+    return {"best_validation": pos["best"], "best_at": pos["best_at"], "steps": pos["step"], "skipped_steps": pos.get("skipped", 0),
             "train_seconds": round(time.perf_counter() - start, 2), "history": pos["history"]}
