@@ -84,4 +84,17 @@ class Task:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Task":
+        """The task a ``task.json`` (or a ``student.json``'s ``task``) describes; a ``ValueError``
+        that says what is wrong when it was edited into something that is not a task."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a task is a JSON object, not {type(d).__name__}")
+        if d.get("kind") not in ("classification", "token-classification", "regression"):
+            raise ValueError(f"unknown task kind {d.get('kind')!r}")
+        labels, least = d.get("labels"), {"classification": 2, "token-classification": 1}.get(d["kind"], 0)
+        if least and (not isinstance(labels, list) or len(labels) < least or not all(isinstance(x, str) for x in labels)
+                      or len(set(labels)) != len(labels)):
+            raise ValueError(f"a {d['kind']} task needs a list of at least {least} distinct label names, not {labels!r}")
+        for key, kind in (("text_pair", bool), ("primary_metric", str), ("dataset", str), ("extra", dict)):
+            if key in d and not isinstance(d[key], kind):
+                raise ValueError(f"'{key}' must be a {kind.__name__}, not {d[key]!r}")
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})

@@ -232,7 +232,8 @@ def check_keys(model: type[BaseModel], data: Any, where: str = "") -> None:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f"; did you mean '{where}{close[0]}'?" if close else f"; valid keys here: {', '.join(fields)}."
-            raise KdexamError(f"Unknown config key '{path}'{hint}")
+            shown = f"'{path}'" if path.isprintable() else repr(path)  # a key with a newline stays on one line
+            raise KdexamError(f"Unknown config key {shown}{hint}")
         sub = _submodel(fields[key].annotation)
         if sub is not None and sub.model_config.get("extra") == "allow":
             continue  # e.g. objective parameters: checked against the objective's own schema when built

@@ -114,7 +114,7 @@ def read_result(run_dir: str | Path) -> RunResult:
         raise KdexamError(f"'{run_dir}' has no metrics.json; pass run directories written by 'kdexam teacher' or 'kdexam distill'.")
     try:
         return RunResult.from_dict(json.loads(f.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # (JSONDecodeError, UnicodeDecodeError are ValueErrors)
         raise KdexamError(f"'{f}' is not a valid kdexam metrics file ({type(e).__name__}); rerun the command that wrote it.") from None
 
 

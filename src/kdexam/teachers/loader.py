@@ -104,4 +104,8 @@ def read_task(run_dir: str | Path) -> Task:
     p = Path(run_dir) / "task.json"
     if not p.is_file():
         raise KdexamError(f"'{run_dir}' has no task.json; pass a directory written by 'kdexam teacher'.")
-    return Task.from_dict(json.loads(p.read_text(encoding="utf-8")))
+    try:
+        return Task.from_dict(json.loads(p.read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise KdexamError(f"'{p}' is not a valid task description ({str(e).splitlines()[0][:120]}); restore it, "
+                          "or fine-tune the teacher again.") from None
