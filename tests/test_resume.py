@@ -1,4 +1,4 @@
-"""A run killed mid-epoch and resumed ends with the same weights as an uninterrupted run."""
+"""A run killed mid-epoch (or in its second stage) and resumed ends with the same weights as an uninterrupted run."""
 
 import subprocess
 import sys
@@ -31,3 +31,39 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(a[k], b[k]), k
     assert full.stdout.strip() == resumed.stdout.strip() == "steps 36"
     assert not (tmp_path / "resumed" / "checkpoint").exists(), "a finished run removes its checkpoint"
+
+
+STAGE_JOB = Path(__file__).parent / "stage_job.py"
+
+
+def test_sigkill_in_stage_2_resumes_without_retraining_stage_1(tmp_path, tiny_bert_dir):
+    from conftest import write_sentiment_splits
+    from kdexam import api
+
+    data = write_sentiment_splits(tmp_path / "data", 100, 20, 20)
+    api.finetune_teacher(data=data, model=tiny_bert_dir, out=tmp_path / "teacher", epochs=1, batch_size=16)
+
+    def job(out: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(STAGE_JOB), str(tmp_path / "teacher"), str(data), str(tmp_path / out), *args],
+                              capture_output=True, text=True, timeout=300)
+
+    full = job("full")
+    assert full.returncode == 0, full.stderr
+    # 64 examples in batches of 16: 4 steps an epoch, stage 1 = 8 forward passes; pass 11 is in stage 2's first epoch
+    killed = job("resumed", "--kill-at", "11")
+    assert killed.returncode == -9, killed.stderr
+    assert (tmp_path / "resumed" / "stage1-done" / "stage.json").is_file()
+    resumed = job("resumed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "stage 1 'soft' finished in an earlier run: not trained again" in resumed.stderr
+    assert "soft: step" not in resumed.stderr and "soft epoch" not in resumed.stderr, "stage 1 was trained again"
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    import json
+
+    stages = [json.loads((tmp_path / d / "metrics.json").read_text())["stages"] for d in ("full", "resumed")]
+    untimed = [{k: v for k, v in s[0].items() if k != "train_seconds"} for s in stages]
+    assert [s["stage"] for s in stages[1]] == ["soft", "gold"] and untimed[0] == untimed[1]  # stage 1's summary kept
+    assert not list((tmp_path / "resumed").glob("stage*-done")), "a finished run removes its stage records"

@@ -4,6 +4,10 @@ uninterrupted one. Tensors go to safetensors, the rest to JSON (no pickle).
 
 A checkpoint is written to ``<dir>.new`` and swapped in by renames, so a kill at
 any moment leaves either the old or the new checkpoint whole.
+
+A finished stage of a multi-stage run leaves a *stage record* (:func:`save_stage`): the
+weights it ended with, its summary and the RNG states at its end, so that a resumed run
+skips it and the next stage starts exactly as it did in the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -98,3 +102,50 @@ def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict,
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
     best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None
     return state["position"], best
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"__torch_rng__": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"__cuda_rng_{i}__"] = s
+    np_state = np.random.get_state()
+    return tensors, {"python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+                     "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], state: dict) -> None:
+    torch.set_rng_state(tensors["__torch_rng__"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("__cuda_rng_"))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    py = state["python_rng"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy_rng"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+
+
+def save_stage(directory: Path, model: torch.nn.Module, summary: dict) -> None:
+    """Record a finished stage (weights, summary, RNG states) in ``directory``, written whole or not at all."""
+    directory = Path(directory)
+    new = directory.with_name(directory.name + ".new")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    rng, rng_meta = _rng_state()
+    save_file(_state_dict(model), new / "model.safetensors")
+    save_file(rng, new / "rng.safetensors")
+    atomic_write_json(new / "stage.json", {"summary": summary, **rng_meta})
+    shutil.rmtree(directory, ignore_errors=True)
+    new.rename(directory)
+
+
+def load_stage(directory: Path, model: torch.nn.Module) -> dict | None:
+    """The summary of a finished stage recorded in ``directory``, with ``model`` and the RNG
+    states restored to the stage's end; ``None`` when there is no whole record."""
+    directory = Path(directory)
+    if not (directory / "stage.json").is_file():
+        return None
+    state = json.loads((directory / "stage.json").read_text(encoding="utf-8"))
+    model.load_state_dict(load_file(directory / "model.safetensors"))
+    _set_rng_state(load_file(directory / "rng.safetensors"), state)
+    return state["summary"]

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from kdexam.students.crf import crf_params
 from kdexam.students.registry import build_student, count_parameters, save_student
 from kdexam.tasks import Task
 from kdexam.teachers.teacher import Teacher, check_same_tokenization, read_teacher_config
+from kdexam.training.checkpoint import load_stage, save_stage
 from kdexam.training.distiller import Distiller, TeacherSide, student_outputs
 from kdexam.training.stages import apply_unfreeze, stage_objectives, stage_train_config, stages_of
 from kdexam.training.trainer import fit, make_accelerator
@@ -101,6 +103,11 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
                       f"parameters; {train_cfg.epochs} epochs at lr {train_cfg.learning_rate:g}")
         citations += [c for c in objective.citations() if c not in citations]
         distiller = Distiller(student, objective)
+        record = out / f"stage{n + 1}-done"
+        if resume and (done := load_stage(record, distiller)) is not None:
+            console.print(f"stage {n + 1} '{stage.name}' finished in an earlier run: not trained again ({record})")
+            summaries.append(done)
+            continue
 
         def loss_fn(model, batch, objective=objective):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -119,6 +126,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         summaries.append({"stage": stage.name, "objectives": objective.names, "data": stage.data, "examples": len(loader.dataset),
                           **{k: v for k, v in summary.items() if k != "history"}})
         student = accelerator.unwrap_model(distiller).student
+        if n < len(plans) - 1:  # a later stage killed and resumed starts from here
+            save_stage(record, accelerator.unwrap_model(distiller), summaries[-1])
 
     result = evaluate_run(cfg, data, task, teacher, evaluated, student, tokenizer, feats[split], split)
     train_out = teacher_side.outputs
@@ -131,6 +140,9 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     result.seconds = round(time.perf_counter() - started, 2)
     save_student(student, tokenizer, cfg.student, task, out)
     result.write(out)
+    if not cfg.train.keep_checkpoint:
+        for record in out.glob("stage*-done"):
+            shutil.rmtree(record, ignore_errors=True)
     refresh_card(out)
     return result
 
