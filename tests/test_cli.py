@@ -99,5 +99,9 @@ def test_teacher_cli_runs(tiny_bert_dir, sentiment_dir, tmp_path, capsys):
                             "--epochs", "1", "--max-train", "32", "--seed", "7"], capsys)
     assert code == 0
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert m["teacher"]["metrics"]["accuracy"] >= 0 and "accuracy" in out
+    accuracy = m["teacher"]["metrics"]["accuracy"]
+    assert f"{accuracy:.4f}" in out  # the printed table shows the stored score
+    from kdexam import api
+
+    assert api.evaluate(tmp_path / "run")["teacher"]["metrics"]["accuracy"] == pytest.approx(accuracy)  # scored again from disk
     assert "seed: 7" in (tmp_path / "run" / "config.yaml").read_text()

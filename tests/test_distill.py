@@ -139,7 +139,7 @@ def test_distill_cli_and_report(teacher_run, tmp_path, capsys):
     spec = json.loads((tmp_path / "s" / "student.json").read_text())
     assert "retention" in capsys.readouterr().out
     assert load_file(tmp_path / "s" / "model.safetensors")["embeddings.word.weight"].shape[1] == 16
-    assert spec  # student.json is written
+    assert spec["spec"]["kind"] == "bilstm" and spec["spec"]["embedding_dim"] == 16 and spec["spec"]["hidden_size"] == 8
     with pytest.raises(SystemExit) as e:
         main(["report", str(teacher_run / "run"), str(tmp_path / "s"), "--out", str(tmp_path / "table.json")])
     assert e.value.code == 0

@@ -34,7 +34,8 @@ def test_tagging_students_subword_and_word_level(tagging_teacher, tmp_path):
     for kind in ("bert-tiny", "teacher-layers:1"):  # transformer students tag per subword with their HF token head
         r = api.distill(teacher=tagging_teacher / "run", data=tagging_teacher / "data", student=kind,
                         out=tmp_path / kind.replace(":", "-"), epochs=2, batch_size=16)
-        assert r["task"] == "token-classification" and 0 <= r["student"]["loyalty"]["label"] <= 1, kind
+        assert r["task"] == "token-classification", kind
+        _loyalty_is_consistent(r, out=tmp_path / kind.replace(":", "-"))
 
 
 def test_regression_student_reports_regression_loyalty(tiny_bert_dir, tmp_path):
@@ -58,5 +59,15 @@ def test_pair_students(tiny_bert_dir, tmp_path):
                         ("bert-tiny", {}), ("teacher-layers:1", {})):
         out = tmp_path / (kind.replace(":", "-") + "-".join(["", *extra.values()]))
         r = api.distill(teacher=tmp_path / "teacher", data=data, student=kind, out=out, epochs=1, **extra)
-        assert r["task"] == "classification" and 0 <= r["student"]["loyalty"]["label"] <= 1, kind
-        assert r["student"]["metrics"]["accuracy"] > 0.0
+        assert r["task"] == "classification", kind
+        _loyalty_is_consistent(r, out=out)
+
+
+def _loyalty_is_consistent(r: dict, out) -> None:
+    """Label loyalty is at least P(both right) >= acc_S + acc_T - 1 (same examples), and scoring the
+    saved student again (``kdexam evaluate``) gives the same accuracy and loyalty."""
+    s, t = r["student"], r["teacher"]
+    assert s["loyalty"]["label"] >= s["metrics"]["accuracy"] + t["metrics"]["accuracy"] - 1 - 1e-9, r
+    again = api.evaluate(out, split=r["split"])
+    assert again["student"]["metrics"]["accuracy"] == pytest.approx(s["metrics"]["accuracy"])
+    assert again["student"]["loyalty"]["label"] == pytest.approx(s["loyalty"]["label"])
