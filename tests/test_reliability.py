@@ -234,3 +234,24 @@ def test_a_non_finite_loss_skips_its_step_and_too_many_stop_the_run(tmp_path):
     from kdexam.training.checkpoint import find_checkpoint
 
     assert find_checkpoint(tmp_path / "b" / "checkpoint") is not None
+
+
+def test_the_source_never_runs_untrusted_code_or_unpickles():
+    """A static guard: no pickle, no unsafe YAML, no torch.load without weights_only, no trust_remote_code=True."""
+    import re
+    from pathlib import Path
+
+    import kdexam
+
+    root = Path(kdexam.__file__).parent
+    bad = {"pickle import": r"^\s*(import|from)\s+(c?pickle|dill|joblib)\b", "yaml.load": r"yaml\.load\(",
+           "unsafe yaml": r"yaml\.(unsafe_load|full_load)\(", "trust_remote_code=True": r"trust_remote_code\s*=\s*True",
+           "allow_pickle=True": r"allow_pickle\s*=\s*True"}
+    found = []
+    for f in sorted(root.rglob("*.py")):
+        text = f.read_text(encoding="utf-8")
+        found += [f"{f.relative_to(root)}: {name}" for name, pattern in bad.items() if re.search(pattern, text, re.M)]
+        found += [f"{f.relative_to(root)}: torch.load without weights_only=True" for call in re.findall(r"torch\.load\([^)]*\)", text)
+                  if "weights_only=True" not in call]
+    assert not found, found
+    assert len(list(root.rglob("*.py"))) > 50  # it did read the package
