@@ -7,6 +7,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from conftest import write_sentiment_splits
+from run_factory import runs  # noqa: F401  (fixture)
 from kdexam import api
 from kdexam.cli import main
 from kdexam.errors import KdexamError
@@ -255,3 +256,47 @@ def test_the_source_never_runs_untrusted_code_or_unpickles():
                   if "weights_only=True" not in call]
     assert not found, found
     assert len(list(root.rglob("*.py"))) > 50  # it did read the package
+
+
+def test_student_files_are_replaced_as_one_unit(runs, tmp_path, monkeypatch):  # noqa: F811
+    import os
+
+    from safetensors.torch import load_file as load
+
+    from kdexam.students import registry
+
+    run = shutil.copytree(runs.student("cnn", "cls"), tmp_path / "s")
+    model, tok, spec, task = registry.load_student(run)
+    old = load(run / "model.safetensors")
+    # a kill while the new files are moved in: no student.json is left, so nothing loads half old, half new
+    moved = {"n": 0}
+    real_replace = os.replace
+
+    def dying_replace(src, dst):
+        moved["n"] += 1
+        if moved["n"] == 2:
+            raise KeyboardInterrupt  # stands in for the kill
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(registry.os, "replace", dying_replace)
+    with torch_no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        registry.save_student(model, tok, spec, task, run)
+    monkeypatch.setattr(registry.os, "replace", real_replace)
+    with pytest.raises(KdexamError, match="has no student.json"):
+        registry.load_student(run)
+    registry.save_student(model, tok, spec, task, run)  # saving again completes it
+    assert not all((load(run / "model.safetensors")[k] == old[k]).all() for k in old)
+    registry.load_student(run)
+    # weights replaced behind student.json's back are caught by the recorded hash
+    shutil.copy(runs.student("cnn", "cls") / "model.safetensors", run / "model.safetensors")
+    with pytest.raises(KdexamError, match="SHA-256 differs"):
+        registry.load_student(run)
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()

@@ -40,7 +40,7 @@ from typing import Any
 from torch import nn
 
 from kdexam.errors import KdexamError
-from kdexam.paths import atomic_write_json, temp_prefix
+from kdexam.paths import atomic_write_json, sha256_file, temp_prefix
 from kdexam.config.students import StudentSpec
 from kdexam.tasks import TASK_KINDS, Task
 
@@ -282,9 +282,12 @@ def _weights_owner(model: nn.Module) -> nn.Module:
 
 def save_student(model: nn.Module, tokenizer, spec: StudentSpec, task: Task, out_dir: str | Path) -> Path:
     """Write ``model.safetensors``, ``student.json`` (spec, task, architecture, build info,
-    parameter counts), the tokenizer files and, for transformer students, the HF
-    ``config.json``. Files are written in a temporary folder and moved in, ``student.json``
-    last, so a reader never sees a half-written student."""
+    parameter counts, the weights' SHA-256), the tokenizer files and, for transformer students,
+    the HF ``config.json``. The files are written in a temporary folder; then the old
+    ``student.json`` is removed, the files moved in, and the new ``student.json`` written last.
+    The folder holds one whole student at every moment or none: a kill in between leaves no
+    ``student.json`` (loading says so), never old and new files mixed; the recorded hash catches
+    weights replaced afterwards."""
     from safetensors.torch import save_model
 
     family = getattr(model, "family", None)
@@ -302,12 +305,15 @@ def save_student(model: nn.Module, tokenizer, spec: StudentSpec, task: Task, out
         if family == "hf":
             owner.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        weights_sha256 = sha256_file(tmp / WEIGHTS_FILE)
+        (out / STUDENT_FILE).unlink(missing_ok=True)  # from here until the new one is written: no student
         for f in tmp.iterdir():
             if f.is_file():
                 os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     record = {
+        "weights_sha256": weights_sha256,
         "format_version": FORMAT_VERSION,
         "kind": spec.kind,
         "spec": spec.model_dump(mode="json"),
@@ -365,6 +371,9 @@ def load_student(run_dir: str | Path) -> tuple[nn.Module, Any, StudentSpec, Task
                           "save the student again with save_student.") from None
     if not (d / WEIGHTS_FILE).is_file():
         raise KdexamError(f"'{run_dir}' has no {WEIGHTS_FILE}; the student was not saved completely, save it again.")
+    if record.get("weights_sha256") and sha256_file(d / WEIGHTS_FILE) != record["weights_sha256"]:
+        raise KdexamError(f"'{d / WEIGHTS_FILE}' is not the file {STUDENT_FILE} was saved with (its SHA-256 differs): it was "
+                          "replaced or damaged; distil the student again.")
     quiet_transformers()
     model = build_from_architecture(arch)
     load_model(_weights_owner(model), str(d / WEIGHTS_FILE), strict=True)
