@@ -165,7 +165,8 @@ def _cost(side: ModelResult, teacher: ModelResult | None) -> list[str]:
     rss = {k: v.get("peak_mb") for k, v in (eff.get("peak_rss_mb") or {}).items() if v and v.get("peak_mb")}
     if rss:
         out.append("- Peak memory serving (fresh process): " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items()))
-    out += ["", f"End-to-end latency, text in to prediction out ({settings.get('threads', '?')} threads, "
+    threads = settings.get("threads", "?")
+    out += ["", f"End-to-end latency, text in to prediction out ({threads} thread{'' if threads == 1 else 's'}, "
             f"{settings.get('cpu') or 'CPU'}; speedup against the teacher in the same run):", "",
             "| backend | device | batch | p50 ms | p95 ms | texts/s | speedup |", "|---|---|---:|---:|---:|---:|---:|"]
     for row in eff.get("latency", []):
