@@ -52,7 +52,7 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
         return
     if overwrite:
         Console(stderr=True).print(f"[yellow]--overwrite:[/] removing the run in {out}")
-        shutil.rmtree(out)
+        shutil.rmtree(out, ignore_errors=True)  # (ignore: another process of a parallel launch may remove it too)
         return
     keys = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
     if resume:

@@ -91,7 +91,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     if len(transfer.segments) > 1:
         transfer.write(out / "transfer.jsonl")
     log_path = out / "train_log.jsonl"
-    if not resume:
+    main = accelerator.is_main_process  # in a parallel launch, one process writes the run's files
+    if not resume and main:
         log_path.unlink(missing_ok=True)
     summaries, citations = [], []
     for n, (stage, objective) in enumerate(plans):
@@ -127,7 +128,9 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
                           **{k: v for k, v in summary.items() if k != "history"}})
         student = accelerator.unwrap_model(distiller).student
         if n < len(plans) - 1:  # a later stage killed and resumed starts from here
-            save_stage(record, accelerator.unwrap_model(distiller), summaries[-1])
+            if main:
+                save_stage(record, accelerator.unwrap_model(distiller), summaries[-1])
+            accelerator.wait_for_everyone()
 
     result = evaluate_run(cfg, data, task, teacher, evaluated, student, tokenizer, feats[split], split)
     train_out = teacher_side.outputs
@@ -138,12 +141,14 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         "transfer": transfer.report, "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes,
     })
     result.seconds = round(time.perf_counter() - started, 2)
-    save_student(student, tokenizer, cfg.student, task, out)
-    result.write(out)
-    if not cfg.train.keep_checkpoint:
-        for record in out.glob("stage*-done"):
-            shutil.rmtree(record, ignore_errors=True)
-    refresh_card(out)
+    if main:
+        save_student(student, tokenizer, cfg.student, task, out)
+        result.write(out)
+        if not cfg.train.keep_checkpoint:
+            for record in out.glob("stage*-done"):
+                shutil.rmtree(record, ignore_errors=True)
+        refresh_card(out)
+    accelerator.wait_for_everyone()
     return result
 
 

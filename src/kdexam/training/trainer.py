@@ -30,7 +30,11 @@ console = Console(stderr=True)
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    """CPU or GPU, with bf16/fp16 autocast on GPU when ``mixed_precision`` is ``auto``."""
+    """CPU or GPU, with bf16/fp16 autocast on GPU when ``mixed_precision`` is ``auto``. Under
+    ``torchrun`` / ``accelerate launch`` it is one of several data-parallel processes (gloo on CPUs,
+    NCCL on GPUs; see docs/scaling.md)."""
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
+
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     precision = cfg.mixed_precision
@@ -38,7 +42,20 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         precision = "no"
         if torch.cuda.is_available():
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    # cpu=True lets Accelerate see a torchrun launch on a machine without a GPU (else it runs alone);
+    # unused parameters (a pooling a student does not use for this task) must not stall the gradient all-reduce
+    # split_batches: the processes share each batch (see shard), so the LR schedule steps once per batch
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                       cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(split_batches=True),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def shard(batch: dict, accelerator: Accelerator) -> dict:
+    """This process's rows of a batch: every ``num_processes``-th row from its ``process_index``.
+    The processes share each batch of the single-process run (same padding), and the averaged
+    gradient is that batch's gradient (exactly, when the rows divide evenly)."""
+    n = accelerator.num_processes
+    return batch if n == 1 else {k: v[accelerator.process_index::n] for k, v in batch.items()}
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
@@ -104,11 +121,13 @@ def fit(
     def checkpoint() -> None:
         if checkpoint_dir:
             pos["seconds"] = time.perf_counter() - start
-            save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, pos, best_state)
+            if accelerator.is_main_process:  # one writer; the others wait until it is whole
+                save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, pos, best_state)
+            accelerator.wait_for_everyone()
 
     eval_at = {round(len(loader) * k / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
     start = time.perf_counter() - pos["seconds"]
-    log = open(log_path, "a", encoding="utf-8") if log_path else None
+    log = open(log_path, "a", encoding="utf-8") if log_path and accelerator.is_main_process else None
     with progress_bar() as bar:
         total = len(loader) * cfg.epochs
         job = bar.add_task(desc, total=total, completed=pos["step"], info="")
@@ -120,8 +139,11 @@ def fit(
             model.train()
             for i, batch in enumerate(loader, start=pos["batch"] + 1):
                 with accelerator.accumulate(model):
-                    loss = loss_fn(model, batch)
-                    finite = bool(torch.isfinite(loss.detach()).all())
+                    loss = loss_fn(model, shard(batch, accelerator))
+                    finite_t = torch.isfinite(loss.detach()).all().float().reshape(1)
+                    if accelerator.num_processes > 1:  # every process skips, or none: a lone skip would stall the all-reduce
+                        finite_t = accelerator.gather(finite_t).min().reshape(1)
+                    finite = bool(finite_t.item())
                     if finite:
                         accelerator.backward(loss)
                         if accelerator.sync_gradients and cfg.max_grad_norm:
@@ -176,7 +198,8 @@ def fit(
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
         unwrapped.load_state_dict(best_state)
-    if checkpoint_dir and not cfg.keep_checkpoint:
+    accelerator.wait_for_everyone()
+    if checkpoint_dir and not cfg.keep_checkpoint and accelerator.is_main_process:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return {"best_validation": pos["best"], "best_at": pos["best_at"], "steps": pos["step"], "skipped_steps": pos.get("skipped", 0),
             "train_seconds": round(time.perf_counter() - start, 2), "history": pos["history"]}
