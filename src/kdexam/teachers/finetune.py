@@ -80,11 +80,13 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
                     "train_seconds": summary["train_seconds"], "total_seconds": round(time.perf_counter() - started, 2)},
         "notes": data.notes,
     }
-    save_model(model, tokenizer, out)
-    atomic_write_json(out / "task.json", task.to_dict())
-    save_config(cfg, out / "config.yaml")
-    atomic_write_json(out / "metrics.json", result)
-    refresh_card(out)
+    if accelerator.is_main_process:  # in a parallel launch, one process writes the run's files
+        save_model(model, tokenizer, out)
+        atomic_write_json(out / "task.json", task.to_dict())
+        save_config(cfg, out / "config.yaml")
+        atomic_write_json(out / "metrics.json", result)
+        refresh_card(out)
+    accelerator.wait_for_everyone()
     return result
 
 
