@@ -58,17 +58,10 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, position: dict
     if best_state is not None:
         save_file({k: v.contiguous() for k, v in best_state.items()}, new / "best.safetensors")
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-    opt_tensors["__torch_rng__"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            opt_tensors[f"__cuda_rng_{i}__"] = s
-    save_file(opt_tensors, new / "optimizer.safetensors")
-    np_state = np.random.get_state()
-    atomic_write_json(new / "state.json", {
-        "position": position, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
-        "python_rng": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-        "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-    })
+    rng, rng_meta = _rng_state()
+    save_file({**opt_tensors, **rng}, new / "optimizer.safetensors")
+    atomic_write_json(new / "state.json", {"position": position, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+                                           **rng_meta})
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
         directory.rename(old)
@@ -90,16 +83,10 @@ def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict,
     state = json.loads((directory / "state.json").read_text())
     model.load_state_dict(load_file(directory / "model.safetensors"))
     tensors = load_file(directory / "optimizer.safetensors")
-    torch.set_rng_state(tensors.pop("__torch_rng__"))
-    cuda = [tensors.pop(k) for k in sorted(k for k in list(tensors) if k.startswith("__cuda_rng_"))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
+    rng = {k: tensors.pop(k) for k in list(tensors) if k.startswith("__")}  # the RNG states saved beside the optimizer's
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
-    py = state["python_rng"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy_rng"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
+    _set_rng_state(rng, state)
     best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None
     return state["position"], best
 
