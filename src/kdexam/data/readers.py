@@ -369,17 +369,7 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
         notes.append(f"validation carved from train ({len(val)} examples, seed {seed}{', stratified' if stratify else ''})")
 
     # Fix the label types, then the seeded shuffle and --max-train / --max-eval.
-    for split, examples in splits.items():
-        for e in examples:
-            if kind == "regression":
-                try:
-                    e.label = float(e.label)
-                except (TypeError, ValueError):
-                    raise KdexamError(f"Dataset '{cfg.name}' {split} has label {e.label!r}, which is not a number, but the task is regression; check --label-column or --task.") from None
-            elif kind == "classification":
-                e.label = str(e.label)
-    if kind == "regression":
-        check_targets(splits, cfg.name)
+    type_labels(splits, kind, cfg.name)
     train = train[:]
     random.Random(seed).shuffle(train)
     if cfg.max_train:
@@ -410,6 +400,22 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     if task.primary_metric not in valid_metrics:
         raise KdexamError(f"Primary metric '{task.primary_metric}' does not exist for {kind}; choose one of: {', '.join(valid_metrics)}.")
     return DataSplits(name, task, train, val, test, notes)
+
+
+def type_labels(splits: dict[str, list[Example]], kind: str, name) -> None:
+    """Labels as the task reads them, in place: class names as strings, regression targets as
+    finite floats that vary (:func:`check_targets`); tag lists stay as they are."""
+    for split, examples in splits.items():
+        for e in examples:
+            if kind == "regression":
+                try:
+                    e.label = float(e.label)
+                except (TypeError, ValueError):
+                    raise KdexamError(f"Dataset '{name}' {split} has label {e.label!r}, which is not a number, but the task is regression; check --label-column or --task.") from None
+            elif kind == "classification":
+                e.label = str(e.label)
+    if kind == "regression":
+        check_targets(splits, name)
 
 
 def check_targets(splits: dict[str, list[Example]], name) -> None:

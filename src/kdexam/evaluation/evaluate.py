@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kdexam.config import DataConfig
-from kdexam.data.readers import Example, infer_task, load_data, read_file
+from kdexam.data.readers import Example, infer_task, load_data, read_file, type_labels
 from kdexam.errors import KdexamError
 from kdexam.evaluation.loyalty import compare
 from kdexam.evaluation.predict import decode
@@ -141,6 +141,8 @@ def data_config(recorded: dict, data: str | None, max_eval: int | None, options:
 def examples_to_score(cfg: DataConfig, split: str, seed: int, model_task: Task, run: Path) -> tuple[list[Example], str, str, Task]:
     """The labelled examples to score, the dataset's name, the split's name, and the model's task
     with this data's primary metric; a sentence when the data does not fit the model's head."""
+    from kdexam.training.distill import check_data_fits_head
+
     path = Path(str(cfg.name)).expanduser()
     if path.is_file():
         examples = read_file(path, cfg)
@@ -149,10 +151,9 @@ def examples_to_score(cfg: DataConfig, split: str, seed: int, model_task: Task, 
                               "pass --label-column NAME, or use 'kdexam predict' for unlabelled text.")
         kind = model_task.kind if isinstance(examples[0].text, list) == (model_task.kind == "token-classification") \
             else infer_task(examples)
-        _type_labels(examples, kind, cfg.name)
+        type_labels({path.name: examples}, kind, cfg.name)
         examples = examples[: cfg.max_eval] if cfg.max_eval else examples
-        name, split_name = path.stem, path.name
-        data_task = Task(kind, None, examples[0].text_pair is not None, cfg.primary_metric or "")
+        name, split_name, metric = path.stem, path.name, cfg.primary_metric or ""
     else:
         loaded = load_data(cfg, seed)
         examples = loaded.split(split) or []
@@ -160,32 +161,10 @@ def examples_to_score(cfg: DataConfig, split: str, seed: int, model_task: Task, 
             raise KdexamError(f"Dataset '{cfg.name}' has no {split} split; pass --split validation (or train).")
         if split == "train" and cfg.max_eval:
             examples = examples[: cfg.max_eval]
-        name, split_name, data_task, kind = loaded.name, split, loaded.task, loaded.task.kind
-    if kind != model_task.kind:
-        raise KdexamError(f"'{run}' was trained for {model_task.kind} but '{cfg.name}' is {kind}; evaluate it on data of its task.")
-    if data_task.text_pair != model_task.text_pair:
-        want = "text pairs" if model_task.text_pair else "single texts"
-        raise KdexamError(f"'{run}' reads {want} but '{cfg.name}' does not; check --data and the text pair column.")
-    if kind != "regression":
-        known = set(model_task.labels or [])
-        seen = {t for e in examples for t in (e.label if isinstance(e.label, list) else [e.label])}
-        if seen - known:
-            raise KdexamError(f"Labels {sorted(seen - known)} of '{cfg.name}' are unknown to '{run}' (it knows "
-                              f"{model_task.labels}); evaluate it on data with its label set.")
-    metric = cfg.primary_metric or data_task.primary_metric or ""
-    return examples, name, split_name, Task(model_task.kind, model_task.labels, model_task.text_pair, metric, name)
-
-
-def _type_labels(examples: list[Example], kind: str, name) -> None:
-    for e in examples:
-        if kind == "regression":
-            try:
-                e.label = float(e.label)
-            except (TypeError, ValueError):
-                raise KdexamError(f"'{name}' has label {e.label!r}, which is not a number, but the model is a regressor; "
-                                  "check --label-column.") from None
-        elif kind == "classification":
-            e.label = str(e.label)  # as load_data types a training file's labels
+        name, split_name, kind, metric = loaded.name, split, loaded.task.kind, loaded.task.primary_metric
+    seen = None if kind == "regression" else sorted({t for e in examples for t in (e.label if isinstance(e.label, list) else [e.label])})
+    data_task = Task(kind, seen, examples[0].text_pair is not None, metric)
+    return examples, name, split_name, check_data_fits_head(data_task, name, model_task, f"'{run}'")
 
 
 def teacher_at_hand(run: Path, teacher: str | Path | None, recorded: dict, notes: list[str]) -> Path | None:

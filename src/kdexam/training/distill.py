@@ -221,14 +221,21 @@ def with_teacher_data(cfg: DistillRunConfig, teacher_dir: Path) -> DistillRunCon
 
 def check_data_fits_teacher(data: DataSplits, teacher_task: Task, teacher_dir: Path) -> Task:
     """The student's task: the teacher's head (labels in the teacher's order) on this data."""
-    if data.task.kind != teacher_task.kind:
-        raise KdexamError(f"Teacher '{teacher_dir}' was trained for {teacher_task.kind} but the data '{data.name}' is "
-                          f"{data.task.kind}; distil with data of the teacher's task or fine-tune a teacher for this one.")
-    if data.task.text_pair != teacher_task.text_pair:
-        want = "text pairs" if teacher_task.text_pair else "single texts"
-        raise KdexamError(f"Teacher '{teacher_dir}' reads {want} but the data '{data.name}' does not; check --data and the text pair column.")
-    extra = set(data.task.labels or []) - set(teacher_task.labels or [])
+    return check_data_fits_head(data.task, data.name, teacher_task, f"Teacher '{teacher_dir}'")
+
+
+def check_data_fits_head(data_task: Task, data_name: str, head: Task, owner: str) -> Task:
+    """``head``'s task (its labels, in its order) with the data's primary metric, when data whose
+    task is ``data_task`` (its ``labels``: every label it holds) fits that head; else a sentence
+    about ``owner`` (the model whose head it is)."""
+    if data_task.kind != head.kind:
+        raise KdexamError(f"{owner} was trained for {head.kind} but the data '{data_name}' is {data_task.kind}; "
+                          "use data of its task (or fine-tune a teacher for this one).")
+    if data_task.text_pair != head.text_pair:
+        want = "text pairs" if head.text_pair else "single texts"
+        raise KdexamError(f"{owner} reads {want} but the data '{data_name}' does not; check --data and the text pair column.")
+    extra = set(data_task.labels or []) - set(head.labels or [])
     if extra:
-        raise KdexamError(f"Labels {sorted(extra)} of '{data.name}' are unknown to the teacher '{teacher_dir}' "
-                          f"(it knows {teacher_task.labels}); use data with the teacher's label set.")
-    return Task(teacher_task.kind, teacher_task.labels, teacher_task.text_pair, data.task.primary_metric, data.name)
+        raise KdexamError(f"Labels {sorted(extra)} of '{data_name}' are unknown to {owner} (it knows {head.labels}); "
+                          "use data with its label set.")
+    return Task(head.kind, head.labels, head.text_pair, data_task.primary_metric, data_name)
