@@ -52,7 +52,9 @@ def refresh_card(run_dir: str | Path) -> Path | None:
 
 def render_card(run: Path) -> str:
     r = read_result(run)
-    cfg = _config(run)
+    from kdexam.teachers.teacher import read_teacher_config  # (any run's config.yaml, despite the name)
+
+    cfg = read_teacher_config(run)
     student = r.student is not None
     side = r.student or r.teacher
     kind = r.task or "classification"
@@ -184,14 +186,6 @@ def _usage(run: Path, kind: str) -> list[str]:
             "```python", "from kdexam import api", "", f'model = api.load_student("{run}")',
             'model.predict(["a gripping, funny film"])' if kind != "token-classification"
             else 'model.predict([["Saya", "makan", "nasi"]])', "```", ""]
-
-
-def _config(run: Path) -> dict:
-    p = run / "config.yaml"
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8")) or {} if p.is_file() else {}
-    except yaml.YAMLError:
-        return {}
 
 
 def _labels(run: Path) -> list:

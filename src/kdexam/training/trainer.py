@@ -140,10 +140,10 @@ def fit(
             for i, batch in enumerate(loader, start=pos["batch"] + 1):
                 with accelerator.accumulate(model):
                     loss = loss_fn(model, shard(batch, accelerator))
-                    finite_t = torch.isfinite(loss.detach()).all().float().reshape(1)
+                    value = loss.item()  # the one device sync of the step (the running loss uses it too)
+                    finite = math.isfinite(value)
                     if accelerator.num_processes > 1:  # every process skips, or none: a lone skip would stall the all-reduce
-                        finite_t = accelerator.gather(finite_t).min().reshape(1)
-                    finite = bool(finite_t.item())
+                        finite = bool(accelerator.gather(torch.tensor([float(finite)], device=loss.device)).min().item())
                     if finite:
                         accelerator.backward(loss)
                         if accelerator.sync_gradients and cfg.max_grad_norm:
@@ -152,7 +152,7 @@ def fit(
                         scheduler.step()
                     optimizer.zero_grad()
                 if finite:
-                    pos.update(running=pos["running"] + loss.item(), seen=pos["seen"] + 1, nonfinite=0)
+                    pos.update(running=pos["running"] + value, seen=pos["seen"] + 1, nonfinite=0)
                 else:
                     skip_nonfinite(pos, cfg, desc, epoch, pos["step"] + 1, checkpoint_dir, bar.console)
                 pos.update(batch=i, step=pos["step"] + 1)
