@@ -150,6 +150,19 @@ def teacher(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list
     out.print(f"trained in {t['train_seconds']:.0f} s; run directory: {cfg.out}")
 
 
+def _scores_table(rows: list[tuple[str, dict]], metrics: list[str], title: str) -> Table:
+    """Teacher and/or student rows of a result (``metrics.json`` sides): params, ``metrics`` and loyalty."""
+    t = Table(title=title)
+    for c in ["model", "params", *metrics, "label loyalty", "prob. loyalty"]:
+        t.add_column(c, justify="left" if c == "model" else "right")
+    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+    for label, side in rows:
+        loyal = side.get("loyalty") or {}
+        t.add_row(label, f"{side['params']:,}", *(fmt(side["metrics"].get(m)) for m in metrics),
+                  fmt(loyal.get("label", loyal.get("regression"))), fmt(loyal.get("probability", loyal.get("pearson"))))
+    return t
+
+
 @app.command()
 @flag_options(DISTILL_FLAGS, DistillRunConfig)
 def distill(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list[str]] = SetOpt,
@@ -162,17 +175,9 @@ def distill(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list
     if r.get("general"):
         out.print(f"general distillation done; encoder saved in {cfg.out} (start a student from it with --init-from {cfg.out})")
         return
-    pm = r["primary_metric"]
     student, teacher_side = r["student"], r["teacher"]
-    loyal = student.get("loyalty") or {}
-    t = Table(title=f"{student['name']} distilled from {teacher_side['name']} on {r['dataset']} ({r['split']})")
-    for c in ("model", "params", pm, "label loyalty", "prob. loyalty"):
-        t.add_column(c)
-    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-    t.add_row("teacher", f"{teacher_side['params']:,}", fmt(teacher_side["metrics"].get(pm)), "", "")
-    t.add_row("student", f"{student['params']:,}", fmt(student["metrics"].get(pm)),
-              fmt(loyal.get("label", loyal.get("regression"))), fmt(loyal.get("probability", loyal.get("pearson"))))
-    out.print(t)
+    out.print(_scores_table([("teacher", teacher_side), ("student", student)], [r["primary_metric"]],
+                            f"{student['name']} distilled from {teacher_side['name']} on {r['dataset']} ({r['split']})"))
     parts = [f"retention {r['retention']:.3f}" if r.get("retention") is not None else None,
              f"{r['compression']:.1f}x fewer parameters" if r.get("compression") is not None else None]
     out.print(", ".join(p for p in parts if p) + ("; " if any(parts) else "") + f"run directory: {cfg.out}")
@@ -231,15 +236,8 @@ def evaluate(
     sides = [("teacher", r["teacher"])] if r.get("teacher", {}).get("metrics") else []
     sides += [("student", r["student"])] if r.get("student") else []
     metrics = [pm] + [k for k in (sides[-1][1]["metrics"] if sides else {}) if k != pm]
-    t = Table(title=f"{run} on {r['dataset']} ({r['split']}, {ev['examples']:,} examples)")
-    for c in ["model", "params", *metrics, "label loyalty", "prob. loyalty"]:
-        t.add_column(c, justify="left" if c == "model" else "right")
-    fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-    for role, side in sides:
-        loyal = side.get("loyalty") or {}
-        t.add_row(f"{role} {side['name']}", f"{side['params']:,}", *(fmt(side["metrics"].get(m)) for m in metrics),
-                  fmt(loyal.get("label", loyal.get("regression"))), fmt(loyal.get("probability", loyal.get("pearson"))))
-    out.print(t)
+    out.print(_scores_table([(f"{role} {side['name']}", side) for role, side in sides], metrics,
+                            f"{run} on {r['dataset']} ({r['split']}, {ev['examples']:,} examples)"))
     if r.get("retention") is not None:
         out.print(f"retention {r['retention']:.3f}")
     for note in r.get("notes", []):

@@ -73,6 +73,8 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
         raise KdexamError(f"Split '{split}' does not exist; choose one of: {', '.join(SPLITS)}.")
     if batch_size < 1:
         raise KdexamError(f"Batch size must be at least 1, not {batch_size}.")
+    if out is not None and Path(out).resolve() == (run / "metrics.json").resolve():
+        raise KdexamError(f"'{out}' is the run's own metrics.json; write the evaluation to another file.")
     model = load_torch_model(run)
     recorded = read_teacher_config(run)
     data_cfg = data_config(recorded.get("data") or {}, data, max_eval, data_options or {}, run)
@@ -111,11 +113,7 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
     result.extra = {"evaluated": {"run": str(run), "role": model.role, "data": data_cfg.name, "split": split_name,
                                   "examples": len(examples), "max_length": data_cfg.max_length}, "notes": notes}
     if out is not None:
-        out = Path(out)
-        if out.resolve() == (run / "metrics.json").resolve():
-            raise KdexamError(f"'{out}' is the run's own metrics.json; write the evaluation to another file.")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out, result.to_dict())
+        atomic_write_json(out, result.to_dict())  # (creates the parent folder)
     return result
 
 
