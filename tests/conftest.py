@@ -55,7 +55,8 @@ def build_tokenizer():
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = sorted(set(POS_WORDS + NEG_WORDS + FILLER))
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = specials + words + [f"##{w}" for w in words] + letters + [f"##{c}" for c in letters]
+    # ("a" is a word and a letter: keep one id per token, so ids run 0 … len - 1)
+    vocab = list(dict.fromkeys(specials + words + [f"##{w}" for w in words] + letters + [f"##{c}" for c in letters]))
     tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -64,7 +64,7 @@ class Flag:
         if isinstance(given, Path):
             given = str(given)
         if self.multiple:
-            items = list(given) if isinstance(given, (list, tuple)) else [given]
+            items = [str(v) if isinstance(v, Path) else v for v in (given if isinstance(given, (list, tuple)) else [given])]
             return [self.convert(v) if self.convert else v for v in items]
         return self.convert(given) if self.convert else given
 
@@ -253,7 +253,15 @@ TEACHER_FLAGS: dict[str, Flag] = {f.name: f for f in (
 """``kdexam teacher`` flags = keywords of :func:`teacher_config`."""
 
 DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
-    Flag("teacher", "teacher", help="Teacher run directory written by 'kdexam teacher'."),
+    Flag("teacher", "teachers", multiple=True, metavar="DIR",
+         help="Teacher run directory written by 'kdexam teacher'; repeat it to distil an ensemble of teachers "
+              "(each tokenizes the text itself; see --combine, --weighting)."),
+    Flag("combine", "ensemble.combine", help="Several teachers: average their probabilities (probs, default) or logits."),
+    Flag("weighting", "ensemble.weighting",
+         help="Several teachers: member weights equal (default) | fixed (--teacher-weights) | validation (each member's "
+              "validation score) | confidence (per example, each member's largest probability)."),
+    Flag("teacher_weights", "ensemble.weights", convert=lambda s: parse_list(s, "--teacher-weights"), metavar="W,W",
+         help="Several teachers with --weighting fixed: one weight per --teacher, in order, e.g. 0.7,0.3."),
     replace(DATA_FLAGS[0], help="Built-in dataset name, data file or directory, or HF dataset id "
                                 "(default: the data (and columns) the teacher was trained on)."),
     *DATA_FLAGS[1:],
@@ -375,7 +383,10 @@ def distill_config(config: str | Path | None = None, set: Any = None, **flags: A
     then the keyword flags (:data:`DISTILL_FLAGS`): e.g. ``text_column="sentence"``,
     ``layers="0,5"``, ``objective=["kl:temperature=2,weight=0.5", "gold:weight=0.5"]`` (strings as
     on the command line, or the config's own values: ``layers=[0, 5]``, ``objective=[{"name": "kl"}]``)."""
-    return _resolve(DistillRunConfig, config, _overrides(flags, DISTILL_FLAGS, set))
+    overrides = _overrides(flags, DISTILL_FLAGS, set)
+    if "teachers" in overrides:  # --teacher (once or repeated) replaces the config file's teacher
+        overrides = {"teacher": None, **overrides}
+    return _resolve(DistillRunConfig, config, overrides)
 
 
 def distill(config: str | Path | DistillRunConfig | None = None, resume: bool = False, overwrite: bool = False,

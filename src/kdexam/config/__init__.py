@@ -11,6 +11,7 @@ from kdexam.config.runs import (
     STUDENT_LEARNING_RATES,
     DataConfig,
     DistillRunConfig,
+    EnsembleConfig,
     StageConfig,
     StudentTrainConfig,
     TaskKind,
@@ -27,7 +28,7 @@ from kdexam.config.runs import (
 from kdexam.config.students import StudentSpec
 
 __all__ = [
-    "STUDENT_LEARNING_RATES", "DataConfig", "DistillRunConfig", "MatchSpec", "ObjectiveSpec", "StageConfig",
+    "STUDENT_LEARNING_RATES", "DataConfig", "DistillRunConfig", "EnsembleConfig", "MatchSpec", "ObjectiveSpec", "StageConfig",
     "StudentSpec", "StudentTrainConfig", "TaskKind", "TeacherRunConfig", "TeacherTrainConfig", "TrainConfig", "TransferConfig",
     "build_config", "check_keys", "load_config", "save_config", "set_dotted",
 ]

@@ -150,11 +150,37 @@ STUDENT_LEARNING_RATES = {"bilstm": 1e-3, "cnn": 1e-3, "static": 1e-3, "teacher-
 """Default peak learning rates per student family; other (bert-*) presets use 1e-4."""
 
 
+class EnsembleConfig(Strict):
+    """How the outputs of several teachers (``teachers``) combine into one soft target per example
+    (:mod:`kdexam.teachers.ensemble`)."""
+
+    combine: Literal["probs", "logits"] = "probs"
+    """Average the members' probabilities (the target's logits are log p̄) or their logits."""
+    weighting: Literal["equal", "fixed", "validation", "confidence"] = "equal"
+    """Member weights: equal; fixed (``weights``); proportional to each member's validation score;
+    or per example (per word for tagging), proportional to each member's confidence (its largest probability)."""
+    weights: list[Annotated[float, Field(ge=0)]] | None = None
+    """weighting: fixed: one weight per teacher, in the order of ``teachers`` (normalised to sum 1)."""
+
+    @model_validator(mode="after")
+    def _weights_with_fixed(self):
+        if (self.weights is not None) != (self.weighting == "fixed"):
+            raise ValueError("ensemble.weights go with ensemble.weighting: fixed (and fixed needs weights); "
+                             "set both or neither")
+        if self.weights is not None and not sum(self.weights) > 0:
+            raise ValueError("ensemble.weights must not all be 0")
+        return self
+
+
 class DistillRunConfig(Strict):
-    """``kdexam distill``: distil a fine-tuned teacher into a student."""
+    """``kdexam distill``: distil a fine-tuned teacher (or an ensemble of them) into a student."""
 
     teacher: str | None = None
     """Run directory written by ``kdexam teacher`` (or any fine-tuned HF model directory with task.json)."""
+    teachers: list[str] | None = None
+    """Several teacher run directories distilled together as an ensemble (each tokenizes the text
+    itself and has its own cache; see ``ensemble``). One entry is the same as ``teacher``."""
+    ensemble: EnsembleConfig = EnsembleConfig()
     data: DataConfig = DataConfig()
     student: StudentSpec = StudentSpec()
     objectives: list[ObjectiveSpec] | None = None
@@ -179,6 +205,38 @@ class DistillRunConfig(Strict):
     init_from: str | None = None
     """A general-distilled encoder directory (``distill --general``) to initialise the student from."""
     train: StudentTrainConfig = StudentTrainConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_member_is_a_plain_run(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("teachers"), list) and len(data["teachers"]) <= 1:
+            data = dict(data)
+            members = data.pop("teachers")
+            if members and data.get("teacher") is None:
+                data["teacher"] = members[0]
+            elif members:
+                raise ValueError("teacher and teachers both name the teacher; give several teachers in teachers only")
+        return data
+
+    @model_validator(mode="after")
+    def _one_teacher_or_an_ensemble(self):
+        if self.teachers is not None:
+            if self.teacher is not None:
+                raise ValueError("teacher and teachers both name the teacher; give several teachers in teachers only")
+            if len({str(Path(t)) for t in self.teachers}) != len(self.teachers):
+                raise ValueError("teachers lists the same directory twice; give each teacher once")
+        n = len(self.teachers or [1])
+        if self.ensemble.weights is not None and len(self.ensemble.weights) != n:
+            raise ValueError(f"ensemble.weights has {len(self.ensemble.weights)} weights for {n} teacher(s); "
+                             "give one weight per teacher")
+        if self.general and self.teachers:
+            raise ValueError("general distillation reads one teacher; give a single --teacher")
+        return self
+
+    @property
+    def teacher_dirs(self) -> list[str]:
+        """The teacher run directories: the members of the ensemble, or the one teacher."""
+        return list(self.teachers) if self.teachers else ([self.teacher] if self.teacher else [])
 
     @model_validator(mode="after")
     def _known_recipe(self):

@@ -52,6 +52,9 @@ class StudentSpec(BaseModel):
     """static: hashed bigram buckets added to the token vectors (fastText's bag of n-grams; 0: none)."""
     token_weights: bool = False
     """static: a learned weight per vocabulary token in the mean (initialised to 1)."""
+    teacher: str | None = None
+    """Several teachers: the member (its name: the run directory's name) whose tokenizer, embeddings
+    or layers the student takes (default: the first)."""
     trim_vocab: bool = True
     """bilstm/cnn/static with teacher, random or model2vec embeddings: keep only the rows of tokens the
     training texts use."""

@@ -274,8 +274,8 @@ def _compile_matches(matches: list) -> dict[str, dict]:
                 raise KdexamError(f"Match {i} has no key '{key}'; did you mean '{close[0]}'?") from None
             raise KdexamError(f"Match {i} field '{key}' is invalid: {_error_text(err)}.") from None
         if m.teacher is not None:
-            raise KdexamError(f"Match {i} reads teacher '{m.teacher}', but a run distils from one teacher for now; "
-                              "remove its 'teacher' key.")
+            raise KdexamError(f"Match {i} reads teacher '{m.teacher}' (an ensemble member), but this run has one "
+                              "teacher; remove its 'teacher' key.")
         name = MATCH_OBJECTIVES.get((m.feature, m.loss))
         if name is None:
             valid = [loss for feature, loss in MATCH_OBJECTIVES if feature == m.feature]

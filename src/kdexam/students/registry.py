@@ -110,7 +110,7 @@ def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | 
     defaults = StudentSpec()
     tagging = task is not None and task.kind == "token-classification"
     for name in StudentSpec.model_fields:
-        if name == "kind" or getattr(spec, name) == getattr(defaults, name):
+        if name in ("kind", "teacher") or getattr(spec, name) == getattr(defaults, name):  # (teacher: the member, any kind)
             continue
         if name not in APPLIES[group]:
             raise KdexamError(f"Student setting '{name}' does not apply to {spec.kind} students; remove it "

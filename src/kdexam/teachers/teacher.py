@@ -254,7 +254,7 @@ def to_batch(stored: dict[str, list[np.ndarray]], batch: dict, task: Task | None
     b, length = batch["input_ids"].shape
     out: dict[str, torch.Tensor] = {}
     for name, rows in stored.items():
-        kind, _ = parse_name(name)
+        kind, _ = parse_name(name.partition("@")[0])  # an ensemble member's output: NAME@member
         if kind == "logits" and task is not None and task.kind == "token-classification":
             t = torch.zeros(b, length, rows[0].shape[-1])
             for r, i in enumerate(batch["index"].tolist()):

@@ -27,7 +27,7 @@ import torch
 from accelerate.utils import set_seed
 from rich.console import Console
 
-from kdexam.config import DataConfig, DistillRunConfig, save_config
+from kdexam.config import DataConfig, DistillRunConfig, ObjectiveSpec, save_config
 from kdexam.data.encode import encode, first_subwords, make_loader
 from kdexam.data.readers import DataSplits, load_data
 from kdexam.data.transfer import TransferSet, build_transfer_set
@@ -37,10 +37,13 @@ from kdexam.evaluation.evaluate import score, without_per_class
 from kdexam.evaluation.predict import decode, predict_logits
 from kdexam.evaluation.results import ModelResult, RunResult, retention
 from kdexam.objectives import ModelShape, build_objectives, default_objectives
+from kdexam.objectives.members import build_ensemble_objectives
 from kdexam.rundir import check_out
 from kdexam.students.crf import crf_params
 from kdexam.students.registry import build_student, count_parameters, save_student
 from kdexam.tasks import Task
+from kdexam.teachers.ensemble import CITATION as ENSEMBLE_CITATION
+from kdexam.teachers.ensemble import Ensemble, split_member
 from kdexam.teachers.teacher import Teacher, check_same_tokenization, read_teacher_config
 from kdexam.training.checkpoint import load_stage, save_stage
 from kdexam.training.distiller import Distiller, TeacherSide, student_outputs
@@ -57,22 +60,27 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         from kdexam.training.general import distill_general
 
         return distill_general(cfg, resume, overwrite)
-    teacher_dir, out = check_paths(cfg)
+    teacher_dirs, out = check_paths(cfg)
     set_seed(cfg.seed)
     started = time.perf_counter()
-    cfg = with_teacher_data(cfg, teacher_dir)
-    check_out(cfg, out, {"teacher": teacher_dir, "--init-from encoder": cfg.init_from, "data": cfg.data.name,
-                         "unlabelled text": cfg.transfer.unlabelled}, resume, overwrite)
-    teacher = Teacher(teacher_dir, max_length=cfg.data.max_length)
+    cfg = with_teacher_data(cfg, teacher_dirs[0])
+    check_out(cfg, out, {**{f"teacher {t}": t for t in teacher_dirs}, "--init-from encoder": cfg.init_from,
+                         "data": cfg.data.name, "unlabelled text": cfg.transfer.unlabelled}, resume, overwrite)
+    teacher = make_teacher(cfg)
+    teacher_dir = teacher.dir  # the teacher (the ensemble member) whose tokenizer, embeddings or layers the student takes
     data_cfg = cfg.data if cfg.data.task else cfg.data.model_copy(update={"task": teacher.task.kind})
     data = load_data(data_cfg, cfg.seed)
-    task = check_data_fits_teacher(data, teacher.task, teacher_dir)
+    task = check_data_fits_teacher(data, teacher.task, teacher_dirs[0])
+    if isinstance(teacher, Ensemble) and cfg.ensemble.weighting == "validation":
+        scores = teacher.weigh_by_validation(data.validation, cache=cfg.cache_teacher)
+        console.print("ensemble weights from validation " + ", ".join(
+            f"{m} {task.primary_metric} {v:.4f} -> {teacher.weights[m]:.3f}" for m, v in scores.items()))
 
     transfer = build_transfer_set(cfg.transfer, data, task, cfg.seed, cfg.data, str(teacher_dir), teacher.tokenizer.mask_token)
     torch.manual_seed(cfg.seed)
     texts = [e.text for e in transfer.examples] + [e.text_pair for e in transfer.examples if e.text_pair]
     student, tokenizer = build_student(cfg.student, task, teacher_dir, train_texts=texts, init_from=cfg.init_from)
-    plans = [(stage, build_stage_objective(stage, cfg, task, teacher.shape, getattr(student, "shape", ModelShape())))
+    plans = [(stage, build_stage_objective(stage, cfg, task, teacher, getattr(student, "shape", ModelShape())))
              for stage in stages_of(cfg, task.kind)]
     split = data.eval_split
     feats = {s: encode(data.split(s), tokenizer, task, cfg.data.max_length) for s in ("validation", split)}
@@ -94,7 +102,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     main = accelerator.is_main_process  # in a parallel launch, one process writes the run's files
     if not resume and main:
         log_path.unlink(missing_ok=True)
-    summaries, citations = [], []
+    summaries, citations = [], ([ENSEMBLE_CITATION] if isinstance(teacher, Ensemble) else [])
     for n, (stage, objective) in enumerate(plans):
         train_cfg = stage_train_config(stage, cfg.train)
         trainable = apply_unfreeze(student, stage.unfreeze)
@@ -135,7 +143,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     result = evaluate_run(cfg, data, task, teacher, evaluated, student, tokenizer, feats[split], split)
     train_out = teacher_side.outputs
     result.extra.update({
-        "teacher_cache": {"hit": train_out.from_cache, "path": str(train_out.path) if train_out.path else None,
+        "teacher_cache": {"hit": train_out.from_cache,
+                          "path": getattr(train_out, "paths", None) or (str(train_out.path) if train_out.path else None),
                           "outputs": sorted(names), "online": list(train_out.online) if cfg.cache_teacher else sorted(names),
                           "teacher_forward_calls": teacher.forward_calls},
         "transfer": transfer.report, "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes,
@@ -152,11 +161,25 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     return result
 
 
-def training_teacher_side(cfg: DistillRunConfig, teacher: Teacher, transfer: TransferSet, task: Task, features,
+def make_teacher(cfg: DistillRunConfig) -> Teacher | Ensemble:
+    """The run's teacher, or the :class:`~kdexam.teachers.ensemble.Ensemble` of its ``teachers``."""
+    if cfg.teachers:
+        return Ensemble(cfg.teachers, cfg.ensemble, max_length=cfg.data.max_length, primary=cfg.student.teacher)
+    if cfg.student.teacher is not None:
+        raise KdexamError(f"student.teacher '{cfg.student.teacher}' names an ensemble member, but this run has one teacher; "
+                          "remove it (or give several teachers).")
+    return Teacher(cfg.teacher, max_length=cfg.data.max_length)
+
+
+def training_teacher_side(cfg: DistillRunConfig, teacher: Teacher | Ensemble, transfer: TransferSet, task: Task, features,
                           names) -> TeacherSide:
     """The teacher outputs ``names`` on the transfer examples (each segment cached, computed once, or
     online), laid out per batch like the student's; token-level outputs need the teacher's tokenization."""
-    check_same_tokenization(teacher, transfer.examples, features, names)
+    if isinstance(teacher, Ensemble):
+        for member, t in teacher.members.items():
+            check_same_tokenization(t, transfer.examples, features, [b for b, m in map(split_member, names) if m == member])
+    else:
+        check_same_tokenization(teacher, transfer.examples, features, names)
     outputs = teacher.outputs_of_segments(transfer.segment_examples(), names, cache=cfg.cache_teacher,
                                           budget_gb=cfg.cache_budget_gb)
     if cfg.cache_teacher:
@@ -166,26 +189,44 @@ def training_teacher_side(cfg: DistillRunConfig, teacher: Teacher, transfer: Tra
     return TeacherSide(outputs, names, task, positions)
 
 
-def build_stage_objective(stage, cfg: DistillRunConfig, task: Task, teacher: ModelShape, student: ModelShape):
+def build_stage_objective(stage, cfg: DistillRunConfig, task: Task, teacher: Teacher | Ensemble, student: ModelShape):
     specs, matches = stage_objectives(stage, cfg, default_objectives(task.kind))
-    return build_objectives(specs, task.kind, teacher=teacher, student=student, matches=matches)
+    if isinstance(teacher, Ensemble):
+        shapes = {m: t.shape for m, t in teacher.members.items()}
+        return build_ensemble_objectives(specs, matches, task.kind, shapes, student)
+    for spec in specs:
+        if "teacher" in (spec.params if isinstance(spec, ObjectiveSpec) else spec):
+            raise KdexamError(f"Objective '{spec.name if isinstance(spec, ObjectiveSpec) else spec.get('name')}' names a "
+                              "teacher (an ensemble member), but this run has one teacher; remove its 'teacher' key.")
+    return build_objectives(specs, task.kind, teacher=teacher.shape, student=student, matches=matches)
 
 
 def student_outputs_logits(model, batch: dict) -> torch.Tensor:
     return student_outputs(model, batch)["logits"]
 
 
-def evaluate_run(cfg, data: DataSplits, task: Task, teacher: Teacher, evaluated, student, tokenizer, features, split) -> RunResult:
+def evaluate_run(cfg, data: DataSplits, task: Task, teacher: Teacher | Ensemble, evaluated, student, tokenizer, features, split) -> RunResult:
     """Teacher and student on the same split (:func:`kdexam.evaluation.evaluate.score`, as
-    ``kdexam evaluate`` scores a saved run): metrics, loyalty, retention, sizes."""
+    ``kdexam evaluate`` scores a saved run): metrics, loyalty, retention, sizes. For an ensemble
+    the teacher side is the combined target; ``teacher.ensemble.members`` holds each member's own
+    metrics and the student's loyalty to it."""
     s_logits = predict_logits(student, features, tokenizer, task, cfg.train.eval_batch_size, student_outputs_logits)
     t_logits = [evaluated.example(i) for i in range(len(evaluated))]
     scores = score(task, [e.label for e in data.split(split)], s_logits, features, crf_params(student), t_logits)
     pm = task.primary_metric
     params = count_parameters(student)
+    if isinstance(teacher, Ensemble):
+        members = []
+        for m, t in teacher.members.items():
+            rows = evaluated.member_logits(m, [evaluated.parts[m].example(i) for i in range(len(evaluated))])
+            own = score(task, [e.label for e in data.split(split)], s_logits, features, crf_params(student), rows)
+            members.append({"name": m, "dir": teacher.dirs[m], "params": t.params, "metrics": without_per_class(own.teacher_metrics),
+                            "student_loyalty": own.loyalty})
+        ensemble_extra = {**teacher.describe(), "members": [{**d, **e} for d, e in zip(teacher.describe()["members"], members)]}
     return RunResult(
         task=task.kind, dataset=data.name, split=split, primary_metric=pm,
-        teacher=ModelResult(str(teacher.name), teacher.params, without_per_class(scores.teacher_metrics)),
+        teacher=ModelResult(str(teacher.name), teacher.params, without_per_class(scores.teacher_metrics),
+                            extra={"ensemble": ensemble_extra} if isinstance(teacher, Ensemble) else {}),
         student=ModelResult(cfg.student.kind, params, without_per_class(scores.metrics), count_parameters(student, exclude_embeddings=True),
                             scores.metrics.get("per_class"), scores.loyalty,
                             extra={"init_from": cfg.init_from} if cfg.init_from else {}),
@@ -193,15 +234,15 @@ def evaluate_run(cfg, data: DataSplits, task: Task, teacher: Teacher, evaluated,
         compression=teacher.params / max(1, params))
 
 
-def check_paths(cfg: DistillRunConfig) -> tuple[Path, Path]:
-    if not cfg.teacher:
+def check_paths(cfg: DistillRunConfig) -> tuple[list[Path], Path]:
+    if not cfg.teacher_dirs:
         raise KdexamError("No teacher given; pass --teacher DIR (a run directory written by 'kdexam teacher').")
     if not cfg.out:
         raise KdexamError("No output directory given; pass --out DIR.")
-    teacher_dir = Path(cfg.teacher)
-    if not (teacher_dir / "model.safetensors").is_file():
-        raise KdexamError(f"Teacher directory '{teacher_dir}' has no model.safetensors; pass a directory written by 'kdexam teacher'.")
-    return teacher_dir, Path(cfg.out)
+    for teacher_dir in map(Path, cfg.teacher_dirs):
+        if not (teacher_dir / "model.safetensors").is_file():
+            raise KdexamError(f"Teacher directory '{teacher_dir}' has no model.safetensors; pass a directory written by 'kdexam teacher'.")
+    return [Path(t) for t in cfg.teacher_dirs], Path(cfg.out)
 
 
 def with_teacher_data(cfg: DistillRunConfig, teacher_dir: Path) -> DistillRunConfig:
