@@ -35,7 +35,10 @@ SAMPLES = {
     "evals_per_epoch": (["--evals-per-epoch", "2"], 2, 2),
     "num_threads": (["--num-threads", "1"], 1, 1),
     "mixed_precision": (["--mixed-precision", "bf16"], "bf16", "bf16"),
-    "teacher": (["--teacher", "runs/t"], "runs/t", "runs/t"),
+    "teacher": (["--teacher", "runs/t", "--teacher", "runs/u"], ["runs/t", "runs/u"], ["runs/t", "runs/u"]),
+    "combine": (["--combine", "logits"], "logits", "logits"),
+    "weighting": (["--weighting", "validation"], "validation", "validation"),
+    "teacher_weights": (["--teacher-weights", "0.7,0.3"], "0.7,0.3", [0.7, 0.3]),
     "student": (["--student", "cnn"], "cnn", "cnn"),
     "embeddings": (["--embeddings", "random"], "random", "random"),
     "vectors_file": (["--vectors-file", "v.txt"], "v.txt", "v.txt"),
@@ -152,14 +155,16 @@ def test_flag_maps_to_its_config_path_through_the_cli(command, name, captured):
 
 
 def test_all_distill_flags_at_once(captured):
-    """Every flag but --general (which refuses the transfer flags and a recipe), then --general without them."""
-    args = [a for name in api.DISTILL_FLAGS if name != "general" for a in SAMPLES[name][0]] + ["--resume"]
+    """Every flag but --general (which refuses the transfer flags, a recipe and several teachers) and
+    --weighting (--teacher-weights imply fixed), then --general without them."""
+    args = [a for name in api.DISTILL_FLAGS if name not in ("general", "weighting") for a in SAMPLES[name][0]] + ["--resume"]
     cfg = cli_config(captured, ["distill", *args])
     assert captured["resume"] is True
     for name, flag in api.DISTILL_FLAGS.items():
-        if name != "general":
+        if name not in ("general", "weighting"):
             assert same(get(cfg, flag.path), SAMPLES[name][2]), name
-    transfer = {n for n, f in api.DISTILL_FLAGS.items() if f.path.startswith("transfer.") or n == "recipe"}
+    assert cfg.ensemble.weighting == "fixed"
+    transfer = {n for n, f in api.DISTILL_FLAGS.items() if f.path.startswith(("transfer.", "ensemble.")) or n in ("recipe", "teacher")}
     args = [a for name in api.DISTILL_FLAGS if name not in transfer for a in SAMPLES[name][0]]
     assert cli_config(captured, ["distill", *args]).general is True
 

@@ -261,7 +261,7 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
          help="Several teachers: member weights equal (default) | fixed (--teacher-weights) | validation (each member's "
               "validation score) | confidence (per example, each member's largest probability)."),
     Flag("teacher_weights", "ensemble.weights", convert=lambda s: parse_list(s, "--teacher-weights"), metavar="W,W",
-         help="Several teachers with --weighting fixed: one weight per --teacher, in order, e.g. 0.7,0.3."),
+         help="Several teachers: fixed weights, one per --teacher in order, e.g. 0.7,0.3 (implies --weighting fixed)."),
     replace(DATA_FLAGS[0], help="Built-in dataset name, data file or directory, or HF dataset id "
                                 "(default: the data (and columns) the teacher was trained on)."),
     *DATA_FLAGS[1:],

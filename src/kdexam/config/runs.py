@@ -160,7 +160,14 @@ class EnsembleConfig(Strict):
     """Member weights: equal; fixed (``weights``); proportional to each member's validation score;
     or per example (per word for tagging), proportional to each member's confidence (its largest probability)."""
     weights: list[Annotated[float, Field(ge=0)]] | None = None
-    """weighting: fixed: one weight per teacher, in the order of ``teachers`` (normalised to sum 1)."""
+    """One weight per teacher, in the order of ``teachers`` (normalised to sum 1); implies weighting: fixed."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weights_mean_fixed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("weights") is not None and "weighting" not in data:
+            data = {**data, "weighting": "fixed"}  # weights alone say how to weigh
+        return data
 
     @model_validator(mode="after")
     def _weights_with_fixed(self):
@@ -225,8 +232,8 @@ class DistillRunConfig(Strict):
                 raise ValueError("teacher and teachers both name the teacher; give several teachers in teachers only")
             if len({str(Path(t)) for t in self.teachers}) != len(self.teachers):
                 raise ValueError("teachers lists the same directory twice; give each teacher once")
-        n = len(self.teachers or [1])
-        if self.ensemble.weights is not None and len(self.ensemble.weights) != n:
+        n = len(self.teacher_dirs)
+        if self.ensemble.weights is not None and n and len(self.ensemble.weights) != n:
             raise ValueError(f"ensemble.weights has {len(self.ensemble.weights)} weights for {n} teacher(s); "
                              "give one weight per teacher")
         if self.general and self.teachers:
