@@ -216,6 +216,14 @@ def test_ensemble_distillation_reports_each_member(teachers, tmp_path):
     assert any("avram2022" in c for c in r["citations"])
     saved = __import__("yaml").safe_load((tmp_path / "s" / "config.yaml").read_text())
     assert saved["teachers"] == [str(teachers / "wordpiece"), str(teachers / "wordlevel")] and saved["teacher"] is None
+    # kdexam evaluate rebuilds the ensemble (with the weights the run used) and reproduces the run's scores
+    again = api.evaluate(tmp_path / "s")
+    assert again["teacher"]["metrics"] == t["metrics"] and again["student"]["loyalty"] == pytest.approx(r["student"]["loyalty"])
+    for m, n in zip(again["teacher"]["ensemble"]["members"], members):
+        assert (m["name"], m["metrics"]) == (n["name"], n["metrics"])
+        assert m["student_loyalty"] == pytest.approx(n["student_loyalty"])
+    card = (tmp_path / "s" / "README.md").read_text()
+    assert "wordpiece" in card and "wordlevel" in card
 
 
 def test_loyalty_to_each_member_is_the_single_teacher_formula(teachers, tmp_path):

@@ -134,6 +134,15 @@ def _recipe(r: RunResult, cfg: dict) -> list[str]:
     out = ["## Recipe", "", f"- Teacher: `{cfg.get('teacher') or r.teacher.name}`",
            f"- Student: `{(cfg.get('student') or {}).get('kind', r.student.name)}`"
            + (f", initialised from `{cfg['init_from']}`" if cfg.get("init_from") else "")]
+    ensemble = r.teacher.extra.get("ensemble") or {}
+    if ensemble:
+        out.insert(3, f"- Ensemble: mean of {ensemble.get('combine')}, {ensemble.get('weighting')} weights; each member "
+                      "on the same split, and the student's loyalty to it:")
+        for i, m in enumerate(ensemble.get("members", [])):
+            weight = f", weight {m['weight']:.3f}" if "weight" in m else ""
+            loyal = ", ".join(f"{k} {_f(v)}" for k, v in (m.get("student_loyalty") or {}).items())
+            out.insert(4 + i, f"  - `{m['name']}` ({m.get('dir')}){weight}: {r.primary_metric} "
+                              f"{_f((m.get('metrics') or {}).get(r.primary_metric))}; loyalty {loyal}")
     for s in r.extra.get("stages", []):
         out.append(f"- Stage `{s.get('stage')}` on {s.get('data', 'transfer')} data ({s.get('examples', '?'):,} examples): "
                    f"{', '.join(s.get('objectives', []))}; best validation {_f(s.get('best_validation'))}"

@@ -66,6 +66,7 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
     from kdexam.data.encode import encode
     from kdexam.inference.predictor import TorchRunner, batched_logits, load_torch_model
     from kdexam.paths import atomic_write_json
+    from kdexam.teachers.ensemble import Ensemble
     from kdexam.teachers.teacher import Teacher, read_teacher_config
 
     run = Path(run)
@@ -84,15 +85,19 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
     logits = batched_logits(TorchRunner(model.module), features, model.tokenizer, task, batch_size)
     gold = [e.label for e in examples]
     notes: list[str] = []
-    teacher_dir = None if model.role == "teacher" else teacher_at_hand(run, teacher, recorded, notes)
-    teacher_model = Teacher(teacher_dir, max_length=data_cfg.max_length) if teacher_dir else None
+    stored = _stored_result(run)
+    teacher_dir, teacher_model = None, None
+    if model.role != "teacher" and teacher is None and recorded.get("teachers"):
+        teacher_model = recorded_ensemble(recorded, stored, data_cfg.max_length, notes)
+    elif model.role != "teacher":
+        teacher_dir = teacher_at_hand(run, teacher, recorded, notes)
+        teacher_model = Teacher(teacher_dir, max_length=data_cfg.max_length) if teacher_dir else None
     teacher_logits = None
     if teacher_model is not None:
         out_t = teacher_model.outputs(examples, ["logits"])
         teacher_logits = [out_t.example(i) for i in range(len(out_t))]
     scores = score(task, gold, logits, features, model.crf, teacher_logits)
 
-    stored = _stored_result(run)
     params = _params(stored, model)
     pm = task.primary_metric
     if model.role == "teacher":
@@ -101,9 +106,12 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
                                                per_class=scores.metrics.get("per_class")))
     else:
         t_side = stored.teacher if stored else None
-        teacher_result = ModelResult(str(teacher_dir or (t_side.name if t_side else "not at hand")),
+        teacher_name = teacher_model.name if teacher_model is not None else (t_side.name if t_side else "not at hand")
+        teacher_result = ModelResult(str(teacher_dir or teacher_name),
                                      teacher_model.params if teacher_model else (t_side.params if t_side else 0),
                                      without_per_class(scores.teacher_metrics or {}))
+        if isinstance(teacher_model, Ensemble):
+            teacher_result.extra["ensemble"] = ensemble_scores(task, gold, logits, features, model.crf, teacher_model, out_t)
         result = RunResult(task=task.kind, dataset=name, split=split_name, primary_metric=pm, teacher=teacher_result,
                            student=ModelResult(model.name, params, without_per_class(scores.metrics),
                                                per_class=scores.metrics.get("per_class"), loyalty=scores.loyalty))
@@ -177,6 +185,41 @@ def teacher_at_hand(run: Path, teacher: str | Path | None, recorded: dict, notes
         return Path(t)
     notes.append(f"the teacher ({t or 'not recorded'}) is not at hand: no loyalty or retention; pass --teacher DIR")
     return None
+
+
+def recorded_ensemble(recorded: dict, stored: RunResult | None, max_length: int, notes: list[str]):
+    """The ensemble a student was distilled from (its ``config.yaml`` ``teachers`` and ``ensemble``),
+    with the member weights its run used (``metrics.json``), when every member is at hand."""
+    from kdexam.config import EnsembleConfig
+    from kdexam.teachers.ensemble import Ensemble
+
+    dirs = [str(t) for t in recorded["teachers"]]
+    missing = [t for t in dirs if not (Path(t) / "model.safetensors").is_file()]
+    if missing:
+        notes.append(f"the ensemble's teacher(s) {', '.join(missing)} are not at hand: no loyalty or retention; "
+                     "pass --teacher DIR for loyalty to one of them")
+        return None
+    cfg = EnsembleConfig.model_validate(recorded.get("ensemble") or {})
+    used = ((stored.teacher.extra.get("ensemble") or {}).get("members") or []) if stored else []
+    if cfg.weighting == "validation" and len(used) == len(dirs) and all("weight" in m for m in used):
+        cfg = EnsembleConfig(combine=cfg.combine, weighting="fixed", weights=[m["weight"] for m in used])
+    elif cfg.weighting == "validation":
+        notes.append("the ensemble's validation weights are not recorded: its members are weighed equally")
+        cfg = EnsembleConfig(combine=cfg.combine)
+    return Ensemble(dirs, cfg, max_length=max_length)
+
+
+def ensemble_scores(task: Task, gold: list, logits, features, crf, ensemble, outputs) -> dict:
+    """What ``metrics.json`` records of an ensemble teacher: its set-up, and for each member its own
+    metrics on the split and the student's loyalty to it (as :func:`score` gives them for one teacher)."""
+    members = []
+    for entry in ensemble.describe()["members"]:
+        m = entry["name"]
+        rows = outputs.member_logits(m, [outputs.parts[m].example(i) for i in range(len(outputs))])
+        own = score(task, gold, logits, features, crf, rows)
+        members.append({**entry, "params": ensemble.members[m].params, "metrics": without_per_class(own.teacher_metrics),
+                        "student_loyalty": own.loyalty})
+    return {**ensemble.describe(), "members": members}
 
 
 def _stored_result(run: Path) -> RunResult | None:

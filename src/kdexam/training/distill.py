@@ -33,7 +33,7 @@ from kdexam.data.readers import DataSplits, load_data
 from kdexam.data.transfer import TransferSet, build_transfer_set
 from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
-from kdexam.evaluation.evaluate import score, without_per_class
+from kdexam.evaluation.evaluate import ensemble_scores, score, without_per_class
 from kdexam.evaluation.predict import decode, predict_logits
 from kdexam.evaluation.results import ModelResult, RunResult, retention
 from kdexam.objectives import ModelShape, build_objectives, default_objectives
@@ -215,18 +215,12 @@ def evaluate_run(cfg, data: DataSplits, task: Task, teacher: Teacher | Ensemble,
     scores = score(task, [e.label for e in data.split(split)], s_logits, features, crf_params(student), t_logits)
     pm = task.primary_metric
     params = count_parameters(student)
-    if isinstance(teacher, Ensemble):
-        members = []
-        for m, t in teacher.members.items():
-            rows = evaluated.member_logits(m, [evaluated.parts[m].example(i) for i in range(len(evaluated))])
-            own = score(task, [e.label for e in data.split(split)], s_logits, features, crf_params(student), rows)
-            members.append({"name": m, "dir": teacher.dirs[m], "params": t.params, "metrics": without_per_class(own.teacher_metrics),
-                            "student_loyalty": own.loyalty})
-        ensemble_extra = {**teacher.describe(), "members": [{**d, **e} for d, e in zip(teacher.describe()["members"], members)]}
+    ensemble = (ensemble_scores(task, [e.label for e in data.split(split)], s_logits, features, crf_params(student), teacher,
+                                evaluated) if isinstance(teacher, Ensemble) else None)
     return RunResult(
         task=task.kind, dataset=data.name, split=split, primary_metric=pm,
         teacher=ModelResult(str(teacher.name), teacher.params, without_per_class(scores.teacher_metrics),
-                            extra={"ensemble": ensemble_extra} if isinstance(teacher, Ensemble) else {}),
+                            extra={"ensemble": ensemble} if ensemble else {}),
         student=ModelResult(cfg.student.kind, params, without_per_class(scores.metrics), count_parameters(student, exclude_embeddings=True),
                             scores.metrics.get("per_class"), scores.loyalty,
                             extra={"init_from": cfg.init_from} if cfg.init_from else {}),

@@ -58,14 +58,24 @@ def shard(batch: dict, accelerator: Accelerator) -> dict:
     return batch if n == 1 else {k: v[accelerator.process_index::n] for k, v in batch.items()}
 
 
+def fused_adamw() -> dict:
+    """``fused=True`` where this PyTorch has the fused AdamW kernel on CPU as well as GPU (2.4 on):
+    one kernel over every parameter instead of a loop of per-tensor operations. On one CPU thread
+    the update of bert-mini (11M parameters, most of them its 30k-row embedding) takes 7 ms fused
+    against 52 ms in the default loop, about a fifth of a training step (bench/train_throughput.py)."""
+    major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    return {"fused": True} if (major, minor) >= (2, 4) else {}
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
-    """AdamW without weight decay on biases and LayerNorm weights; warmup then ``cfg.scheduler`` decay."""
+    """AdamW (fused where available) without weight decay on biases and LayerNorm weights; warmup then
+    ``cfg.scheduler`` decay."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, **fused_adamw())
     name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[cfg.scheduler]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
     return optimizer, scheduler

@@ -1,0 +1,88 @@
+"""The pure parts of bench/vs_textbrewer.py and bench/textbrewer_peer.py (no TextBrewer, no network):
+ratios, verdicts, the table, the peer's copy of kdexam's batches and BiLSTM."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import textbrewer_peer  # noqa: E402
+import vs_textbrewer  # noqa: E402
+
+
+def row(student, system, seconds, acc, **kw):
+    return {"student": student, "system": system, "seconds": seconds, "test_accuracy": acc, **kw}
+
+
+def test_ratio_and_verdict():
+    assert vs_textbrewer.ratio(30.0, 10.0) == 3.0
+    assert vs_textbrewer.ratio(None, 10.0) is None and vs_textbrewer.ratio(5.0, 0) is None
+    assert vs_textbrewer.verdict(3.0, 3.0) == "met"
+    assert vs_textbrewer.verdict(2.9, 3.0) == "missed"
+    assert vs_textbrewer.verdict(1.2, 1.15, at_most=True) == "missed"
+    assert vs_textbrewer.verdict(1.1, 1.15, at_most=True) == "met"
+    assert vs_textbrewer.verdict(None, 3.0) == "not measured"
+
+
+def test_summary_ratios_use_kdexam_with_its_cache_fill_and_overhead_uses_train_time():
+    rows = [row("bert-mini", "kdexam", 100.0, 0.80, seconds_without_cache_fill=80.0, train_seconds=70.0),
+            row("bert-mini", "textbrewer-fixed", 400.0, 0.79),
+            row("bert-mini", "textbrewer-bucketed", 160.0, 0.797),
+            row("bert-mini", "kdexam-labels-only", 75.0, 0.78, train_seconds=65.0),
+            row("bilstm", "kdexam", 20.0, 0.75, train_seconds=10.0),
+            row("bilstm", "textbrewer-fixed", None, None, error="exit 1")]
+    s = vs_textbrewer.summary(rows)
+    r = s["ratios"]["bert-mini"]
+    assert r["textbrewer-fixed"]["with_cache_fill"] == 4.0
+    assert r["textbrewer-fixed"]["without_cache_fill"] == 5.0
+    assert r["textbrewer-bucketed"]["accuracy_gap_points"] == pytest.approx(0.3)
+    assert s["kd_overhead"] == {"bert-mini": pytest.approx(70 / 65)}
+    t = s["targets"]
+    assert t["bert-mini ≥3× TextBrewer as its examples"] == "met"
+    assert t["bert-mini ≥1.7× TextBrewer on the same batches"] == "missed"
+    assert t["bert-mini accuracy within 0.5 pt of TextBrewer on the same batches"] == "met"
+    assert t["bilstm ≥10× TextBrewer as its examples"] == "not measured"
+    assert t["KD overhead ≤1.15× (every student)"] == "met"
+    text = vs_textbrewer.table(rows)
+    assert "| bert-mini | textbrewer-fixed | 400 | – | 4.00× |" in text
+    assert "| bert-mini | kdexam | 100 | 80 | 1 |" in text
+    assert "failed: exit 1" in text
+
+
+def test_kd_kwargs_spell_kdexams_settings():
+    assert vs_textbrewer.kd_kwargs([]) == {"objective": ["kl:temperature=4"]}
+    assert vs_textbrewer.kd_kwargs([[3, 1]])["match"] == ["teacher_layer=3,student_layer=1,feature=hidden,loss=mse"]
+    assert vs_textbrewer.kd_kwargs([[3, 1]], labels_only=True) == {"objective": ["gold"]}
+
+
+def test_peer_bucket_sampler_is_kdexams():
+    from kdexam.data.encode import LengthBucketSampler
+
+    lengths = [(i * 37) % 50 + 1 for i in range(300)]
+    ours = LengthBucketSampler(lengths, 8, shuffle=True, seed=5, bucket_mult=4)
+    peer = textbrewer_peer.LengthBucketSampler(lengths, 8, seed=5, bucket_mult=4)
+    for epoch in range(3):
+        ours.set_epoch(epoch)
+        assert list(peer) == list(ours)  # the peer advances its epoch on each pass
+    assert len(peer) == len(ours)
+
+
+def test_peer_bilstm_matches_kdexams_bilstm():
+    from kdexam.students.bilstm import BiLSTMConfig, BiLSTMStudent
+
+    torch.manual_seed(0)
+    config = BiLSTMConfig(vocab_size=20, embedding_dim=6, num_labels=3, hidden_size=5, source_vocab_size=40)
+    ours = BiLSTMStudent(config).eval()
+    with torch.no_grad():
+        ours.embeddings.id_map.copy_(torch.arange(40) % 20)
+    peer = textbrewer_peer.peer_bilstm_class()(config.to_dict()).eval()
+    peer.load_state_dict(ours.state_dict())
+    ids = torch.randint(0, 40, (4, 7))
+    mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 2 + [0] * 5, [1] * 1 + [0] * 6])
+    torch.testing.assert_close(peer(input_ids=ids, attention_mask=mask)["logits"],
+                               ours(input_ids=ids, attention_mask=mask)["logits"])
