@@ -302,3 +302,21 @@ def test_confidence_weighting_is_refused_for_regression(tmp_path):
     a, b = make_teacher_run(tmp_path / "a", "reg"), make_teacher_run(tmp_path / "b", "reg")
     with pytest.raises(KdexamError, match="regression teacher has not"):
         Ensemble([str(a), str(b)], EnsembleConfig(weighting="confidence"))
+
+
+def test_online_ensemble_outputs_equal_the_cached_ones(teachers):
+    from kdexam.config import DataConfig, EnsembleConfig
+    from kdexam.data.readers import load_data
+    from kdexam.teachers.ensemble import Ensemble
+
+    examples = load_data(DataConfig(name=str(teachers / "data"))).train[:40]
+    ens = Ensemble([str(teachers / "wordpiece"), str(teachers / "wordlevel")], EnsembleConfig(weighting="confidence"))
+    names = ["logits", "logits@wordlevel", "hidden.1@wordpiece"]
+    cached = ens.outputs(examples, names).gather(list(range(40)), names)
+    online = ens.outputs(examples, names, cache=False).gather(list(range(40)), names)
+    for n in names:
+        for a, b in zip(cached[n], online[n]):
+            np.testing.assert_allclose(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), atol=2e-3)
+    assert cached["hidden.1@wordpiece"][0].shape[-1] == 32  # the WordPiece member's width, not the other's (24)
+    with pytest.raises(KdexamError, match="must name the member"):
+        ens.outputs(examples, ["hidden.1"])

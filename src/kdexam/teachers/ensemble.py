@@ -121,6 +121,11 @@ def combine(member_logits: list[np.ndarray], task_kind: str, how: str = "probs",
     return out.astype(np.float32)
 
 
+def unnamed_member(name: str, members) -> KdexamError:
+    return KdexamError(f"Teacher output '{name}' of an ensemble must name the member it is read from "
+                       f"('{name}@NAME', NAME one of: {', '.join(members)}).")
+
+
 class EnsembleOutputs(TeacherOutputs):
     """The members' :class:`TeacherOutputs` on one list of examples, seen as one teacher's:
     ``logits`` is the ensemble target, ``NAME@MEMBER`` is that member's own output (its logits
@@ -151,8 +156,7 @@ class EnsembleOutputs(TeacherOutputs):
         for name in names:
             base, member = split_member(name)
             if member is None and base != "logits":
-                raise KdexamError(f"Teacher output '{name}' of an ensemble must name the member it is read from "
-                                  f"('{name}@NAME', NAME one of: {', '.join(self.parts)}).")
+                raise unnamed_member(name, self.parts)
             for m in ([member] if member else list(self.parts)):
                 wanted.setdefault(m, []).append(base)
         got = {m: self.parts[m].gather(indices, sorted(set(bases))) for m, bases in wanted.items()}
@@ -228,6 +232,8 @@ class Ensemble:
             if member is not None and member not in self.members:
                 raise KdexamError(f"Teacher output '{name}' names no member of the ensemble; use one of: "
                                   f"{', '.join(self.members)}.")
+            if member is None and base != "logits":
+                raise unnamed_member(name, self.members)
             for m in ([member] if member else self.members):
                 per_member[m].add(base)
         parts = {m: self.members[m].outputs_of_segments(segments, sorted(wanted or {"logits"}), cache,
