@@ -51,6 +51,7 @@ SAMPLES = {
     "ngram_buckets": (["--ngram-buckets", "1024"], 1024, 1024),
     "layers": (["--layers", "1,3"], "1,3", [1, 3]),
     "general": (["--general"], True, True),
+    "trust_remote_code": (["--trust-remote-code"], True, True),
     "recipe": (["--recipe", "xtremedistil"], "xtremedistil", "xtremedistil"),
     "init_from": (["--init-from", "enc"], "enc", "enc"),
     "objective": (["--objective", "kl:temperature=4,weight=0.5"], ["kl:temperature=4,weight=0.5"],

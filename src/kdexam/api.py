@@ -233,6 +233,8 @@ DATA_FLAGS = (
 RUN_FLAGS = (
     Flag("out", "out", help="Run directory to write."),
     Flag("seed", "seed", int, help="Random seed (data shuffle, initialisation, batches). Default {default}."),
+    Flag("trust_remote_code", "trust_remote_code", bool,
+         help="Run the Python code a model's config names (auto_map); off by default, as that code runs with your rights."),
 )
 TRAIN_FLAGS = (
     Flag("epochs", "train.epochs", int, help="Training epochs (default {default}; early stopping may end sooner)."),

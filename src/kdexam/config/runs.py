@@ -103,6 +103,8 @@ class TeacherRunConfig(Strict):
     """A built-in model name, a local HF model directory, or a hub id."""
     out: str | None = None
     seed: int = 42
+    trust_remote_code: bool = False
+    """Let a model whose config names its own Python code run it (off: such models are refused)."""
     train: TeacherTrainConfig = TeacherTrainConfig()
 
 
@@ -211,6 +213,8 @@ class DistillRunConfig(Strict):
     attention and value relations on unlabelled text and is saved for ``init_from``."""
     init_from: str | None = None
     """A general-distilled encoder directory (``distill --general``) to initialise the student from."""
+    trust_remote_code: bool = False
+    """Let a teacher whose config names its own Python code run it (off: such teachers are refused)."""
     train: StudentTrainConfig = StudentTrainConfig()
 
     @model_validator(mode="before")

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from kdexam.errors import KdexamError
+from kdexam.teachers.loader import remote_code
 
 WORD_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 DEFAULT_RANDOM_DIM = 300
@@ -150,7 +151,7 @@ def load_teacher_embedding_matrix(teacher: str | Path) -> torch.Tensor:
 
     quiet_transformers()
     try:
-        model = AutoModel.from_pretrained(_teacher_path(teacher))
+        model = AutoModel.from_pretrained(_teacher_path(teacher), **remote_code())
     except KdexamError:
         raise
     except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
@@ -189,7 +190,7 @@ def random_embeddings(teacher: str | Path, dim: int | None = None) -> EmbeddingI
     dim = dim or DEFAULT_RANDOM_DIM
     vocab = len(tokenizer)
     try:
-        vocab = max(vocab, int(getattr(AutoConfig.from_pretrained(_teacher_path(teacher)), "vocab_size", 0) or 0))
+        vocab = max(vocab, int(getattr(AutoConfig.from_pretrained(_teacher_path(teacher), **remote_code()), "vocab_size", 0) or 0))
     except Exception:  # a tokenizer-only directory: its own size is enough
         pass
     weight = nn.Embedding(vocab, dim).weight.detach().clone()
@@ -230,7 +231,7 @@ def teacher_output_embeddings(teacher: str | Path, dim: int | None = None, texts
     tokenizer = load_tokenizer(str(teacher))
     quiet_transformers()
     try:
-        encoder = AutoModel.from_pretrained(_teacher_path(teacher)).eval()
+        encoder = AutoModel.from_pretrained(_teacher_path(teacher), **remote_code()).eval()
     except KdexamError:
         raise
     except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model

@@ -57,6 +57,7 @@ from torch import nn
 
 from kdexam.errors import KdexamError
 from kdexam.tasks import Task
+from kdexam.teachers.loader import remote_code
 
 PRESETS: dict[str, dict[str, int]] = {
     "bert-tiny": {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512},
@@ -189,7 +190,7 @@ def build_preset(name: str, teacher: str | Path, task: Task, dropout: float | No
     quiet_transformers()
     tokenizer = load_tokenizer(str(teacher))
     try:
-        teacher_config = AutoConfig.from_pretrained(_teacher_path(teacher))
+        teacher_config = AutoConfig.from_pretrained(_teacher_path(teacher), **remote_code())
     except KdexamError:
         raise
     except Exception as e:
@@ -259,7 +260,7 @@ def _random_teacher_shape(teacher, task: Task, k: int, tokenizer):
 
     from kdexam.students.embeddings import _teacher_path
 
-    config = AutoConfig.from_pretrained(_teacher_path(teacher), **head_kwargs(task))
+    config = AutoConfig.from_pretrained(_teacher_path(teacher), **head_kwargs(task), **remote_code())
     n = config.num_hidden_layers
     select_layers(n, k, "lower")  # same range checks
     config.num_hidden_layers = k
@@ -311,7 +312,7 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
     tokenizer = load_tokenizer(str(teacher))
     path = _teacher_path(teacher)
     if family == "teacher-layers" and rule == "random":
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, **remote_code())
         n = config.num_hidden_layers
         select_layers(n, k, "lower")
         config.num_hidden_layers = k
@@ -319,7 +320,7 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
         info = {"teacher_num_layers": n, "teacher_layers": [], "layer_rule": "random"}
     elif family == "teacher-layers":
         try:
-            model = AutoModel.from_pretrained(path)
+            model = AutoModel.from_pretrained(path, **remote_code())
         except Exception as e:
             raise cannot_load(str(teacher), "weights", e) from None
         _, _, layers = find_layer_list(model)
@@ -331,7 +332,7 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
     elif family in PRESETS:
         from transformers import BertConfig
 
-        teacher_config = AutoConfig.from_pretrained(path)
+        teacher_config = AutoConfig.from_pretrained(path, **remote_code())
         vocab = max(int(getattr(teacher_config, "vocab_size", 0) or 0), len(tokenizer))
         config = BertConfig(vocab_size=vocab, max_position_embeddings=int(getattr(teacher_config, "max_position_embeddings", 512)),
                             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0, **PRESETS[family])

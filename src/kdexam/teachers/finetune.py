@@ -25,7 +25,7 @@ from kdexam.evaluation.predict import evaluate
 from kdexam.paths import atomic_write_json, temp_prefix
 from kdexam.rundir import check_out
 from kdexam.students.registry import count_parameters
-from kdexam.teachers.loader import load_for_task, load_tokenizer
+from kdexam.teachers.loader import allow_remote_code, load_for_task, load_tokenizer
 from kdexam.training.trainer import fit, make_accelerator
 
 console = Console(stderr=True)
@@ -38,6 +38,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
         raise KdexamError("No output directory given; pass --out DIR.")
     out = Path(cfg.out)
     check_out(cfg, out, {"model": cfg.model, "data": cfg.data.name}, resume, overwrite)
+    allow_remote_code(cfg.trust_remote_code)
     set_seed(cfg.seed)
     started = time.perf_counter()
     data = load_data(cfg.data, cfg.seed)

@@ -15,6 +15,20 @@ AUTO_CLASSES = {
 }
 
 
+_REMOTE_CODE = {"trust": False}
+
+
+def allow_remote_code(trust: bool) -> None:
+    """``--trust-remote-code``: let models whose config names their own Python code (``auto_map``)
+    load it (off by default: such code runs with the user's rights). Set per command."""
+    _REMOTE_CODE["trust"] = bool(trust)
+
+
+def remote_code() -> dict:
+    """The keyword every ``from_pretrained`` of a user's model takes."""
+    return {"trust_remote_code": _REMOTE_CODE["trust"]}
+
+
 def quiet_transformers() -> None:
     """kdexam reports what matters itself; silence transformers' load reports and shard bars."""
     from transformers.utils import logging
@@ -32,6 +46,9 @@ def _resolve(name_or_path: str) -> str:
 def cannot_load(name: str, what: str, err: Exception) -> KdexamError:
     """The one sentence for a model, tokenizer or config that transformers cannot load."""
     first_line = (str(err).splitlines() or [""])[0][:160]
+    if "trust_remote_code" in str(err):
+        return KdexamError(f"The {what} of '{name}' come with their own Python code, which kdexam does not run unless "
+                           "asked; pass --trust-remote-code (or trust_remote_code: true) if you trust its source.")
     return KdexamError(
         f"Cannot load the {what} of '{name}' ({type(err).__name__}: {first_line}); pass a built-in model "
         "(see 'kdexam models list'), a local Hugging Face model directory, or a hub id reachable from this machine."
@@ -39,13 +56,13 @@ def cannot_load(name: str, what: str, err: Exception) -> KdexamError:
 
 
 def load_tokenizer(name_or_path: str):
-    """A fast tokenizer (needed for word alignment); ``trust_remote_code`` stays off."""
+    """A fast tokenizer (needed for word alignment); custom code only with :func:`allow_remote_code`."""
     from transformers import AutoTokenizer
 
     quiet_transformers()
     path = _resolve(name_or_path)
     try:
-        tok = AutoTokenizer.from_pretrained(path, use_fast=True)
+        tok = AutoTokenizer.from_pretrained(path, use_fast=True, **remote_code())
     except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
         raise cannot_load(name_or_path, "tokenizer", e) from None
     if not getattr(tok, "is_fast", False):
@@ -76,7 +93,7 @@ def load_for_task(name_or_path: str, task: Task, fine_tuned: bool = False):
             kwargs["problem_type"] = "single_label_classification"
     try:
         # weights of another shape are loaded as missing and reported in ``info``; check_loaded decides
-        model, info = cls.from_pretrained(path, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs)
+        model, info = cls.from_pretrained(path, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs, **remote_code())
     except Exception as e:
         raise cannot_load(name_or_path, "weights", e) from None
     check_loaded(model, info, name_or_path, fine_tuned)

@@ -31,6 +31,7 @@ from kdexam.outputs import encoder_outputs, model_shape, parse_name
 from kdexam.tasks import Task
 from kdexam.teachers.cache import (JoinedOutputs, TeacherOutputs, cache_dir, content_key, fingerprint, model_fingerprint, pack, read_output,
                                    write_output)
+from kdexam.teachers.loader import remote_code
 
 console = Console(stderr=True)
 TOKEN_LEVEL = ("hidden", "query", "key", "value", "attention")
@@ -71,7 +72,7 @@ class Teacher:
 
                 quiet_transformers()
                 try:
-                    self._model = AutoModel.from_pretrained(str(self.dir))
+                    self._model = AutoModel.from_pretrained(str(self.dir), **remote_code())
                 except Exception as e:
                     raise cannot_load(self.name, "weights", e) from None
             else:
@@ -89,7 +90,7 @@ class Teacher:
     def config(self):
         from transformers import AutoConfig
 
-        return self._model.config if self._model is not None else AutoConfig.from_pretrained(str(self.dir))
+        return self._model.config if self._model is not None else AutoConfig.from_pretrained(str(self.dir), **remote_code())
 
     @property
     def shape(self):

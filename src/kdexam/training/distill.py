@@ -44,6 +44,7 @@ from kdexam.students.registry import build_student, count_parameters, save_stude
 from kdexam.tasks import Task
 from kdexam.teachers.ensemble import CITATION as ENSEMBLE_CITATION
 from kdexam.teachers.ensemble import Ensemble, split_member
+from kdexam.teachers.loader import allow_remote_code
 from kdexam.teachers.teacher import Teacher, check_same_tokenization, read_teacher_config
 from kdexam.training.checkpoint import load_stage, save_stage
 from kdexam.training.distiller import Distiller, TeacherSide, student_outputs
@@ -56,6 +57,7 @@ console = Console(stderr=True)
 def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False) -> RunResult:
     """Run a distillation as ``cfg`` describes; write the run directory; return its result.
     ``resume``: continue the run in ``cfg.out``; ``overwrite``: replace a different run there."""
+    allow_remote_code(cfg.trust_remote_code)
     if cfg.general:
         from kdexam.training.general import distill_general
 

@@ -1,0 +1,76 @@
+"""Models that bring their own Python code (``auto_map`` in config.json) run it only when asked:
+``--trust-remote-code`` (issue 15). Without it, one sentence that names the flag."""
+
+import json
+
+import pytest
+
+from conftest import build_tokenizer, write_sentiment_splits
+from kdexam import api
+from kdexam.errors import KdexamError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CONFIG_CODE = '''from transformers import BertConfig
+
+
+class ToyConfig(BertConfig):
+    model_type = "toybert"
+'''
+MODEL_CODE = '''from transformers import BertForSequenceClassification, BertModel
+
+from .configuration_toy import ToyConfig
+
+
+class ToyModel(BertModel):
+    config_class = ToyConfig
+
+
+class ToyForSequenceClassification(BertForSequenceClassification):
+    config_class = ToyConfig
+'''
+
+
+@pytest.fixture(scope="module")
+def custom_model(tmp_path_factory):
+    """A tiny BERT whose config names its own configuration and model classes (as hub repos with custom code do)."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    d = tmp_path_factory.mktemp("toy-custom-code")
+    (d / "configuration_toy.py").write_text(CONFIG_CODE)
+    (d / "modeling_toy.py").write_text(MODEL_CODE)
+    tok = build_tokenizer()
+    tok.save_pretrained(d)
+    shape = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=64)
+    auto = {"AutoConfig": "configuration_toy.ToyConfig", "AutoModel": "modeling_toy.ToyModel",
+            "AutoModelForSequenceClassification": "modeling_toy.ToyForSequenceClassification"}
+    config = get_class_from_dynamic_module("configuration_toy.ToyConfig", str(d))(**shape)
+    get_class_from_dynamic_module("modeling_toy.ToyModel", str(d))(config).save_pretrained(d)
+    (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()), "auto_map": auto}))
+    return d
+
+
+def test_custom_code_is_refused_unless_trusted(custom_model, tmp_path):
+    data = write_sentiment_splits(tmp_path / "data")
+    with pytest.raises(KdexamError, match="come with their own Python code.*--trust-remote-code"):
+        api.finetune_teacher(data=data, model=custom_model, out=tmp_path / "refused", epochs=1)
+    r = api.finetune_teacher(data=data, model=custom_model, out=tmp_path / "t", epochs=1, trust_remote_code=True)
+    assert r["teacher"]["params"] > 0
+    assert (tmp_path / "t" / "modeling_toy.py").is_file(), "the run keeps the model's code beside its weights"
+    with pytest.raises(KdexamError, match="--trust-remote-code"):
+        api.distill(teacher=tmp_path / "t", data=data, student="cnn", out=tmp_path / "s0", epochs=1)
+    s = api.distill(teacher=tmp_path / "t", data=data, student="cnn", out=tmp_path / "s", epochs=1, trust_remote_code=True)
+    assert s["student"]["params"] > 0
+
+
+def test_cli_flag_and_refusal_sentence(custom_model, tmp_path, capsys):
+    from test_cli import one_sentence_error, run_cli
+
+    data = write_sentiment_splits(tmp_path / "data")
+    code, _, err = run_cli(["teacher", "--data", data, "--model", custom_model, "--out", tmp_path / "t", "--epochs", "1"], capsys)
+    assert code == 2 and "pass --trust-remote-code" in one_sentence_error(err)
+    code, _, err = run_cli(["teacher", "--data", data, "--model", custom_model, "--out", tmp_path / "t", "--epochs", "1",
+                            "--trust-remote-code"], capsys)
+    assert code == 0, err
+    assert "trust_remote_code: true" in (tmp_path / "t" / "config.yaml").read_text()
