@@ -320,3 +320,22 @@ def test_online_ensemble_outputs_equal_the_cached_ones(teachers):
     assert cached["hidden.1@wordpiece"][0].shape[-1] == 32  # the WordPiece member's width, not the other's (24)
     with pytest.raises(KdexamError, match="must name the member"):
         ens.outputs(examples, ["hidden.1"])
+
+
+@pytest.mark.parametrize("kind,member", [("static", None), ("bert-tiny", "wordlevel")])
+def test_every_student_kind_learns_from_the_ensemble(teachers, tmp_path, kind, member):
+    extra = {"set": [f"student.teacher={member}"]} if member else {}
+    r = api.distill(teacher=[teachers / "wordpiece", teachers / "wordlevel"], data=teachers / "data", student=kind,
+                    out=tmp_path / "s", epochs=1, batch_size=16, **extra)
+    assert r["student"]["name"] == kind and len(r["teacher"]["ensemble"]["members"]) == 2
+
+
+def test_regression_ensemble_end_to_end(tmp_path):
+    from run_factory import make_teacher_run
+
+    a, b = make_teacher_run(tmp_path / "a", "reg"), make_teacher_run(tmp_path / "b", "reg")
+    r = api.distill(teacher=[a, b], data=tmp_path / "a" / "data-reg", student="cnn", out=tmp_path / "s", epochs=1,
+                    teacher_weights="3,1", set=["student.num_filters=6", "student.embedding_dim=16"])
+    members = r["teacher"]["ensemble"]["members"]
+    assert [m["weight"] for m in members] == pytest.approx([0.75, 0.25])
+    assert set(members[0]["student_loyalty"]) == {"regression", "pearson"}
