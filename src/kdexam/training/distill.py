@@ -73,10 +73,6 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     data_cfg = cfg.data if cfg.data.task else cfg.data.model_copy(update={"task": teacher.task.kind})
     data = load_data(data_cfg, cfg.seed)
     task = check_data_fits_teacher(data, teacher.task, teacher_dirs[0])
-    if isinstance(teacher, Ensemble) and cfg.ensemble.weighting == "validation":
-        scores = teacher.weigh_by_validation(data.validation, cache=cfg.cache_teacher)
-        console.print("ensemble weights from validation " + ", ".join(
-            f"{m} {task.primary_metric} {v:.4f} -> {teacher.weights[m]:.3f}" for m, v in scores.items()))
 
     transfer = build_transfer_set(cfg.transfer, data, task, cfg.seed, cfg.data, str(teacher_dir), teacher.tokenizer.mask_token)
     torch.manual_seed(cfg.seed)
@@ -90,6 +86,10 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     names = set().union(*(objective.teacher_requires for _, objective in plans))
     if cfg.transfer.min_confidence is not None:
         names.add("logits")
+    if isinstance(teacher, Ensemble) and cfg.ensemble.weighting == "validation":  # (after every check: teacher work)
+        scores = teacher.weigh_by_validation(data.validation, cache=cfg.cache_teacher)
+        console.print("ensemble weights from validation " + ", ".join(
+            f"{m} {task.primary_metric} {v:.4f} -> {teacher.weights[m]:.3f}" for m, v in scores.items()))
     teacher_side = training_teacher_side(cfg, teacher, transfer, task, feats["train"], names)
     kept = (transfer.confident(teacher_side.outputs.gather(range(len(transfer)), ["logits"])["logits"], task,
                                cfg.transfer.min_confidence) if cfg.transfer.min_confidence is not None else None)
