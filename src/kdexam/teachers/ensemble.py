@@ -138,7 +138,7 @@ class EnsembleOutputs(TeacherOutputs):
                          online=tuple(sorted({f"{n}@{m}" for m, p in parts.items() for n in p.online})),
                          notes=[f"{m}: {note}" for m, p in parts.items() for note in p.notes])
         self.parts, self.orders, self.combiner = parts, orders, combiner
-        self.paths = {m: (str(p.path) if p.path else None) for m, p in parts.items()}
+        self.member_paths = {m: (str(p.path) if p.path else None) for m, p in parts.items()}
 
     def __len__(self) -> int:
         return len(next(iter(self.parts.values())))

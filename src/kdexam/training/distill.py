@@ -66,7 +66,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     set_seed(cfg.seed)
     started = time.perf_counter()
     cfg = with_teacher_data(cfg, teacher_dirs[0])
-    check_out(cfg, out, {**{f"teacher {t}": t for t in teacher_dirs}, "--init-from encoder": cfg.init_from,
+    teacher_labels = ["teacher"] if len(teacher_dirs) == 1 else [f"teacher {i}" for i in range(1, len(teacher_dirs) + 1)]
+    check_out(cfg, out, {**dict(zip(teacher_labels, teacher_dirs)), "--init-from encoder": cfg.init_from,
                          "data": cfg.data.name, "unlabelled text": cfg.transfer.unlabelled}, resume, overwrite)
     teacher = make_teacher(cfg)
     teacher_dir = teacher.dir  # the teacher (the ensemble member) whose tokenizer, embeddings or layers the student takes
@@ -146,7 +147,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     train_out = teacher_side.outputs
     result.extra.update({
         "teacher_cache": {"hit": train_out.from_cache,
-                          "path": getattr(train_out, "paths", None) or (str(train_out.path) if train_out.path else None),
+                          "path": getattr(train_out, "member_paths", None) or (str(train_out.path) if train_out.path else None),
                           "outputs": sorted(names), "online": list(train_out.online) if cfg.cache_teacher else sorted(names),
                           "teacher_forward_calls": teacher.forward_calls},
         "transfer": transfer.report, "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes,
