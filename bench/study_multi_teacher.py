@@ -41,7 +41,7 @@ def settings(a) -> dict[str, list[str]]:
 
 def cells(a) -> list[dict]:
     out = []
-    for setting, student, seed in itertools.product(settings(a), a.students, a.seeds):
+    for setting, student, seed in itertools.product(a.settings, a.students, a.seeds):
         name = f"{student}-{setting}-s{seed}"
         args = [*settings(a)[setting], "--data", a.data, "--max-train", str(a.max_train), "--max-eval", str(a.max_eval),
                 "--seed", str(seed), "--num-threads", "1", "--out", str(Path(a.out_dir) / name), *STUDENTS[student]]
@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--teacher-b", required=True)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--settings", nargs="+", default=["a", "b", "ensemble", "ensemble-val", "labels-only"],
+                    choices=["a", "b", "ensemble", "ensemble-val", "labels-only"])
     ap.add_argument("--max-train", type=int, default=2000)
     ap.add_argument("--max-eval", type=int, default=500)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -88,7 +90,7 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     kdexam = str(Path(sys.executable).with_name("kdexam"))
     todo = cells(a)
-    warm = [next(c for c in todo if c["setting"] == s) for s in ("a", "b")]  # fill each teacher's cache once
+    warm = [next(c for c in todo if c["setting"] == s) for s in ("a", "b") if s in a.settings]  # fill each teacher's cache once
     results = [run(c, kdexam, out_dir) for c in warm]
     with ThreadPoolExecutor(a.jobs) as pool:
         results += list(pool.map(lambda c: run(c, kdexam, out_dir), [c for c in todo if c not in warm]))
