@@ -1,9 +1,9 @@
 """Study: students distilled from one teacher, from another with a different tokenizer, and from
 the two together (issue 12).
 
-Cells: teacher setting (``--teacher-a`` alone, ``--teacher-b`` alone, the ensemble of both with
-probabilities averaged and equal weights, and with validation-score weights; plus a labels-only
-control) × student (bilstm, cnn: the exam's default shapes) × seeds. Every run is ``kdexam
+Cells: teacher setting (:data:`SETTINGS`: ``--teacher-a`` alone, ``--teacher-b`` alone, the
+ensemble of both with probabilities averaged and equal weights, and with validation-score
+weights; a labels-only control) × student (bilstm, cnn: the exam's default shapes) × seeds. Every run is ``kdexam
 distill`` on the first ``--max-train`` labelled examples of ``--data`` (the teachers were
 fine-tuned on the same subset), ``--max-eval`` validation/test examples, 1 thread; runs go
 ``--jobs`` at a time after one warm-up run per teacher setting (it fills the teacher caches the
@@ -30,13 +30,24 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 STUDENTS = {"bilstm": ["--student", "bilstm"], "cnn": ["--student", "cnn"]}
+SETTINGS = {
+    "a": "A alone",
+    "b-on-a": "B alone, student on A's tokenizer",
+    "ensemble": "A + B, mean of probabilities",
+    "ensemble-val": "A + B, validation weights",
+    "labels-only": "labels only (no teacher)",
+    "b": "B alone, student on B's tokenizer",
+}
+"""Teacher settings. Every student but ``b``'s is built on A's tokenizer and input embeddings (the first
+member's), so that only the soft targets differ: ``b-on-a`` is the ensemble with weights 0 and 1 (B's
+targets exactly). ``b`` is B alone as a user would run it: its own tokenizer and its (wider) embeddings."""
 
 
 def settings(a) -> dict[str, list[str]]:
     both = ["--teacher", a.teacher_a, "--teacher", a.teacher_b]
-    return {"a": ["--teacher", a.teacher_a], "b": ["--teacher", a.teacher_b],
+    return {"a": ["--teacher", a.teacher_a], "b-on-a": both + ["--teacher-weights", "0,1"],
             "ensemble": both, "ensemble-val": both + ["--weighting", "validation"],
-            "labels-only": ["--teacher", a.teacher_a, "--objective", "gold"]}
+            "labels-only": ["--teacher", a.teacher_a, "--objective", "gold"], "b": ["--teacher", a.teacher_b]}
 
 
 def cells(a) -> list[dict]:
@@ -78,8 +89,7 @@ def main() -> None:
     ap.add_argument("--teacher-b", required=True)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
-    ap.add_argument("--settings", nargs="+", default=["a", "b", "ensemble", "ensemble-val", "labels-only"],
-                    choices=["a", "b", "ensemble", "ensemble-val", "labels-only"])
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--max-train", type=int, default=2000)
     ap.add_argument("--max-eval", type=int, default=500)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -90,7 +100,7 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     kdexam = str(Path(sys.executable).with_name("kdexam"))
     todo = cells(a)
-    warm = [next(c for c in todo if c["setting"] == s) for s in ("a", "b") if s in a.settings]  # fill each teacher's cache once
+    warm = [next(c for c in todo if c["setting"] == s) for s in ("a", "b-on-a") if s in a.settings]  # fill the caches once
     results = [run(c, kdexam, out_dir) for c in warm]
     with ThreadPoolExecutor(a.jobs) as pool:
         results += list(pool.map(lambda c: run(c, kdexam, out_dir), [c for c in todo if c not in warm]))
@@ -106,9 +116,7 @@ def main() -> None:
                                     "label_loyalty": statistics.mean(r["members"][m]["loyalty"]["label"] for r in group)}
                                 for m, v in group[0]["members"].items()}
         summary[f"{student}/{setting}"] = entry
-    names = {"a": f"A alone ({Path(a.teacher_a).name})", "b": f"B alone ({Path(a.teacher_b).name})",
-             "ensemble": "A + B, mean of probabilities", "ensemble-val": "A + B, validation weights",
-             "labels-only": "labels only (no teacher)"}
+    names = dict(SETTINGS)
     print("| student | teacher | teacher's test score | student test score (mean ± std) | label loyalty | seeds |")
     print("|---|---|---|---|---|---|")
     for key, s in summary.items():
