@@ -1,0 +1,330 @@
+"""Benchmark: kdexam against TextBrewer and the Hugging Face Trainer recipe (issue 16), in one run.
+
+For each student — ``bert-mini`` from scratch and ``bilstm`` with logit KD, and
+``teacher-layers:2`` with logit KD + hidden-state MSE — the same fine-tuned teacher, data
+subset, initial student weights (built by kdexam's own code, same seed), epochs, batch size,
+learning rate (kdexam's default for the kind), schedule and loss, trained by:
+
+- ``kdexam``: ``kdexam distill`` (``api.distill``) with an empty teacher cache of its own, so
+  its time includes filling the cache (the teacher's one pass over the training set, and over
+  the test split for loyalty); the cache fill is also timed alone (``Teacher.outputs*`` wrapped);
+- ``textbrewer-fixed``: TextBrewer's ``GeneralDistiller`` as its examples use it — inputs padded
+  to 128 tokens, the teacher run on every batch (``bench/textbrewer_peer.py`` in ``.venv-tb``);
+- ``textbrewer-bucketed``: the same, fed kdexam's length-bucketed dynamic batches;
+- ``hf-trainer``: a ``Trainer`` subclass running the teacher every step (``bench/trainer_peer.py``);
+- ``kdexam-labels-only``: kdexam's control (``--objective gold``: cross-entropy on the gold
+  labels, the teacher never read), for the KD overhead: distillation train time over this.
+
+Every system validates the student once an epoch and scores the best validation weights on the
+test split (kdexam's early stopping is kept off: ``patience`` > epochs). Each run is a fresh
+process, one at a time, one thread (``torch.set_num_threads(1)``, ``OMP_NUM_THREADS=1``); its
+``seconds`` runs from after its imports to its test score, ``peak_rss_mb`` is its own
+``ru_maxrss``. Ratios are peer seconds over kdexam seconds *with* the cache fill.
+
+    bash bench/textbrewer_env.sh
+    python bench/vs_textbrewer.py --teacher exams/default/teachers/teacher-movie-sentiment-minilm-l6-dc2db290 \\
+        --max-train 1000 --max-eval 500 --epochs 10 --out bench/results/vs_textbrewer.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+STUDENTS = {  # name: (kdexam kind, hidden-state pairs [teacher_layer, student_layer])
+    "bert-mini": ("bert-mini", []),
+    "bilstm": ("bilstm", []),
+    "teacher-layers:2+hidden": ("teacher-layers:2", [[3, 1], [6, 2]]),
+}
+SYSTEMS = ("kdexam", "textbrewer-fixed", "textbrewer-bucketed", "hf-trainer", "kdexam-labels-only")
+PEERS = ("textbrewer-fixed", "textbrewer-bucketed", "hf-trainer")
+
+
+def pin_threads(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS", "RAYON_RS_NUM_CPUS"):
+        os.environ[var] = str(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+# ---- pure helpers (tested in tests/test_bench_peers.py) --------------------------------------------
+
+
+def ratio(peer_seconds: float | None, ours_seconds: float | None) -> float | None:
+    """How many times longer the peer took; None when either is missing."""
+    if not peer_seconds or not ours_seconds:
+        return None
+    return peer_seconds / ours_seconds
+
+
+def verdict(value: float | None, target: float, at_most: bool = False) -> str:
+    """'met' / 'missed' against a target (``value ≥ target``, or ``≤`` with ``at_most``); 'not measured'."""
+    if value is None:
+        return "not measured"
+    return "met" if (value <= target if at_most else value >= target) else "missed"
+
+
+def kd_kwargs(pairs: list, labels_only: bool = False) -> dict:
+    """kdexam's settings for the benchmark's loss (``api.distill`` keywords; on the command line
+    ``--objective kl:temperature=4 --match teacher_layer=T,student_layer=S,feature=hidden,loss=mse``):
+    KL at T=4 (weight 1), plus one hidden-state MSE match per pair (TextBrewer's declarative
+    matches: each contributes weight · loss). ``labels_only``: the control, ``--objective gold``."""
+    if labels_only:
+        return {"objective": ["gold"]}
+    kw: dict = {"objective": ["kl:temperature=4"]}
+    if pairs:
+        kw["match"] = [f"teacher_layer={t},student_layer={s},feature=hidden,loss=mse" for t, s in pairs]
+    return kw
+
+
+def fmt(x, spec: str, none: str = "–") -> str:
+    return none if x is None else format(x, spec)
+
+
+def table(rows: list[dict]) -> str:
+    """One line per (student, system): wall time, kdexam's without the cache fill, the peer/kdexam
+    ratio (kdexam with its cache fill), peak memory and test accuracy with its gap to kdexam's."""
+    lines = ["| student | system | wall s | wall s w/o cache fill | time ÷ kdexam | peak RSS MB | test acc. | Δ acc. vs kdexam (pt) |",
+             "|---|---|---|---|---|---|---|---|"]
+    by = {(r["student"], r["system"]): r for r in rows if r.get("seconds") is not None}
+    for r in rows:
+        if r.get("seconds") is None:
+            lines.append(f"| {r['student']} | {r['system']} | failed: {r.get('error', '?')} | | | | | |")
+            continue
+        ours = by.get((r["student"], "kdexam"))
+        rt = ratio(r["seconds"], ours["seconds"]) if ours and r["system"] != "kdexam" else None
+        gap = 100 * (r["test_accuracy"] - ours["test_accuracy"]) if ours and r["system"] != "kdexam" else None
+        lines.append(f"| {r['student']} | {r['system']} | {r['seconds']:.0f} | {fmt(r.get('seconds_without_cache_fill'), '.0f')} | "
+                     f"{fmt(rt, '.2f', '1' if r['system'] == 'kdexam' else '–')}{'' if rt is None else '×'} | "
+                     f"{fmt(r.get('peak_rss_mb'), '.0f')} | {r['test_accuracy']:.4f} | {fmt(gap, '+.1f')} |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> dict:
+    """Ratios per student, the KD overhead, and the issue's targets (met / missed)."""
+    by = {(r["student"], r["system"]): r for r in rows if r.get("seconds") is not None}
+    out: dict = {"ratios": {}, "kd_overhead": {}, "targets": {}}
+    for student in {r["student"] for r in rows}:
+        ours = by.get((student, "kdexam"))
+        if not ours:
+            continue
+        out["ratios"][student] = {p: {"with_cache_fill": ratio(by[(student, p)]["seconds"], ours["seconds"]),
+                                      "without_cache_fill": ratio(by[(student, p)]["seconds"], ours.get("seconds_without_cache_fill")),
+                                      "accuracy_kdexam_minus_peer_points": 100 * (ours["test_accuracy"] - by[(student, p)]["test_accuracy"])}
+                                  for p in PEERS if (student, p) in by}
+        control = by.get((student, "kdexam-labels-only"))
+        if control and ours.get("train_seconds") and control.get("train_seconds"):
+            out["kd_overhead"][student] = ours["train_seconds"] / control["train_seconds"]
+
+    def r(student, peer):
+        return (out["ratios"].get(student, {}).get(peer) or {}).get("with_cache_fill")
+
+    bm_bucket = out["ratios"].get("bert-mini", {}).get("textbrewer-bucketed")
+    out["targets"] = {
+        "bert-mini ≥3× TextBrewer as its examples": verdict(r("bert-mini", "textbrewer-fixed"), 3.0),
+        "bilstm ≥10× TextBrewer as its examples": verdict(r("bilstm", "textbrewer-fixed"), 10.0),
+        "bert-mini ≥1.7× TextBrewer on the same batches": verdict(r("bert-mini", "textbrewer-bucketed"), 1.7),
+        "bert-mini accuracy within 0.5 pt of TextBrewer on the same batches":
+            verdict(None if not bm_bucket else abs(bm_bucket["accuracy_kdexam_minus_peer_points"]), 0.5, at_most=True),
+        "KD overhead ≤1.15× (every student)":
+            verdict(max(out["kd_overhead"].values()) if out["kd_overhead"] else None, 1.15, at_most=True),
+    }
+    return out
+
+
+# ---- one kdexam run (a fresh process) --------------------------------------------------------------
+
+
+def kdexam_child(spec: dict) -> None:
+    """Run ``kdexam distill`` with an empty private cache; print its timings as JSON."""
+    import resource
+
+    import torch
+
+    import kdexam.training.distill  # noqa: F401  (imported before the clock starts, as the peers import theirs)
+    from kdexam import api
+    from kdexam.teachers.teacher import Teacher
+
+    torch.set_num_threads(1)
+    os.environ["KDEXAM_HOME"] = tempfile.mkdtemp(prefix="kdexam-vs-tb-")  # cold cache (data is passed as a path)
+    fill, depth = {"seconds": 0.0}, {"n": 0}
+    for name in ("outputs_of_segments", "outputs"):  # the first calls the second: time the outermost call only
+        original = getattr(Teacher, name)
+
+        def timed(self, *args, _original=original, **kw):
+            depth["n"] += 1
+            t0 = time.perf_counter()
+            try:
+                return _original(self, *args, **kw)
+            finally:
+                depth["n"] -= 1
+                if depth["n"] == 0:
+                    fill["seconds"] += time.perf_counter() - t0
+
+        setattr(Teacher, name, timed)
+    t0 = time.perf_counter()
+    r = api.distill(**spec)
+    seconds = time.perf_counter() - t0
+    train_seconds = sum(s["train_seconds"] for s in r["stages"])
+    print("KDEXAM_RESULT " + json.dumps({
+        "seconds": round(seconds, 2), "cache_fill_seconds": round(fill["seconds"], 2),
+        "seconds_without_cache_fill": round(seconds - fill["seconds"], 2), "train_seconds": round(train_seconds, 2),
+        "steps": sum(s["steps"] for s in r["stages"]), "test_accuracy": r["student"]["metrics"]["accuracy"],
+        "best_validation_accuracy": r["stages"][-1]["best_validation"],
+        "teacher_forward_calls": r["teacher_cache"]["teacher_forward_calls"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+
+
+# ---- the driver ------------------------------------------------------------------------------------
+
+
+def prepare(a, work: Path) -> tuple[str, dict[str, dict]]:
+    """The data files (kdexam's splits and order) and each student's initial weights."""
+    import torch
+    from safetensors.torch import save_file
+
+    from kdexam import api
+    from kdexam.data.builtin import BUILTIN_DATASETS, prepare_dataset
+    from kdexam.data.readers import load_data
+    from kdexam.data.transfer import build_transfer_set
+    from kdexam.students.registry import build_student
+    from kdexam.teachers.teacher import Teacher
+    from kdexam.training.distill import check_data_fits_teacher, with_teacher_data
+
+    data_path = str(prepare_dataset(a.data)) if a.data in BUILTIN_DATASETS else a.data
+    cfg = with_teacher_data(api.distill_config(teacher=a.teacher, data=data_path, student="bilstm", out=str(work / "x"),
+                                               max_train=a.max_train, max_eval=a.max_eval, seed=a.seed), Path(a.teacher))
+    teacher = Teacher(a.teacher, max_length=cfg.data.max_length)
+    data = load_data(cfg.data.model_copy(update={"task": teacher.task.kind}), a.seed)
+    task = check_data_fits_teacher(data, teacher.task, Path(a.teacher))
+    transfer = build_transfer_set(cfg.transfer, data, task, a.seed, cfg.data, a.teacher, teacher.tokenizer.mask_token)
+    (work / "data").mkdir()
+    for name, examples in (("train", transfer.examples), ("validation", data.validation), ("test", data.test)):
+        with open(work / "data" / f"{name}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"text": e.text, "label": task.label2id[str(e.label)]}) + "\n" for e in examples)
+    inits = {}
+    for name in a.students:
+        kind, pairs = STUDENTS[name]
+        c = api.distill_config(teacher=a.teacher, data=data_path, student=kind, out=str(work / "x"), seed=a.seed)
+        torch.manual_seed(a.seed)
+        student, _ = build_student(c.student, task, a.teacher, train_texts=[e.text for e in transfer.examples])
+        d = work / "init" / name.replace(":", "-")
+        d.mkdir(parents=True)
+        if kind == "bilstm":
+            (d / "bilstm.json").write_text(json.dumps(student.config.to_dict()))
+            save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(d / "bilstm.safetensors"))
+        else:
+            student.model.save_pretrained(str(d))
+        inits[name] = {"kind": kind, "pairs": pairs, "init": str(d), "lr": c.train.learning_rate}
+    print(f"data: {len(transfer.examples)} train, {len(data.validation)} validation, {len(data.test)} test "
+          f"({data_path}); students initialised in {work / 'init'}", flush=True)
+    return data_path, inits
+
+
+def run_cell(a, student: str, system: str, s: dict, data_path: str, work: Path) -> dict:
+    env = dict(os.environ)
+    base = {"student": student, "system": system, "kind": s["kind"], "lr": s["lr"]}
+    if system.startswith("kdexam"):
+        spec = dict(teacher=a.teacher, data=data_path, student=s["kind"], out=str(work / "runs" / f"{student}-{system}".replace(":", "-")),
+                    max_train=a.max_train, max_eval=a.max_eval, epochs=a.epochs, batch_size=a.batch_size, patience=a.epochs + 1,
+                    seed=a.seed, num_threads=1, **kd_kwargs(s["pairs"], labels_only=system == "kdexam-labels-only"))
+        cmd = [sys.executable, __file__, "--kdexam-child", json.dumps(spec)]
+        marker = "KDEXAM_RESULT "
+    else:
+        out = work / f"{student}-{system}.json".replace(":", "-")
+        python, script = ((a.peer_python, "textbrewer_peer.py") if system.startswith("textbrewer") else (sys.executable, "trainer_peer.py"))
+        cmd = [python, str(BENCH / script), "--teacher", a.teacher, "--student-init", s["init"], "--data", str(work / "data"),
+               "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--lr", str(s["lr"]), "--temperature", "4",
+               "--matches", json.dumps(s["pairs"]), "--seed", str(a.seed), "--out", str(out)]
+        if system.startswith("textbrewer"):
+            cmd += ["--padding", system.split("-")[1]]
+        marker = None
+    print(f"[{time.strftime('%H:%M:%S')}] {student} / {system}: {' '.join(cmd)[:400]}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+    wall = time.perf_counter() - t0
+    log = work / "logs" / f"{student}-{system}.log".replace(":", "-")
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        return {**base, "seconds": None, "error": f"exit {proc.returncode} (log {log})", "process_seconds": round(wall, 1)}
+    if marker:
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith(marker)][-1]
+        result = json.loads(line[len(marker):])
+    else:
+        result = json.loads(out.read_text())
+    row = {**result, **base, "process_seconds": round(wall, 1)}
+    print(f"    {row['seconds']:.0f} s, test accuracy {row['test_accuracy']:.4f}, peak RSS {row.get('peak_rss_mb')} MB", flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kdexam-child", help=argparse.SUPPRESS)
+    ap.add_argument("--teacher")
+    ap.add_argument("--data", default="movie-sentiment")
+    ap.add_argument("--max-train", type=int, default=1000)
+    ap.add_argument("--max-eval", type=int, default=500)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    ap.add_argument("--peer-python", default=str(ROOT / ".venv-tb" / "bin" / "python"))
+    ap.add_argument("--out", default="bench/results/vs_textbrewer.json")
+    ap.add_argument("--summarize", action="store_true", help="recompute the table and summary of --out from its rows; no runs")
+    a = ap.parse_args()
+    pin_threads(1)
+    if a.summarize:
+        report = json.loads(Path(a.out).read_text())
+        report["table"] = table(report["rows"])
+        report.update(summary(report["rows"]))
+        Path(a.out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        print(report["table"])
+        print(json.dumps({k: report[k] for k in ("ratios", "kd_overhead", "targets")}, indent=2, ensure_ascii=False))
+        return
+    if a.kdexam_child:
+        kdexam_child(json.loads(a.kdexam_child))
+        return
+    if not a.teacher:
+        ap.error("--teacher is required")
+    a.teacher = str(Path(a.teacher).resolve())
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="vs-tb-"))
+    data_path, inits = prepare(a, work)
+    probe = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
+             "('textbrewer', 'torch', 'transformers', 'tokenizers', 'tensorboard', 'numpy')}))")
+    peer_versions = subprocess.run([a.peer_python, "-c", probe], capture_output=True, text=True, check=False).stdout.strip()
+    import importlib.metadata as md
+
+    report = {"benchmark": "vs_textbrewer", "data": a.data, "max_train": a.max_train, "max_eval": a.max_eval, "epochs": a.epochs,
+              "batch_size": a.batch_size, "seed": a.seed, "threads": 1, "teacher": a.teacher,
+              "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                          "platform": platform.platform(), "python": platform.python_version()},
+              "versions": {"kdexam_env": {p: md.version(p) for p in ("kdexam", "torch", "transformers", "accelerate", "tokenizers")},
+                           "textbrewer_env": json.loads(peer_versions) if peer_versions else None},
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "work": str(work), "rows": []}
+    for student in a.students:
+        for system in a.systems:
+            report["rows"].append(run_cell(a, student, system, inits[student], data_path, work))
+            report["table"] = table(report["rows"])
+            report.update(summary(report["rows"]))
+            report["seconds"] = round(time.perf_counter() - started, 1)
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(report["table"])
+    print(json.dumps({k: report[k] for k in ("ratios", "kd_overhead", "targets")}, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
