@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 KILLS = int(os.environ.get("KDEXAM_KILLS", "8"))
 
