@@ -55,12 +55,13 @@ def test_custom_code_is_refused_unless_trusted(custom_model, tmp_path):
     data = write_sentiment_splits(tmp_path / "data")
     with pytest.raises(KdexamError, match="come with their own Python code.*--trust-remote-code"):
         api.finetune_teacher(data=data, model=custom_model, out=tmp_path / "refused", epochs=1)
-    r = api.finetune_teacher(data=data, model=custom_model, out=tmp_path / "t", epochs=1, trust_remote_code=True)
+    # reviewed: the trusted code is the two files this test wrote itself, in its own temporary folder
+    r = api.finetune_teacher(data=data, model=custom_model, out=tmp_path / "t", epochs=1, trust_remote_code=True)  # reviewed
     assert r["teacher"]["params"] > 0
     assert (tmp_path / "t" / "modeling_toy.py").is_file(), "the run keeps the model's code beside its weights"
     with pytest.raises(KdexamError, match="--trust-remote-code"):
         api.distill(teacher=tmp_path / "t", data=data, student="cnn", out=tmp_path / "s0", epochs=1)
-    s = api.distill(teacher=tmp_path / "t", data=data, student="cnn", out=tmp_path / "s", epochs=1, trust_remote_code=True)
+    s = api.distill(teacher=tmp_path / "t", data=data, student="cnn", out=tmp_path / "s", epochs=1, trust_remote_code=True)  # reviewed
     assert s["student"]["params"] > 0
 
 
