@@ -212,14 +212,14 @@ def recorded_ensemble(recorded: dict, stored: RunResult | None, max_length: int,
 def ensemble_scores(task: Task, gold: list, logits, features, crf, ensemble, outputs) -> dict:
     """What ``metrics.json`` records of an ensemble teacher: its set-up, and for each member its own
     metrics on the split and the student's loyalty to it (as :func:`score` gives them for one teacher)."""
-    members = []
-    for entry in ensemble.describe()["members"]:
+    described, members = ensemble.describe(), []
+    for entry in described["members"]:
         m = entry["name"]
         rows = outputs.member_logits(m, [outputs.parts[m].example(i) for i in range(len(outputs))])
         own = score(task, gold, logits, features, crf, rows)
         members.append({**entry, "params": ensemble.members[m].params, "metrics": without_per_class(own.teacher_metrics),
                         "student_loyalty": own.loyalty})
-    return {**ensemble.describe(), "members": members}
+    return {**described, "members": members}
 
 
 def _stored_result(run: Path) -> RunResult | None:

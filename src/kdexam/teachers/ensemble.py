@@ -150,6 +150,15 @@ class EnsembleOutputs(TeacherOutputs):
     def example(self, i: int, name: str = "logits") -> np.ndarray:
         return self.gather([i], [name])[name][0]
 
+    def combine_rows(self, per_member: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """The ensemble target of each example from each member's rows, in one :func:`combine` call
+        (every rule is row-wise: an example's ``[C]`` or its words' ``[words, C]`` rows are stacked)."""
+        first = per_member[0]
+        flat = [np.concatenate([np.asarray(r, dtype=np.float32).reshape(-1, r.shape[-1]) for r in rows]) for rows in per_member]
+        combined = self.combiner(flat)
+        ends = np.cumsum([int(np.prod(r.shape[:-1])) for r in first])
+        return [part.reshape(r.shape) for part, r in zip(np.split(combined, ends[:-1]), first)]
+
     def gather(self, indices: list[int], names) -> dict[str, list[np.ndarray]]:
         out: dict[str, list[np.ndarray]] = {}
         wanted: dict[str, list[str]] = {}
@@ -166,7 +175,7 @@ class EnsembleOutputs(TeacherOutputs):
         for name in names:
             base, member = split_member(name)
             if member is None:
-                out[name] = [self.combiner([got[m]["logits"][r] for m in self.parts]) for r in range(len(indices))]
+                out[name] = self.combine_rows([got[m]["logits"] for m in self.parts])
             else:
                 out[name] = got[member][base]
         return out
