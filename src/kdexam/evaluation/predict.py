@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from kdexam.data.encode import MODEL_INPUTS, Features, first_subwords, make_loader, words_from_subwords
+from kdexam.parallel import gather_items, my_share, rank_and_world
 from kdexam.tasks import Task
 
 
@@ -18,14 +19,15 @@ def hf_forward(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict_logits(model, features: Features, tokenizer, task: Task, batch_size: int = 64,
-                   forward: Callable = hf_forward, device: torch.device | None = None) -> list[np.ndarray]:
-    """Per-example logits in the original order (length-sorted batches inside).
-    Tagging logits are cut to each example's own length."""
+                   forward: Callable = hf_forward, device: torch.device | None = None,
+                   indices: list[int] | None = None) -> list[np.ndarray]:
+    """Per-example logits in the original order (length-sorted batches inside); only the examples
+    at ``indices`` (the rest ``None``) when given. Tagging logits are cut to each example's own length."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
     out: list[np.ndarray | None] = [None] * len(features)
-    for batch in make_loader(features, tokenizer, task, batch_size, shuffle=False):
+    for batch in make_loader(features, tokenizer, task, batch_size, shuffle=False, indices=indices):
         inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
         logits = forward(model, inputs).float().cpu().numpy()
         for row, i in enumerate(batch["index"].tolist()):
@@ -34,6 +36,18 @@ def predict_logits(model, features: Features, tokenizer, task: Task, batch_size:
     if was_training:
         model.train()
     return out  # type: ignore[return-value]
+
+
+def predict_logits_shared(model, features: Features, tokenizer, task: Task, batch_size: int = 64,
+                          forward: Callable = hf_forward) -> list[np.ndarray]:
+    """:func:`predict_logits` of every example, split across data-parallel processes
+    (:mod:`kdexam.parallel`): each predicts its share, and every process gets all of them back.
+    Alone, it is :func:`predict_logits`."""
+    if rank_and_world()[1] == 1:
+        return predict_logits(model, features, tokenizer, task, batch_size, forward)
+    mine = my_share(len(features))
+    part = predict_logits(model, features, tokenizer, task, batch_size, forward, indices=mine)
+    return gather_items({i: part[i] for i in mine}, len(features))
 
 
 def decode(task: Task, logits: list[np.ndarray], features: Features, crf: dict | None = None) -> list:

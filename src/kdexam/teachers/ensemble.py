@@ -183,7 +183,7 @@ class EnsembleOutputs(TeacherOutputs):
 
 class Ensemble:
     """Teachers distilled together (``distill --teacher A --teacher B``). It answers what ``distill``
-    asks of one :class:`Teacher` — ``task``, ``outputs``, ``params``, ``forward_calls`` — with
+    asks of one :class:`Teacher` — ``task``, ``outputs``, ``params``, ``forward_calls``, ``examples_computed`` — with
     outputs combined as ``cfg`` says, and gives each member by name (``members``)."""
 
     def __init__(self, dirs: list[str], cfg: EnsembleConfig, max_length: int = 128, primary: str | None = None):
@@ -224,6 +224,10 @@ class Ensemble:
     @property
     def forward_calls(self) -> int:
         return sum(t.forward_calls for t in self.members.values())
+
+    @property
+    def examples_computed(self) -> int:
+        return sum(t.examples_computed for t in self.members.values())
 
     def shape_of(self, member: str):
         return self.members[member].shape

@@ -28,8 +28,9 @@ from kdexam.data.encode import MODEL_INPUTS, Features, encode, first_subwords, m
 from kdexam.data.readers import Example
 from kdexam.errors import KdexamError
 from kdexam.outputs import encoder_outputs, model_shape, parse_name
+from kdexam.parallel import barrier, my_share, process_device, rank_and_world
 from kdexam.tasks import Task
-from kdexam.teachers.cache import (JoinedOutputs, TeacherOutputs, cache_dir, content_key, fingerprint, model_fingerprint, pack, read_output,
+from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_key, fingerprint, model_fingerprint, pack, read_output,
                                    write_output)
 from kdexam.teachers.loader import remote_code
 
@@ -55,6 +56,8 @@ class Teacher:
         self._key: str | None = None
         self._model = None
         self.forward_calls = 0
+        self.examples_computed = 0
+        """Examples this process ran the teacher on (a cache hit adds none; a parallel fill, its share)."""
 
     @property
     def key(self) -> str:
@@ -79,7 +82,7 @@ class Teacher:
                 from kdexam.teachers.loader import load_for_task
 
                 self._model = load_for_task(str(self.dir), self.task, fine_tuned=True)
-            self._model.eval()
+            self._model.to(process_device()).eval()  # (the process's GPU where there is one)
             self._model.register_forward_pre_hook(self._count)
         return self._model
 
@@ -114,15 +117,17 @@ class Teacher:
 
     @torch.inference_mode()
     def compute(self, examples: list[Example], names, batch_size: int = 64, features: Features | None = None,
-                progress: bool = False) -> dict[str, list[np.ndarray]]:
-        """Stored forms of ``names`` for every example, in one teacher pass (length-sorted batches)."""
+                progress: bool = False, indices: list[int] | None = None) -> dict[str, list[np.ndarray]]:
+        """Stored forms of ``names`` for every example (only those at ``indices``, the others left
+        ``None``, when given), in one teacher pass (length-sorted batches)."""
         names = list(names)
         features = features or self.encode(examples)
         model = self.model
         device = next(model.parameters()).device
         out: dict[str, list] = {n: [None] * len(examples) for n in names}
         task = self.task or Task("classification", ["-"], False, "accuracy", "")
-        loader = make_loader(features, self.tokenizer, task, batch_size, shuffle=False)
+        loader = make_loader(features, self.tokenizer, task, batch_size, shuffle=False, indices=indices)
+        self.examples_computed += len(loader.dataset)
         for batch in _progress(loader, progress, f"teacher outputs ({', '.join(names)})"):
             inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
             result = encoder_outputs(model, inputs, names)
@@ -178,16 +183,47 @@ class Teacher:
         to_cache = [n for n in missing if n not in online]
         if to_cache:
             console.print(f"teacher: computing {', '.join(to_cache)} for {len(examples)} examples (cached for later runs)")
-            computed = self.compute(examples, to_cache, features=features, progress=True)
-            for n in to_cache:
-                write_output(d, n, pack(n, computed.pop(n)))
-                stored[n] = read_output(d, n)
+            if rank_and_world()[1] > 1:
+                stored.update(self.fill_sharded(d, examples, to_cache, features))
+            else:
+                computed = self.compute(examples, to_cache, features=features, progress=True)
+                for n in to_cache:
+                    write_output(d, n, pack(n, computed.pop(n)))
+                    stored[n] = read_output(d, n)
 
         def compute_online(indices: list[int], wanted: list[str]) -> dict[str, list[np.ndarray]]:
             return self.compute([examples[i] for i in indices], wanted)
 
         return TeacherOutputs(stored, d if cache else None, from_cache=cache and not to_cache, online=tuple(online),
                               compute=compute_online, notes=notes, rows=rows)
+
+    def fill_sharded(self, d: Path, examples: list[Example], names: list[str], features: Features) -> dict[str, Stored]:
+        """The cache fill of one of several data-parallel processes (:mod:`kdexam.parallel`): this
+        process computes its share of the examples (every ``world``-th, from its rank) and writes it
+        as the output ``NAME.shard-R-of-W``; the main process merges the shards, in example order,
+        into ``NAME`` and removes them; then every process reads ``NAME``. A shard already written
+        (a run killed after writing it) is read, not recomputed."""
+        rank, world = rank_and_world()
+        mine = my_share(len(examples))
+        shard = {n: f"{n}.shard-{rank}-of-{world}" for n in names}
+        todo = [n for n in names if read_output(d, shard[n]) is None]
+        if todo:
+            computed = self.compute(examples, todo, features=features, progress=True, indices=mine)
+            for n in todo:
+                write_output(d, shard[n], pack(n, [computed[n][i] for i in mine]))
+            del computed
+        barrier()
+        if rank == 0:
+            for n in names:
+                parts = [read_output(d, f"{n}.shard-{r}-of-{world}") for r in range(world)]
+                if any(p is None for p in parts):
+                    raise KdexamError(f"teacher cache {d}: a process's share of '{n}' is missing or damaged after the "
+                                      "parallel fill; run again (the whole shares are kept and reused).")
+                write_output(d, n, pack(n, [parts[i % world].example(i // world) for i in range(len(examples))]))
+                for f in d.glob(f"{n}.shard-*"):
+                    f.unlink(missing_ok=True)
+        barrier()
+        return {n: read_output(d, n) for n in names}
 
     def estimate_bytes(self, name: str, features: Features) -> int:
         """Disk size of one output on ``features`` (the teacher's own encoding)."""

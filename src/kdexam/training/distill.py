@@ -34,7 +34,7 @@ from kdexam.data.transfer import TransferSet, build_transfer_set
 from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.evaluate import ensemble_scores, score, without_per_class
-from kdexam.evaluation.predict import decode, predict_logits
+from kdexam.evaluation.predict import decode, predict_logits, predict_logits_shared
 from kdexam.evaluation.results import ModelResult, RunResult, retention
 from kdexam.objectives import ModelShape, build_objectives, default_objectives
 from kdexam.objectives.members import build_ensemble_objectives
@@ -87,6 +87,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     names = set().union(*(objective.teacher_requires for _, objective in plans))
     if cfg.transfer.min_confidence is not None:
         names.add("logits")
+    accelerator = make_accelerator(cfg.train)  # (joins a parallel launch's processes, which share the teacher work)
     if isinstance(teacher, Ensemble) and cfg.ensemble.weighting == "validation":  # (after every check: teacher work)
         scores = teacher.weigh_by_validation(data.validation, cache=cfg.cache_teacher)
         console.print("ensemble weights from validation " + ", ".join(
@@ -96,7 +97,6 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
                                cfg.transfer.min_confidence) if cfg.transfer.min_confidence is not None else None)
     evaluated = teacher.outputs(data.split(split), ["logits"])
 
-    accelerator = make_accelerator(cfg.train)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     if len(transfer.segments) > 1:
@@ -128,7 +128,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
 
         def validate(model):
             s = accelerator.unwrap_model(model).student
-            logits = predict_logits(s, feats["validation"], tokenizer, task, cfg.train.eval_batch_size, student_outputs_logits)
+            logits = predict_logits_shared(s, feats["validation"], tokenizer, task, cfg.train.eval_batch_size, student_outputs_logits)
             return task.metrics([e.label for e in data.validation], decode(task, logits, feats["validation"], crf_params(s)))
 
         rows = transfer.indices("gold") if stage.data == "gold" else kept
@@ -149,7 +149,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         "teacher_cache": {"hit": train_out.from_cache,
                           "path": getattr(train_out, "member_paths", None) or (str(train_out.path) if train_out.path else None),
                           "outputs": sorted(names), "online": list(train_out.online) if cfg.cache_teacher else sorted(names),
-                          "teacher_forward_calls": teacher.forward_calls},
+                          "teacher_forward_calls": teacher.forward_calls, "teacher_examples": teacher.examples_computed},
         "transfer": transfer.report, "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes,
     })
     result.seconds = round(time.perf_counter() - started, 2)

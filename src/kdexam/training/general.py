@@ -31,6 +31,7 @@ from kdexam.errors import KdexamError
 from kdexam.rundir import check_out
 from kdexam.evaluation.results import ModelResult, RunResult
 from kdexam.objectives import build_objectives, general_objectives
+from kdexam.parallel import gather_items, my_share
 from kdexam.paths import atomic_write_json
 from kdexam.students.registry import check_spec, count_parameters
 from kdexam.students.transformer import ENCODER_FILE, build_general_student
@@ -68,12 +69,12 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
     objective = build_objectives(specs, "general", teacher=teacher.shape, student=student.shape,
                                  matches=stage.matches or cfg.matches)
     names = objective.teacher_requires
+    accelerator = make_accelerator(cfg.train)  # (joins a parallel launch's processes, which share the teacher work)
     train_out = teacher.outputs(train, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb)
     val_out = teacher.outputs(validation, names, budget_gb=cfg.cache_budget_gb)
     feats = {"train": teacher.encode(train), "validation": teacher.encode(validation)}
     sides = {"train": TeacherSide(train_out, names, None), "validation": TeacherSide(val_out, names, None)}
 
-    accelerator = make_accelerator(cfg.train)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     train_cfg = stage_train_config(stage, cfg.train)
@@ -86,24 +87,24 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
         return model(batch, sides["train"](batch, accelerator.device))[0]
 
     @torch.inference_mode()
-    def validate(model):
+    def validate(model):  # each parallel process scores its share; the sums are gathered
         model.eval()
         total, n = 0.0, 0
-        for batch in make_loader(feats["validation"], tokenizer, NO_TASK, cfg.train.eval_batch_size, shuffle=False):
+        share = my_share(len(feats["validation"])) if accelerator.num_processes > 1 else None
+        for batch in make_loader(feats["validation"], tokenizer, NO_TASK, cfg.train.eval_batch_size, shuffle=False, indices=share):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             loss = model(batch, sides["validation"](batch, accelerator.device))[0]
             total, n = total + float(loss) * len(batch["input_ids"]), n + len(batch["input_ids"])
-        return {"objective": total / n}
+        sums = gather_items({accelerator.process_index: (total, n)}, accelerator.num_processes)
+        return {"objective": sum(t for t, _ in sums) / sum(c for _, c in sums)}
 
     loader = make_loader(feats["train"], tokenizer, NO_TASK, train_cfg.batch_size, shuffle=True, seed=cfg.seed)
     log_path = out / "train_log.jsonl"
-    if not resume:
+    if not resume and accelerator.is_main_process:
         log_path.unlink(missing_ok=True)
     summary = fit(distiller, loader, loss_fn, validate, train_cfg, accelerator, "objective", False, log_path,
                   desc=f"{cfg.student.kind} general", checkpoint_dir=out / "checkpoint-general", resume=resume)
     student = accelerator.unwrap_model(distiller).student
-    save_encoder(student, tokenizer, out, {"kind": cfg.student.kind, "teacher": teacher.name, "data": name, **info,
-                                           "objectives": objective.names})
     result = RunResult(
         general=True, dataset=name,
         teacher=ModelResult(teacher.name, teacher.params),
@@ -114,9 +115,13 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
         extra={"texts": {"train": len(train), "validation": len(validation)}, "objectives": objective.names,
                "stages": [{"stage": "general", **{k: v for k, v in summary.items() if k != "history"}}],
                "teacher_cache": {"hit": train_out.from_cache, "outputs": sorted(names), "online": list(train_out.online),
-                                 "teacher_forward_calls": teacher.forward_calls},
+                                 "teacher_forward_calls": teacher.forward_calls, "teacher_examples": teacher.examples_computed},
                "citations": objective.citations(), "notes": train_out.notes})
-    result.write(out)
+    if accelerator.is_main_process:  # in a parallel launch, one process writes the run's files
+        save_encoder(student, tokenizer, out, {"kind": cfg.student.kind, "teacher": teacher.name, "data": name, **info,
+                                               "objectives": objective.names})
+        result.write(out)
+    accelerator.wait_for_everyone()
     return result
 
 
