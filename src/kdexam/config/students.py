@@ -56,7 +56,9 @@ class StudentSpec(BaseModel):
     """Several teachers: the member (its name: the run directory's name) whose tokenizer, embeddings
     or layers the student takes (default: the first)."""
     trim_vocab: bool = True
-    """bilstm/cnn/static with teacher, random or model2vec embeddings: keep only the rows of tokens the
-    training texts use."""
+    """Keep only the word-embedding rows of the tokens the training texts use (ids stay the tokenizer's,
+    unused ones read the [UNK] row): bilstm/cnn/static with teacher, random or model2vec embeddings, bert-*
+    presets, teacher-layers:K and students initialised with --init-from. Not the encoder of --general
+    distillation, which must serve any task's text."""
 
 

@@ -67,8 +67,8 @@ APPLIES: dict[str, set[str]] = {
             "dropout", "freeze_embeddings", "trim_vocab"},
     "static": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "pooling", "dropout", "freeze_embeddings",
                "trim_vocab", "token_weights", "ngram_buckets"},
-    "preset": {"dropout", "freeze_embeddings"},
-    "teacher-layers": {"layers", "freeze_embeddings"},
+    "preset": {"dropout", "freeze_embeddings", "trim_vocab"},
+    "teacher-layers": {"layers", "freeze_embeddings", "trim_vocab"},
 }
 SEQUENCE_ONLY = {"bilstm": {"pooling", "pair_mode"}, "cnn": {"filter_widths", "pair_mode"}, "static": {"pooling"}}
 POOLINGS = {"bilstm": ("max", "mean", "attention"), "static": ("mean", "max", "mean-max")}
@@ -186,12 +186,18 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
     ``model.kdexam_info`` and saved by :func:`save_student`.
 
     ``init_from``: a general-distilled encoder (``kdexam distill --general``) of the kind's
-    shape; the student takes its weights and tokenizer, with a new task head."""
+    shape; the student takes its weights and tokenizer, with a new task head.
+
+    With ``spec.trim_vocab`` (the default) and ``train_texts``, every student on the teacher's
+    tokenizer keeps only the embedding rows of the tokens the texts use (transformer students:
+    :func:`kdexam.students.transformer.trim_word_embeddings`, the encoder's rows for
+    ``init_from``); the ids stay the tokenizer's."""
     family, k = check_spec(spec, task)
     if init_from is not None:
         from kdexam.students.transformer import build_from_encoder
 
         model, tokenizer, info = build_from_encoder(init_from, family, k, task)
+        _trim_transformer(model, tokenizer, spec, train_texts, info)
         if spec.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         model.kdexam_info = {"kind": spec.kind, "teacher": str(teacher_dir), **info}
@@ -246,10 +252,19 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
         from kdexam.students.transformer import build_preset
 
         model, tokenizer, info = build_preset(family, teacher_dir, task, spec.dropout)
+    if family not in EMBEDDING_FAMILIES:
+        _trim_transformer(model, tokenizer, spec, train_texts, info)
     if spec.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     model.kdexam_info = {"kind": spec.kind, "teacher": str(teacher_dir), **info}
     return model, tokenizer
+
+
+def _trim_transformer(model, tokenizer, spec: StudentSpec, train_texts, info: dict) -> None:
+    if spec.trim_vocab and train_texts:
+        from kdexam.students.transformer import trim_word_embeddings
+
+        info["embeddings"] = trim_word_embeddings(model, tokenizer, train_texts)
 
 
 # ---- parameters ---------------------------------------------------------------------------------
@@ -276,7 +291,8 @@ def count_parameters(model: nn.Module, exclude_embeddings: bool = False) -> int:
 
 def _weights_owner(model: nn.Module) -> nn.Module:
     """The module whose state dict goes into model.safetensors: the HF model itself for
-    transformer students (so the directory also loads with ``AutoModelFor….from_pretrained``)."""
+    transformer students (so the directory also loads with ``AutoModelFor….from_pretrained``, except
+    for a trimmed word-embedding table: its rows and id map load with :func:`load_student`)."""
     return model.model if getattr(model, "family", None) == "hf" else model
 
 
