@@ -5,6 +5,14 @@
 >>> clf.predict(["a gripping, funny film"])
 """
 
+import os
+
+# ONNX Runtime >= 1.25 on Linux and macOS keeps a device id and an event database under
+# ~/.cache/Microsoft/DeveloperTools and a session file in $TMPDIR, and uploads usage events, unless
+# ORT_DISABLE_TELEMETRY is set before onnxruntime is imported. kdexam imports onnxruntime only after
+# this line; a user who wants ONNX Runtime's default sets ORT_DISABLE_TELEMETRY=0 (docs/reliability.md).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 __version__ = "0.1.0"
 __all__ = ["load_student", "__version__"]
 

@@ -384,6 +384,9 @@ def exam(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-sentence errors with exit code 2 unless --debug is given."""
+    from kdexam.paths import keep_library_caches_home
+
+    keep_library_caches_home()  # before torch or matplotlib is imported
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

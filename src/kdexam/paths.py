@@ -17,6 +17,19 @@ def kdexam_home() -> Path:
     return Path(os.environ.get("KDEXAM_HOME", Path.home() / ".cache" / "kdexam")).expanduser()
 
 
+def keep_library_caches_home() -> None:
+    """Point the caches that libraries under kdexam write by default into the user's home or
+    ``$TMPDIR`` at the kdexam home instead, unless the user has set them: matplotlib's config and font
+    cache (``MPLCONFIGDIR``; default ``~/.config/matplotlib`` and ``~/.cache/matplotlib``) and
+    torch's compile cache (``TORCHINDUCTOR_CACHE_DIR``; ``import torch._dynamo`` creates
+    ``$TMPDIR/torchinductor_$USER``). Called by the command line before any of them is imported, so
+    that a command writes only to its output and the kdexam home (docs/reliability.md); the Python
+    API leaves the process's settings to its user. Hugging Face caches stay where the user put them."""
+    home = kdexam_home()
+    os.environ.setdefault("MPLCONFIGDIR", str(home / "matplotlib"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home / "torchinductor"))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename, so that a
     reader never sees a half-written file."""
