@@ -432,16 +432,18 @@ def settings(cfg: BenchConfig, dataset: str, n_texts: int) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def save_efficiency(report: dict) -> list[str]:
+def save_efficiency(report: dict, only: list[str] | None = None) -> list[str]:
     """Write each model's figures into its run's ``metrics.json`` (``student.efficiency`` /
     ``teacher.efficiency``; a student run also gets its teacher's under ``teacher.efficiency``),
-    atomically, other keys kept. Returns the files written."""
+    atomically, other keys kept; with ``only``, into those runs alone. Returns the files written."""
     from kdexam.evaluation.card import refresh_card
     from kdexam.paths import atomic_write_json
 
     by_run = {m["run"]: m for m in report["models"]}
     written = []
     for m in report["models"]:
+        if only is not None and m["run"] not in only:
+            continue
         f = Path(m["run"]) / "metrics.json"
         if not f.is_file():
             continue

@@ -125,7 +125,7 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
             api.finetune_teacher(out=str(run_dir), resume=True, **t.flags)
         elif t.run is not None and not (run_dir / "metrics.json").is_file():
             raise KdexamError(f"Teacher run '{t.run}' has no metrics.json; pass a directory written by 'kdexam teacher'.")
-        bench = measure(run_dir, cfg.bench, None, teacher=True) if cfg.bench.enabled else None
+        bench = measure(run_dir, cfg.bench, None, teacher=True, save=t.run is None) if cfg.bench.enabled else None
         store.finish(t.id, cell_row(run_dir, bench), time.perf_counter() - started)
         return run_dir
     except Exception as e:  # recorded; the cells of this teacher fail with a pointer to it
@@ -171,10 +171,11 @@ def _error(e: Exception) -> str:
 # --- measuring and the stored row ---------------------------------------------------------------
 
 
-def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bool = False) -> dict:
+def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bool = False, save: bool = True) -> dict:
     """``kdexam bench`` figures of one model (:func:`kdexam.evaluation.efficiency.measure_model`),
     with ratios to its teacher's stored figures (measured once per dataset); saved into the run's
-    metrics.json. A teacher is timed in PyTorch only."""
+    metrics.json when ``save`` (not into a teacher run the exam was given: an input is never
+    written; its figures are in results.sqlite). A teacher is timed in PyTorch only."""
     import torch
 
     from kdexam.evaluation.efficiency import BenchConfig, add_ratios, measure_model, save_efficiency, settings
@@ -193,7 +194,8 @@ def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bo
         torch.set_num_threads(threads)
     models = [model] + ([reference] if reference else [])
     add_ratios(models, {model["run"]: reference["run"] if reference else None})
-    save_efficiency({"settings": settings(cfg, data_task.dataset, len(examples)), "models": models})
+    if save:  # into this run only (its teacher's figures go in as a reference; the teacher's run is not written)
+        save_efficiency({"settings": settings(cfg, data_task.dataset, len(examples)), "models": models}, only=[model["run"]])
     return model
 
 
