@@ -430,7 +430,7 @@ def test_small_students_learn_the_sentiment_task(spec, teacher_dir):
     for epoch in range(15):
         for start in range(0, len(rows), 32):
             part = {k: v[start:start + 32] for k, v in batch.items()}
-            loss = task.gold_loss(model(**part)["logits"], gold[start:start + 32])
+            loss = torch.nn.functional.cross_entropy(model(**part)["logits"], gold[start:start + 32])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,5 +1,6 @@
-"""The task kinds kdexam handles, and what each needs: head size, gold loss,
-decoding of model outputs and metrics.
+"""The task kinds kdexam handles, and what each needs: head size, primary metric and metrics
+(the gold loss is the ``gold`` objective, :class:`kdexam.objectives.logits.GoldLoss`; outputs are
+decoded by :func:`kdexam.evaluation.predict.decode`).
 
 - ``classification``: one label per text or text pair; cross-entropy.
 - ``token-classification``: one tag per word; the label sits on the word's first
@@ -10,12 +11,6 @@ decoding of model outputs and metrics.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
-
-import numpy as np
-
-if TYPE_CHECKING:
-    import torch
 
 from kdexam.evaluation import metrics as M
 
@@ -56,19 +51,6 @@ class Task:
     @property
     def greater_is_better(self) -> bool:
         return HIGHER_IS_BETTER.get(self.primary_metric, True)
-
-    # ---- loss and decoding -------------------------------------------------
-    def gold_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (classification; per token with ``-100`` ignored) or MSE (regression)."""
-        import torch.nn.functional as F  # here, so that serving code importing Task stays torch-free
-
-        if self.kind == "regression":
-            return F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
-
-    def decode(self, logits: np.ndarray) -> np.ndarray:
-        """Predictions from logits: class ids (argmax over the last axis) or scores."""
-        return logits.reshape(-1) if self.kind == "regression" else logits.argmax(-1)
 
     # ---- metrics -------------------------------------------------------------
     def metrics(self, gold: list, pred: list) -> dict:
