@@ -114,8 +114,6 @@ class Objective(nn.Module):
     """False for objectives that read only the student and the gold labels."""
     citation_entries: ClassVar[tuple[str, ...]] = ()
     """BibTeX entries of the papers this objective comes from."""
-    intermediate: ClassVar[bool] = False
-    """True for objectives that read transformer layers (need both models' shapes)."""
 
     class Params(ObjectiveParams):
         """No parameters besides ``name`` and ``weight``."""
@@ -224,7 +222,6 @@ class LayerObjective(Objective):
     ``carries_width`` and call :meth:`project`.
     """
 
-    intermediate: ClassVar[bool] = True
     task_kinds: ClassVar[tuple[str, ...]] = ALL_KINDS
     min_layer: ClassVar[int] = 0
     """Smallest layer index this objective can read (1 for attention: the embedding layer has none)."""
