@@ -125,7 +125,7 @@ def encoder_outputs(model: nn.Module, inputs: dict, names: set[str] | list[str] 
                 raise KdexamError(f"Cannot find the {kind} projection of layer {k} in this {type(model).__name__}; "
                                   "query/key/value objectives need self-attention with separate nn.Linear projections.")
 
-            def keep(module, args, output, name=f"{kind}.{k}"):
+            def keep(module, _args, output, name=f"{kind}.{k}"):
                 captured[name] = output
 
             hooks.append(modules[kind].register_forward_hook(keep))
