@@ -115,10 +115,6 @@ def pack(name: str, per_example: list[np.ndarray]) -> Stored:
     return Stored(np.concatenate(rows).astype(dtype), offsets, square=kind == "attention")
 
 
-def _files(name: str, stored: Stored) -> list[str]:
-    return [f"{name}.npy"] + ([f"{name}.offsets.npy"] if stored.offsets is not None else [])
-
-
 def write_output(d: Path, name: str, stored: Stored) -> None:
     """Write one output's files into ``d`` (each atomically), then its manifest. Several processes
     may write the same entry at once: each file is replaced whole, and the contents are the same.

@@ -229,9 +229,6 @@ class Ensemble:
     def examples_computed(self) -> int:
         return sum(t.examples_computed for t in self.members.values())
 
-    def shape_of(self, member: str):
-        return self.members[member].shape
-
     def outputs(self, examples: list[Example], names, cache: bool = True, budget_gb: float = 8.0) -> EnsembleOutputs:
         return self.outputs_of_segments([examples], names, cache, budget_gb)
 

@@ -86,7 +86,7 @@ class Teacher:
             self._model.register_forward_pre_hook(self._count)
         return self._model
 
-    def _count(self, module, args) -> None:
+    def _count(self, module, _args) -> None:
         self.forward_calls += 1
 
     @property
