@@ -215,9 +215,9 @@ def prepare(a, work: Path) -> tuple[str, dict[str, dict]]:
     for name in a.students:
         kind, pairs = STUDENTS[name]
         c = api.distill_config(teacher=a.teacher, data=data_path, student=kind, out=str(work / "x"), seed=a.seed)
-        # the peers take a plain HF model, so a transformer's word embeddings stay untrimmed for them; with the
+        # the peers take a plain HF model, so a preset's word embeddings stay untrimmed for them; with the
         # same seed its rows of the transfer set's tokens, and every other weight, are kdexam's trimmed student's
-        spec = c.student if kind == "bilstm" else c.student.model_copy(update={"trim_vocab": False})
+        spec = c.student.model_copy(update={"trim_vocab": False}) if kind.startswith("bert-") else c.student
         torch.manual_seed(a.seed)
         student, _ = build_student(spec, task, a.teacher, train_texts=[e.text for e in transfer.examples])
         d = work / "init" / name.replace(":", "-")

@@ -1,7 +1,8 @@
 """Transformer students with a word-embedding table trimmed to the transfer set's tokens
 (``trim_vocab``, :class:`kdexam.students.transformer.TrimmedEmbedding`): the same logits as the
 untrimmed table with the same rows, save/load, ONNX export, torch-free serving, token-level
-matching, and the switch that keeps the full table."""
+matching, and the switch that keeps the full table. build_student trims the bert-* presets;
+teacher-layers students keep their table, and are trimmed here by the function itself."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from kdexam.students import StudentSpec, build_student, count_parameters, load_student, save_student
-from kdexam.students.transformer import TRIM_KEY, TrimmedEmbedding
+from kdexam.students.transformer import TRIM_KEY, TrimmedEmbedding, trim_word_embeddings
 from run_factory import runs  # noqa: F401  (fixture)
 from test_serving import _in_subprocess, _same
 from test_students import EXAMPLES, SMALL, TASKS, batch_of, logits_of, save_teacher
@@ -32,10 +33,16 @@ UNSEEN = {"cls": [Example("the superb movie was good"), Example("superb")],  # '
 KINDS = ["bert-tiny", "teacher-layers:1"]
 
 
-def build(kind, task_name, teacher, **kw):
+def build(kind, task_name, teacher, trim=True):
+    """As distill builds it (seed 0); teacher-layers students, which build_student leaves untrimmed,
+    trimmed by the function itself."""
+    teacher_layers = kind.startswith("teacher-layers")
     torch.manual_seed(0)
-    return build_student(StudentSpec(kind=kind, **SMALL.get(kind, {}), **kw), TASKS[task_name], teacher,
-                         train_texts=TEXTS[task_name])
+    spec = StudentSpec(kind=kind, **SMALL.get(kind, {}), **({} if teacher_layers else {"trim_vocab": trim}))
+    model, tok = build_student(spec, TASKS[task_name], teacher, train_texts=TEXTS[task_name])
+    if teacher_layers and trim:
+        model.kdexam_info["embeddings"] = trim_word_embeddings(model, tok, TEXTS[task_name])
+    return model, tok
 
 
 def used_ids(tok, texts) -> set[int]:
@@ -47,7 +54,7 @@ def used_ids(tok, texts) -> set[int]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_trimmed_logits_equal_the_untrimmed_table_with_the_same_rows(kind, task_name, teacher_dir):
     trimmed, tok = build(kind, task_name, teacher_dir)
-    full, _ = build(kind, task_name, teacher_dir, trim_vocab=False)
+    full, _ = build(kind, task_name, teacher_dir, trim=False)
     emb, full_emb = trimmed.get_input_embeddings(), full.get_input_embeddings()
     assert isinstance(emb, TrimmedEmbedding) and not isinstance(full_emb, TrimmedEmbedding)
     kept = sorted(used_ids(tok, TEXTS[task_name]))
@@ -74,7 +81,7 @@ def test_trimmed_logits_equal_the_untrimmed_table_with_the_same_rows(kind, task_
 def test_a_training_step_is_the_untrimmed_one(teacher_dir):
     """No training text reads an unused row, so AdamW moves the kept rows and every other weight alike."""
     trimmed, tok = build("bert-tiny", "cls", teacher_dir)
-    full, _ = build("bert-tiny", "cls", teacher_dir, trim_vocab=False)
+    full, _ = build("bert-tiny", "cls", teacher_dir, trim=False)
     batch = batch_of(tok, TASKS["cls"], [Example(t) for t in TEXTS["cls"]])
     labels = torch.tensor([1, 0, 0])
     for model in (trimmed, full):
@@ -108,7 +115,7 @@ def test_save_load_gives_identical_predictions(kind, teacher_dir, tmp_path):
 
 
 def test_switch_off_keeps_the_full_table(teacher_dir, tmp_path):
-    model, tok = build("bert-tiny", "cls", teacher_dir, trim_vocab=False)
+    model, tok = build("bert-tiny", "cls", teacher_dir, trim=False)
     emb = model.get_input_embeddings()
     assert type(emb) is torch.nn.Embedding and emb.num_embeddings == len(tok)
     assert TRIM_KEY not in model.config.to_dict() and "embeddings" not in model.kdexam_info
@@ -146,14 +153,13 @@ def test_onnx_export_and_torch_free_serving_of_a_trimmed_preset(runs, tmp_path):
     _same("cls", _in_subprocess(code, ("torch", "transformers")), want)
 
 
-@pytest.mark.parametrize("kind", ["bert-tiny", "teacher-layers:1"])
-def test_hidden_state_matching_runs_with_a_trimmed_student(kind, runs, tmp_path):  # noqa: F811
+def test_hidden_state_matching_runs_with_a_trimmed_preset(runs, tmp_path):  # noqa: F811
     """Token-level matching checks that student and teacher tokenize alike: a trimmed student still does."""
     from kdexam import api
 
     teacher = runs.teacher("cls")
     out = tmp_path / "s"
-    r = api.distill(teacher=teacher, student=kind, out=out, epochs=1, batch_size=16,
+    r = api.distill(teacher=teacher, student="bert-tiny", out=out, epochs=1, batch_size=16,
                     objective=["kl:weight=1"], match=["teacher_layer=2,student_layer=1,feature=hidden,loss=mse"])
     assert "match:hidden_mse" in r["stages"][0]["objectives"]
     model = load_student(out)[0]
@@ -161,7 +167,18 @@ def test_hidden_state_matching_runs_with_a_trimmed_student(kind, runs, tmp_path)
     assert isinstance(emb, TrimmedEmbedding) and emb.num_embeddings < len(emb.id_map)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["student"]["params"] == count_parameters(model)
-    off = api.distill(teacher=teacher, student=kind, out=tmp_path / "full", epochs=1, batch_size=16,
+    off = api.distill(teacher=teacher, student="bert-tiny", out=tmp_path / "full", epochs=1, batch_size=16,
                       set=["student.trim_vocab=false"], objective=["kl:weight=1"])
     assert off["student"]["params"] > metrics["student"]["params"]
     assert type(load_student(tmp_path / "full")[0].get_input_embeddings()) is torch.nn.Embedding
+
+
+def test_teacher_layers_keep_the_teachers_full_table(teacher_dir):
+    """Their rows are the teacher's trained vectors: build_student does not trim them, and says so."""
+    from kdexam.errors import KdexamError
+
+    torch.manual_seed(0)
+    model, tok = build_student(StudentSpec(kind="teacher-layers:1"), TASKS["cls"], teacher_dir, train_texts=TEXTS["cls"])
+    assert type(model.get_input_embeddings()) is torch.nn.Embedding and model.get_input_embeddings().num_embeddings == len(tok)
+    with pytest.raises(KdexamError, match="trim_vocab"):
+        build_student(StudentSpec(kind="teacher-layers:1", trim_vocab=False), TASKS["cls"], teacher_dir)

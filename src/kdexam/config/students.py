@@ -57,8 +57,8 @@ class StudentSpec(BaseModel):
     or layers the student takes (default: the first)."""
     trim_vocab: bool = True
     """Keep only the word-embedding rows of the tokens the training texts use (ids stay the tokenizer's,
-    unused ones read the [UNK] row): bilstm/cnn/static with teacher, random or model2vec embeddings, bert-*
-    presets, teacher-layers:K and students initialised with --init-from. Not the encoder of --general
-    distillation, which must serve any task's text."""
+    unused ones read the [UNK] row): bilstm/cnn/static with teacher, random or model2vec embeddings, and
+    bert-* presets. Not teacher-layers:K, --init-from or --general students, whose rows are trained
+    vectors that tokens outside the transfer set would lose."""
 
 

@@ -194,7 +194,8 @@ def trim_word_embeddings(student: HFStudent, tokenizer, texts) -> dict:
     update cost ~10 ms of a ~270 ms CPU step, and they fill the exported model. Training is the same
     as with the full table (a row no training text uses gets no gradient); what changes is an id
     unseen in training met at prediction time: it reads the [UNK] row instead of its own untrained
-    (preset) or teacher (teacher layers) row."""
+    (preset) or teacher (teacher layers) row. :func:`~kdexam.students.registry.build_student` trims
+    the presets only (its docstring says why)."""
     from kdexam.students.embeddings import EmbeddingInit, trim_vocabulary
 
     model = student.model
@@ -377,7 +378,7 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
 
     Its word-embedding table is never trimmed (:func:`trim_word_embeddings`): the encoder is the
     starting point of students for tasks whose texts are not known yet, and ``--init-from`` loads it
-    as a plain HF model; the task student built from it is trimmed to its own transfer set."""
+    as a plain HF model."""
     from transformers import AutoConfig, AutoModel
 
     from kdexam.students.embeddings import _teacher_path
