@@ -7,7 +7,6 @@ teacher-layers students keep their table, and are trimmed here by the function i
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -123,8 +122,19 @@ def test_switch_off_keeps_the_full_table(teacher_dir, tmp_path):
     assert type(load_student(tmp_path / "s")[0].get_input_embeddings()) is torch.nn.Embedding
     # without training texts there is nothing to trim to
     torch.manual_seed(0)
-    untrained, _ = build_student(StudentSpec(kind="bert-tiny"), TASKS["cls"], teacher_dir)
+    untrained, _ = build_student(StudentSpec(kind="bert-tiny", trim_vocab=True), TASKS["cls"], teacher_dir)
     assert type(untrained.get_input_embeddings()) is torch.nn.Embedding
+
+
+def test_presets_keep_the_full_table_by_default_and_embedding_students_trim(teacher_dir):
+    """Trimming is opt-in for bert-* presets (it cost bert-mini accuracy, docs/benchmarks.md) and the
+    default for the embedding students."""
+    texts = [e.text for e in EXAMPLES["cls"]]
+    torch.manual_seed(0)
+    preset, tok = build_student(StudentSpec(kind="bert-tiny"), TASKS["cls"], teacher_dir, train_texts=texts)
+    assert type(preset.get_input_embeddings()) is torch.nn.Embedding and preset.get_input_embeddings().num_embeddings == len(tok)
+    bilstm, tok = build_student(StudentSpec(kind="bilstm", hidden_size=8), TASKS["cls"], teacher_dir, train_texts=texts)
+    assert bilstm.get_input_embeddings().weight.shape[0] < len(tok)
 
 
 def test_general_encoder_keeps_the_full_table(teacher_dir):
@@ -138,7 +148,10 @@ def test_onnx_export_and_torch_free_serving_of_a_trimmed_preset(runs, tmp_path):
     from kdexam.export.onnx import PARITY_ATOL, export_onnx
     from kdexam.inference.predictor import load_student as load_predictor
 
-    run = shutil.copytree(runs.student("bert-tiny", "cls"), tmp_path / "run")
+    from kdexam import api
+
+    run = tmp_path / "run"
+    api.distill(teacher=runs.teacher("cls"), student="bert-tiny", out=run, epochs=1, batch_size=16, set=["student.trim_vocab=true"])
     info = json.loads((run / "student.json").read_text())["info"]
     assert info["embeddings"]["trimmed_vocab"] < info["embeddings"]["source_vocab"]
     r = export_onnx(run, quantize="int8")
@@ -160,7 +173,8 @@ def test_hidden_state_matching_runs_with_a_trimmed_preset(runs, tmp_path):  # no
     teacher = runs.teacher("cls")
     out = tmp_path / "s"
     r = api.distill(teacher=teacher, student="bert-tiny", out=out, epochs=1, batch_size=16,
-                    objective=["kl:weight=1"], match=["teacher_layer=2,student_layer=1,feature=hidden,loss=mse"])
+                    objective=["kl:weight=1"], match=["teacher_layer=2,student_layer=1,feature=hidden,loss=mse"],
+                    set=["student.trim_vocab=true"])
     assert "match:hidden_mse" in r["stages"][0]["objectives"]
     model = load_student(out)[0]
     emb = model.get_input_embeddings()

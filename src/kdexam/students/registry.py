@@ -167,7 +167,7 @@ def _embeddings(spec: StudentSpec, teacher_dir, train_texts):
     if source == "random":
         return E.random_embeddings(teacher_dir, spec.embedding_dim)
     if source == "model2vec":
-        return E.teacher_output_embeddings(teacher_dir, spec.embedding_dim, train_texts, only_used=spec.trim_vocab)
+        return E.teacher_output_embeddings(teacher_dir, spec.embedding_dim, train_texts, only_used=spec.trim_vocab is not False)
     if not train_texts:
         raise KdexamError("Embeddings 'glove' build their word vocabulary from the training texts; pass train_texts.")
     return E.glove_embeddings(spec.vectors_file, train_texts, spec.embedding_dim)
@@ -188,9 +188,10 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
     ``init_from``: a general-distilled encoder (``kdexam distill --general``) of the kind's
     shape; the student takes its weights and tokenizer, with a new task head.
 
-    With ``spec.trim_vocab`` (the default) and ``train_texts``, the embedding students and the
-    bert-* presets keep only the embedding rows of the tokens the texts use (presets:
-    :func:`kdexam.students.transformer.trim_word_embeddings`); the ids stay the tokenizer's.
+    With ``train_texts``, the embedding students (unless ``spec.trim_vocab`` is false) and the
+    bert-* presets (when ``spec.trim_vocab`` is true: opt-in) keep only the embedding rows of the
+    tokens the texts use (presets: :func:`kdexam.students.transformer.trim_word_embeddings`); the
+    ids stay the tokenizer's.
     ``teacher-layers:K`` and ``init_from`` students keep the full table: their rows are the
     teacher's or the encoder's trained vectors, and an id the transfer set does not use would lose
     its vector for [UNK]'s. Measured on movie-sentiment (1,000 training sentences, 11 % of the test
@@ -210,7 +211,7 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
     if family in EMBEDDING_FAMILIES:
         init = _embeddings(spec, teacher_dir, train_texts)
         id_map = None
-        if spec.trim_vocab and embedding_source(spec) != "glove" and train_texts:
+        if spec.trim_vocab is not False and embedding_source(spec) != "glove" and train_texts:
             from kdexam.students.embeddings import trim_vocabulary
 
             init, id_map = trim_vocabulary(init, train_texts)
@@ -256,7 +257,7 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
         from kdexam.students.transformer import build_preset
 
         model, tokenizer, info = build_preset(family, teacher_dir, task, spec.dropout)
-        if spec.trim_vocab and train_texts:
+        if spec.trim_vocab and train_texts:  # (opt-in for presets: see StudentSpec.trim_vocab)
             from kdexam.students.transformer import trim_word_embeddings
 
             info["embeddings"] = trim_word_embeddings(model, tokenizer, train_texts)
