@@ -32,11 +32,17 @@ input line; ``--rss TEXTS.json`` reports the process's peak memory instead (``kd
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 from pathlib import Path
 
 import numpy as np
+
+# ONNX Runtime >= 1.25 on Linux and macOS writes a device id and an event database under ~/.cache and a
+# session file in $TMPDIR, and uploads usage events, unless this is set before it is imported (as
+# kdexam/__init__.py does for the package; this file also runs alone, copied into an export folder)
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
