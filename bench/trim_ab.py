@@ -2,11 +2,11 @@
 
 Builds each kind twice with bench/train_throughput.py's ``setup`` (as ``kdexam distill`` builds it:
 same seed, same batches, cached teacher logits, fused AdamW, clipping), once with
-``trim_vocab`` on (the default) and once off, then alternates their training steps — A, B, A, B, … —
+``trim_vocab`` on and once off, then alternates their training steps — A, B, A, B, … —
 so that load from other processes falls on both alike; reports the median and mean ms a step
 and the median of each part. One thread.
 
-    .venv/bin/python bench/results/trim_ab.py --teacher TEACHER --kinds bert-mini --steps 60
+    .venv/bin/python bench/trim_ab.py --teacher TEACHER --kinds bert-mini --steps 60
 """
 import argparse, json, os, platform, statistics, sys, time
 from pathlib import Path
@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/
 import train_throughput as tt  # noqa: E402
 import kdexam.students.registry as registry  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Which test predictions change when trimmed runs of bench/results/trim_posthoc.py are trimmed post hoc."""
+"""Which test predictions change when trimmed runs of bench/trim_posthoc.py are trimmed post hoc."""
 import sys, torch
 from pathlib import Path
 from kdexam import api
