@@ -75,3 +75,32 @@ def test_cli_flag_and_refusal_sentence(custom_model, tmp_path, capsys):
                             "--trust-remote-code"], capsys)
     assert code == 0, err
     assert "trust_remote_code: true" in (tmp_path / "t" / "config.yaml").read_text()
+
+
+def test_serving_commands_take_the_flag_too(custom_model, tmp_path, capsys):
+    """evaluate, predict, export and bench load the run's model as distill does: refused with one
+    sentence unless trusted; trusted, they run (bench's fresh peak-memory process too)."""
+    from test_cli import one_sentence_error, run_cli
+
+    data = write_sentiment_splits(tmp_path / "data", 60, 20, 20)
+    t = tmp_path / "t"
+    api.finetune_teacher(data=data, model=custom_model, out=t, epochs=1, trust_remote_code=True)  # reviewed: the test's own code
+    with pytest.raises(KdexamError, match="--trust-remote-code"):
+        api.evaluate(t)
+    assert api.evaluate(t, trust_remote_code=True)["teacher"]["metrics"]["accuracy"] > 0  # reviewed
+    texts = tmp_path / "in.txt"
+    texts.write_text("a good film\na dull film\n", encoding="utf-8")
+    with pytest.raises(KdexamError, match="--trust-remote-code"):
+        api.predict(t, texts, backend="pytorch")
+    records = api.predict(t, texts, backend="pytorch", trust_remote_code=True)  # reviewed
+    assert [r["label"] for r in records] == [r["label"] for r in api.load_student(t, backend="pytorch", trust_remote_code=True)  # reviewed
+                                             .predict(["a good film", "a dull film"])]
+    code, _, err = run_cli(["export", t, "--max-examples", "8"], capsys)
+    assert code == 2 and "pass --trust-remote-code" in one_sentence_error(err)
+    code, _, err = run_cli(["export", t, "--max-examples", "8", "--trust-remote-code"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["bench", t, "--n-texts", "4", "--batch-sizes", "1", "--repeats", "2", "--warmup", "0", "--no-onnx",
+                            "--no-save", "--out", tmp_path / "bench.json", "--trust-remote-code"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["models"][0]["peak_rss_mb"]["pytorch"]["peak_mb"] > 0, "the fresh process loaded the trusted model"

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from kdexam.config import DistillRunConfig, TeacherRunConfig, build_config, load_config
 from kdexam.errors import KdexamError
+from kdexam.teachers.loader import allow_remote_code
 
 # ---------------------------------------------------------------------------------------------
 # Flags of ``kdexam teacher`` and ``kdexam distill``, declared once.
@@ -407,22 +408,25 @@ def distill(config: str | Path | DistillRunConfig | None = None, resume: bool = 
 
 def evaluate(run: str | Path, data: str | None = None, split: str = "test", max_eval: int | None = None,
              teacher: str | Path | None = None, batch_size: int = 64, out: str | Path | None = None,
-             **data_options: Any) -> dict:
+             trust_remote_code: bool = False, **data_options: Any) -> dict:
     """Score a teacher or student run on another dataset, split or held-out file, with loyalty
     and retention when the student's teacher is at hand; returns the result as ``metrics.json``
     holds one (plus ``evaluated``). ``data_options``: ``DataConfig`` fields such as
     ``text_column`` or ``label_column`` (the run's own by default). ``out``: also write it there.
+    ``trust_remote_code``: let a model whose config names its own Python code run it (as for
+    :func:`distill`; this and the other serving functions below take it too).
 
     >>> api.evaluate("runs/bilstm-ms", data="heldout.csv")["student"]["metrics"]["accuracy"]
     """
     from kdexam.evaluation.evaluate import evaluate_run_dir
 
+    allow_remote_code(trust_remote_code)
     return evaluate_run_dir(run, data=data, split=split, max_eval=max_eval, teacher=teacher, batch_size=batch_size,
                             data_options=data_options, out=out).to_dict()
 
 
 def load_student(path: str | Path, backend: str = "auto", quantized: bool = False, threads: int | None = None,
-                 device: str | None = None):
+                 device: str | None = None, trust_remote_code: bool = False):
     """A :class:`~kdexam.inference.predictor.Predictor` for a student run, a teacher run or an
     export folder: ``.predict(texts)`` tokenises, runs and decodes; no teacher needed.
 
@@ -436,11 +440,12 @@ def load_student(path: str | Path, backend: str = "auto", quantized: bool = Fals
     """
     from kdexam.inference.predictor import load_student as _load
 
+    allow_remote_code(trust_remote_code)
     return _load(path, backend=backend, quantized=quantized, threads=threads, device=device)
 
 
 def export(run: str | Path, format: str = "onnx", quantize: str | None = None, out: str | Path | None = None,
-           data: str | None = None, max_examples: int | None = None, batch_size: int = 32) -> dict:
+           data: str | None = None, max_examples: int | None = None, batch_size: int = 32, trust_remote_code: bool = False) -> dict:
     """Export a student or teacher run to ONNX (``out``, default ``RUN/onnx``), int8 too with
     ``quantize="int8"``; checks parity with PyTorch on the validation split and returns
     ``export.json``'s content (``max_abs_logit_diff``, ``prediction_agreement``, ``metrics`` per
@@ -452,6 +457,7 @@ def export(run: str | Path, format: str = "onnx", quantize: str | None = None, o
         raise KdexamError(f"Unknown export format '{format}'; kdexam exports --format onnx.")
     if max_examples is not None and max_examples < 1 or batch_size < 1:
         raise KdexamError(f"max_examples and batch_size must be at least 1 (got {max_examples} and {batch_size}).")
+    allow_remote_code(trust_remote_code)
     return export_onnx(run, out, quantize=quantize, data=data, max_examples=max_examples, batch_size=batch_size)
 
 
@@ -460,7 +466,8 @@ def benchmark(config: str | Path | None = None, **flags: Any) -> dict:
     throughput and peak memory of run directories and their teachers (see
     :mod:`kdexam.evaluation.efficiency`). Keyword arguments are the fields of
     :class:`~kdexam.evaluation.efficiency.BenchConfig` (``models``, ``data``, ``threads``,
-    ``batch_sizes``, ``n_texts``, ``repeats``, ``warmup``, ``onnx``, ``rss``, ``gpu``, ``save``, ``out``).
+    ``batch_sizes``, ``n_texts``, ``repeats``, ``warmup``, ``onnx``, ``rss``, ``gpu``, ``save``, ``out``,
+    ``trust_remote_code``).
 
     >>> report = api.benchmark(models=["runs/bilstm-ms"], n_texts=200, out="bench.json")
     """
@@ -474,12 +481,13 @@ def benchmark(config: str | Path | None = None, **flags: Any) -> dict:
 
 
 def predict(model: str | Path, input: str | Path, output: str | Path | None = None, backend: str = "auto",
-            quantized: bool = False, batch_size: int = 32) -> list[dict]:
+            quantized: bool = False, batch_size: int = 32, trust_remote_code: bool = False) -> list[dict]:
     """Predict every input of a file (.txt, .jsonl, .conll; see
     :func:`kdexam.inference.predictor.read_inputs`); returns the JSONL records (input fields,
     then ``label``/``scores``, ``value`` or ``tokens``/``tags``) and writes them to ``output``."""
     from kdexam.inference.predictor import predict_file
 
+    allow_remote_code(trust_remote_code)
     return predict_file(model, input, output, backend=backend, quantized=quantized, batch_size=batch_size)
 
 

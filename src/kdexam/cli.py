@@ -50,6 +50,8 @@ SetOpt = typer.Option(None, "--set", metavar="KEY=VALUE",
                            "--set student.layers=[0,5]. Overrides the config file; explicit flags override it.")
 ResumeOpt = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace a different run already in --out (removed as a whole first).")
+TrustOpt = typer.Option(False, "--trust-remote-code",
+                        help="Run the Python code the model's config names (auto_map); off by default, as that code runs with your rights.")
 
 
 def flag_options(table: dict[str, Flag], model: type) -> Callable[[Callable], Callable]:
@@ -225,13 +227,15 @@ def evaluate(
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column of --data (default: the run's)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Examples per batch."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the result as JSON to this file."),
+    trust: bool = TrustOpt,
 ) -> None:
     """Score a teacher or student run on another dataset or split, or a held-out file, with loyalty and retention
     when the student's teacher is at hand."""
     from kdexam import api
 
     r = api.evaluate(run, data=data, split=split, max_eval=max_eval, teacher=teacher_dir, batch_size=batch_size,
-                     out=out_file, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column)
+                     out=out_file, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column,
+                     trust_remote_code=trust)
     pm, ev = r["primary_metric"], r["evaluated"]
     sides = [("teacher", r["teacher"])] if r.get("teacher", {}).get("metrics") else []
     sides += [("student", r["student"])] if r.get("student") else []
@@ -261,6 +265,7 @@ def bench(
     gpu: Optional[bool] = typer.Option(None, "--gpu/--no-gpu", help="Also time PyTorch on CUDA when present (default on)."),
     save: Optional[bool] = typer.Option(None, "--save/--no-save", help="Write 'efficiency' into each run's metrics.json (default on)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the full report as JSON here."),
+    trust: Optional[bool] = typer.Option(None, "--trust-remote-code", help=TrustOpt.help),
 ) -> None:
     """Measure size, CPU latency (p50/p95, batch 1 and 32), throughput and peak memory of students and their teacher."""
     from kdexam import api
@@ -272,7 +277,7 @@ def bench(
         except ValueError:
             raise KdexamError(f"--batch-sizes '{batch_sizes}' is not a comma-separated list of integers; e.g. --batch-sizes 1,32.") from None
     flags = dict(models=models or None, data=data, threads=threads, batch_sizes=sizes, n_texts=n_texts, repeats=repeats,
-                 warmup=warmup, onnx=onnx, rss=rss, gpu=gpu, save=save, out=out_file)
+                 warmup=warmup, onnx=onnx, rss=rss, gpu=gpu, save=save, out=out_file, trust_remote_code=trust)
     report = api.benchmark(config, **{k: v for k, v in flags.items() if v is not None})
     from kdexam.evaluation.efficiency import tables
 
@@ -291,11 +296,13 @@ def export_command(
     data: Optional[str] = typer.Option(None, help="Dataset for the parity check (default: the run's data, validation split)."),
     max_examples: Optional[int] = typer.Option(None, min=1, help="Check parity on the first N validation examples only."),
     batch_size: int = typer.Option(32, min=1, help="Batch size of the parity check."),
+    trust: bool = TrustOpt,
 ) -> None:
     """Export a run to ONNX (dynamic batch and length) and check it against PyTorch on validation data."""
     from kdexam import api
 
-    r = api.export(run, format=fmt, quantize=quantize, out=out_dir, data=data, max_examples=max_examples, batch_size=batch_size)
+    r = api.export(run, format=fmt, quantize=quantize, out=out_dir, data=data, max_examples=max_examples, batch_size=batch_size,
+                   trust_remote_code=trust)
     pm = r["primary_metric"]
     t = Table(title=f"{r['source']['name']} exported to ONNX (opset {r['opset']}), {r['validation']['examples']} "
                     f"{r['validation']['dataset']} validation examples")
@@ -324,13 +331,15 @@ def predict(
     backend: str = typer.Option("auto", help="auto (ONNX when exported, else PyTorch) | pytorch | onnx."),
     quantized: bool = typer.Option(False, "--quantized", help="Use the int8 ONNX model."),
     batch_size: int = typer.Option(32, min=1, help="Inputs per batch."),
+    trust: bool = TrustOpt,
 ) -> None:
     """Predict labels, scores, values or tags for every input of a file; writes JSONL."""
     import json
 
     from kdexam import api
 
-    records = api.predict(model, input_file, output=output, backend=backend, quantized=quantized, batch_size=batch_size)
+    records = api.predict(model, input_file, output=output, backend=backend, quantized=quantized, batch_size=batch_size,
+                          trust_remote_code=trust)
     if output is None:
         sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     else:

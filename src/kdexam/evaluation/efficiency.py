@@ -57,6 +57,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kdexam.errors import KdexamError
+from kdexam.teachers.loader import allow_remote_code, remote_code
 
 MIN_REPEATS = 20
 CPU_BACKENDS = ("pytorch", "onnx", "onnx-int8")
@@ -83,6 +84,8 @@ class BenchConfig(BaseModel):
     save: bool = True
     """Write ``efficiency`` into each run's metrics.json."""
     out: str | None = None
+    trust_remote_code: bool = False
+    """Let a model whose config names its own Python code run it (also in the peak-memory processes)."""
 
     @field_validator("batch_sizes")
     @classmethod
@@ -254,6 +257,8 @@ def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, 
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(kdexam.__file__).parents[1]), os.environ.get("PYTHONPATH")])))
     if quantized:
         cmd.append("--quantized")
+    if backend != "onnx" and remote_code()["trust_remote_code"]:  # the fresh process loads the model as this one does
+        cmd.append("--trust-remote-code")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -273,10 +278,13 @@ def _rss_child(argv: list[str]) -> None:
     ap.add_argument("--texts", required=True)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--trust-remote-code", action="store_true")
     a = ap.parse_args(argv)
     import torch
 
     from kdexam.inference.predictor import load_student
+
+    allow_remote_code(a.trust_remote_code)
 
     torch.set_num_threads(a.threads)
     # the libraries loading needs are counted in the baseline, so peak - baseline is the model's share
@@ -470,6 +478,7 @@ def benchmark(cfg: BenchConfig) -> dict:
     from kdexam.export.onnx import run_examples
     from kdexam.paths import atomic_write_json
 
+    allow_remote_code(cfg.trust_remote_code)
     console = _console()
     runs, ref = resolve_models(cfg.models)
     examples, data_task = run_examples(cfg.models[0], cfg.data, cfg.n_texts)
