@@ -215,8 +215,9 @@ def prepare(a, work: Path) -> tuple[str, dict[str, dict]]:
     for name in a.students:
         kind, pairs = STUDENTS[name]
         c = api.distill_config(teacher=a.teacher, data=data_path, student=kind, out=str(work / "x"), seed=a.seed)
-        # the peers take a plain HF model, so a preset's word embeddings stay untrimmed for them; with the
-        # same seed its rows of the transfer set's tokens, and every other weight, are kdexam's trimmed student's
+        # the peers take a plain HF model, so a preset's word embeddings stay untrimmed for them; kdexam's
+        # presets are untrimmed too unless --kdexam-set student.trim_vocab=true, whose kept rows (same seed)
+        # and every other weight are these
         spec = c.student.model_copy(update={"trim_vocab": False}) if kind.startswith("bert-") else c.student
         torch.manual_seed(a.seed)
         student, _ = build_student(spec, task, a.teacher, train_texts=[e.text for e in transfer.examples])
@@ -239,7 +240,8 @@ def run_cell(a, student: str, system: str, s: dict, data_path: str, work: Path) 
     if system.startswith("kdexam"):
         spec = dict(teacher=a.teacher, data=data_path, student=s["kind"], out=str(work / "runs" / f"{student}-{system}".replace(":", "-")),
                     max_train=a.max_train, max_eval=a.max_eval, epochs=a.epochs, batch_size=a.batch_size, patience=a.epochs + 1,
-                    seed=a.seed, num_threads=1, **kd_kwargs(s["pairs"], labels_only=system == "kdexam-labels-only"))
+                    seed=a.seed, num_threads=1, **kd_kwargs(s["pairs"], labels_only=system == "kdexam-labels-only"),
+                    **({"set": a.kdexam_set} if a.kdexam_set else {}))
         cmd = [sys.executable, __file__, "--kdexam-child", json.dumps(spec)]
         marker = "KDEXAM_RESULT "
     else:
@@ -283,6 +285,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    ap.add_argument("--kdexam-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config setting for the kdexam runs only (repeatable), e.g. student.trim_vocab=true")
     ap.add_argument("--peer-python", default=str(ROOT / ".venv-tb" / "bin" / "python"))
     ap.add_argument("--out", default="bench/results/vs_textbrewer.json")
     ap.add_argument("--summarize", action="store_true", help="recompute the table and summary of --out from its rows; no runs")
@@ -311,7 +315,7 @@ def main() -> None:
     import importlib.metadata as md
 
     report = {"benchmark": "vs_textbrewer", "data": a.data, "max_train": a.max_train, "max_eval": a.max_eval, "epochs": a.epochs,
-              "batch_size": a.batch_size, "seed": a.seed, "threads": 1, "teacher": a.teacher,
+              "batch_size": a.batch_size, "seed": a.seed, "threads": 1, "teacher": a.teacher, "kdexam_set": a.kdexam_set,
               "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                           "platform": platform.platform(), "python": platform.python_version()},
               "versions": {"kdexam_env": {p: md.version(p) for p in ("kdexam", "torch", "transformers", "accelerate", "tokenizers")},
