@@ -101,8 +101,10 @@ def under(path: str, roots) -> bool:
 
 
 def pycache(path: str) -> bool:
-    """Python's bytecode cache, written by the import system (not by kdexam)."""
-    return "__pycache__" in Path(path).parts and ".pyc" in Path(path).name
+    """Python's bytecode cache, written by the import system (not by kdexam): a ``__pycache__``
+    folder (made on a first import, as in a fresh clone) or a ``.pyc`` file in one."""
+    p = Path(path)
+    return p.name == "__pycache__" or ("__pycache__" in p.parts and ".pyc" in p.name)
 
 
 def part_of_writing(path: Path, target: Path) -> bool:
