@@ -53,8 +53,9 @@ def my_share(n: int) -> list[int]:
 def gather_items(items: dict[int, object], n: int) -> list:
     """Each process's ``{index: value}`` (its :func:`my_share` of ``n`` items) → the whole list of
     ``n`` values, in index order, in every process (``all_gather_object``; one process: itself)."""
-    if rank_and_world()[1] > 1:
-        parts: list = [None] * rank_and_world()[1]
+    world = rank_and_world()[1]
+    if world > 1:
+        parts: list = [None] * world
         dist.all_gather_object(parts, items)
         items = {i: v for part in parts for i, v in part.items()}
     missing = [i for i in range(n) if i not in items]
