@@ -562,3 +562,33 @@ def test_trimmed_vocabulary_keeps_used_rows_and_maps_the_rest_to_unk(teacher_dir
     model.eval()
     with torch.inference_mode():
         assert torch.equal(model(**enc)["logits"], loaded(**enc)["logits"])
+
+
+def test_bilstm_two_way_pass_equals_packing():
+    """The BiLSTM's unpacked two-way pass gives the packed LSTM's outputs and gradients, zero at
+    padding, for rows of mixed lengths (an empty row included) — in training mode too."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from kdexam.students.bilstm import bidirectional_lstm, lengths_and_mask
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 5, batch_first=True, bidirectional=True)
+    attention = torch.tensor([[1] * 7, [1] * 3 + [0] * 4, [1] + [0] * 6, [1] * 5 + [0] * 2])
+    x = torch.randn(4, 7, 6)
+    lengths, mask = lengths_and_mask(attention)
+    outs, grads = [], []
+    for two_way in (False, True):
+        inputs = x.clone().requires_grad_(True)
+        if two_way:
+            out = bidirectional_lstm(lstm, inputs, lengths, mask)
+        else:
+            packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+            out = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=7)[0]
+        lstm.zero_grad()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append(out.detach())
+        grads.append([inputs.grad] + [p.grad.clone() for p in lstm.parameters()])
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+    assert outs[1][1, 3:].abs().max() == 0 and outs[1][2, 1:].abs().max() == 0
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-6)
