@@ -210,7 +210,8 @@ def _tiny_fit(tmp_path, loss_at, cfg_kw):
     model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                      intermediate_size=32, max_position_embeddings=32, num_labels=2))
     ftrain, fval = encode(train, tok, task, 32), encode(val, tok, task, 32)
-    cfg = TrainConfig(epochs=2, batch_size=8, learning_rate=1e-3, checkpoint_every=2, keep_checkpoint=True, **cfg_kw)
+    cfg = TrainConfig(**{"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "checkpoint_every": 2, "keep_checkpoint": True,
+                         **cfg_kw})
     calls = {"n": 0}
 
     def loss_fn(m, batch):
@@ -235,6 +236,25 @@ def test_a_non_finite_loss_skips_its_step_and_too_many_stop_the_run(tmp_path):
     from kdexam.training.checkpoint import find_checkpoint
 
     assert find_checkpoint(tmp_path / "b" / "checkpoint") is not None
+
+
+def test_checkpoints_are_written_every_n_steps_or_after_each_evaluation(tmp_path, monkeypatch):
+    """Every ``checkpoint_every`` steps and not after evaluations (they cost a share of a short run);
+    with 0, after each evaluation (the end of each epoch here) instead."""
+    import kdexam.training.trainer as trainer
+
+    written = []
+    save = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda d, m, o, s, position, best: (
+        written.append((position["step"], len(position["history"]))), save(d, m, o, s, position, best)))
+    _tiny_fit(tmp_path / "a", lambda n, loss: loss, {"checkpoint_every": 5, "keep_checkpoint": False})  # 8 steps an epoch, 2 epochs
+    assert written == [(5, 0), (10, 1), (15, 1)]
+    written.clear()
+    _tiny_fit(tmp_path / "k", lambda n, loss: loss, {"checkpoint_every": 5})  # a kept checkpoint is the finished run's
+    assert written == [(5, 0), (10, 1), (15, 1), (16, 2)]
+    written.clear()
+    _tiny_fit(tmp_path / "b", lambda n, loss: loss, {"checkpoint_every": 0, "evals_per_epoch": 2, "patience": 10})
+    assert written == [(4, 1), (8, 2), (12, 3), (16, 4)]
 
 
 def test_the_source_never_runs_untrusted_code_or_unpickles():

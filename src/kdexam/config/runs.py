@@ -76,9 +76,11 @@ class TrainConfig(Strict):
     max_nonfinite_steps: int = Field(default=10, ge=1)
     """A NaN or infinite loss skips its step; this many in a row stop the run (its last checkpoint kept)."""
     checkpoint_every: int = Field(default=200, ge=0)
-    """Write a full checkpoint (for ``--resume``) every N optimizer steps and after each evaluation; 0: only after evaluations."""
+    """Write a full checkpoint (for ``--resume``) every N steps; 0: after each evaluation instead. A checkpoint holds
+    the weights, the best weights and the optimizer state (four times the model's size): written after every
+    evaluation, as kdexam did before, they took 5 % of a 10-epoch bert-mini run on 1,000 sentences (0.5 s each)."""
     keep_checkpoint: bool = False
-    """Keep the last checkpoint in the run directory after a successful run."""
+    """Keep a checkpoint of the finished training in the run directory after a successful run."""
 
 
 class TeacherTrainConfig(TrainConfig):

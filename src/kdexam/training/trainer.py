@@ -128,8 +128,11 @@ def fit(
         pos, best_state = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler)
         console.print(f"resuming from {found}: epoch {pos['epoch'] + 1}, batch {pos['batch']}")
 
+    written = {"step": None}
+
     def checkpoint() -> None:
         if checkpoint_dir:
+            written["step"] = pos["step"]
             pos["seconds"] = time.perf_counter() - start
             if accelerator.is_main_process:  # one writer; the others wait until it is whole
                 save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, pos, best_state)
@@ -171,40 +174,42 @@ def fit(
                 bar.update(job, advance=1, info=info)
                 if not bar.console.is_terminal and step % log_every == 0:  # a log file gets plain lines
                     bar.console.print(f"{desc}: step {step}/{total} {info}")
-                at_boundary = i % cfg.gradient_accumulation_steps == 0
-                if i not in eval_at:
-                    if cfg.checkpoint_every and at_boundary and step % cfg.checkpoint_every == 0 and not pos.get("nonfinite"):
-                        checkpoint()  # (never while losses are non-finite: the last checkpoint stays a good one)
-                    continue
-                metrics = evaluate(model)
-                model.train()
-                score = metrics[primary_metric]
-                record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "validation": metrics,
-                          "seconds": round(time.perf_counter() - start, 2)}
-                pos["history"].append(record)
-                if log:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                bar.console.print(f"[dim]{desc}[/] epoch {epoch + 1} step {step}: train loss {train_loss:.4f}, "
-                                  f"validation {primary_metric} {score:.4f}")
-                pos.update(running=0.0, seen=0)
-                best = pos["best"]
-                if best is None or (score > best if greater_is_better else score < best):
-                    pos.update(best=score, best_at={"epoch": epoch + 1, "step": step}, bad=0)
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
-                else:
-                    pos["bad"] += 1
-                    if pos["bad"] >= cfg.patience:
-                        pos["stopped"] = True
-                        bar.console.print(f"[dim]{desc}[/] early stop: no gain in {primary_metric} for {cfg.patience} evaluations")
+                if i in eval_at:
+                    metrics = evaluate(model)
+                    model.train()
+                    score = metrics[primary_metric]
+                    record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "validation": metrics,
+                              "seconds": round(time.perf_counter() - start, 2)}
+                    pos["history"].append(record)
+                    if log:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                    bar.console.print(f"[dim]{desc}[/] epoch {epoch + 1} step {step}: train loss {train_loss:.4f}, "
+                                      f"validation {primary_metric} {score:.4f}")
+                    pos.update(running=0.0, seen=0)
+                    best = pos["best"]
+                    if best is None or (score > best if greater_is_better else score < best):
+                        pos.update(best=score, best_at={"epoch": epoch + 1, "step": step}, bad=0)
+                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                    else:
+                        pos["bad"] += 1
+                        if pos["bad"] >= cfg.patience:
+                            pos["stopped"] = True
+                            bar.console.print(f"[dim]{desc}[/] early stop: no gain in {primary_metric} for {cfg.patience} evaluations")
                 if i == len(loader):
                     pos.update(epoch=epoch + 1, batch=0)
-                checkpoint()
+                # a checkpoint every N steps (after each evaluation when N is 0), never while losses are
+                # non-finite: the last checkpoint stays a good one
+                due = step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else i in eval_at
+                if due and i % cfg.gradient_accumulation_steps == 0 and not pos.get("nonfinite"):
+                    checkpoint()
                 if pos["stopped"]:
                     break
             pos.update(epoch=epoch + 1, batch=0)
     if log:
         log.close()
+    if cfg.keep_checkpoint and written["step"] != pos["step"]:
+        checkpoint()  # the kept checkpoint is the finished run's
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
         unwrapped.load_state_dict(best_state)
