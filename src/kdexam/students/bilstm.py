@@ -14,7 +14,7 @@ padding; the backward direction reads each row's real tokens reversed in place
 (:func:`bidirectional_lstm`), the same numbers as packing (``pack_padded_sequence``) but
 about a quarter faster on CPU, where PyTorch's oneDNN LSTM kernel takes padded input
 and not packed. The ONNX export keeps the packed form, which maps to ONNX ``LSTM`` with
-``sequence_lens``.
+``sequence_lens``, and so do GPUs, whose cuDNN kernel takes packed input.
 
 Text pairs: ``pair_mode="concat"`` reads the tokenizer's pair encoding
 (``[CLS] a [SEP] b [SEP]``) as one sequence, with a learned segment embedding from
@@ -180,9 +180,11 @@ class BiLSTMStudent(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)
         states = [x]
         h = x
-        exporting = torch.onnx.is_in_onnx_export()
+        # packed under ONNX export (ONNX LSTM with sequence_lens) and on GPUs (cuDNN takes packed input); on CPU the
+        # two one-way passes reach the oneDNN kernel
+        packed_form = torch.onnx.is_in_onnx_export() or x.device.type != "cpu"
         for lstm in self.lstms:
-            if exporting:
+            if packed_form:
                 packed = pack_padded_sequence(self.dropout(h), lengths.cpu(), batch_first=True, enforce_sorted=False)
                 h, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=input_ids.shape[1])
             else:
