@@ -176,13 +176,6 @@ class TrimmedEmbedding(nn.Embedding):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return super().forward(self.id_map[input_ids])
 
-    def expanded(self) -> nn.Embedding:
-        """The equivalent untrimmed table (row ``i`` = the row id ``i`` maps to), for a plain HF model."""
-        full = nn.Embedding(len(self.id_map), self.embedding_dim)
-        with torch.no_grad():
-            full.weight.copy_(self.weight[self.id_map])
-        return full
-
 
 def trim_word_embeddings(student: HFStudent, tokenizer, texts) -> dict:
     """Replace the student's word-embedding table (in place) by a :class:`TrimmedEmbedding` that
