@@ -104,3 +104,40 @@ def test_serving_commands_take_the_flag_too(custom_model, tmp_path, capsys):
     assert code == 0, err
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["models"][0]["peak_rss_mb"]["pytorch"]["peak_mb"] > 0, "the fresh process loaded the trusted model"
+
+
+def test_exam_takes_the_flag_for_every_teacher_cell_and_measurement(custom_model, tmp_path, capsys):
+    """An exam whose teacher brings its own code: every cell fails with the sentence unless trusted;
+    ``kdexam exam --trust-remote-code`` (or ``trust_remote_code: true`` in the exam) runs the teacher's
+    fine-tuning, the cells and the cost measurements, a given teacher run (``run:``) included."""
+    import yaml
+
+    from test_cli import run_cli
+
+    data = write_sentiment_splits(tmp_path / "data", 60, 20, 20)
+    student = {"kind": "cnn", "embedding_dim": 8, "epochs": 1}
+    bench = {"n_texts": 4, "batch_sizes": [1], "repeats": 2, "warmup": 0, "onnx": False, "rss": False}
+
+    def exam(name, teacher, **extra):
+        cfg = {"name": name, "datasets": [{"name": str(data)}], "teachers": [teacher], "students": [student],
+               "control": False, "train": {"num_threads": 1}, "bench": bench, **extra}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        return tmp_path / f"{name}.yaml"
+
+    fine_tuned = exam("fine-tuned", {"model": str(custom_model), "name": "toy", "epochs": 1})
+    r = api.exam(str(fine_tuned), out=tmp_path / "refused")
+    assert r["run"] == {**r["run"], "done": 0, "failed": 2}
+    teacher_error, cell_error = sorted((f["error"] for f in r["summary"]["failed"]), key=lambda e: e.startswith("its"))
+    assert "pass --trust-remote-code" in teacher_error and cell_error.startswith("its teacher toy"), (teacher_error, cell_error)
+
+    code, _, err = run_cli(["exam", fine_tuned, "--out", tmp_path / "trusted", "--trust-remote-code"], capsys)  # reviewed: the test's own code
+    assert code == 0, err
+    teacher_run = next((tmp_path / "trusted" / "teachers").iterdir())
+    assert (teacher_run / "modeling_toy.py").is_file()
+
+    given = {"run": str(teacher_run), "name": "toy-run"}
+    r = api.exam(str(exam("given", given)), out=tmp_path / "given-refused")
+    assert r["run"]["failed"] == 2 and any("pass --trust-remote-code" in f["error"] for f in r["summary"]["failed"])
+    r = api.exam(str(exam("given-trusted", given, trust_remote_code=True)), out=tmp_path / "given")  # reviewed
+    assert r["run"] == {**r["run"], "done": 2, "failed": 0}
+    assert r["summary"]["datasets"], "the student was scored and measured against its custom-code teacher"

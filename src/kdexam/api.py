@@ -543,14 +543,16 @@ def _fastest_batch1(efficiency: dict | None) -> dict:
 
 def exam(config: str | Path | None = None, out: str | Path | None = None, set: Any = None,
          max_latency_ms: float | None = None, max_size_mb: float | None = None, min_retention: float | None = None,
-         export_best: bool = False) -> dict:
+         export_best: bool = False, trust_remote_code: bool = False) -> dict:
     """Run an exam (:mod:`kdexam.exam`) or report on one already run.
 
     ``config``: an exam YAML file or a built-in exam (``default``, ``quick``, ``full``; default
     ``default``), run into ``out``; or an exam directory (holding ``results.sqlite``) to report on
     again, e.g. with another budget. ``set``: dotted overrides of the exam config (``["seeds=[1,2]"]``).
     The budget (``max_latency_ms``, ``max_size_mb``, ``min_retention``) picks the recommended student;
-    ``export_best`` exports it. Returns ``{"summary", "recommendations", "files", "exported"?, "run"?}``.
+    ``export_best`` exports it. ``trust_remote_code``: let models that bring their own Python code run
+    it (the exam config's ``trust_remote_code``). Returns ``{"summary", "recommendations", "files",
+    "exported"?, "run"?}``.
 
     >>> api.exam("quick", out="exams/quick", max_latency_ms=1.0)
     """
@@ -576,7 +578,10 @@ def exam(config: str | Path | None = None, out: str | Path | None = None, set: A
         if out is None:
             raise KdexamError("No exam directory given; pass --out DIR.")
         overrides = dict(parse_set(s) for s in ([set] if isinstance(set, str) else set or []))
+        if trust_remote_code:
+            overrides["trust_remote_code"] = True
         cfg = load_exam_config(config, overrides)
+        trust_remote_code = cfg.trust_remote_code
         exam_dir, ran = Path(out), run_exam(cfg, out)
     with Store(exam_dir / "results.sqlite") as store:
         configured = cfg.budget.model_dump(exclude_none=True) if ran is not None else store.get("budget") or {}
@@ -585,5 +590,5 @@ def exam(config: str | Path | None = None, out: str | Path | None = None, set: A
     if ran is not None:
         result["run"] = ran
     if export_best:
-        result["exported"] = _export_best(result["recommendations"], exam_dir)
+        result["exported"] = _export_best(result["recommendations"], exam_dir, trust_remote_code)
     return result

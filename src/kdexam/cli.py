@@ -359,6 +359,7 @@ def exam(
     min_retention: Optional[float] = typer.Option(None, min=0, help="Budget: student score / teacher score."),
     export_best: bool = typer.Option(False, "--export-best", help="Export the recommended student of each dataset (ONNX, int8 "
                                                                   "when faster) to DIR/best/DATASET."),
+    trust: bool = TrustOpt,
 ) -> None:
     """Which student is best, for this task on this machine: run a grid of datasets x teachers x students x recipes x
     transfer settings x seeds (and a labels-only control per student); write results.sqlite as cells finish (a rerun
@@ -367,7 +368,7 @@ def exam(
     from kdexam.exam import leaderboard
 
     r = api.exam(config, out=out_dir, set=sets, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb,
-                 min_retention=min_retention, export_best=export_best)
+                 min_retention=min_retention, export_best=export_best, trust_remote_code=trust)
     for name, ds in r["summary"]["datasets"].items():
         header, rows = leaderboard.dataset_tables(ds)
         t = Table(title=f"{name}: * Pareto-optimal (score vs latency), s (score vs size)")

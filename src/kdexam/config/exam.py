@@ -165,6 +165,9 @@ class ExamConfig(BaseModel):
     """Flags for every run, teachers and students (``num_threads``, ``batch_size``, …)."""
     bench: ExamBench = ExamBench()
     budget: ExamBudget = ExamBudget()
+    trust_remote_code: bool = False
+    """Let models that bring their own Python code (``auto_map`` in config.json) run it: every
+    teacher, cell and measurement of the exam (``kdexam exam --trust-remote-code``). Off by default."""
 
     @field_validator("datasets", "students", "seeds")
     @classmethod

@@ -105,7 +105,7 @@ def best_run(entry: dict) -> str:
     return max(runs, key=lambda r: sign * (r[0] if r[0] is not None else -float("inf")))[1]
 
 
-def export_best(recommendations: dict[str, dict], out: Path) -> list[dict]:
+def export_best(recommendations: dict[str, dict], out: Path, trust_remote_code: bool = False) -> list[dict]:
     """Export each dataset's choice (its best seed) to ``out/best/DATASET`` (ONNX; int8 too when
     int8 was its fastest backend); returns what was exported and the command to predict with it."""
     from kdexam import api
@@ -119,7 +119,7 @@ def export_best(recommendations: dict[str, dict], out: Path) -> list[dict]:
         run = best_run(c)
         int8 = c.get("backend") == "onnx-int8"
         target = out / "best" / dataset_slug(name)
-        info = api.export(run, quantize="int8" if int8 else None, out=target)
+        info = api.export(run, quantize="int8" if int8 else None, out=target, trust_remote_code=trust_remote_code)
         done.append({"dataset": name, "run": run, "export": str(target), "int8": int8, "parity_ok": info.get("parity_ok"),
                      "command": f"kdexam predict {target} --input texts.txt" + (" --quantized" if int8 else "")})
     if not done:

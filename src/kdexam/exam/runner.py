@@ -121,11 +121,13 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
     store.start(t.id, "teacher", str(run_dir), dataset=t.dataset, teacher=t.teacher)
     started = time.perf_counter()
     try:
+        trust = _trusted(cfg, t.flags)
         if t.run is None and not (run_dir / "metrics.json").is_file():
-            api.finetune_teacher(out=str(run_dir), resume=True, **t.flags)
+            api.finetune_teacher(out=str(run_dir), resume=True, **{**t.flags, "trust_remote_code": trust})
         elif t.run is not None and not (run_dir / "metrics.json").is_file():
             raise KdexamError(f"Teacher run '{t.run}' has no metrics.json; pass a directory written by 'kdexam teacher'.")
-        bench = measure(run_dir, cfg.bench, None, teacher=True, save=t.run is None) if cfg.bench.enabled else None
+        bench = (measure(run_dir, cfg.bench, None, teacher=True, save=t.run is None, trust_remote_code=trust)
+                 if cfg.bench.enabled else None)
         store.finish(t.id, cell_row(run_dir, bench), time.perf_counter() - started)
         return run_dir
     except Exception as e:  # recorded; the cells of this teacher fail with a pointer to it
@@ -150,14 +152,20 @@ def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, stor
         if not (run_dir / "metrics.json").is_file():
             if run_dir.exists() and not any(run_dir.glob("checkpoint-stage*")):
                 shutil.rmtree(run_dir)  # a start without a checkpoint: nothing to keep
-            api.distill(teacher=str(teacher_dir), out=str(run_dir), resume=True, **c.flags)
+            api.distill(teacher=str(teacher_dir), out=str(run_dir), resume=True,
+                        **{**c.flags, "trust_remote_code": _trusted(cfg, c.flags)})
         teacher_bench = (store.rows([c.teacher_id]) or [{}])[0].get("result") or {}
-        bench = (measure(run_dir, cfg.bench, teacher_bench.get("bench"))
+        bench = (measure(run_dir, cfg.bench, teacher_bench.get("bench"), trust_remote_code=_trusted(cfg, c.flags))
                  if cfg.bench.enabled and c.role == "student" else None)
         store.finish(c.id, cell_row(run_dir, bench), time.perf_counter() - started)
     except Exception as e:
         store.fail(c.id, _error(e), time.perf_counter() - started)
         console.print(f"[red]cell {c.label} failed:[/] {_error(e)}")
+
+
+def _trusted(cfg: ExamConfig, flags: dict) -> bool:
+    """Whether a run may execute its model's own code: the exam's ``trust_remote_code``, or the run's flag."""
+    return bool(cfg.trust_remote_code or flags.get("trust_remote_code"))
 
 
 def _error(e: Exception) -> str:
@@ -171,12 +179,15 @@ def _error(e: Exception) -> str:
 # --- measuring and the stored row ---------------------------------------------------------------
 
 
-def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bool = False, save: bool = True) -> dict:
+def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bool = False, save: bool = True,
+            trust_remote_code: bool = False) -> dict:
     """``kdexam bench`` figures of one model (:func:`kdexam.evaluation.efficiency.measure_model`),
     with ratios to its teacher's stored figures (measured once per dataset); saved into the run's
     metrics.json when ``save`` (not into a teacher run the exam was given: an input is never
     written; its figures are in results.sqlite). A teacher is timed in PyTorch only."""
     import torch
+
+    from kdexam.teachers.loader import allow_remote_code
 
     from kdexam.evaluation.efficiency import BenchConfig, add_ratios, measure_model, save_efficiency, settings
     from kdexam.export.onnx import run_examples
@@ -184,6 +195,7 @@ def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bo
     cfg = BenchConfig(models=[str(run_dir)], threads=bench.threads, batch_sizes=bench.batch_sizes, n_texts=bench.n_texts,
                       repeats=bench.repeats, warmup=bench.warmup, onnx=bench.onnx and not teacher, rss=bench.rss,
                       gpu=False)
+    allow_remote_code(trust_remote_code)
     examples, data_task = run_examples(run_dir, None, cfg.n_texts)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
