@@ -76,8 +76,9 @@ def setup(teacher_dir: str, kind: str, max_train: int, batch_size: int, seed: in
     return model, loader, side, optimizer, scheduler, cfg.train.max_grad_norm, n_params
 
 
-def steps(model, loader, side, optimizer, scheduler, clip: float, n: int):
-    """Yield (examples, {part: seconds}) for ``n`` steps, cycling over epochs."""
+def steps(model, loader, side, optimizer, scheduler, clip: float, n: int, bf16: bool = False):
+    """Yield (examples, {part: seconds}) for ``n`` steps, cycling over epochs; ``bf16``: the forward
+    and the loss under CPU bf16 autocast, as ``--set train.mixed_precision=bf16`` runs them."""
     model.train()
     epoch = 0
     while True:
@@ -92,7 +93,8 @@ def steps(model, loader, side, optimizer, scheduler, clip: float, n: int):
             t.append(time.perf_counter())
             teacher_out = side(batch, "cpu")
             t.append(time.perf_counter())
-            loss = model(batch, teacher_out)[0]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(batch, teacher_out)[0]
             loss.item()
             t.append(time.perf_counter())
             loss.backward()

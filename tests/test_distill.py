@@ -149,3 +149,16 @@ def test_distill_cli_and_report(teacher_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["report", str(tmp_path)])
     assert e.value.code == 2
+
+
+def test_cpu_bf16_mixed_precision_trains_under_autocast_and_saves_fp32(teacher_run, tmp_path):
+    """``--mixed-precision bf16`` on a CPU: the student's forward runs under bf16 autocast (its
+    weights come out different from the fp32 run's, same seed), and the weights it saves stay fp32."""
+    runs = {p: api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / p,
+                           mixed_precision=p, **FAST) for p in ("no", "bf16")}
+    weights = {p: load_file(tmp_path / p / "model.safetensors") for p in runs}
+    assert all(w.dtype == torch.float32 for w in weights["bf16"].values() if w.is_floating_point())
+    assert weights["no"].keys() == weights["bf16"].keys()
+    differ = [k for k in weights["no"] if not torch.equal(weights["no"][k], weights["bf16"][k])]
+    assert differ, "bf16 autocast changed nothing: the forward did not run in bf16"
+    assert runs["bf16"]["student"]["metrics"]["accuracy"] >= 0.8, {p: r["student"]["metrics"] for p, r in runs.items()}

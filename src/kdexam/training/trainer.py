@@ -33,6 +33,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """CPU or GPU, with bf16/fp16 autocast on GPU when ``mixed_precision`` is ``auto``. Under
     ``torchrun`` / ``accelerate launch`` it is one of several data-parallel processes (gloo on CPUs,
     NCCL on GPUs; see docs/scaling.md)."""
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     if cfg.num_threads:
@@ -42,6 +43,9 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         precision = "no"
         if torch.cuda.is_available():
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # Accelerate keeps one mixed-precision setting per process and refuses another; each kdexam run (several in one
+    # process from the API or an exam) sets its own. Only that state is reset: the process group (PartialState) stays.
+    AcceleratorState._reset_state()
     # cpu=True lets Accelerate see a torchrun launch on a machine without a GPU (else it runs alone);
     # unused parameters (a pooling a student does not use for this task) must not stall the gradient all-reduce
     # split_batches: the processes share each batch (see shard), so the LR schedule steps once per batch

@@ -1,0 +1,81 @@
+"""CPU mixed precision (bf16 autocast) against fp32 training steps, interleaved in one process (issue 16).
+
+Builds each kind twice with bench/train_throughput.py's ``setup`` (as ``kdexam distill`` builds it:
+same seed, so the same initial weights and batches; cached teacher logits, fused AdamW, clipping),
+then alternates their training steps — fp32, bf16, fp32, bf16, … — so that load from other
+processes falls on both alike. The bf16 twin runs its forward and loss under
+``torch.autocast("cpu", dtype=torch.bfloat16)``, which is what ``kdexam distill --set
+train.mixed_precision=bf16`` gives on a CPU (Accelerate's autocast around the model); weights,
+gradients and AdamW stay fp32. Reports the median ms a step of each and the speedup. One thread.
+Accuracy is not measured here (the twins drift apart as bf16 rounds); docs/benchmarks.md has whole runs.
+
+A CPU without native bf16 arithmetic (AVX512-BF16 or AMX) emulates it and is usually slower in bf16.
+
+    .venv/bin/python bench/amp_ab.py --teacher TEACHER --kinds bilstm cnn static bert-mini teacher-layers:2 --steps 40
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/
+import train_throughput as tt  # noqa: E402
+
+
+def cpu_flags() -> list[str]:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--kinds", nargs="+", default=list(tt.KINDS))
+    ap.add_argument("--max-train", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--out", default="bench/results/amp_ab.json")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for kind in a.kinds:
+        twins = {"fp32": tt.setup(a.teacher, kind, a.max_train, 32), "bf16": tt.setup(a.teacher, kind, a.max_train, 32)}
+        gens = {name: tt.steps(m, loader, side, opt, sch, clip, a.warmup + a.steps, bf16=name == "bf16")
+                for name, (m, loader, side, opt, sch, clip, _) in twins.items()}
+        times = {name: [] for name in twins}
+        for i in range(a.warmup + a.steps):
+            for name, g in gens.items():
+                _, parts = next(g)
+                if i >= a.warmup:
+                    times[name].append(1000 * sum(parts.values()))
+        row = {"kind": kind, "parameters": twins["fp32"][6], "steps": a.steps,
+               "ms_per_step_median": {name: round(statistics.median(t), 1) for name, t in times.items()},
+               "ms_per_step_mean": {name: round(statistics.mean(t), 1) for name, t in times.items()}}
+        row["bf16_speedup"] = round(row["ms_per_step_median"]["fp32"] / row["ms_per_step_median"]["bf16"], 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("| student | parameters | fp32 ms/step | bf16 ms/step | bf16 speedup |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        m = r["ms_per_step_median"]
+        print(f"| {r['kind']} | {r['parameters'] / 1e6:.2f}M | {m['fp32']} | {m['bf16']} | {r['bf16_speedup']}× |")
+    report = {"benchmark": "amp_ab", "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+              "cpu_bf16_flags": cpu_flags(), "cpu_count": os.cpu_count(), "threads": 1,
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
