@@ -1,6 +1,7 @@
 """CPU mixed precision (bf16 autocast) against fp32 training steps, interleaved in one process (issue 16).
 
-Builds each kind twice with bench/train_throughput.py's ``setup`` (as ``kdexam distill`` builds it:
+First the teacher's forward over the training sentences (the cache fill's work), fp32 and bf16
+alternated. Then it builds each kind twice with bench/train_throughput.py's ``setup`` (as ``kdexam distill`` builds it:
 same seed, so the same initial weights and batches; cached teacher logits, fused AdamW, clipping),
 then alternates their training steps — fp32, bf16, fp32, bf16, … — so that load from other
 processes falls on both alike. The bf16 twin runs its forward and loss under
@@ -38,6 +39,44 @@ def cpu_flags() -> list[str]:
     return sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
 
 
+def teacher_pass(teacher_dir: str, max_train: int, repeats: int) -> dict:
+    """The teacher's forward over the first ``max_train`` training sentences (length-sorted batches of
+    64, as the cache fill runs it), fp32 and bf16 autocast alternated ``repeats`` times; with how far
+    the bf16 logits are from the fp32 ones. kdexam's cache fill itself stays fp32."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdexam.data.builtin import prepare_dataset
+
+    data = prepare_dataset("movie-sentiment")
+    texts = [json.loads(line)["text"] for line in (data / "train.jsonl").read_text(encoding="utf-8").splitlines()[:max_train]]
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    texts.sort(key=lambda t: len(tok(t)["input_ids"]))
+    batches = [tok(texts[i:i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+               for i in range(0, len(texts), 64)]
+
+    def run(bf16: bool) -> tuple[float, torch.Tensor]:
+        started = time.perf_counter()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = torch.cat([model(**b).logits.float() for b in batches])
+        return time.perf_counter() - started, logits
+
+    seconds = {"fp32": [], "bf16": []}
+    for _ in range(repeats):
+        for name in seconds:
+            t, logits = run(name == "bf16")
+            seconds[name].append(t)
+            if name == "fp32":
+                ref = logits
+            else:
+                diff = (logits - ref).abs().max().item()
+                agree = (logits.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    med = {name: round(statistics.median(t), 2) for name, t in seconds.items()}
+    return {"kind": f"teacher forward ({len(texts)} sentences, inference)", "seconds_median": med,
+            "bf16_speedup": round(med["fp32"] / med["bf16"], 2), "max_abs_logit_difference": round(diff, 5),
+            "argmax_agreement": agree}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--teacher", required=True)
@@ -45,10 +84,14 @@ def main():
     ap.add_argument("--max-train", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--teacher-repeats", type=int, default=3, help="teacher passes of each precision (0: none)")
     ap.add_argument("--out", default="bench/results/amp_ab.json")
     a = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
+    teacher = teacher_pass(a.teacher, a.max_train, a.teacher_repeats) if a.teacher_repeats else None
+    if teacher:
+        print(json.dumps(teacher), flush=True)
     for kind in a.kinds:
         twins = {"fp32": tt.setup(a.teacher, kind, a.max_train, 32), "bf16": tt.setup(a.teacher, kind, a.max_train, 32)}
         gens = {name: tt.steps(m, loader, side, opt, sch, clip, a.warmup + a.steps, bf16=name == "bf16")
@@ -70,9 +113,13 @@ def main():
     for r in rows:
         m = r["ms_per_step_median"]
         print(f"| {r['kind']} | {r['parameters'] / 1e6:.2f}M | {m['fp32']} | {m['bf16']} | {r['bf16_speedup']}× |")
+    if teacher:
+        print(f"teacher forward: {teacher['seconds_median']['fp32']} s fp32, {teacher['seconds_median']['bf16']} s bf16 "
+              f"({teacher['bf16_speedup']}×); bf16 logits within {teacher['max_abs_logit_difference']} of fp32, "
+              f"argmax agreement {teacher['argmax_agreement']:.4f}")
     report = {"benchmark": "amp_ab", "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
               "cpu_bf16_flags": cpu_flags(), "cpu_count": os.cpu_count(), "threads": 1,
-              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows}
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows, "teacher_forward": teacher}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
 

@@ -7,7 +7,9 @@ reuses an existing teacher for 100 %). Then, for each student and seed, five set
 
 - ``gold``: the student on the gold labels only (no teacher);
 - ``kd``: logit KD (KL T=2 + gold, kdexam's default) on the labelled subset;
-- ``kd+aug``: + augmented copies of the labelled subset (``--augment``, ``--augment-n``);
+- ``kd+aug``: + augmented copies of the labelled subset (``--augment``, ``--augment-n``; cells with
+  augmenters other than the default ``mask,ngram`` ×5 get their own run directories, e.g.
+  ``f0.01-cnn-kd-aug-neighbours-n5-s1``);
 - ``kd+unl``: + unlabelled movie-dialog lines (``--unlabelled movie-dialog --max-unlabelled``);
 - ``kd+both``: both.
 
@@ -76,8 +78,13 @@ def prepare_fraction(args, fraction: float) -> tuple[Path, Path]:
 
 
 def run_cell(args, fraction: float, data: Path, teacher: Path, student: str, setting: str, seed: int) -> dict:
-    out = Path(args.root) / f"f{fraction:g}-{student}-{setting.replace('+', '-')}-s{seed}"
+    augmenters = ""
+    if setting in ("kd+aug", "kd+both") and (args.augment, args.augment_n) != ("mask,ngram", 5):
+        augmenters = f"-{args.augment.replace(',', '+')}-n{args.augment_n}"  # cells of other augmenters stand apart
+    out = Path(args.root) / f"f{fraction:g}-{student}-{setting.replace('+', '-')}{augmenters}-s{seed}"
     cell = {"fraction": fraction, "student": student, "setting": setting, "seed": seed, "run": str(out)}
+    if augmenters:
+        cell.update(augment=args.augment, augment_n=args.augment_n)
     if not (out / "metrics.json").is_file():
         n = len((data / "train.jsonl").read_text(encoding="utf-8").splitlines())
         n *= 1 + (len(args.augment.split(",")) * args.augment_n if "aug" in setting or "both" in setting else 0)

@@ -162,3 +162,27 @@ def test_cpu_bf16_mixed_precision_trains_under_autocast_and_saves_fp32(teacher_r
     differ = [k for k in weights["no"] if not torch.equal(weights["no"][k], weights["bf16"][k])]
     assert differ, "bf16 autocast changed nothing: the forward did not run in bf16"
     assert runs["bf16"]["student"]["metrics"]["accuracy"] >= 0.8, {p: r["student"]["metrics"] for p, r in runs.items()}
+
+
+def test_bf16_teacher_labels_the_transfer_set_apart_and_the_teacher_is_scored_in_fp32(teacher_run, tmp_path):
+    """``--teacher-precision bf16``: the transfer set's teacher outputs come from a bf16-autocast
+    forward, close to the fp32 ones but not equal, cached under their own key (the fp32 cache is
+    neither hit nor overwritten); the teacher's test score is the fp32 one."""
+    from kdexam.config import DataConfig
+    from kdexam.data.readers import load_data
+    from kdexam.teachers.teacher import Teacher
+
+    runs = {p: api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / p,
+                           max_train=70, epochs=1, teacher_precision=p) for p in ("fp32", "bf16")}
+    assert runs["bf16"]["teacher_cache"]["precision"] == "bf16" and runs["bf16"]["teacher_cache"]["hit"] is False
+    assert runs["bf16"]["teacher_cache"]["path"] != runs["fp32"]["teacher_cache"]["path"]
+    assert runs["bf16"]["teacher"]["metrics"] == runs["fp32"]["teacher"]["metrics"]
+
+    data = load_data(DataConfig(name=str(teacher_run / "data"), max_train=20))
+    teacher = Teacher(teacher_run / "run", max_length=64)
+    fp32, bf16 = (teacher.outputs(data.train, ["logits"], precision=p) for p in ("fp32", "bf16"))
+    a, b = (np.stack([o.example(i) for i in range(len(data.train))]) for o in (fp32, bf16))
+    assert not np.array_equal(a, b), "the bf16 forward gave fp32's logits: autocast did not take effect"
+    np.testing.assert_allclose(b, a, atol=0.05 * np.abs(a).max())
+    with pytest.raises(KdexamError, match="precision 'fp8'"):
+        teacher.outputs(data.train, ["logits"], precision="fp8")

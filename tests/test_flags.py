@@ -60,6 +60,7 @@ SAMPLES = {
               [{"teacher_layer": 6, "student_layer": 2, "loss": "cosine", "feature": "hidden"}]),
     "cache_teacher": (["--online-teacher"], False, False),
     "cache_budget_gb": (["--cache-budget-gb", "2.5"], 2.5, 2.5),
+    "teacher_precision": (["--teacher-precision", "bf16"], "bf16", "bf16"),
     "unlabelled": (["--unlabelled", "movie-dialog"], "movie-dialog", "movie-dialog"),
     "unlabelled_column": (["--unlabelled-column", "line"], "line", "line"),
     "max_unlabelled": (["--max-unlabelled", "500"], 500, 500),

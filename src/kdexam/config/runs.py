@@ -70,7 +70,8 @@ class TrainConfig(Strict):
     """Stop after this many evaluations without improvement of the primary metric."""
     evals_per_epoch: int = Field(default=1, ge=1)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, none on CPU."""
+    """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, none on CPU. ``bf16`` on a CPU: bf16 autocast
+    there (faster on CPUs with native bf16 arithmetic); weights and optimizer stay fp32 either way."""
     num_threads: int | None = Field(default=None, ge=1)
     """CPU threads for PyTorch; all cores when omitted."""
     max_nonfinite_steps: int = Field(default=10, ge=1)
@@ -210,6 +211,9 @@ class DistillRunConfig(Strict):
     """Reuse cached teacher outputs (False runs the teacher on every batch: for benchmarks)."""
     cache_budget_gb: float = Field(default=8.0, ge=0)
     """Largest teacher cache (GB) to write for this run; outputs that would exceed it are computed online."""
+    teacher_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """The teacher's forward on the transfer set: fp32, or bf16/fp16 autocast (faster on GPUs and on CPUs with native
+    bf16; its outputs are cached apart from fp32 ones). The teacher's own test score and the loyalty are always fp32."""
     general: bool = False
     """Task-agnostic distillation: no labels and no head; the student encoder matches the teacher's
     attention and value relations on unlabelled text and is saved for ``init_from``."""

@@ -233,7 +233,7 @@ class Ensemble:
         return self.outputs_of_segments([examples], names, cache, budget_gb)
 
     def outputs_of_segments(self, segments: list[list[Example]], names, cache: bool = True,
-                            budget_gb: float = 8.0) -> EnsembleOutputs:
+                            budget_gb: float = 8.0, precision: str = "fp32") -> EnsembleOutputs:
         """Each member's outputs on the segments (its own tokenization and cache; the disk budget
         shared equally), joined as :class:`EnsembleOutputs`."""
         per_member: dict[str, set[str]] = {m: set() for m in self.members}
@@ -247,7 +247,7 @@ class Ensemble:
             for m in ([member] if member else self.members):
                 per_member[m].add(base)
         parts = {m: self.members[m].outputs_of_segments(segments, sorted(wanted or {"logits"}), cache,
-                                                        budget_gb / len(self.members))
+                                                        budget_gb / len(self.members), precision)
                  for m, wanted in per_member.items()}
         return EnsembleOutputs(parts, self.orders, self.combiner())
 

@@ -36,6 +36,8 @@ from kdexam.teachers.loader import remote_code
 
 console = Console(stderr=True)
 TOKEN_LEVEL = ("hidden", "query", "key", "value", "attention")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``teacher_precision``: the teacher's forward in fp32, or under bf16/fp16 autocast (cached apart)."""
 
 
 class Teacher:
@@ -117,9 +119,10 @@ class Teacher:
 
     @torch.inference_mode()
     def compute(self, examples: list[Example], names, batch_size: int = 64, features: Features | None = None,
-                progress: bool = False, indices: list[int] | None = None) -> dict[str, list[np.ndarray]]:
+                progress: bool = False, indices: list[int] | None = None, precision: str = "fp32") -> dict[str, list[np.ndarray]]:
         """Stored forms of ``names`` for every example (only those at ``indices``, the others left
-        ``None``, when given), in one teacher pass (length-sorted batches)."""
+        ``None``, when given), in one teacher pass (length-sorted batches); ``precision`` ``bf16`` or
+        ``fp16`` runs the forward under autocast (the stored forms are fp32/fp16 as always)."""
         names = list(names)
         features = features or self.encode(examples)
         model = self.model
@@ -130,35 +133,39 @@ class Teacher:
         self.examples_computed += len(loader.dataset)
         for batch in _progress(loader, progress, f"teacher outputs ({', '.join(names)})"):
             inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
-            result = encoder_outputs(model, inputs, names)
+            with torch.autocast(device.type, dtype=PRECISIONS[precision] or torch.bfloat16, enabled=precision != "fp32"):
+                result = encoder_outputs(model, inputs, names)
             for row, i in enumerate(batch["index"].tolist()):
                 for n in names:
                     out[n][i] = stored_form(n, result[n][row], features.rows[i], self.task)
         return out
 
     def outputs_of_segments(self, segments: list[list[Example]], names, cache: bool = True,
-                            budget_gb: float = 8.0) -> TeacherOutputs:
+                            budget_gb: float = 8.0, precision: str = "fp32") -> TeacherOutputs:
         """:meth:`outputs` of each segment (each cached under its own content key; the budget shared),
         joined into one list of examples (:class:`~kdexam.teachers.cache.JoinedOutputs`)."""
         parts, used = [], 0
         for segment in segments:
-            part = self.outputs(segment, names, cache, budget_gb, used_bytes=used)
+            part = self.outputs(segment, names, cache, budget_gb, used_bytes=used, precision=precision)
             used += sum(s.data.nbytes for s in part.stored.values())
             parts.append(part)
         return parts[0] if len(parts) == 1 else JoinedOutputs(parts, [len(s) for s in segments])
 
     def outputs(self, examples: list[Example], names, cache: bool = True, budget_gb: float = 8.0,
-                used_bytes: int = 0) -> TeacherOutputs:
+                used_bytes: int = 0, precision: str = "fp32") -> TeacherOutputs:
         """The teacher's ``names`` on ``examples``: read from the cache, computed once and cached, or
         (``cache=False``, or beyond ``budget_gb`` of disk, ``used_bytes`` of it already taken) computed
-        online for each batch."""
+        online for each batch; by a forward in ``precision`` (outputs of a bf16/fp16 forward are cached
+        under their own key)."""
+        if precision not in PRECISIONS:
+            raise KdexamError(f"Teacher precision '{precision}' is not one of {', '.join(PRECISIONS)}.")
         names = sorted(set(names))
         # keyed and stored by content: the same examples in another order (another seed's shuffle) hit
         order = sorted(range(len(examples)), key=lambda i: content_key(examples[i]))
         examples = [examples[i] for i in order]
         rows = np.empty(len(order), dtype=np.int64)
         rows[order] = np.arange(len(order))
-        key = fingerprint(self.key, examples, self.task, self.max_length)
+        key = fingerprint(self.key if precision == "fp32" else f"{self.key}+{precision}", examples, self.task, self.max_length)
         d = cache_dir(key)
         stored = {n: s for n in names if cache and (s := read_output(d, n)) is not None}
         missing = [n for n in names if n not in stored]
@@ -184,20 +191,21 @@ class Teacher:
         if to_cache:
             console.print(f"teacher: computing {', '.join(to_cache)} for {len(examples)} examples (cached for later runs)")
             if rank_and_world()[1] > 1:
-                stored.update(self.fill_sharded(d, examples, to_cache, features))
+                stored.update(self.fill_sharded(d, examples, to_cache, features, precision))
             else:
-                computed = self.compute(examples, to_cache, features=features, progress=True)
+                computed = self.compute(examples, to_cache, features=features, progress=True, precision=precision)
                 for n in to_cache:
                     write_output(d, n, pack(n, computed.pop(n)))
                     stored[n] = read_output(d, n)
 
         def compute_online(indices: list[int], wanted: list[str]) -> dict[str, list[np.ndarray]]:
-            return self.compute([examples[i] for i in indices], wanted)
+            return self.compute([examples[i] for i in indices], wanted, precision=precision)
 
         return TeacherOutputs(stored, d if cache else None, from_cache=cache and not to_cache, online=tuple(online),
                               compute=compute_online, notes=notes, rows=rows)
 
-    def fill_sharded(self, d: Path, examples: list[Example], names: list[str], features: Features) -> dict[str, Stored]:
+    def fill_sharded(self, d: Path, examples: list[Example], names: list[str], features: Features,
+                     precision: str = "fp32") -> dict[str, Stored]:
         """The cache fill of one of several data-parallel processes (:mod:`kdexam.parallel`): this
         process computes its share of the examples (every ``world``-th, from its rank) and writes it
         as the output ``NAME.shard-R-of-W``; the main process merges the shards, in example order,
@@ -208,7 +216,7 @@ class Teacher:
         shard = {n: f"{n}.shard-{rank}-of-{world}" for n in names}
         todo = [n for n in names if read_output(d, shard[n]) is None]
         if todo:
-            computed = self.compute(examples, todo, features=features, progress=True, indices=mine)
+            computed = self.compute(examples, todo, features=features, progress=True, indices=mine, precision=precision)
             for n in todo:
                 write_output(d, shard[n], pack(n, [computed[n][i] for i in mine]))
             del computed

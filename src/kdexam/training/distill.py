@@ -149,7 +149,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         "teacher_cache": {"hit": train_out.from_cache,
                           "path": getattr(train_out, "member_paths", None) or (str(train_out.path) if train_out.path else None),
                           "outputs": sorted(names), "online": list(train_out.online) if cfg.cache_teacher else sorted(names),
-                          "teacher_forward_calls": teacher.forward_calls, "teacher_examples": teacher.examples_computed},
+                          "teacher_forward_calls": teacher.forward_calls, "teacher_examples": teacher.examples_computed,
+                          "precision": cfg.teacher_precision},
         "transfer": transfer.report, "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes,
     })
     result.seconds = round(time.perf_counter() - started, 2)
@@ -184,7 +185,7 @@ def training_teacher_side(cfg: DistillRunConfig, teacher: Teacher | Ensemble, tr
     else:
         check_same_tokenization(teacher, transfer.examples, features, names)
     outputs = teacher.outputs_of_segments(transfer.segment_examples(), names, cache=cfg.cache_teacher,
-                                          budget_gb=cfg.cache_budget_gb)
+                                          budget_gb=cfg.cache_budget_gb, precision=cfg.teacher_precision)
     if cfg.cache_teacher:
         console.print(f"teacher outputs: {'read from cache' if outputs.from_cache else 'computed and cached'} ({outputs.path})")
     positions = ([np.asarray(first_subwords(r["word_ids"], r["n_words"]), dtype=np.int64) for r in features.rows]

@@ -70,8 +70,8 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
                                  matches=stage.matches or cfg.matches)
     names = objective.teacher_requires
     accelerator = make_accelerator(cfg.train)  # (joins a parallel launch's processes, which share the teacher work)
-    train_out = teacher.outputs(train, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb)
-    val_out = teacher.outputs(validation, names, budget_gb=cfg.cache_budget_gb)
+    train_out = teacher.outputs(train, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb, precision=cfg.teacher_precision)
+    val_out = teacher.outputs(validation, names, budget_gb=cfg.cache_budget_gb, precision=cfg.teacher_precision)
     feats = {"train": teacher.encode(train), "validation": teacher.encode(validation)}
     sides = {"train": TeacherSide(train_out, names, None), "validation": TeacherSide(val_out, names, None)}
 
