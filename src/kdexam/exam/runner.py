@@ -149,13 +149,13 @@ def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, stor
     try:
         if teacher_dir is None:
             raise KdexamError(f"its teacher {c.teacher} on {c.dataset} failed; see that teacher's row")
+        trust = _trusted(cfg, c.flags)
         if not (run_dir / "metrics.json").is_file():
             if run_dir.exists() and not any(run_dir.glob("checkpoint-stage*")):
                 shutil.rmtree(run_dir)  # a start without a checkpoint: nothing to keep
-            api.distill(teacher=str(teacher_dir), out=str(run_dir), resume=True,
-                        **{**c.flags, "trust_remote_code": _trusted(cfg, c.flags)})
+            api.distill(teacher=str(teacher_dir), out=str(run_dir), resume=True, **{**c.flags, "trust_remote_code": trust})
         teacher_bench = (store.rows([c.teacher_id]) or [{}])[0].get("result") or {}
-        bench = (measure(run_dir, cfg.bench, teacher_bench.get("bench"), trust_remote_code=_trusted(cfg, c.flags))
+        bench = (measure(run_dir, cfg.bench, teacher_bench.get("bench"), trust_remote_code=trust)
                  if cfg.bench.enabled and c.role == "student" else None)
         store.finish(c.id, cell_row(run_dir, bench), time.perf_counter() - started)
     except Exception as e:
@@ -187,10 +187,9 @@ def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bo
     written; its figures are in results.sqlite). A teacher is timed in PyTorch only."""
     import torch
 
-    from kdexam.teachers.loader import allow_remote_code
-
     from kdexam.evaluation.efficiency import BenchConfig, add_ratios, measure_model, save_efficiency, settings
     from kdexam.export.onnx import run_examples
+    from kdexam.teachers.loader import allow_remote_code
 
     cfg = BenchConfig(models=[str(run_dir)], threads=bench.threads, batch_sizes=bench.batch_sizes, n_texts=bench.n_texts,
                       repeats=bench.repeats, warmup=bench.warmup, onnx=bench.onnx and not teacher, rss=bench.rss,

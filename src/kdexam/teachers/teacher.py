@@ -131,9 +131,10 @@ class Teacher:
         task = self.task or Task("classification", ["-"], False, "accuracy", "")
         loader = make_loader(features, self.tokenizer, task, batch_size, shuffle=False, indices=indices)
         self.examples_computed += len(loader.dataset)
+        low = PRECISIONS[precision]  # None: fp32, no autocast
         for batch in _progress(loader, progress, f"teacher outputs ({', '.join(names)})"):
             inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
-            with torch.autocast(device.type, dtype=PRECISIONS[precision] or torch.bfloat16, enabled=precision != "fp32"):
+            with torch.autocast(device.type, dtype=low or torch.bfloat16, enabled=low is not None):
                 result = encoder_outputs(model, inputs, names)
             for row, i in enumerate(batch["index"].tolist()):
                 for n in names:
