@@ -34,6 +34,7 @@ SAMPLES = {
     "patience": (["--patience", "5"], 5, 5),
     "evals_per_epoch": (["--evals-per-epoch", "2"], 2, 2),
     "num_threads": (["--num-threads", "1"], 1, 1),
+    "ema_decay": (["--ema", "0.999"], 0.999, 0.999),
     "mixed_precision": (["--mixed-precision", "bf16"], "bf16", "bf16"),
     "teacher": (["--teacher", "runs/t", "--teacher", "runs/u"], ["runs/t", "runs/u"], ["runs/t", "runs/u"]),
     "combine": (["--combine", "logits"], "logits", "logits"),

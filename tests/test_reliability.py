@@ -245,8 +245,8 @@ def test_checkpoints_are_written_every_n_steps_or_after_each_evaluation(tmp_path
 
     written = []
     save = trainer.save_checkpoint
-    monkeypatch.setattr(trainer, "save_checkpoint", lambda d, m, o, s, position, best: (
-        written.append((position["step"], len(position["history"]))), save(d, m, o, s, position, best)))
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda d, m, o, s, position, best, **kw: (
+        written.append((position["step"], len(position["history"]))), save(d, m, o, s, position, best, **kw)))
     _tiny_fit(tmp_path / "a", lambda n, loss: loss, {"checkpoint_every": 5, "keep_checkpoint": False})  # 8 steps an epoch, 2 epochs
     assert written == [(5, 0), (10, 1), (15, 1)]
     written.clear()

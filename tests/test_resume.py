@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -14,15 +15,17 @@ def run(out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(JOB), str(out), *args], capture_output=True, text=True, timeout=300)
 
 
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
-    full = run(tmp_path / "full")
+@pytest.mark.parametrize("ema", [[], ["--ema"]], ids=["plain", "weight-average"])
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, ema):
+    full = run(tmp_path / "full", *ema)
     assert full.returncode == 0, full.stderr
     # 12 batches an epoch, checkpoints every 4 steps and after each epoch: step 19 is mid-epoch 2
-    killed = run(tmp_path / "resumed", "--kill-at", "19")
+    killed = run(tmp_path / "resumed", "--kill-at", "19", *ema)
     assert killed.returncode == -9, killed.stderr
     assert (tmp_path / "resumed" / "checkpoint" / "state.json").is_file()
+    assert (tmp_path / "resumed" / "checkpoint" / "average.safetensors").is_file() == bool(ema)
     assert not (tmp_path / "resumed" / "final.safetensors").exists()
-    resumed = run(tmp_path / "resumed", "--resume")
+    resumed = run(tmp_path / "resumed", "--resume", *ema)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr and "epoch 2, batch 4" in resumed.stderr
     a, b = load_file(tmp_path / "full" / "final.safetensors"), load_file(tmp_path / "resumed" / "final.safetensors")

@@ -133,6 +133,42 @@ def test_model2vec_init_is_the_sif_weighted_mean_output_of_each_token_alone(runs
     assert init.info["source"] == "model2vec" and init.info["frequencies"] == "transfer set"
 
 
+def test_contextual_init_is_the_sif_weighted_mean_state_of_each_token_over_its_occurrences(runs):
+    """Without PCA: row(t) = a / (a + p(t)) · mean over every occurrence (s, i) of t of h(s)_i,
+    each text encoded once as [CLS] text [SEP]; a special token gets its model2vec vector."""
+    from transformers import AutoModel
+
+    from kdexam.students.embeddings import teacher_context_embeddings, teacher_output_embeddings, token_counts
+
+    teacher = runs.teacher("cls")
+    texts = ["the movie was good", "the plot was dull", ("the end", "was good")]
+    init = teacher_context_embeddings(teacher, None, texts, sif=1e-3, batch_size=2, progress=False)
+    tok = init.tokenizer
+    strings = ["the movie was good", "the plot was dull", "the end", "was good"]
+    counts = token_counts(tok, strings)
+    total = sum(counts.values())
+    encoder = AutoModel.from_pretrained(teacher).eval()
+    states: dict[int, list] = {}
+    for text in strings:
+        ids = tok(text)["input_ids"]
+        with torch.no_grad():
+            h = encoder(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        for i, t in enumerate(ids):
+            if t not in tok.all_special_ids:
+                states.setdefault(t, []).append(h[i])
+    the = tok.convert_tokens_to_ids("the")
+    assert len(states[the]) == 3  # three contexts, averaged
+    for t, hs in states.items():
+        want = torch.stack(hs).mean(0) * (1e-3 / (1e-3 + counts[t] / total))
+        assert torch.allclose(init.weight[t], want, atol=1e-5), tok.convert_ids_to_tokens(t)
+    alone = teacher_output_embeddings(teacher, None, texts, only_used=True, sif=1e-3)
+    assert torch.allclose(init.weight[tok.cls_token_id], alone.weight[tok.cls_token_id], atol=1e-6)
+    assert not torch.allclose(init.weight[the], alone.weight[the], atol=1e-3)  # context changes the vector
+    assert init.info["source"] == "contextual" and init.info["tokens_in_context"] == len(states)
+    with pytest.raises(KdexamError, match="training texts"):
+        teacher_context_embeddings(teacher, None, [])
+
+
 @pytest.mark.parametrize("task_name", ["cls", "pair", "tag", "reg"])
 def test_build_save_load_identical_predictions(task_name, runs, tmp_path):
     run = runs.student("static", task_name)

@@ -244,6 +244,8 @@ TRAIN_FLAGS = (
     Flag("patience", "train.patience", int, help="Evaluations without improvement before stopping (default {default})."),
     Flag("evals_per_epoch", "train.evals_per_epoch", int, help="Validation evaluations per epoch (default {default})."),
     Flag("num_threads", "train.num_threads", int, help="CPU threads for PyTorch."),
+    Flag("ema_decay", "train.ema_decay", float, option="--ema",
+         help="Evaluate, select and save a moving average of the weights with this decay (e.g. 0.999); off by default."),
     Flag("mixed_precision", "train.mixed_precision",
          help="auto | no | fp16 | bf16 (default auto: bf16 on a GPU that supports it, else fp16 on GPU, none on CPU; "
               "bf16 on a CPU autocasts there too, faster where the CPU has native bf16, e.g. AVX512-BF16 or AMX)."),
@@ -271,7 +273,7 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     *DATA_FLAGS[1:],
     Flag("student", "student.kind", help="bilstm | cnn | static | bert-tiny | bert-mini | bert-small | bert-medium | teacher-layers:K."),
     *RUN_FLAGS, *TRAIN_FLAGS,
-    Flag("embeddings", "student.embeddings", help="bilstm/cnn/static inputs: teacher | glove | random | model2vec "
+    Flag("embeddings", "student.embeddings", help="bilstm/cnn/static inputs: teacher | glove | random | model2vec | contextual "
                                                      "(default: model2vec for static, teacher otherwise)."),
     Flag("vectors_file", "student.vectors_file", help="word2vec/GloVe text file for --embeddings glove."),
     Flag("embedding_dim", "student.embedding_dim", int, help="bilstm/cnn/static embedding width (PCA of the teacher's when smaller)."),

@@ -82,6 +82,10 @@ class TrainConfig(Strict):
     evaluation, as kdexam did before, they took 5 % of a 10-epoch bert-mini run on 1,000 sentences (0.5 s each)."""
     keep_checkpoint: bool = False
     """Keep a checkpoint of the finished training in the run directory after a successful run."""
+    ema_decay: float | None = Field(default=None, gt=0, lt=1)
+    """Keep an exponential moving average of the weights, ``θ̄ ← d·θ̄ + (1 − d)·θ`` after every optimizer step
+    (Polyak & Juditsky 1992), and evaluate, select and save the averaged weights instead of the last ones.
+    0.999 averages over about the last 1,000 steps. Off by default."""
 
 
 class TeacherTrainConfig(TrainConfig):

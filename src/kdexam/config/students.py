@@ -14,11 +14,12 @@ class StudentSpec(BaseModel):
 
     kind: str = "bilstm"
     """bilstm, cnn, static, bert-tiny, bert-mini, bert-small, bert-medium or teacher-layers:K."""
-    embeddings: Literal["teacher", "glove", "random", "model2vec"] | None = None
+    embeddings: Literal["teacher", "glove", "random", "model2vec", "contextual"] | None = None
     """bilstm/cnn/static input embeddings: the teacher's (tokenizer + input word vectors), word vectors
     from a GloVe/word2vec file over a word vocabulary of the training texts, random over the teacher's
-    tokenizer, or model2vec (the teacher's output state of each token encoded alone, PCA, SIF weights).
-    Default: model2vec for static, teacher for bilstm and cnn."""
+    tokenizer, model2vec (the teacher's output state of each token encoded alone, PCA, SIF weights), or
+    contextual (the same with each token's output states averaged over its occurrences in the transfer
+    set; one teacher pass over it). Default: model2vec for static, teacher for bilstm and cnn."""
     embedding_dim: int | None = Field(default=None, ge=1)
     """Width of the embeddings: PCA width for teacher embeddings (default: the teacher's width), the
     width of random embeddings (default 300); for glove it must match the file (default: the file's)."""

@@ -1,6 +1,6 @@
 """Input embeddings for the BiLSTM and CNN students, and the tokenizers that go with them.
 
-Three sources (``StudentSpec.embeddings``):
+Sources (``StudentSpec.embeddings``):
 
 - ``teacher``: the teacher's tokenizer and a copy of its input word-embedding matrix
   (``model.get_input_embeddings().weight``), optionally reduced by PCA to a smaller
@@ -21,6 +21,8 @@ Three sources (``StudentSpec.embeddings``):
 - ``model2vec``: the teacher's tokenizer and static vectors distilled from the teacher's
   *output* states, each token encoded alone, PCA, SIF weighting (Tulkens & van Dongen 2024;
   :func:`teacher_output_embeddings`). The default of the ``static`` student.
+- ``contextual``: the same, but each token's output states averaged over its occurrences in
+  the transfer set (Bommasani et al. 2020; :func:`teacher_context_embeddings`).
 
 Each builder returns an :class:`EmbeddingInit`: the initial weight matrix, the
 tokenizer that produces ids for it, and an ``info`` dict (source, widths, explained
@@ -207,6 +209,63 @@ def token_counts(tokenizer, texts: Iterable) -> Counter:
     return counts
 
 
+def _load_encoder(teacher: str | Path, dim: int | None):
+    """The teacher's tokenizer and encoder (``AutoModel``, eval mode); checks ``dim`` against its width."""
+    from transformers import AutoModel
+
+    from kdexam.teachers.loader import cannot_load, load_tokenizer, quiet_transformers
+
+    tokenizer = load_tokenizer(str(teacher))
+    quiet_transformers()
+    try:
+        encoder = AutoModel.from_pretrained(_teacher_path(teacher), **remote_code()).eval()
+    except KdexamError:
+        raise
+    except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
+        raise cannot_load(str(teacher), "weights", e) from None
+    width = int(encoder.config.hidden_size)
+    if dim is not None and dim > width:
+        raise KdexamError(f"embedding_dim {dim} is wider than the teacher's output states ({width}); "
+                          f"set embedding_dim to at most {width} or leave it out.")
+    return tokenizer, encoder
+
+
+def _single_token_vectors(encoder, tokenizer, ids: list[int], batch_size: int) -> torch.Tensor:
+    """``mean(h([CLS] t [SEP]))`` for each token id ``t`` in ``ids`` [len(ids), width]."""
+    cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    frame = [x for x in (cls,) if x is not None], [x for x in (sep,) if x is not None]
+    vectors = torch.zeros(len(ids), int(encoder.config.hidden_size))
+    with torch.inference_mode():
+        for s in range(0, len(ids), batch_size):
+            chunk = torch.tensor([frame[0] + [t] + frame[1] for t in ids[s : s + batch_size]])
+            vectors[s : s + len(chunk)] = encoder(input_ids=chunk, attention_mask=torch.ones_like(chunk)).last_hidden_state.mean(1)
+    return vectors
+
+
+def _static_table(vectors: torch.Tensor, ids: list[int], counts: Counter, vocab: int, dim: int | None,
+                  sif: float, info: dict) -> torch.Tensor:
+    """PCA of ``vectors`` (one row per id in ``ids``) to ``dim``, SIF weighting, scattered into a
+    [vocab, dim] table whose other rows are zero; records the PCA in ``info``."""
+    width = int(vectors.shape[1])
+    info.update(teacher_dim=width, dim=width, pca=False, explained_variance=None, sif=sif,
+                frequencies="transfer set" if counts else "zipf")
+    if dim is not None and dim < width:
+        vectors, explained = pca(vectors, dim)
+        info.update(dim=dim, pca=True, explained_variance=round(explained, 6))
+    index = torch.tensor(ids)
+    if counts:
+        total = sum(counts.values())
+        p = torch.tensor([counts.get(i, 0) / total for i in ids], dtype=torch.float32)
+    else:
+        p = 1.0 / (index.float() + 1.0)
+        p = p / (1.0 / (torch.arange(vocab, dtype=torch.float32) + 1.0)).sum()
+    vectors = vectors * (sif / (sif + p)).unsqueeze(1)
+    weight = torch.zeros(vocab, vectors.shape[1])
+    weight[index] = vectors.to(torch.float32)
+    return weight.contiguous()
+
+
 def teacher_output_embeddings(teacher: str | Path, dim: int | None = None, texts: Iterable | None = None,
                               only_used: bool = True, sif: float = SIF_COEFFICIENT, batch_size: int = 512) -> EmbeddingInit:
     """Static token vectors distilled from the teacher's *outputs*, the model2vec way (Tulkens &
@@ -224,51 +283,68 @@ def teacher_output_embeddings(teacher: str | Path, dim: int | None = None, texts
     With ``only_used`` and ``texts``, only the special tokens and the tokens the texts use are
     passed through the teacher (the others are dropped by vocabulary trimming anyway); their
     rows stay zero."""
-    from transformers import AutoModel
-
-    from kdexam.teachers.loader import cannot_load, load_tokenizer, quiet_transformers
-
-    tokenizer = load_tokenizer(str(teacher))
-    quiet_transformers()
-    try:
-        encoder = AutoModel.from_pretrained(_teacher_path(teacher), **remote_code()).eval()
-    except KdexamError:
-        raise
-    except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
-        raise cannot_load(str(teacher), "weights", e) from None
+    tokenizer, encoder = _load_encoder(teacher, dim)
     vocab = int(encoder.get_input_embeddings().weight.shape[0])
-    width = int(encoder.config.hidden_size)
-    if dim is not None and dim > width:
-        raise KdexamError(f"embedding_dim {dim} is wider than the teacher's output states ({width}); "
-                          f"set embedding_dim to at most {width} or leave it out.")
     counts = token_counts(tokenizer, texts) if texts is not None else Counter()
     ids = sorted((set(counts) | set(tokenizer.all_special_ids)) if (only_used and counts) else range(vocab))
     ids = [i for i in ids if 0 <= i < vocab]
-    cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-    frame = [x for x in (cls,) if x is not None], [x for x in (sep,) if x is not None]
-    vectors = torch.zeros(len(ids), width)
+    vectors = _single_token_vectors(encoder, tokenizer, ids, batch_size)
+    info: dict = {"source": "model2vec", "teacher": str(teacher), "tokens_encoded": len(ids)}
+    weight = _static_table(vectors, ids, counts, vocab, dim, sif, info)
+    return EmbeddingInit(weight, tokenizer, info)
+
+
+def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, texts: Iterable | None = None,
+                               sif: float = SIF_COEFFICIENT, batch_size: int = 64, max_length: int = 128,
+                               progress: bool = True) -> EmbeddingInit:
+    """Static token vectors averaged over the token's contexts in the transfer set: the
+    "aggregated" static embeddings of Bommasani, Davis & Cardie (2020), "Interpreting Pretrained
+    Contextualized Representations via Reductions to Static Embeddings" (ACL 2020), with
+    model2vec's PCA and SIF weighting (:func:`teacher_output_embeddings`):
+
+    1. every text is passed through the teacher's encoder once (``[CLS] text [SEP]``, at most
+       ``max_length`` tokens), and each token id's output states are averaged over all its
+       occurrences: ``v_t = (1 / n_t) Σ_{(s, i): s_i = t} h(s)_i``;
+    2. ids the texts never show at an output position (the special tokens) get the model2vec
+       vector ``mean(h([CLS] t [SEP]))``;
+    3. PCA to ``dim`` and SIF weights ``a / (a + p(t))`` from the texts' token frequencies.
+
+    A fine-tuned teacher's states in context carry what the token means *for the task* in the
+    sentences the student will read ("not" after "good" as well as before it), where model2vec
+    sees each token alone. The cost is one teacher pass over the texts. Tokens the texts do not
+    use keep zero rows (vocabulary trimming drops them)."""
+    if not texts:
+        raise KdexamError("Embeddings 'contextual' average the teacher's states over the training texts; pass train_texts.")
+    tokenizer, encoder = _load_encoder(teacher, dim)
+    vocab = int(encoder.get_input_embeddings().weight.shape[0])
+    width = int(encoder.config.hidden_size)
+    strings = sorted(set(iter_training_strings(texts)), key=len)
+    counts = token_counts(tokenizer, strings) if strings else Counter()
+    sums = torch.zeros(vocab, width, dtype=torch.float64)
+    seen = torch.zeros(vocab, dtype=torch.float64)
+    specials = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    from kdexam.teachers.teacher import _progress
+
+    batches = [strings[s : s + batch_size] for s in range(0, len(strings), batch_size)]
     with torch.inference_mode():
-        for s in range(0, len(ids), batch_size):
-            chunk = torch.tensor([frame[0] + [t] + frame[1] for t in ids[s : s + batch_size]])
-            vectors[s : s + len(chunk)] = encoder(input_ids=chunk, attention_mask=torch.ones_like(chunk)).last_hidden_state.mean(1)
-    info: dict = {"source": "model2vec", "teacher": str(teacher), "teacher_dim": width, "dim": width, "pca": False,
-                  "explained_variance": None, "tokens_encoded": len(ids), "sif": sif,
-                  "frequencies": "transfer set" if counts else "zipf"}
-    if dim is not None and dim < width:
-        vectors, explained = pca(vectors, dim)
-        info.update(dim=dim, pca=True, explained_variance=round(explained, 6))
-    index = torch.tensor(ids)
-    if counts:
-        total = sum(counts.values())
-        p = torch.tensor([counts.get(i, 0) / total for i in ids], dtype=torch.float32)
-    else:
-        p = 1.0 / (index.float() + 1.0)
-        p = p / (1.0 / (torch.arange(vocab, dtype=torch.float32) + 1.0)).sum()
-    vectors = vectors * (sif / (sif + p)).unsqueeze(1)
-    weight = torch.zeros(vocab, vectors.shape[1])
-    weight[index] = vectors.to(torch.float32)
-    return EmbeddingInit(weight.contiguous(), tokenizer, info)
+        for chunk in _progress(batches, progress, "contextual embeddings (teacher pass)"):
+            enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            states = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            keep = enc["attention_mask"].bool() & ~torch.isin(enc["input_ids"], specials)
+            ids = enc["input_ids"][keep]
+            sums.index_add_(0, ids, states[keep].to(torch.float64))
+            seen.index_add_(0, ids, torch.ones(len(ids), dtype=torch.float64))
+    in_context = [int(i) for i in torch.nonzero(seen).flatten()]
+    alone = sorted((set(counts) | set(tokenizer.all_special_ids)) - set(in_context))
+    alone = [i for i in alone if 0 <= i < vocab]
+    ids = in_context + alone
+    vectors = torch.cat([(sums[in_context] / seen[in_context].unsqueeze(1)).to(torch.float32),
+                         _single_token_vectors(encoder, tokenizer, alone, 512)])
+    info: dict = {"source": "contextual", "teacher": str(teacher), "texts_encoded": len(strings),
+                  "tokens_in_context": len(in_context), "tokens_alone": len(alone)}
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    weight = _static_table(vectors[order], [ids[i] for i in order], counts, vocab, dim, sif, info)
+    return EmbeddingInit(weight, tokenizer, info)
 
 
 # ---- word vocabulary + word2vec / GloVe vectors ------------------------------------------

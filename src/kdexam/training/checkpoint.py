@@ -49,7 +49,9 @@ def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(directory: Path, model, optimizer, scheduler, position: dict, best_state: dict | None) -> None:
+def save_checkpoint(directory: Path, model, optimizer, scheduler, position: dict, best_state: dict | None,
+                    average: dict | None = None) -> None:
+    """Write a whole checkpoint; ``average``: the weight average of ``train.ema_decay``, when on."""
     directory = Path(directory)
     new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
     shutil.rmtree(new, ignore_errors=True)
@@ -57,6 +59,8 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, position: dict
     save_file(_state_dict(model), new / "model.safetensors")
     if best_state is not None:
         save_file({k: v.contiguous() for k, v in best_state.items()}, new / "best.safetensors")
+    if average is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in average.items()}, new / "average.safetensors")
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     rng, rng_meta = _rng_state()
     save_file({**opt_tensors, **rng}, new / "optimizer.safetensors")
@@ -78,8 +82,8 @@ def find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
-    """Restore everything in place; returns (position, best_state)."""
+def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict, dict | None, dict | None]:
+    """Restore everything in place; returns (position, best_state, weight average or None)."""
     state = json.loads((directory / "state.json").read_text())
     model.load_state_dict(load_file(directory / "model.safetensors"))
     tensors = load_file(directory / "optimizer.safetensors")
@@ -88,7 +92,8 @@ def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict,
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(rng, state)
     best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None
-    return state["position"], best
+    average = load_file(directory / "average.safetensors") if (directory / "average.safetensors").is_file() else None
+    return state["position"], best, average
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:

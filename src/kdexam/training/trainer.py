@@ -1,7 +1,7 @@
 """The training loop: AdamW, warmup then decay, clipping, accumulation, mixed
 precision (all through Accelerate), evaluation ``evals_per_epoch`` times an epoch,
-early stopping on the primary metric, restore of the best weights, and full
-checkpoints for ``--resume``.
+early stopping on the primary metric, restore of the best weights, an optional
+moving average of the weights (``ema_decay``), and full checkpoints for ``--resume``.
 
 ``fit`` knows nothing of teachers or students: it gets a model, a loader, a
 ``loss_fn(model, batch) -> loss`` and an ``evaluate(model) -> metrics`` callable.
@@ -14,6 +14,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -107,6 +108,47 @@ def skip_nonfinite(pos: dict, cfg: TrainConfig, desc: str, epoch: int, step: int
                           "mixed precision (--set train.mixed_precision=no).")
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (Polyak & Juditsky 1992, "Acceleration of
+    Stochastic Approximation by Averaging"), updated after every optimizer step ``t``:
+
+    .. math::
+
+        \\bar\\theta \\leftarrow d_t \\, \\bar\\theta + (1 - d_t) \\, \\theta, \\qquad
+        d_t = \\min\\left(d, \\frac{1 + t}{10 + t}\\right)
+
+    (the warm-up of ``d_t`` is TensorFlow's ``ExponentialMovingAverage(num_updates=t)``: early steps are not
+    dominated by the initial weights). Integer buffers (vocabulary id maps) are copied, not averaged.
+    ``torch.optim.swa_utils.AveragedModel`` keeps a second module; this keeps one state dict and swaps it
+    into the model for evaluation (:meth:`applied`), so evaluation and saving see the one model they expect."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, state: dict | None = None, updates: int = 0):
+        self.decay = decay
+        self.updates = updates
+        self.state = state if state is not None else {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            mine = self.state[k]
+            if mine.is_floating_point():
+                mine.lerp_(v.detach().to(mine.device), 1.0 - d)
+            else:
+                mine.copy_(v)
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module):
+        """The averaged weights in ``model`` for the duration of the block; its own weights afterwards."""
+        own = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(own)
+
+
 def fit(
     model: torch.nn.Module,
     loader,
@@ -127,10 +169,14 @@ def fit(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_at": None, "bad": 0, "history": [],
            "seconds": 0.0, "running": 0.0, "seen": 0, "stopped": False}
-    best_state = None
+    best_state = average = None
     if resume and checkpoint_dir and (found := find_checkpoint(checkpoint_dir)):
-        pos, best_state = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler)
+        pos, best_state, saved_average = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler)
+        if cfg.ema_decay and saved_average is not None:
+            average = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay, saved_average, pos.get("averaged", 0))
         console.print(f"resuming from {found}: epoch {pos['epoch'] + 1}, batch {pos['batch']}")
+    if cfg.ema_decay and average is None:
+        average = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay)
 
     written = {"step": None}
 
@@ -138,8 +184,11 @@ def fit(
         if checkpoint_dir:
             written["step"] = pos["step"]
             pos["seconds"] = time.perf_counter() - start
+            if average is not None:
+                pos["averaged"] = average.updates
             if accelerator.is_main_process:  # one writer; the others wait until it is whole
-                save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, pos, best_state)
+                save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, pos, best_state,
+                                average=average.state if average is not None else None)
             accelerator.wait_for_everyone()
 
     eval_at = {round(len(loader) * k / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
@@ -167,6 +216,8 @@ def fit(
                             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                         optimizer.step()
                         scheduler.step()
+                        if average is not None and accelerator.sync_gradients:
+                            average.update(accelerator.unwrap_model(model))
                     optimizer.zero_grad()
                 if finite:
                     pos.update(running=pos["running"] + value, seen=pos["seen"] + 1, nonfinite=0)
@@ -179,7 +230,11 @@ def fit(
                 if not bar.console.is_terminal and step % log_every == 0:  # a log file gets plain lines
                     bar.console.print(f"{desc}: step {step}/{total} {info}")
                 if i in eval_at:
-                    metrics = evaluate(model)
+                    if average is None:
+                        metrics = evaluate(model)
+                    else:
+                        with average.applied(accelerator.unwrap_model(model)):
+                            metrics = evaluate(model)
                     model.train()
                     score = metrics[primary_metric]
                     record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "validation": metrics,
@@ -194,7 +249,8 @@ def fit(
                     best = pos["best"]
                     if best is None or (score > best if greater_is_better else score < best):
                         pos.update(best=score, best_at={"epoch": epoch + 1, "step": step}, bad=0)
-                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+                        weights = accelerator.unwrap_model(model).state_dict() if average is None else average.state
+                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
                     else:
                         pos["bad"] += 1
                         if pos["bad"] >= cfg.patience:
@@ -217,6 +273,8 @@ def fit(
     unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
         unwrapped.load_state_dict(best_state)
+    elif average is not None:
+        unwrapped.load_state_dict(average.state)
     accelerator.wait_for_everyone()
     if checkpoint_dir and not cfg.keep_checkpoint and accelerator.is_main_process:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
