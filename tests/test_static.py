@@ -169,6 +169,21 @@ def test_contextual_init_is_the_sif_weighted_mean_state_of_each_token_over_its_o
         teacher_context_embeddings(teacher, None, [])
 
 
+def test_contextual_embeddings_build_a_trimmed_student_of_every_embedding_kind(runs):
+    from kdexam.students.registry import build_student
+    from kdexam.tasks import Task
+
+    teacher = runs.teacher("cls")
+    texts = ["the movie was good", "the plot was dull"]
+    for kind in ("static", "cnn"):
+        model, tok = build_student(StudentSpec(kind=kind, embeddings="contextual", embedding_dim=4),
+                                   Task("classification", ["neg", "pos"]), teacher, train_texts=texts)
+        info = model.kdexam_info["embeddings"]
+        assert info["source"] == "contextual" and info["dim"] == 4 and info["pca"] is True
+        used = {t for s in texts for t in tok(s, add_special_tokens=False)["input_ids"]}
+        assert info["trimmed_vocab"] == len(used | set(tok.all_special_ids))
+
+
 @pytest.mark.parametrize("task_name", ["cls", "pair", "tag", "reg"])
 def test_build_save_load_identical_predictions(task_name, runs, tmp_path):
     run = runs.student("static", task_name)
