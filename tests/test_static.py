@@ -243,3 +243,44 @@ def test_max_pooling_exports_with_parity_and_serves(pooling, runs, tmp_path):
     assert record["parity_ok"] and record["serving"]["onnx"]["prediction_agreement"] == 1.0
     items = [("good film", "bad plot"), ("the story", "the actors were fine")]
     assert [p["label"] for p in serve(run).predict(items)] == [p["label"] for p in serve(run, backend="pytorch").predict(items)]
+
+
+def test_a_linear_head_folds_into_a_table_of_per_token_logits_with_the_same_logits():
+    """logits = W · mean(w_t E_t) + b = mean(w_t E_t W^T) + b: the folded student (C columns, identity
+    head) gives the same logits, trimmed id map and token weights included."""
+    from kdexam.students.static import fold_linear_head
+
+    torch.manual_seed(0)
+    cfg = StaticConfig(vocab_size=6, embedding_dim=8, num_labels=3, token_weights=True, source_vocab_size=20)
+    model = StaticStudent(cfg, torch.randn(6, 8)).eval()
+    with torch.no_grad():
+        model.embeddings.id_map.copy_(torch.randint(0, 6, (20,)))
+        model.token_weight.weight.uniform_(0.5, 2.0)
+    ids = torch.randint(0, 20, (4, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 3:] = 0
+    mask[2, 1:] = 0
+    folded = fold_linear_head(model)
+    assert folded.embeddings.word.weight.shape == (6, 3) and folded.kdexam_info["folded_head"] is True
+    with torch.no_grad():
+        assert torch.allclose(folded(ids, mask)["logits"], model(ids, mask)["logits"], atol=1e-5)
+    for kw in ({"hidden_size": 4}, {"pooling": "max"}, {"ngram_buckets": 8}, {"text_pair": True}, {"tagging": True}):
+        other = StaticStudent(StaticConfig(vocab_size=6, embedding_dim=8, num_labels=3, **kw), torch.randn(6, 8))
+        assert fold_linear_head(other) is None, kw
+
+
+def test_export_folds_the_static_student_and_keeps_parity(runs, tmp_path):
+    import json
+
+    from kdexam.export.onnx import export_onnx
+
+    run = runs.student("static", "cls", hidden_size=None, ngram_buckets=0)  # mean pooling, linear head, token weights
+    record = export_onnx(run, tmp_path / "onnx")
+    assert record["folded_head"] is True and record["parity_ok"] is True
+    assert json.loads((tmp_path / "onnx" / "export.json").read_text())["folded_head"] is True
+    import onnx
+
+    rows = load_student(run)[0].embeddings.word.weight.shape[0]
+    shapes = [list(t.dims) for t in onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph.initializer]
+    assert [rows, 2] in shapes and [rows, 16] not in shapes  # one logit per label per token, not 16-d vectors
+    assert export_onnx(runs.student("static", "cls"), tmp_path / "mlp")["folded_head"] is False  # an MLP head stays

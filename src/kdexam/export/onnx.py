@@ -11,6 +11,10 @@ against PyTorch on the validation split.
   students' packed sequences to ONNX ``LSTM`` with ``sequence_lens``, so padding never
   reaches the recurrence. The example batch it is traced on always holds padding, so
   attention masks are traced as computed values, never as constants.
+  A ``static`` student with mean pooling and a linear head is exported *folded*: its table times
+  the head, one column per label (:func:`kdexam.students.static.fold_linear_head`; the same
+  logits from a table 128 times smaller for a binary task with 256-d vectors); ``folded_head``
+  in ``export.json`` says so, and parity is checked against the unfolded PyTorch student.
 - ``model.int8.onnx`` (``--quantize int8``): ``onnxruntime.quantization.quantize_dynamic``
   with int8 weights (``MatMul``, ``LSTM``, ``Conv``; embedding tables ``Gather`` as uint8)
   and activations quantized on the fly.
@@ -39,6 +43,7 @@ ONNX model and for the torch-free predictor on it (``parity_ok``); int8 is repor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -53,8 +58,8 @@ import numpy as np
 from kdexam.errors import KdexamError
 from kdexam.inference import serving
 from kdexam.inference.predictor import (CRF_FILE, EXPORT_FILE, FP32_FILE, INT8_FILE, MODEL_INPUTS, ONNX_DIR, OnnxRunner,
-                                        TorchModel, TorchRunner, batched_logits, decode_predictions, load_torch_model,
-                                        onnx_session)
+                                        TorchModel, TorchRunner, _logits_module, batched_logits, decode_predictions,
+                                        load_torch_model, onnx_session)
 
 OPSET = 17
 SERVING_FILE = "kdexam_serving.py"
@@ -183,6 +188,18 @@ def quantize_int8(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def folded_for_export(tm: TorchModel) -> TorchModel:
+    """``tm`` with a static student of mean pooling and a linear head folded into a per-token logit
+    table (:func:`kdexam.students.static.fold_linear_head`); any other model as it is."""
+    inner = getattr(tm.module, "model", None)
+    if tm.role != "student" or getattr(inner, "family", None) != "static":
+        return tm
+    from kdexam.students.static import fold_linear_head
+
+    folded = fold_linear_head(inner)
+    return tm if folded is None else dataclasses.replace(tm, module=_logits_module(folded, "student"))
+
+
 def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None = None, opset: int = OPSET) -> dict:
     """Write the ONNX model(s), tokenizer and CRF transitions into ``out``; returns the
     description that ``export.json`` starts from (without parity)."""
@@ -195,6 +212,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
         raise KdexamError(f"Unknown quantization '{quantize}'; use --quantize int8 or leave it out.")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    unfolded, tm = tm, folded_for_export(tm)
     inputs = write_onnx(tm, trace_batch(features, tm.tokenizer, tm.task), out / FP32_FILE, opset)
     files = [FP32_FILE]
     if quantize == "int8":
@@ -224,7 +242,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
                    "weights_sha256": sha256_file(weights) if weights.is_file() else None},
         "task": tm.task.to_dict(), "max_length": tm.max_length, "padding_side": tm.tokenizer.padding_side,
         "truncation_side": getattr(tm.tokenizer, "truncation_side", "right"), "pad_token_id": tm.tokenizer.pad_token_id or 0,
-        "inputs": inputs, "output": "logits", "crf": tm.crf is not None,
+        "inputs": inputs, "output": "logits", "crf": tm.crf is not None, "folded_head": tm is not unfolded,
         "files": {f: (out / f).stat().st_size for f in files},
         "export_seconds": round(time.perf_counter() - started, 2),
     }
