@@ -79,6 +79,17 @@ def rss_child(folder: str, test: str) -> None:
     print(json.dumps({"baseline_mb": baseline, "loaded_mb": loaded, "peak_mb": peak_rss_mb(), "imported": imported}))
 
 
+def time_child(folder: str, test: str, batch_size: int) -> None:
+    """``--time FOLDER --test FILE``: load the saved pipeline in this fresh process and print the
+    :func:`latency` of its predict call at ``batch_size`` as JSON (``bench/vs_model2vec.py``'s
+    interleaved rounds)."""
+    from model2vec.inference import StaticModelPipeline
+
+    texts, _ = read_jsonl(test)
+    pipe = StaticModelPipeline.from_pretrained(folder)
+    print(json.dumps(latency(lambda b: pipe.predict(b, use_multiprocessing=False), texts, batch_size)))
+
+
 def latency(predict, texts: list[str], batch_size: int) -> dict:
     import numpy as np
 
@@ -109,10 +120,15 @@ def main() -> None:
     ap.add_argument("--pca-dims", type=int, default=256)
     ap.add_argument("--name", default="model2vec")
     ap.add_argument("--rss", help=argparse.SUPPRESS)
+    ap.add_argument("--time", help=argparse.SUPPRESS)
+    ap.add_argument("--batch-size", type=int, default=1, help=argparse.SUPPRESS)
     a = ap.parse_args()
     pin_threads(a.threads)
     if a.rss:
         rss_child(a.rss, a.test)
+        return
+    if a.time:
+        time_child(a.time, a.test, a.batch_size)
         return
     if not (a.encoder and a.train and a.out):
         ap.error("--encoder, --train and --out are required")

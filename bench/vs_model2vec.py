@@ -20,7 +20,14 @@ Measured for every model, one thread (torch, ONNX Runtime, BLAS, the tokenizers 
   at batch 1 and 40 at batch 32; p50, p95, mean in ms;
 - serving memory: peak RSS (``VmHWM``) of a fresh process that loads the served model and
   predicts the test texts at batch 32 (kdexam: the export folder's ``kdexam_serving.py``);
-- size on disk of what is served (model file + tokenizer; model2vec: its saved folder).
+- size on disk of what is served (model file + tokenizer; model2vec: its saved folder);
+- interleaved batch-1 latency (``--rounds R``, default 6): every served model (model2vec's
+  pipelines, kdexam's ONNX exports; not the PyTorch teacher) timed again with the same protocol
+  in a fresh process of its own environment (``model2vec_peer.py --time``,
+  ``onnx_latency_child.py``), one model after another, R rounds with the order reversed every
+  other round, so that the machine's drift falls on every model alike. Reported: each round's
+  p50, their median, and the median over rounds of the model's p50 divided by the same round's
+  p50 of the fastest model2vec (the same-run speed comparison).
 
     bash bench/model2vec_env.sh
     python bench/vs_model2vec.py --teacher runs/teacher-ms --base minilm-l6 \\
@@ -87,6 +94,8 @@ def kdexam_rows(teacher: str, students: list[str], test, threads: int, tmp: Path
                          "train_seconds": run_seconds(run),
                          "latency": {str(bs): latency(clf.predict, texts, bs) for bs in CALLS},
                          "serving_memory": peak_rss(onnx, "onnx", quantized, texts_file, 32, threads),
+                         "timer": [sys.executable, str(Path(__file__).with_name("onnx_latency_child.py")), str(onnx),
+                                   "--test", "TEST", "--threads", str(threads), *(["--quantized"] if quantized else [])],
                          "disk_bytes": model_file.stat().st_size + (onnx / TOKENIZER_FILE).stat().st_size})
     return rows
 
@@ -102,20 +111,48 @@ def peer_rows(python: str, encoders: dict[str, str], train: Path, test: Path, th
         r = json.loads(out.read_text())
         rows.append({"name": r["name"], "kind": "model2vec", "backend": "model2vec", "test_accuracy": r["test_accuracy"],
                      "train_seconds": r["distill_seconds"] + r["fit_seconds"], "latency": r["latency"],
-                     "serving_memory": r["serving_memory"], "disk_bytes": r["disk_bytes"], "peer": r})
+                     "serving_memory": r["serving_memory"], "disk_bytes": r["disk_bytes"], "peer": r,
+                     "timer": [python, str(Path(__file__).with_name("model2vec_peer.py")), "--time", r["saved"],
+                               "--test", "TEST", "--threads", str(threads)]})
     return rows
 
 
-def table(rows: list[dict], teacher_p50: float, best_m2v: dict) -> str:
+def interleaved(rows: list[dict], test: Path, rounds: int) -> None:
+    """Batch-1 p50 of every row with a ``timer`` command, ``rounds`` times, each time in a fresh process,
+    the order reversed every other round; adds ``interleaved_p50`` (one per round) to those rows."""
+    timed = [r for r in rows if r.get("timer")]
+    for r in timed:
+        r["interleaved_p50"] = []
+    for k in range(rounds):
+        for r in timed if k % 2 == 0 else timed[::-1]:
+            cmd = [str(test) if c == "TEST" else c for c in r["timer"]]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r["interleaved_p50"].append(json.loads(done.stdout.strip().splitlines()[-1])["p50"])
+        print(f"interleaved round {k + 1}/{rounds}: " + ", ".join(f"{r['name']} {r['interleaved_p50'][-1]:.3f}" for r in timed),
+              flush=True)
+
+
+def median(values: list[float]) -> float:
+    v = sorted(values)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+def table(rows: list[dict], teacher_p50: float, best_m2v: dict, fastest_m2v: dict | None) -> str:
     lines = ["| model | test acc. | Δ vs best model2vec | train s | e2e p50 b1 (ms) | p95 b1 | e2e p50 b32 (ms) | "
-             "speedup b1 vs teacher | serving peak MB | disk MB |", "|---" * 10 + "|"]
+             "speedup b1 vs teacher | serving peak MB | disk MB | interleaved p50 b1 (ms) | ÷ fastest model2vec |",
+             "|---" * 12 + "|"]
     for r in rows:
         b1, b32 = r["latency"]["1"], r["latency"]["32"]
         mem = (r.get("serving_memory") or {}).get("peak_mb")
+        inter = ratio = ""
+        if r.get("interleaved_p50"):
+            inter = f"{median(r['interleaved_p50']):.3f}"
+            if fastest_m2v is not None and fastest_m2v.get("interleaved_p50"):
+                ratio = f"{r['vs_fastest_model2vec']:.2f}"
         lines.append(f"| {r['name']} | {r['test_accuracy']:.4f} | {100 * (r['test_accuracy'] - best_m2v['test_accuracy']):+.1f} pt | "
                      f"{'' if r['train_seconds'] is None else format(r['train_seconds'], '.0f')} | {b1['p50']:.3f} | {b1['p95']:.3f} | "
                      f"{b32['p50']:.3f} | {teacher_p50 / b1['p50']:.1f}x | {'' if mem is None else format(mem, '.0f')} | "
-                     f"{r['disk_bytes'] / 1e6:.2f} |")
+                     f"{r['disk_bytes'] / 1e6:.2f} | {inter} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -127,6 +164,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--peer-python", default=".venv-m2v/bin/python")
     ap.add_argument("--no-peer", action="store_true", help="measure kdexam only")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved batch-1 timing rounds (0: none)")
     ap.add_argument("--out", default="bench/results/vs_model2vec.json")
     a = ap.parse_args()
     pin_threads(a.threads)
@@ -149,17 +187,25 @@ def main() -> None:
         peers = [] if a.no_peer else peer_rows(a.peer_python, {"base encoder": resolve_model(a.base), "fine-tuned teacher": a.teacher},
                                                tmp / "train.jsonl", tmp / "test.jsonl", a.threads, tmp)
         ours = kdexam_rows(a.teacher, a.students, data.test, a.threads, tmp)
-    rows = peers + ours
+        rows = peers + ours
+        if a.rounds:
+            interleaved(rows, tmp / "test.jsonl", a.rounds)
     teacher_p50 = ours[0]["latency"]["1"]["p50"]
     best_m2v = max(peers, key=lambda r: r["test_accuracy"]) if peers else ours[0]
-    fastest_m2v = min(peers, key=lambda r: r["latency"]["1"]["p50"]) if peers else None
-    text = table(rows, teacher_p50, best_m2v)
+    if peers and a.rounds:
+        fastest_m2v = min(peers, key=lambda r: median(r["interleaved_p50"]))
+        for r in rows:
+            if r.get("interleaved_p50"):
+                r["vs_fastest_model2vec"] = median([x / y for x, y in zip(r["interleaved_p50"], fastest_m2v["interleaved_p50"])])
+    else:
+        fastest_m2v = min(peers, key=lambda r: r["latency"]["1"]["p50"]) if peers else None
+    text = table(rows, teacher_p50, best_m2v, fastest_m2v)
     print(text)
     report = {
         "benchmark": "vs_model2vec", "dataset": data.task.dataset, "split": "test", "examples": len(data.test),
         "threads": a.threads, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(time.perf_counter() - started, 1), "protocol": {"warmup": WARMUP, "calls": CALLS},
+        "seconds": round(time.perf_counter() - started, 1), "protocol": {"warmup": WARMUP, "calls": CALLS, "interleaved_rounds": a.rounds},
         "teacher_e2e_p50_ms_batch1": teacher_p50, "best_model2vec": best_m2v["name"],
         "fastest_model2vec": fastest_m2v["name"] if fastest_m2v else None, "rows": rows, "table": text,
     }
