@@ -302,32 +302,33 @@ def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, text
     Contextualized Representations via Reductions to Static Embeddings" (ACL 2020), with
     model2vec's PCA and SIF weighting (:func:`teacher_output_embeddings`):
 
-    1. every text is passed through the teacher's encoder once (``[CLS] text [SEP]``, at most
-       ``max_length`` tokens), and each token id's output states are averaged over all its
-       occurrences: ``v_t = (1 / n_t) Σ_{(s, i): s_i = t} h(s)_i``;
+    1. every distinct text is passed through the teacher's encoder once (``[CLS] text [SEP]``, at
+       most ``max_length`` tokens), and each token id's output states are averaged over all its
+       occurrences in them: ``v_t = (1 / n_t) Σ_{(s, i): s_i = t} h(s)_i``;
     2. ids the texts never show at an output position (the special tokens) get the model2vec
        vector ``mean(h([CLS] t [SEP]))``;
-    3. PCA to ``dim`` and SIF weights ``a / (a + p(t))`` from the texts' token frequencies.
+    3. PCA to ``dim`` and SIF weights ``a / (a + p(t))`` from the texts' token frequencies
+       (duplicates counted, as for ``model2vec``).
 
     A fine-tuned teacher's states in context carry what the token means *for the task* in the
     sentences the student will read ("not" after "good" as well as before it), where model2vec
     sees each token alone. The cost is one teacher pass over the texts. Tokens the texts do not
     use keep zero rows (vocabulary trimming drops them)."""
+    from kdexam.teachers.teacher import with_progress
+
     if not texts:
         raise KdexamError("Embeddings 'contextual' average the teacher's states over the training texts; pass train_texts.")
     tokenizer, encoder = _load_encoder(teacher, dim)
     vocab = int(encoder.get_input_embeddings().weight.shape[0])
     width = int(encoder.config.hidden_size)
-    strings = sorted(set(iter_training_strings(texts)), key=len)
-    counts = token_counts(tokenizer, strings) if strings else Counter()
+    counts = token_counts(tokenizer, texts)
+    strings = sorted(set(iter_training_strings(texts)), key=lambda x: (len(x), x))  # each distinct text once, by length
     sums = torch.zeros(vocab, width, dtype=torch.float64)
     seen = torch.zeros(vocab, dtype=torch.float64)
     specials = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-    from kdexam.teachers.teacher import _progress
-
     batches = [strings[s : s + batch_size] for s in range(0, len(strings), batch_size)]
     with torch.inference_mode():
-        for chunk in _progress(batches, progress, "contextual embeddings (teacher pass)"):
+        for chunk in with_progress(batches, progress, "contextual embeddings (teacher pass)"):
             enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             states = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
             keep = enc["attention_mask"].bool() & ~torch.isin(enc["input_ids"], specials)

@@ -132,7 +132,7 @@ class Teacher:
         loader = make_loader(features, self.tokenizer, task, batch_size, shuffle=False, indices=indices)
         self.examples_computed += len(loader.dataset)
         low = PRECISIONS[precision]  # None: fp32, no autocast
-        for batch in _progress(loader, progress, f"teacher outputs ({', '.join(names)})"):
+        for batch in with_progress(loader, progress, f"teacher outputs ({', '.join(names)})"):
             inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
             with torch.autocast(device.type, dtype=low or torch.bfloat16, enabled=low is not None):
                 result = encoder_outputs(model, inputs, names)
@@ -251,7 +251,8 @@ class Teacher:
         return int(lengths.sum() * h * 2)
 
 
-def _progress(loader, show: bool, desc: str):
+def with_progress(loader, show: bool, desc: str):
+    """The items of ``loader`` with a progress bar named ``desc`` when ``show`` (plain lines in a log file)."""
     if not show:
         yield from loader
         return
