@@ -58,8 +58,8 @@ import numpy as np
 from kdexam.errors import KdexamError
 from kdexam.inference import serving
 from kdexam.inference.predictor import (CRF_FILE, EXPORT_FILE, FP32_FILE, INT8_FILE, MODEL_INPUTS, ONNX_DIR, OnnxRunner,
-                                        TorchModel, TorchRunner, _logits_module, batched_logits, decode_predictions,
-                                        load_torch_model, onnx_session)
+                                        TorchModel, TorchRunner, batched_logits, decode_predictions, load_torch_model,
+                                        logits_module, onnx_session)
 
 OPSET = 17
 SERVING_FILE = "kdexam_serving.py"
@@ -197,7 +197,7 @@ def folded_for_export(tm: TorchModel) -> TorchModel:
     from kdexam.students.static import fold_linear_head
 
     folded = fold_linear_head(inner)
-    return tm if folded is None else dataclasses.replace(tm, module=_logits_module(folded, "student"))
+    return tm if folded is None else dataclasses.replace(tm, module=logits_module(folded, "student"))
 
 
 def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None = None, opset: int = OPSET) -> dict:

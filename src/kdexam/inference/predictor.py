@@ -73,7 +73,7 @@ class TorchModel:
     crf: dict | None = None
 
 
-def _logits_module(model, role: str):
+def logits_module(model, role: str):
     """Wrap a student (dict outputs) or a HF ``AutoModelFor…`` (``.logits``) as
     ``forward(input_ids, attention_mask, token_type_ids=None) -> logits``: one signature
     for timing, prediction and ONNX export (output ``logits``)."""
@@ -173,7 +173,7 @@ def load_torch_model(run_dir: str | Path) -> TorchModel:
         from kdexam.students.registry import load_student as load_registry_student
 
         model, tokenizer, spec, task = load_registry_student(run)
-        return TorchModel(_logits_module(model, role), tokenizer, task, run_max_length(run), role, spec.kind, run,
+        return TorchModel(logits_module(model, role), tokenizer, task, run_max_length(run), role, spec.kind, run,
                           crf_of(model))
     from kdexam.teachers.loader import load_for_task, load_tokenizer, read_task
 
@@ -181,7 +181,7 @@ def load_torch_model(run_dir: str | Path) -> TorchModel:
     if not (run / "model.safetensors").is_file() and not list(run.glob("model*.safetensors")):
         raise KdexamError(f"'{run_dir}' has no model.safetensors; pass a directory written by 'kdexam teacher'.")
     model = load_for_task(str(run), task, fine_tuned=True).float()  # fp32 on the CPU, whatever dtype it was saved in
-    return TorchModel(_logits_module(model, role), load_tokenizer(str(run)), task, run_max_length(run), role,
+    return TorchModel(logits_module(model, role), load_tokenizer(str(run)), task, run_max_length(run), role,
                       f"teacher {run.name}", run)
 
 
