@@ -44,6 +44,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
 from model2vec_peer import CALLS, WARMUP, latency, pin_threads  # one timing protocol for both sides (bench/ is on the path)
 
@@ -95,7 +96,8 @@ def kdexam_rows(teacher: str, students: list[str], test, threads: int, tmp: Path
                          "latency": {str(bs): latency(clf.predict, texts, bs) for bs in CALLS},
                          "serving_memory": peak_rss(onnx, "onnx", quantized, texts_file, 32, threads),
                          "timer": [sys.executable, str(Path(__file__).with_name("onnx_latency_child.py")), str(onnx),
-                                   "--test", "TEST", "--threads", str(threads), *(["--quantized"] if quantized else [])],
+                                   "--test", str(tmp / "test.jsonl"), "--threads", str(threads),
+                                   *(["--quantized"] if quantized else [])],
                          "disk_bytes": model_file.stat().st_size + (onnx / TOKENIZER_FILE).stat().st_size})
     return rows
 
@@ -113,11 +115,11 @@ def peer_rows(python: str, encoders: dict[str, str], train: Path, test: Path, th
                      "train_seconds": r["distill_seconds"] + r["fit_seconds"], "latency": r["latency"],
                      "serving_memory": r["serving_memory"], "disk_bytes": r["disk_bytes"], "peer": r,
                      "timer": [python, str(Path(__file__).with_name("model2vec_peer.py")), "--time", r["saved"],
-                               "--test", "TEST", "--threads", str(threads)]})
+                               "--test", str(test), "--threads", str(threads)]})
     return rows
 
 
-def interleaved(rows: list[dict], test: Path, rounds: int) -> None:
+def interleaved(rows: list[dict], rounds: int) -> None:
     """Batch-1 p50 of every row with a ``timer`` command, ``rounds`` times, each time in a fresh process,
     the order reversed every other round; adds ``interleaved_p50`` (one per round) to those rows."""
     timed = [r for r in rows if r.get("timer")]
@@ -125,16 +127,10 @@ def interleaved(rows: list[dict], test: Path, rounds: int) -> None:
         r["interleaved_p50"] = []
     for k in range(rounds):
         for r in timed if k % 2 == 0 else timed[::-1]:
-            cmd = [str(test) if c == "TEST" else c for c in r["timer"]]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            done = subprocess.run(r["timer"], capture_output=True, text=True, check=True)
             r["interleaved_p50"].append(json.loads(done.stdout.strip().splitlines()[-1])["p50"])
         print(f"interleaved round {k + 1}/{rounds}: " + ", ".join(f"{r['name']} {r['interleaved_p50'][-1]:.3f}" for r in timed),
               flush=True)
-
-
-def median(values: list[float]) -> float:
-    v = sorted(values)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
 def table(rows: list[dict], teacher_p50: float, best_m2v: dict, fastest_m2v: dict | None) -> str:
@@ -189,7 +185,7 @@ def main() -> None:
         ours = kdexam_rows(a.teacher, a.students, data.test, a.threads, tmp)
         rows = peers + ours
         if a.rounds:
-            interleaved(rows, tmp / "test.jsonl", a.rounds)
+            interleaved(rows, a.rounds)
     teacher_p50 = ours[0]["latency"]["1"]["p50"]
     best_m2v = max(peers, key=lambda r: r["test_accuracy"]) if peers else ours[0]
     if peers and a.rounds:
