@@ -90,7 +90,8 @@ def test_debug_shows_the_traceback(files):
 
 
 def test_nothing_written_on_bad_input(files, capsys):
-    run_cli(["teacher", "--data", files / "cols.csv", "--out", files / "run"], capsys)
+    code, _, err = run_cli(["teacher", "--data", files / "cols.csv", "--out", files / "run"], capsys)
+    assert code == 2 and one_sentence_error(err)
     assert not (files / "run").exists()
 
 

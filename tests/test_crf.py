@@ -151,6 +151,7 @@ def test_crf_tagger_distils_saves_and_reloads(tiny_bert_dir, tmp_path):
     assert r["student"]["loyalty"]["label"] >= r["student"]["metrics"]["accuracy"] + r["teacher"]["metrics"]["accuracy"] - 1 - 1e-9
     record = json.loads((tmp_path / "crf" / "student.json").read_text())
     assert record["architecture"]["crf"] is True
+    assert any("lample2016neural" in c for c in r["citations"])
     model, tok, spec, task = load_student(tmp_path / "crf")
     assert spec.crf and model.crf is not None
     # the saved transitions are the trained ones (not the random init of a rebuilt model)

@@ -40,6 +40,40 @@ def test_bilstm_run_directory_and_metrics(teacher_run, tmp_path):
         assert (tmp_path / "s" / f).is_file(), f
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["retention"] == r["retention"]
     assert not list(tmp_path.glob("s/checkpoint*")), "a finished run leaves no checkpoint behind"
+    cited = " ".join(r["citations"])
+    assert "hinton2015distilling" in cited and "xu-etal-2021-beyond" in cited  # the KL objective and the loyalty figures
+    assert "polyak" not in cited and "lample" not in cited  # no weight average, no CRF
+
+
+def test_a_failure_while_scoring_keeps_the_trained_student(teacher_run, tmp_path, monkeypatch):
+    import kdexam.training.distill as distill_module
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("scoring failed")
+
+    monkeypatch.setattr(distill_module, "evaluate_run", fail)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / "s", **FAST)
+    assert (tmp_path / "s" / "model.safetensors").is_file() and (tmp_path / "s" / "student.json").is_file()
+    assert not (tmp_path / "s" / "metrics.json").exists()
+    preds = api.load_student(tmp_path / "s", backend="pytorch").predict(["a fine film"])
+    assert preds[0]["label"] in ("neg", "pos")
+
+
+def test_method_citations_follow_what_the_run_used():
+    from types import SimpleNamespace
+
+    from kdexam.config import DistillRunConfig
+    from kdexam.tasks import Task
+    from kdexam.training.distill import method_citations
+
+    plain, averaged = DistillRunConfig(teacher="t", out="o"), DistillRunConfig(teacher="t", out="o", train={"ema_decay": 0.999})
+    cls, reg, tag = Task("classification", ["a", "b"]), Task("regression"), Task("token-classification", ["A", "B"])
+    keys = lambda cites: [c.split("{")[1].split(",")[0] for c in cites]  # noqa: E731
+    assert keys(method_citations(plain, cls, SimpleNamespace(crf=None))) == ["xu-etal-2021-beyond"]
+    assert keys(method_citations(plain, reg, SimpleNamespace())) == ["avram2022distilling"]
+    assert keys(method_citations(averaged, tag, SimpleNamespace(crf=object()))) == [
+        "xu-etal-2021-beyond", "lample2016neural", "polyak1992acceleration"]
 
 
 def test_second_student_does_not_run_the_teacher(teacher_run, tmp_path):

@@ -11,6 +11,7 @@ from conftest import sentiment_examples, write_jsonl, write_sentiment_splits
 from kdexam import api
 from kdexam.cli import main
 from kdexam.errors import KdexamError
+from kdexam.evaluation.results import retention
 from run_factory import runs  # noqa: F401  (fixture)
 
 
@@ -79,6 +80,22 @@ def test_every_task_kind_scores_with_loyalty(runs, task_name):  # noqa: F811
     assert pm in r["student"]["metrics"] and pm in r["teacher"]["metrics"]
     assert set(r["student"]["loyalty"]) >= ({"pearson"} if task_name == "reg" else {"label", "probability"})
     assert r["evaluated"]["examples"] == 12 + (task_name == "tag")
+
+
+def test_undefined_retention_is_none_with_a_note(runs):  # noqa: F811
+    """One example has a constant gold score, so both Pearson r are 0: no ratio, a note, no ZeroDivisionError."""
+    r = api.evaluate(runs.student("cnn", "reg"), split="validation", max_eval=1)
+    assert r["teacher"]["metrics"]["pearson"] == 0.0 and r["student"]["metrics"]["pearson"] == 0.0
+    assert "retention" not in r
+    assert any(n.startswith("no retention: the ratio of the student's pearson") for n in r["notes"])
+
+
+def test_retention_is_the_ratio_or_none_where_it_means_nothing():
+    assert retention(0.8, 0.9) == pytest.approx(0.8 / 0.9)
+    assert retention(0.5, 0.25, greater_is_better=False) == pytest.approx(0.5)  # mse: teacher / student
+    assert retention(0.5, 0.0) is None and retention(0.5, -0.2) is None
+    assert retention(0.0, 0.25, greater_is_better=False) is None
+    assert retention(float("nan"), 0.9) is None
 
 
 def test_bad_input_is_a_sentence(distilled, tmp_path, capsys):

@@ -285,6 +285,8 @@ def test_budget_rerender_and_export_best(measured_exam, capsys):
     assert len(preds) == 2 and all("label" in p for p in preds)
     with pytest.raises(KdexamError, match="positive"):
         api.exam(str(out), max_latency_ms=-1)
+    with pytest.raises(KdexamError, match="--set has no effect there"):
+        api.exam(str(out), set=["seeds=[1,2]"])
 
 
 def test_cli_exam_bad_input_is_exit_2(tmp_path, capsys):

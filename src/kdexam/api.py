@@ -530,7 +530,7 @@ def compare_runs(runs: list[str | Path]) -> list[dict]:
             "run": str(run), "model": side.name if r.student else f"teacher {Path(side.name).name}",
             "params": side.params, "metric": metric, "score": score,
             "retention": r.retention, "label_loyalty": loyal.get("label", loyal.get("regression")),
-            "probability_loyalty": loyal.get("probability", loyal.get("pearson")),
+            "probability_loyalty": loyal.get("probability"),
             "minutes": None if seconds is None else seconds / 60,
             **_fastest_batch1(side.efficiency),
         })
@@ -577,6 +577,9 @@ def exam(config: str | Path | None = None, out: str | Path | None = None, set: A
         exam_dir, ran = Path(config), None
         if out is not None and Path(out).resolve() != exam_dir.resolve():
             raise KdexamError(f"'{config}' is an exam directory, reported in place; drop --out or pass the exam config instead.")
+        if set:
+            raise KdexamError(f"'{config}' is an exam directory, reported again without running anything, so --set has "
+                              "no effect there; drop --set, or pass the exam config with --out to run it.")
     elif config is not None and Path(config).is_dir():
         raise KdexamError(f"'{config}' is a directory without results.sqlite; pass an exam YAML file, a built-in exam, "
                           "or a directory written by 'kdexam exam'.")

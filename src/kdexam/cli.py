@@ -161,7 +161,7 @@ def _scores_table(rows: list[tuple[str, dict]], metrics: list[str], title: str) 
     for label, side in rows:
         loyal = side.get("loyalty") or {}
         t.add_row(label, f"{side['params']:,}", *(fmt(side["metrics"].get(m)) for m in metrics),
-                  fmt(loyal.get("label", loyal.get("regression"))), fmt(loyal.get("probability", loyal.get("pearson"))))
+                  fmt(loyal.get("label", loyal.get("regression"))), fmt(loyal.get("probability")))
     return t
 
 

@@ -42,6 +42,7 @@ from rich.console import Console
 from kdexam.config import DataConfig, TransferConfig
 from kdexam.data.readers import DataSplits, Example, read_directory, read_file, read_lines
 from kdexam.errors import KdexamError
+from kdexam.paths import atomic_write_text
 from kdexam.tasks import Task
 
 console = Console(stderr=True)
@@ -111,13 +112,15 @@ class TransferSet:
         return keep
 
     def write(self, path: Path) -> None:
-        """One JSON line per row: id, source and text (``transfer.jsonl`` in the run directory)."""
-        with open(path, "w", encoding="utf-8") as f:
-            for e, s, i in zip(self.examples, self.sources, self.ids):
-                row = {"id": i, "source": s, "text": e.text}
-                if e.text_pair is not None:
-                    row["text_pair"] = e.text_pair
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        """One JSON line per row: id, source and text (``transfer.jsonl`` in the run directory), written
+        to a temporary name and renamed, so a kill never leaves half a file."""
+        rows = []
+        for e, s, i in zip(self.examples, self.sources, self.ids):
+            row = {"id": i, "source": s, "text": e.text}
+            if e.text_pair is not None:
+                row["text_pair"] = e.text_pair
+            rows.append(json.dumps(row, ensure_ascii=False) + "\n")
+        atomic_write_text(path, "".join(rows))
 
 
 def confidence(logits: np.ndarray) -> float:

@@ -28,7 +28,7 @@ from kdexam.data.readers import Example, infer_task, load_data, read_file, type_
 from kdexam.errors import KdexamError
 from kdexam.evaluation.loyalty import compare
 from kdexam.evaluation.predict import decode
-from kdexam.evaluation.results import ModelResult, RunResult, read_result, retention
+from kdexam.evaluation.results import ModelResult, RunResult, read_result, retention, retention_note
 from kdexam.tasks import Task
 
 SPLITS = ("train", "validation", "test")
@@ -119,7 +119,8 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
             result.retention = retention(scores.metrics[pm], scores.teacher_metrics[pm], task.greater_is_better)
             result.compression = teacher_result.params / max(1, params)
     result.extra = {"evaluated": {"run": str(run), "role": model.role, "data": data_cfg.name, "split": split_name,
-                                  "examples": len(examples), "max_length": data_cfg.max_length}, "notes": notes}
+                                  "examples": len(examples), "max_length": data_cfg.max_length},
+                    "notes": notes + retention_note(result)}
     if out is not None:
         atomic_write_json(out, result.to_dict())  # (creates the parent folder)
     return result

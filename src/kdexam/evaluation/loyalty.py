@@ -20,6 +20,28 @@ from scipy import stats
 from scipy.special import softmax
 
 
+XU_2021 = r"""@inproceedings{xu-etal-2021-beyond,
+  title={Beyond Preserved Accuracy: Evaluating Loyalty and Robustness of {BERT} Compression},
+  author={Xu, Canwen and Zhou, Wangchunshu and Ge, Tao and Xu, Ke and McAuley, Julian and Wei, Furu},
+  booktitle={Proceedings of the 2021 Conference on Empirical Methods in Natural Language Processing},
+  pages={10653--10659},
+  year={2021},
+  doi={10.18653/v1/2021.emnlp-main.832},
+}"""
+AVRAM_2022 = """@inproceedings{avram2022distilling,
+  title={Distilling the Knowledge of {R}omanian {BERT}s Using Multiple Teachers},
+  author={Avram, Andrei-Marius and Catrina, Darius and Cercel, Dumitru-Clementin and Dascalu, Mihai and Rebedea, Traian and Pais, Vasile and Tufis, Dan},
+  booktitle={Proceedings of the Thirteenth Language Resources and Evaluation Conference},
+  pages={374--384},
+  year={2022}
+}"""
+
+
+def citations(task_kind: str) -> list[str]:
+    """BibTeX of the loyalty figures a run of ``task_kind`` reports."""
+    return [AVRAM_2022] if task_kind == "regression" else [XU_2021]
+
+
 def js_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Row-wise Jensen–Shannon distance (base 2) between probability vectors."""
     m = 0.5 * (p + q)

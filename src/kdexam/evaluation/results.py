@@ -12,13 +12,15 @@ A distillation run returns a :class:`RunResult`; ``result.write(run_dir)`` write
      "retention": 0.965, ...}
 
 ``retention`` = student primary metric / teacher primary metric on the same split
-(the inverse for metrics where lower is better). A general (task-agnostic) run has
+(the inverse for metrics where lower is better; absent, with a note, where the ratio is
+undefined, e.g. a teacher whose Pearson r is 0). A general (task-agnostic) run has
 ``"general": true``, no task metrics, and the encoder's validation objective.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,20 @@ def read_result(run_dir: str | Path) -> RunResult:
         raise KdexamError(f"'{f}' is not a valid kdexam metrics file ({type(e).__name__}); rerun the command that wrote it.") from None
 
 
-def retention(student: float, teacher: float, greater_is_better: bool = True) -> float:
-    """Student / teacher primary metric (teacher / student when lower is better)."""
-    return student / teacher if greater_is_better else teacher / student
+def retention(student: float, teacher: float, greater_is_better: bool = True) -> float | None:
+    """Student / teacher primary metric (teacher / student when lower is better); ``None`` where
+    the ratio means nothing: a denominator that is not positive (a constant predictor's Pearson r
+    is 0, a perfect student's MSE is 0) or a score that is not finite."""
+    numerator, denominator = (student, teacher) if greater_is_better else (teacher, student)
+    if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def retention_note(result: "RunResult") -> list[str]:
+    """A note for ``metrics.json`` when both models were scored but the retention is undefined."""
+    pm = result.primary_metric
+    t, s = result.teacher.metrics.get(pm), result.student.metrics.get(pm) if result.student else None
+    if result.retention is not None or t is None or s is None:
+        return []
+    return [f"no retention: the ratio of the student's {pm} ({s:.4g}) to the teacher's ({t:.4g}) is undefined"]

@@ -95,7 +95,7 @@ def _entry(key: dict, members: list[dict]) -> dict:
              "citations": [c for r in res for c in r.get("citations", [])]}
     figures = {
         "score": [r["score"] for r in res], "retention": [r["retention"] for r in res],
-        "label_loyalty": [r["loyalty"].get("label", r["loyalty"].get("pearson")) for r in res],
+        "label_loyalty": [r["loyalty"].get("label", r["loyalty"].get("regression")) for r in res],
         "probability_loyalty": [r["loyalty"].get("probability") for r in res],
         "train_minutes": [_minutes(r.get("train_seconds")) for r in res],
         "e2e_ms_b1": [(r.get("cost") or {}).get("e2e_ms_b1") for r in res],

@@ -26,6 +26,16 @@ predictions outside PyTorch (ONNX Runtime exports only the emissions).
 
 from __future__ import annotations
 
+LAMPLE_2016 = r"""@inproceedings{lample2016neural,
+  title={Neural Architectures for Named Entity Recognition},
+  author={Lample, Guillaume and Ballesteros, Miguel and Subramanian, Sandeep and Kawakami, Kazuya and Dyer, Chris},
+  booktitle={Proceedings of the 2016 Conference of the North American Chapter of the Association for Computational Linguistics: Human Language Technologies},
+  pages={260--270},
+  year={2016},
+  eprint={1603.01360},
+  archivePrefix={arXiv},
+}"""
+
 import numpy as np
 import torch
 from torch import nn

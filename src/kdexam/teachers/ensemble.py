@@ -51,17 +51,12 @@ from scipy.special import softmax
 from kdexam.config import EnsembleConfig
 from kdexam.data.readers import Example
 from kdexam.errors import KdexamError
+from kdexam.evaluation.loyalty import AVRAM_2022
 from kdexam.tasks import Task
 from kdexam.teachers.cache import TeacherOutputs
 from kdexam.teachers.teacher import Teacher
 
-CITATION = """@inproceedings{avram2022distilling,
-  title={Distilling the Knowledge of {R}omanian {BERT}s Using Multiple Teachers},
-  author={Avram, Andrei-Marius and Catrina, Darius and Cercel, Dumitru-Clementin and Dascalu, Mihai and Rebedea, Traian and Pais, Vasile and Tufis, Dan},
-  booktitle={Proceedings of the Thirteenth Language Resources and Evaluation Conference},
-  pages={374--384},
-  year={2022}
-}"""
+CITATION = AVRAM_2022  # (the regression loyalty is after the same paper)
 
 
 def member_names(dirs: list[str]) -> list[str]:

@@ -34,12 +34,13 @@ from kdexam.data.transfer import TransferSet, build_transfer_set
 from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.evaluate import ensemble_scores, score, without_per_class
+from kdexam.evaluation.loyalty import citations as loyalty_citations
 from kdexam.evaluation.predict import decode, predict_logits, predict_logits_shared
-from kdexam.evaluation.results import ModelResult, RunResult, retention
+from kdexam.evaluation.results import ModelResult, RunResult, retention, retention_note
 from kdexam.objectives import ModelShape, build_objectives, default_objectives
 from kdexam.objectives.members import build_ensemble_objectives
 from kdexam.rundir import check_out
-from kdexam.students.crf import crf_params
+from kdexam.students.crf import LAMPLE_2016, crf_params
 from kdexam.students.registry import build_student, count_parameters, save_student
 from kdexam.tasks import Task
 from kdexam.teachers.ensemble import CITATION as ENSEMBLE_CITATION
@@ -49,7 +50,7 @@ from kdexam.teachers.teacher import Teacher, check_same_tokenization, read_teach
 from kdexam.training.checkpoint import load_stage, save_stage
 from kdexam.training.distiller import Distiller, TeacherSide, student_outputs
 from kdexam.training.stages import apply_unfreeze, stage_objectives, stage_train_config, stages_of
-from kdexam.training.trainer import fit, make_accelerator
+from kdexam.training.trainer import POLYAK_1992, fit, make_accelerator
 
 console = Console(stderr=True)
 
@@ -143,7 +144,10 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
                 save_stage(record, accelerator.unwrap_model(distiller), summaries[-1])
             accelerator.wait_for_everyone()
 
+    if main:  # saved before scoring, so that a failure there never loses the trained student
+        save_student(student, tokenizer, cfg.student, task, out)
     result = evaluate_run(cfg, data, task, teacher, evaluated, student, tokenizer, feats[split], split)
+    citations += [c for c in method_citations(cfg, task, student) if c not in citations]
     train_out = teacher_side.outputs
     result.extra.update({
         "teacher_cache": {"hit": train_out.from_cache,
@@ -151,11 +155,10 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
                           "outputs": sorted(names), "online": list(train_out.online) if cfg.cache_teacher else sorted(names),
                           "teacher_forward_calls": teacher.forward_calls, "teacher_examples": teacher.examples_computed,
                           "precision": cfg.teacher_precision},
-        "transfer": transfer.report, "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes,
+        "transfer": transfer.report, "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes + retention_note(result),
     })
     result.seconds = round(time.perf_counter() - started, 2)
     if main:
-        save_student(student, tokenizer, cfg.student, task, out)
         result.write(out)
         if not cfg.train.keep_checkpoint:
             for record in out.glob("stage*-done"):
@@ -230,6 +233,12 @@ def evaluate_run(cfg, data: DataSplits, task: Task, teacher: Teacher | Ensemble,
                             extra={"init_from": cfg.init_from} if cfg.init_from else {}),
         retention=retention(scores.metrics[pm], scores.teacher_metrics[pm], task.greater_is_better),
         compression=teacher.params / max(1, params))
+
+
+def method_citations(cfg: DistillRunConfig, task: Task, student) -> list[str]:
+    """BibTeX of what a run used besides its objectives: the loyalty figures, a CRF, the weight average."""
+    return (loyalty_citations(task.kind) + ([LAMPLE_2016] if getattr(student, "crf", None) is not None else [])
+            + ([POLYAK_1992] if cfg.train.ema_decay else []))
 
 
 def check_paths(cfg: DistillRunConfig) -> tuple[list[Path], Path]:

@@ -14,7 +14,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -108,6 +108,17 @@ def skip_nonfinite(pos: dict, cfg: TrainConfig, desc: str, epoch: int, step: int
                           "mixed precision (--set train.mixed_precision=no).")
 
 
+POLYAK_1992 = r"""@article{polyak1992acceleration,
+  title={Acceleration of Stochastic Approximation by Averaging},
+  author={Polyak, Boris T. and Juditsky, Anatoli B.},
+  journal={SIAM Journal on Control and Optimization},
+  volume={30},
+  number={4},
+  pages={838--855},
+  year={1992},
+}"""
+
+
 class WeightAverage:
     """An exponential moving average of a model's weights (Polyak & Juditsky 1992, "Acceleration of
     Stochastic Approximation by Averaging"), updated after every optimizer step ``t``:
@@ -193,8 +204,8 @@ def fit(
 
     eval_at = {round(len(loader) * k / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
     start = time.perf_counter() - pos["seconds"]
-    log = open(log_path, "a", encoding="utf-8") if log_path and accelerator.is_main_process else None
-    with progress_bar() as bar:
+    log_file = open(log_path, "a", encoding="utf-8") if log_path and accelerator.is_main_process else nullcontext()
+    with log_file as log, progress_bar() as bar:
         total = len(loader) * cfg.epochs
         job = bar.add_task(desc, total=total, completed=pos["step"], info="")
         log_every = max(1, total // 20)
@@ -266,8 +277,6 @@ def fit(
                 if pos["stopped"]:
                     break
             pos.update(epoch=epoch + 1, batch=0)
-    if log:
-        log.close()
     if cfg.keep_checkpoint and written["step"] != pos["step"]:
         checkpoint()  # the kept checkpoint is the finished run's
     unwrapped = accelerator.unwrap_model(model)
