@@ -246,6 +246,20 @@ def test_prepare_dataset_is_idempotent_and_repairs(home, sources, capsys):
     assert builtin.is_prepared("trec50")
 
 
+def test_a_copy_another_process_wrote_first_is_kept(home, sources, monkeypatch):
+    """Two processes prepare the same dataset at once: the second finds the first one's copy in place
+    (the rename fails) and keeps it, without a traceback and without leaving its own behind."""
+    first = builtin.prepare_dataset("trec6")
+    monkeypatch.setattr(builtin, "verify_manifest", lambda d, calls=iter([False]): next(calls, True))
+
+    def rename_loses_the_race(new, target):
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(builtin, "replace_dir", rename_loses_the_race)
+    assert builtin.prepare_dataset("trec6") == first
+    assert not list(first.parent.glob(".trec6.tmp-*"))
+
+
 def test_prepare_dataset_is_deterministic(tmp_path, sources):
     first = builtin.prepare_dataset("movie-dialog-nsp", home=tmp_path / "a")
     second = builtin.prepare_dataset("movie-dialog-nsp", home=tmp_path / "b", force=True)

@@ -83,6 +83,8 @@ def test_grid_errors_are_one_sentence():
         ExamConfig.model_validate({"datasets": ["a"], "students": ["cnn"], "teachers": [{"name": "t"}]})
     with pytest.raises(KdexamError, match="neither a YAML file nor a built-in exam"):
         load_exam_config("no-such-exam")
+    with pytest.raises(KdexamError, match=r"bench.batch_sizes must be positive and include 1"):
+        load_exam_config("quick", {"bench.batch_sizes": [32]})
 
 
 def test_builtin_exams_are_valid():
@@ -166,6 +168,10 @@ def test_recommendation_within_budget():
     none = recommend(s, {"max_latency_ms": 0.01})["d"]
     assert none["choice"] is None and "no student meets the budget (latency ≤ 0.01 ms)" in none["text"]
     assert not within({"score": 1, "retention": None}, {"min_retention": 0.9})
+    undefined = [{**r, "result": {**r["result"], "retention": None}} if r["result"] else r for r in ROWS]
+    for budget in ({}, {"max_latency_ms": 0.01}):  # a retention that is undefined (None) is left out of the sentence
+        text = recommend(leaderboard.summarise(undefined), budget)["d"]["text"]
+        assert "slow" in text and "retention" not in text
 
 
 # --- whole exams on a tiny teacher ----------------------------------------------------------------

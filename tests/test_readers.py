@@ -76,6 +76,19 @@ def test_malformed_jsonl_conll_encoding(tmp_path):
         read_file(latin, DataConfig())
     with pytest.raises(KdexamError, match="unknown extension"):
         read_file(tmp_path / "x.xlsx", DataConfig())
+    lines = tmp_path / "reviews.txt"
+    lines.write_text("great\n")  # one text per line is not CoNLL: the error says what to give instead
+    with pytest.raises(KdexamError, match="A .txt file is read as CoNLL.*--unlabelled"):
+        read_file(lines, DataConfig())
+
+
+def test_broken_manifest_is_a_sentence(tmp_path):
+    from kdexam.data.readers import read_directory
+
+    write_jsonl(tmp_path / "train.jsonl", sentiment_examples(10))
+    (tmp_path / "dataset.json").write_text("{bad")
+    with pytest.raises(KdexamError, match="not a valid dataset manifest.*remove it"):
+        read_directory(tmp_path, DataConfig())
 
 
 def test_directory_with_splits_and_label_vocab(sentiment_dir):

@@ -90,6 +90,18 @@ def test_word_dropout_drops_whole_tokens_in_training_only():
     assert len(means) > 3 and all(any(torch.allclose(torch.tensor(m), torch.tensor(s)) for s in subsets) for m in means)
 
 
+def test_word_dropout_keeps_a_token_of_each_text_of_a_pair():
+    """Heavy word dropout on a pair whose second text is one token: that token always stays, so v is
+    never the zero vector (one guard per row let a whole text leave the bag)."""
+    model = _student(dropout=0.9, text_pair=True).train()
+    ids, types = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[0, 0, 0, 1]])
+    torch.manual_seed(0)
+    for _ in range(50):
+        pooled = model(ids, torch.ones_like(ids), types, output_hidden_states=True)["pooled"][0]
+        u, v = pooled[:2], pooled[2:4]
+        assert torch.allclose(v, E[4]) and u.abs().sum() > 0
+
+
 def test_hashed_bigrams_add_their_vector_at_the_second_token():
     from kdexam.students.static import bigram_ids
 

@@ -70,3 +70,31 @@ def test_text_pairs(tiny_bert_dir, tmp_path):
 def test_unknown_api_argument():
     with pytest.raises(TypeError, match="epoch"):
         api.finetune_teacher(epoch=3)
+
+
+def test_the_cache_key_follows_every_weight_format_and_ignores_run_records(tmp_path):
+    """Retrained weights change the teacher's key whatever their format; its metrics and logs do not."""
+    from kdexam.teachers.cache import model_fingerprint
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"old weights")
+    key = model_fingerprint(tmp_path)
+    (tmp_path / "metrics.json").write_text('{"accuracy": 1}')
+    (tmp_path / "train_log.jsonl").write_text("{}\n")
+    assert model_fingerprint(tmp_path) == key
+    (tmp_path / "pytorch_model.bin").write_bytes(b"new weights")
+    assert model_fingerprint(tmp_path) != key
+
+
+def test_tokenizers_pad_on_the_right_whatever_the_models_default(tmp_path):
+    from conftest import build_tokenizer
+    from kdexam.teachers.loader import load_tokenizer
+
+    tok = build_tokenizer()
+    tok.padding_side = "left"
+    tok.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    loaded = load_tokenizer(str(tmp_path))
+    assert loaded.padding_side == "right"
+    batch = loaded(["a fine film", "dull"], padding=True)
+    assert batch["attention_mask"][1][0] == 1 and batch["attention_mask"][1][-1] == 0

@@ -137,6 +137,7 @@ class ExamBench(BaseModel):
     enabled: bool = True
     threads: int = Field(default=1, ge=1)
     batch_sizes: list[int] = [1, 32]
+    """Must hold 1: the leaderboard's latency and the budget are per text at batch 1."""
     n_texts: int = Field(default=100, ge=1)
     repeats: int | None = Field(default=None, ge=1)
     warmup: int = Field(default=3, ge=0)
@@ -144,6 +145,14 @@ class ExamBench(BaseModel):
     """Also export each student to ONNX (fp32 and int8) and time the torch-free serving path."""
     rss: bool = True
     """Peak memory of a fresh serving process per backend."""
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _holds_batch_1(cls, v: list[int]) -> list[int]:
+        if 1 not in v or any(b < 1 for b in v):
+            raise ValueError("bench.batch_sizes must be positive and include 1 (the leaderboard's latency is at batch 1), "
+                             f"e.g. [1, 32]; got {v}")
+        return v
 
 
 class ExamConfig(BaseModel):

@@ -539,7 +539,12 @@ def prepare_dataset(name: str, home: Path | None = None, force: bool = False) ->
     tmp = make_temp_dir(target.parent, f".{name}.tmp-")
     try:
         manifest = write_dataset(tmp, spec, splits)
-        replace_dir(tmp, target)
+        try:
+            replace_dir(tmp, target)
+        except OSError:  # another process (a rank of a parallel launch) put its copy there first
+            if force or not verify_manifest(target):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

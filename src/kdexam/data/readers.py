@@ -190,7 +190,9 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
         except IndexError:
             word, tag = None, None
         if len(cols) < 2 or not word or not tag or not tag.strip():
-            raise KdexamError(f"File '{path}' line {i} is not 'token<TAB>tag' ({line[:40]!r}); CoNLL needs a token and a tag column on every non-blank line.")
+            hint = (" A .txt file is read as CoNLL; for one text per line with a label, give a .csv, .tsv or .jsonl file, "
+                    "and for unlabelled text use --unlabelled." if path.suffix.lower() == ".txt" else "")
+            raise KdexamError(f"File '{path}' line {i} is not 'token<TAB>tag' ({line[:40]!r}); CoNLL needs a token and a tag column on every non-blank line.{hint}")
         words.append(word.strip())
         tags.append(tag.strip())
     if words:
@@ -230,8 +232,12 @@ def read_directory(directory: Path, cfg: DataConfig) -> tuple[dict[str, list[Exa
     or a dataset saved by ``datasets``."""
     manifest: dict = {}
     if (directory / "dataset.json").is_file():
-        manifest = json.loads((directory / "dataset.json").read_text(encoding="utf-8"))
-        files = {split: directory / f for split, f in manifest.get("files", {}).items()}
+        try:
+            manifest = json.loads((directory / "dataset.json").read_text(encoding="utf-8"))
+            files = {split: directory / f for split, f in manifest.get("files", {}).items()}
+        except (ValueError, AttributeError, TypeError) as e:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
+            raise KdexamError(f"'{directory / 'dataset.json'}' is not a valid dataset manifest ({type(e).__name__}); "
+                              "remove it to read the split files directly, or prepare the dataset again with --force.") from None
     else:
         files = _find_split_files(directory)
     if not files:

@@ -65,14 +65,15 @@ def recommend(summary: dict, budget: dict) -> dict[str, dict]:
         if not ok:
             text = f"On {name}, no student meets the budget ({budget_text(budget)})."
             if best_any:
-                text += (f" The best student overall is {_describe(best_any)}: {metric} {best_any['score']:.4f} "
-                         f"(retention {best_any['retention']:.3f}), {_cost(best_any)}.")
+                text += (f" The best student overall is {_describe(best_any)}: {metric} {best_any['score']:.4f}"
+                         + (f" (retention {best_any['retention']:.3f})" if best_any.get("retention") is not None else "")
+                         + f", {_cost(best_any)}.")
             out[name] = {"choice": None, "text": text}
             continue
         c = ok[0]
         text = (f"On {name}, choose **{_describe(c)}** (budget: {budget_text(budget)}): {metric} {c['score']:.4f}"
                 + (f" ± {c['score_std']:.4f} over {c['n']} seeds" if c["n"] > 1 else "")
-                + f", retention {c['retention']:.3f}"
+                + (f", retention {c['retention']:.3f}" if c.get("retention") is not None else "")
                 + (f", label loyalty {c['label_loyalty']:.3f}" if c.get("label_loyalty") is not None else "")
                 + f"; {_cost(c)}.")
         if teacher and teacher.get("score") is not None:

@@ -30,7 +30,7 @@ BACKEND_FILES = {"pytorch": "safetensors", "onnx": "onnx", "onnx-int8": "onnx-in
 def run_exam(cfg: ExamConfig, out: str | Path) -> dict:
     """Run every cell of ``cfg`` not yet finished in ``out``; return ``{"done", "failed", "cells",
     "seconds"}`` (:func:`kdexam.exam.report.render` then writes what the exam shows)."""
-    out = Path(out)
+    out = Path(out).resolve()  # the store records run paths that must hold from any working directory
     if out.exists() and not out.is_dir():
         raise KdexamError(f"Exam output '{out}' is a file; pass a directory to --out.")
     teachers = teacher_cells(cfg)
@@ -151,8 +151,8 @@ def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, stor
             raise KdexamError(f"its teacher {c.teacher} on {c.dataset} failed; see that teacher's row")
         trust = _trusted(cfg, c.flags)
         if not (run_dir / "metrics.json").is_file():
-            if run_dir.exists() and not any(run_dir.glob("checkpoint-stage*")):
-                shutil.rmtree(run_dir)  # a start without a checkpoint: nothing to keep
+            if run_dir.exists() and not any(run_dir.glob("checkpoint-stage*")) and not any(run_dir.glob("stage*-done")):
+                shutil.rmtree(run_dir)  # a start with neither a checkpoint nor a finished stage: nothing to keep
             api.distill(teacher=str(teacher_dir), out=str(run_dir), resume=True, **{**c.flags, "trust_remote_code": trust})
         teacher_bench = (store.rows([c.teacher_id]) or [{}])[0].get("result") or {}
         bench = (measure(run_dir, cfg.bench, teacher_bench.get("bench"), trust_remote_code=trust)
@@ -236,7 +236,7 @@ def cell_row(run_dir: Path, bench: dict | None) -> dict:
     if bench:
         row["bench"] = bench
         rows = [x for x in bench["latency"] if x["device"] == "cpu"]
-        b1 = [x for x in rows if x["batch_size"] == 1] or rows
+        b1 = [x for x in rows if x["batch_size"] == 1]  # (bench.batch_sizes always holds 1)
         best = min(b1, key=lambda x: x["e2e_ms"]["p50"])
         big = max((x for x in rows if x["backend"] == best["backend"]), key=lambda x: x["batch_size"])
         row["cost"] = {

@@ -103,17 +103,18 @@ class StudentEmbedding(nn.Module):
 
 def trim_vocabulary(init: "EmbeddingInit", texts: Iterable) -> tuple["EmbeddingInit", torch.Tensor]:
     """Keep only the embedding rows of the special tokens and of the tokens that ``texts``
-    use; returns the trimmed init and the id map (tokenizer id → row, unused → [UNK] row)."""
+    use; returns the trimmed init and the id map (tokenizer id → row; an unused id → the [UNK] row,
+    or the padding token's row when the tokenizer has no unknown token, else row 0)."""
     tok = init.tokenizer
     used = set(tok.all_special_ids) | set(token_counts(tok, texts))
     kept = torch.tensor(sorted(i for i in used if i < init.weight.shape[0]))
     id_map = torch.full((init.weight.shape[0],), 0, dtype=torch.long)
     id_map[kept] = torch.arange(len(kept))
-    unk = tok.unk_token_id
-    if unk is not None:
+    fallback = next((i for i in (tok.unk_token_id, tok.pad_token_id) if i is not None and i < init.weight.shape[0]), None)
+    if fallback is not None:
         missing = torch.ones(init.weight.shape[0], dtype=torch.bool)
         missing[kept] = False
-        id_map[missing] = int(id_map[unk])
+        id_map[missing] = int(id_map[fallback])
     info = {**init.info, "trimmed_vocab": int(len(kept)), "source_vocab": int(init.weight.shape[0])}
     return EmbeddingInit(init.weight[kept].contiguous(), tok, info), id_map
 

@@ -180,7 +180,11 @@ class StaticStudent(nn.Module):
         if self.training and self.config.dropout > 0 and not self.config.tagging:
             # word dropout (Iyyer et al. 2015): each token leaves the bag with probability p
             kept = torch.rand(mask.shape, device=mask.device) >= self.config.dropout
-            mask = mask & (kept | ~(mask & kept).any(1, keepdim=True))  # a text never loses every token
+            texts = ([mask & (token_type_ids == 0), mask & (token_type_ids != 0)]
+                     if self.config.text_pair and token_type_ids is not None else [mask])
+            mask = torch.zeros_like(mask)
+            for text in texts:  # a text (each text of a pair) never loses every token
+                mask |= text & (kept | ~(text & kept).any(1, keepdim=True))
         if self.config.tagging:
             w = self.config.window
             h = x * mask.unsqueeze(-1).to(x.dtype)  # padding is zero, as beyond the sentence

@@ -43,11 +43,16 @@ FORMAT = 2
 console = Console(stderr=True)
 
 
+FINGERPRINTED = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt",  # weights, in any format
+                 ".json", ".txt", ".model", ".py")  # configuration, tokenizer, the model's own code
+
+
 def model_fingerprint(model_dir: Path) -> str:
-    """SHA-256 over the teacher's weight and tokenizer files (content, not names or dates)."""
+    """SHA-256 over the teacher's weight, configuration, tokenizer and code files (content, not names
+    or dates), so that retrained weights in any format never reuse the old outputs."""
     h = hashlib.sha256()
     for name in sorted(p.name for p in model_dir.iterdir()):
-        if name.endswith((".safetensors", ".json", ".txt", ".model")) and name not in ("metrics.json", "kdexam_model.json"):
+        if name.endswith(FINGERPRINTED) and name not in ("metrics.json", "kdexam_model.json"):
             h.update(name.encode())
             h.update(sha256_file(model_dir / name).encode())
     return h.hexdigest()

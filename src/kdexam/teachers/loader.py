@@ -56,7 +56,9 @@ def cannot_load(name: str, what: str, err: Exception) -> KdexamError:
 
 
 def load_tokenizer(name_or_path: str):
-    """A fast tokenizer (needed for word alignment); custom code only with :func:`allow_remote_code`."""
+    """A fast tokenizer (needed for word alignment), padding on the right whatever the model's
+    default (the collator, the teacher cache and the tagging predictions read each row's first
+    ``n`` positions); custom code only with :func:`allow_remote_code`."""
     from transformers import AutoTokenizer
 
     quiet_transformers()
@@ -67,6 +69,7 @@ def load_tokenizer(name_or_path: str):
         raise cannot_load(name_or_path, "tokenizer", e) from None
     if not getattr(tok, "is_fast", False):
         raise KdexamError(f"Model '{name_or_path}' has no fast tokenizer (tokenizer.json); kdexam needs one for subword alignment.")
+    tok.padding_side = "right"
     return tok
 
 

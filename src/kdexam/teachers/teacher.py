@@ -202,7 +202,7 @@ class Teacher:
         def compute_online(indices: list[int], wanted: list[str]) -> dict[str, list[np.ndarray]]:
             return self.compute([examples[i] for i in indices], wanted, precision=precision)
 
-        return TeacherOutputs(stored, d if cache else None, from_cache=cache and not to_cache, online=tuple(online),
+        return TeacherOutputs(stored, d if cache else None, from_cache=bool(cache and stored and not to_cache), online=tuple(online),
                               compute=compute_online, notes=notes, rows=rows)
 
     def fill_sharded(self, d: Path, examples: list[Example], names: list[str], features: Features,
