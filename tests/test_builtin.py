@@ -210,11 +210,26 @@ def sources(tmp_path, monkeypatch) -> dict[str, Path]:
     files[builtin.QUESTIONS].write_text(QUESTIONS * 2 + extra, encoding="utf-8")
     files[builtin.POSTAG].write_text(POSTAG + "".join(f"\nKata{i}\tNN\n" for i in range(30)), encoding="utf-8")
 
+    for i, relpath in enumerate(builtin.SENTIMENT_SNIPPETS):
+        files[relpath] = write_movie_csv_gz(src / f"snippets{i}.csv.gz", [("1.5", f"snippet {i} number {j}") for j in range(5)]
+                                            + [("-2", "A repeated   snippet!"), ("0", "")])
+
     def fake_package_file(dist: str, version: str, relpath: str) -> Path:
         return files[relpath]
 
     monkeypatch.setattr(builtin, "package_file", fake_package_file)
+    monkeypatch.setattr(builtin, "package_files", lambda dist, version, relpaths: {p: files[p] for p in relpaths})
     return files
+
+
+def test_sentiment_snippets_from_three_files(home, sources):
+    """Three source files, one unlabelled train split: empty texts dropped, a repeat kept once, no scores."""
+    path = builtin.prepare_dataset("sentiment-snippets")
+    rows = [json.loads(line) for line in (path / "train.jsonl").read_text().splitlines()]
+    assert rows[:5] == [{"text": f"snippet 0 number {j}"} for j in range(5)]
+    assert len(rows) == 3 * 5 + 1 and rows[5] == {"text": "A repeated snippet!"}
+    manifest = json.loads((path / "dataset.json").read_text())
+    assert manifest["task"] == "unlabelled" and manifest["source"]["path"] == list(builtin.SENTIMENT_SNIPPETS)
 
 
 def test_prepare_dataset_writes_files_and_manifest(home, sources, capsys):

@@ -62,7 +62,7 @@ SAMPLES = {
     "cache_teacher": (["--online-teacher"], False, False),
     "cache_budget_gb": (["--cache-budget-gb", "2.5"], 2.5, 2.5),
     "teacher_precision": (["--teacher-precision", "bf16"], "bf16", "bf16"),
-    "unlabelled": (["--unlabelled", "movie-dialog"], "movie-dialog", "movie-dialog"),
+    "unlabelled": (["--unlabelled", "movie-dialog", "--unlabelled", "u.txt"], ["movie-dialog", "u.txt"], ["movie-dialog", "u.txt"]),
     "unlabelled_column": (["--unlabelled-column", "line"], "line", "line"),
     "max_unlabelled": (["--max-unlabelled", "500"], 500, 500),
     "augment": (["--augment", "mask,ngram"], "mask,ngram", ["mask", "ngram"]),

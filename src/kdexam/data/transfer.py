@@ -165,7 +165,10 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
 
     add("gold", data.train)
     if cfg.unlabelled:
-        add("unlabelled", read_unlabelled(cfg, task, data_cfg))
+        per_source = {name: read_unlabelled(name, cfg, task, data_cfg) for name in cfg.unlabelled}
+        if len(per_source) > 1:
+            report["unlabelled_sources"] = {name: len(rows) for name, rows in per_source.items()}
+        add("unlabelled", [e for rows in per_source.values() for e in rows])
     if cfg.augment:
         from kdexam.data.augment import build_augmenter
 
@@ -184,14 +187,15 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
     return TransferSet(examples, sources, [example_id(e) for e in examples], segments, report)
 
 
-def read_unlabelled(cfg: TransferConfig, task: Task, data_cfg: DataConfig) -> list[Example]:
-    """Unlabelled examples from a built-in dataset (its train split), a ``.txt`` file (one text per
-    line), or a CSV/TSV/JSONL file (``unlabelled_column``, default the data's text column); for
-    pair tasks each row needs both texts. Tagging splits each text on whitespace into words.
-    ``max_unlabelled``: the first N of a fixed seeded shuffle."""
+def read_unlabelled(name: str, cfg: TransferConfig, task: Task, data_cfg: DataConfig) -> list[Example]:
+    """The unlabelled examples of one source ``name`` (one of ``cfg.unlabelled``): a built-in dataset
+    (its train split), a ``.txt`` file (one text per line), or a CSV/TSV/JSONL file
+    (``unlabelled_column``, default the data's text column); for pair tasks each row needs both
+    texts. Tagging splits each text on whitespace into words. ``max_unlabelled``: the first N of a
+    fixed seeded shuffle of this source (a source of at most N texts is taken whole, in its order)."""
     from kdexam.data.builtin import BUILTIN_DATASETS, prepare_dataset
 
-    name = str(cfg.unlabelled)
+    name = str(name)
     path = Path(name).expanduser()
     read_cfg = data_cfg.model_copy(update={"text_column": cfg.unlabelled_column or data_cfg.text_column,
                                            "label_column": "\0no label column"})
@@ -216,7 +220,7 @@ def read_unlabelled(cfg: TransferConfig, task: Task, data_cfg: DataConfig) -> li
         examples = [Example(_text(e.text).split()) for e in examples]
         examples = [e for e in examples if e.text]
     examples = [Example(e.text, e.text_pair) for e in examples]
-    if cfg.max_unlabelled is not None:
+    if cfg.max_unlabelled is not None and len(examples) > cfg.max_unlabelled:  # (a smaller source is taken whole, in order)
         random.Random(UNLABELLED_SHUFFLE_SEED).shuffle(examples)
         examples = examples[: cfg.max_unlabelled]
     return examples

@@ -69,7 +69,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     cfg = with_teacher_data(cfg, teacher_dirs[0])
     teacher_labels = ["teacher"] if len(teacher_dirs) == 1 else [f"teacher {i}" for i in range(1, len(teacher_dirs) + 1)]
     check_out(cfg, out, {**dict(zip(teacher_labels, teacher_dirs)), "--init-from encoder": cfg.init_from,
-                         "data": cfg.data.name, "unlabelled text": cfg.transfer.unlabelled}, resume, overwrite)
+                         "data": cfg.data.name,
+                         **{f"unlabelled text '{u}'": u for u in cfg.transfer.unlabelled}}, resume, overwrite)
     teacher = make_teacher(cfg)
     teacher_dir = teacher.dir  # the teacher (the ensemble member) whose tokenizer, embeddings or layers the student takes
     data_cfg = cfg.data if cfg.data.task else cfg.data.model_copy(update={"task": teacher.task.kind})
