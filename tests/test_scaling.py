@@ -137,3 +137,24 @@ def test_alone_the_shares_are_everything():
     assert parallel.gather_items({2: "c", 0: "a", 1: "b"}, 3) == ["a", "b", "c"]
     with pytest.raises(RuntimeError, match="no process gave items"):
         parallel.gather_items({0: "a"}, 2)
+
+
+def test_a_missing_share_is_an_error_in_every_process_not_a_hang(tmp_path, teacher_and_data, monkeypatch):
+    """Process 0 of two finds the other's share missing (separate homes, a crash): it still reaches the
+    second barrier, and then every process raises the same sentence instead of waiting for ever."""
+    from kdexam.data.encode import encode
+    from kdexam.data.readers import Example
+    from kdexam.errors import KdexamError
+    from kdexam.teachers import teacher as teacher_module
+
+    barriers = []
+    monkeypatch.setattr(teacher_module, "rank_and_world", lambda: (0, 2))
+    monkeypatch.setattr(teacher_module, "my_share", lambda n: list(range(0, n, 2)))
+    monkeypatch.setattr(teacher_module, "barrier", lambda: barriers.append(1))
+    t = teacher_module.Teacher(teacher_and_data[0])
+    examples = [Example(f"text number {i}") for i in range(6)]
+    features = encode(examples, t.tokenizer, t.task, 32)
+    with pytest.raises(KdexamError, match="share of 'logits' is missing or damaged"):
+        t.fill_sharded(tmp_path, examples, ["logits"], features)
+    assert len(barriers) == 2
+    assert list(tmp_path.glob("logits.shard-0-of-2*")), "its own share is kept for the rerun"

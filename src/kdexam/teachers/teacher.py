@@ -226,13 +226,17 @@ class Teacher:
             for n in names:
                 parts = [read_output(d, f"{n}.shard-{r}-of-{world}") for r in range(world)]
                 if any(p is None for p in parts):
-                    raise KdexamError(f"teacher cache {d}: a process's share of '{n}' is missing or damaged after the "
-                                      "parallel fill; run again (the whole shares are kept and reused).")
+                    break  # (raised below, after the barrier, by every process: none is left waiting)
                 write_output(d, n, pack(n, [parts[i % world].example(i // world) for i in range(len(examples))]))
                 for f in d.glob(f"{n}.shard-*"):
                     f.unlink(missing_ok=True)
         barrier()
-        return {n: read_output(d, n) for n in names}
+        merged = {n: read_output(d, n) for n in names}
+        if missing := [n for n, out in merged.items() if out is None]:
+            raise KdexamError(f"teacher cache {d}: a process's share of '{missing[0]}' is missing or damaged after the "
+                              "parallel fill (separate kdexam homes? see docs/scaling.md); run again (the whole shares "
+                              "are kept and reused).")
+        return merged
 
     def estimate_bytes(self, name: str, features: Features) -> int:
         """Disk size of one output on ``features`` (the teacher's own encoding)."""
