@@ -182,8 +182,10 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
     report["total"] = len(examples)
     report = {k: v for k, v in report.items() if v != {}}
     dropped = sum(sum(report.get(k, {}).values()) for k in ("leaked_exact", "leaked_normalised", "duplicates"))
-    console.print(f"transfer set: {len(examples):,} examples ({', '.join(f'{k} {v:,}' for k, v in report['sources'].items())}); "
-                  f"{dropped:,} dropped as duplicates of validation/test or of earlier rows")
+    read = report.get("unlabelled_sources")
+    per_source = f" ({', '.join(f'{Path(k).name} {v:,}' for k, v in read.items())} read)" if read else ""
+    console.print(f"transfer set: {len(examples):,} examples ({', '.join(f'{k} {v:,}' for k, v in report['sources'].items())})"
+                  f"{per_source}; {dropped:,} dropped as duplicates of validation/test or of earlier rows")
     return TransferSet(examples, sources, [example_id(e) for e in examples], segments, report)
 
 
