@@ -228,37 +228,35 @@ def dialog_rows(csv_path: str | Path) -> list[tuple[str, str]]:
             for r in read_csv(csv_path, ("statement", "reply"))]
 
 
+def unique_texts(texts, notes: list[str] | None = None) -> list[Example]:
+    """``{"text": ...}`` for each non-empty text, in order, the first of texts equal after
+    :func:`normalise` only (an unlabelled built-in)."""
+    examples, seen, repeated = [], set(), 0
+    for text in texts:
+        key = normalise(text)
+        if not key:
+            continue
+        if key in seen:
+            repeated += 1
+            continue
+        seen.add(key)
+        examples.append({"text": text})
+    note(notes, repeated, "dropped {n} repeated texts")
+    return examples
+
+
 def build_movie_dialog(csv_path: str | Path, notes: list[str] | None = None) -> list[Example]:
     """movie-dialog: every unique non-empty statement and reply as ``{"text": ...}``,
     in file order."""
-    examples, seen = [], set()
-    for statement, reply in dialog_rows(csv_path):
-        for text in (statement, reply):
-            key = normalise(text)
-            if key and key not in seen:
-                seen.add(key)
-                examples.append({"text": text})
-    return examples
+    return unique_texts(text for pair in dialog_rows(csv_path) for text in pair)
 
 
 def build_sentiment_snippets(csv_gz_paths: list[str | Path], notes: list[str] | None = None) -> list[Example]:
     """sentiment-snippets: every unique non-empty text of Hutto & Gilbert's (2014) Amazon review,
     New York Times editorial and tweet snippets as ``{"text": ...}``, in file order; their human
     scores are left out (unlabelled text: the teacher labels it)."""
-    examples, seen, repeated = [], set(), 0
-    for path in csv_gz_paths:
-        for row in read_csv(path, ("sentiment", "text")):
-            text = " ".join(clean(row["text"]).split())
-            key = normalise(text)
-            if not key:
-                continue
-            if key in seen:
-                repeated += 1
-                continue
-            seen.add(key)
-            examples.append({"text": text})
-    note(notes, repeated, "dropped {n} repeated texts")
-    return examples
+    return unique_texts((" ".join(clean(row["text"]).split())
+                         for path in csv_gz_paths for row in read_csv(path, ("sentiment", "text"))), notes)
 
 
 def build_movie_dialog_nsp(csv_path: str | Path, notes: list[str] | None = None,
