@@ -101,6 +101,26 @@ def test_online_teacher_tokenizes_for_itself(teacher_run, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
+def test_a_word_level_student_matches_the_teachers_mean_state(teacher_run, tmp_path):
+    """``representation`` with ``target: mean`` asks for the sentence vector ``mean.K``, which the
+    teacher computes on its own tokens, so a GloVe-word student (another tokenizer) can use it;
+    the cached and the online teacher give the same student."""
+    vectors = tmp_path / "vectors.txt"
+    words = sorted({w for r in sentiment_examples(120, seed=1) for w in r["text"].split()})
+    g = torch.Generator().manual_seed(0)
+    vectors.write_text(f"{len(words)} 8\n" + "".join(
+        w + " " + " ".join(f"{x:.4f}" for x in torch.randn(8, generator=g).tolist()) + "\n" for w in words))
+    common = dict(teacher=teacher_run / "run", student="bilstm", embeddings="glove", vectors_file=str(vectors),
+                  hidden_size=8, epochs=2, batch_size=16,
+                  objective=["representation:target=mean,layer=2", "kl"])
+    cached = api.distill(out=tmp_path / "cached", **common)
+    assert cached["stages"][0]["objectives"] == ["representation", "kl"]
+    assert "mean.2" in cached["teacher_cache"]["outputs"]
+    online = api.distill(out=tmp_path / "online", cache_teacher=False, **common)
+    assert sorted(online["teacher_cache"]["online"]) == ["logits", "mean.2"]
+    assert online["student"]["metrics"] == pytest.approx(cached["student"]["metrics"], abs=1e-6)
+
+
 def test_token_level_objective_needs_the_teachers_tokenizer(teacher_run, tmp_path):
     with pytest.raises(KdexamError, match="transformer student|teacher's tokenizer"):
         api.distill(teacher=teacher_run / "run", student="bilstm", out=tmp_path / "s", epochs=1,

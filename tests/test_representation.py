@@ -40,10 +40,26 @@ def test_sentence_vector_against_cls_and_masked_mean():
     assert cls.requires == ({"cls.3"}, {"pooled"})
     assert cls({"pooled": U}, {"cls.3": V}, {}).item() == pytest.approx(2.0)
     mean = _identity(RepresentationLoss(3, "mean", "mse", student_width=2, teacher_width=2))
-    hidden = torch.tensor([[[1.0, 4.0], [99.0, 99.0]], [[1.0, 0.0], [3.0, 2.0]]])  # row 0: second token is padding
-    batch = {"attention_mask": torch.tensor([[1, 0], [1, 1]])}
-    assert mean.requires == ({"hidden.3"}, {"pooled"})
-    assert mean({"pooled": U}, {"hidden.3": hidden}, batch).item() == pytest.approx(2.0)  # targets are V
+    assert mean.requires == ({"mean.3"}, {"pooled"})
+    assert mean({"pooled": U}, {"mean.3": V}, {}).item() == pytest.approx(2.0)
+
+
+def test_the_teachers_mean_state_is_the_masked_mean_of_its_layer(tiny_bert_dir):
+    """``mean.K`` = Σ_real hidden.K / #real: padding never enters, and it equals the same
+    sentence's mean without padding."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from kdexam.outputs import encoder_outputs
+
+    model, tok = AutoModel.from_pretrained(tiny_bert_dir).eval(), AutoTokenizer.from_pretrained(tiny_bert_dir)
+    batch = dict(tok(["the movie was good and the plot fine", "good"], padding=True, return_tensors="pt"))
+    with torch.inference_mode():
+        out = encoder_outputs(model, batch, {"mean.2", "hidden.2"})
+        alone = encoder_outputs(model, dict(tok(["good"], return_tensors="pt")), {"hidden.2"})["hidden.2"]
+    n = int(batch["attention_mask"][1].sum())
+    assert n < batch["input_ids"].shape[1]
+    assert torch.allclose(out["mean.2"][1], out["hidden.2"][1, :n].mean(0), atol=1e-6)
+    assert torch.allclose(out["mean.2"][1], alone[0].mean(0), atol=1e-5)
 
 
 def test_tagging_compares_token_states_at_first_subwords_only():

@@ -564,6 +564,27 @@ def test_trimmed_vocabulary_keeps_used_rows_and_maps_the_rest_to_unk(teacher_dir
         assert torch.equal(model(**enc)["logits"], loaded(**enc)["logits"])
 
 
+def test_min_token_count_drops_rare_tokens_to_unk(teacher_dir, tiny_tokenizer):
+    """``min_token_count: 2`` keeps the specials and the tokens used twice or more; a token used
+    once reads [UNK]'s row; with trim_vocab false it is refused."""
+    from kdexam.students.registry import StudentSpec, build_student
+
+    task = Task("classification", ["neg", "pos"])
+    texts = ["the movie was good", "the plot was awful", "good"]
+    model, tok = build_student(StudentSpec(kind="cnn", min_token_count=2), task, teacher_dir, train_texts=texts)
+    ids = {w: tok.convert_tokens_to_ids(w) for w in ("the", "was", "good", "movie", "awful")}
+    assert tok.unk_token_id not in ids.values()
+    assert model.embeddings.word.weight.shape[0] == len(set(tok.all_special_ids)) + 3  # the, was, good
+    unk = model.embeddings.id_map[tok.unk_token_id]
+    assert all(model.embeddings.id_map[ids[w]] != unk for w in ("the", "was", "good"))
+    assert all(model.embeddings.id_map[ids[w]] == unk for w in ("movie", "awful"))
+    assert model.kdexam_info["embeddings"]["min_token_count"] == 2
+    with pytest.raises(KdexamError, match="min_token_count"):
+        build_student(StudentSpec(kind="cnn", min_token_count=2, trim_vocab=False), task, teacher_dir, train_texts=texts)
+    with pytest.raises(KdexamError, match="does not apply"):
+        build_student(StudentSpec(kind="bert-mini", min_token_count=2), task, teacher_dir, train_texts=texts)
+
+
 def test_bilstm_two_way_pass_equals_packing():
     """The BiLSTM's unpacked two-way pass gives the packed LSTM's outputs and gradients, zero at
     padding, for rows of mixed lengths (an empty row included) — in training mode too."""

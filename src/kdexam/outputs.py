@@ -9,6 +9,7 @@ name                shape                  what it is
 ``logits``          [B, C] / [B, L, C]     the task head's output ([B, 1] for regression)
 ``hidden.K``        [B, L, H]              hidden states after layer K (``hidden.0``: the embedding layer)
 ``cls.K``           [B, H]                 ``hidden.K`` at the first ([CLS]) position
+``mean.K``          [B, H]                 ``hidden.K`` averaged over the real tokens (attention mask)
 ``attention.K``     [B, heads, L, L]       layer K's attention probabilities (softmax)
 ``query.K``         [B, L, H]              layer K's self-attention query projection, heads not split
 ``key.K``           [B, L, H]              … key projection
@@ -40,7 +41,7 @@ from torch import nn
 
 from kdexam.errors import KdexamError
 
-_NAME = re.compile(r"^(logits|embeddings|pooled|states|(hidden|cls|attention|query|key|value)\.(\d+))$")
+_NAME = re.compile(r"^(logits|embeddings|pooled|states|(hidden|cls|mean|attention|query|key|value)\.(\d+))$")
 PROJECTION_NAMES = {"query": ("query", "q", "q_proj", "q_lin"), "key": ("key", "k", "k_proj", "k_lin"),
                     "value": ("value", "v", "v_proj", "v_lin")}
 
@@ -99,6 +100,15 @@ def attention_dropout_off(model: nn.Module) -> None:
         model.config.attention_probs_dropout_prob = 0.0
 
 
+def masked_mean(states: torch.Tensor, inputs: dict) -> torch.Tensor:
+    """[B, L, H] → [B, H]: the mean over the positions the attention mask marks real (all without one)."""
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        return states.mean(1)
+    m = mask.to(states.dtype).unsqueeze(-1)
+    return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 def encoder_outputs(model: nn.Module, inputs: dict, names: set[str] | list[str] | tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Run a Hugging Face model once on ``inputs`` and return the requested named outputs.
 
@@ -130,7 +140,7 @@ def encoder_outputs(model: nn.Module, inputs: dict, names: set[str] | list[str] 
 
             hooks.append(modules[kind].register_forward_hook(keep))
     try:
-        result = model(**inputs, output_hidden_states=bool(kinds & {"hidden", "cls"}), output_attentions=want_attn)
+        result = model(**inputs, output_hidden_states=bool(kinds & {"hidden", "cls", "mean"}), output_attentions=want_attn)
     finally:
         for h in hooks:
             h.remove()
@@ -140,11 +150,11 @@ def encoder_outputs(model: nn.Module, inputs: dict, names: set[str] | list[str] 
             if getattr(result, "logits", None) is None:
                 raise KdexamError("This model has no task head, so it gives no logits; use a fine-tuned teacher.")
             out[name] = result.logits
-        elif kind in ("hidden", "cls"):
+        elif kind in ("hidden", "cls", "mean"):
             states = result.hidden_states
             if k >= len(states):
                 raise KdexamError(f"Output '{name}' asks for layer {k}, but the model has {len(states) - 1} layers.")
-            out[name] = states[k] if kind == "hidden" else states[k][:, 0]
+            out[name] = states[k] if kind == "hidden" else states[k][:, 0] if kind == "cls" else masked_mean(states[k], inputs)
         elif kind == "attention":
             if k < 1 or k > len(result.attentions):
                 raise KdexamError(f"Output '{name}' asks for layer {k}, but the model has {len(result.attentions)} layers.")

@@ -53,6 +53,11 @@ class StudentSpec(BaseModel):
     """static: hashed bigram buckets added to the token vectors (fastText's bag of n-grams; 0: none)."""
     token_weights: bool = False
     """static: a learned weight per vocabulary token in the mean (initialised to 1)."""
+    min_token_count: int = Field(default=1, ge=1)
+    """bilstm/cnn/static: keep only the tokens the training texts use at least this many times
+    (fastText's ``-minCount``); rarer ones read the [UNK] row, and the parameters they free can buy a
+    wider table. With glove embeddings: the word vocabulary's minimum frequency. Needs a trimmed table
+    (trim_vocab not false)."""
     teacher: str | None = None
     """Several teachers: the member (its name: the run directory's name) whose tokenizer, embeddings
     or layers the student takes (default: the first)."""

@@ -7,8 +7,10 @@ a learned projection ``W = nn.Linear(F_S, H_T)`` to the teacher's width and are 
 one teacher representation:
 
 - sequence tasks: the student's sentence vector ``pooled`` (its head's input) against the
-  teacher's ``[CLS]`` state of layer K (``target: cls``) or its mean over the real tokens
-  (``target: mean``);
+  teacher's ``[CLS]`` state of layer K (``target: cls``, the named output ``cls.K``) or its
+  mean over the real tokens (``target: mean``, ``mean.K``). Both are sentence vectors the
+  teacher computes on its own tokens, so students with another tokenizer (GloVe words) can
+  use either;
 - token classification: the student's token states ``states`` against the teacher's layer-K
   states, per word: at each word's first subword (``batch["loss_mask"]``; every real token
   without one), so continuation subwords, special tokens and padding are never read.
@@ -124,7 +126,7 @@ class RepresentationLoss(Objective):
     def requires(self) -> tuple[set[str], set[str]]:
         if self.tagging:
             return {f"hidden.{self.layer}"}, {"states"}
-        return ({f"cls.{self.layer}"} if self.target == "cls" else {f"hidden.{self.layer}"}), {"pooled"}
+        return {f"{self.target}.{self.layer}"}, {"pooled"}
 
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
         with float32(student):
@@ -135,10 +137,5 @@ class RepresentationLoss(Objective):
                 mask = real_tokens(batch, s) if mask is None else mask.to(s.device).bool()
                 return compare(self.projection(s[mask]), t[mask], self.loss, self.temperature)
             s = named(student, "pooled", "student", self.name)
-            if self.target == "cls":
-                v = named(teacher, f"cls.{self.layer}", "teacher", self.name)
-            else:
-                h = named(teacher, f"hidden.{self.layer}", "teacher", self.name)
-                m = real_tokens(batch, h).unsqueeze(-1).to(h.dtype)
-                v = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+            v = named(teacher, f"{self.target}.{self.layer}", "teacher", self.name)
             return compare(self.projection(s), v, self.loss, self.temperature)

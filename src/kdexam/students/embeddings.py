@@ -101,12 +101,14 @@ class StudentEmbedding(nn.Module):
         return x
 
 
-def trim_vocabulary(init: "EmbeddingInit", texts: Iterable) -> tuple["EmbeddingInit", torch.Tensor]:
+def trim_vocabulary(init: "EmbeddingInit", texts: Iterable, min_count: int = 1) -> tuple["EmbeddingInit", torch.Tensor]:
     """Keep only the embedding rows of the special tokens and of the tokens that ``texts``
-    use; returns the trimmed init and the id map (tokenizer id → row; an unused id → the [UNK] row,
-    or the padding token's row when the tokenizer has no unknown token, else row 0)."""
+    use (at least ``min_count`` times); returns the trimmed init and the id map (tokenizer id → row;
+    a dropped id → the [UNK] row, or the padding token's row when the tokenizer has no unknown
+    token, else row 0)."""
     tok = init.tokenizer
-    used = set(tok.all_special_ids) | set(token_counts(tok, texts))
+    counts = token_counts(tok, texts)
+    used = set(tok.all_special_ids) | {i for i, n in counts.items() if n >= min_count}
     kept = torch.tensor(sorted(i for i in used if i < init.weight.shape[0]))
     id_map = torch.full((init.weight.shape[0],), 0, dtype=torch.long)
     id_map[kept] = torch.arange(len(kept))
@@ -115,7 +117,8 @@ def trim_vocabulary(init: "EmbeddingInit", texts: Iterable) -> tuple["EmbeddingI
         missing = torch.ones(init.weight.shape[0], dtype=torch.bool)
         missing[kept] = False
         id_map[missing] = int(id_map[fallback])
-    info = {**init.info, "trimmed_vocab": int(len(kept)), "source_vocab": int(init.weight.shape[0])}
+    info = {**init.info, "trimmed_vocab": int(len(kept)), "source_vocab": int(init.weight.shape[0]),
+            **({"min_token_count": min_count} if min_count > 1 else {})}
     return EmbeddingInit(init.weight[kept].contiguous(), tok, info), id_map
 
 

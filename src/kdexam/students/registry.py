@@ -62,11 +62,11 @@ DEFAULT_EMBEDDINGS = {"bilstm": "teacher", "cnn": "teacher", "static": "model2ve
 
 APPLIES: dict[str, set[str]] = {
     "bilstm": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "num_layers", "pooling", "pair_mode",
-               "dropout", "freeze_embeddings", "trim_vocab", "crf"},
+               "dropout", "freeze_embeddings", "trim_vocab", "min_token_count", "crf"},
     "cnn": {"embeddings", "embedding_dim", "vectors_file", "num_layers", "filter_widths", "num_filters", "pair_mode",
-            "dropout", "freeze_embeddings", "trim_vocab"},
+            "dropout", "freeze_embeddings", "trim_vocab", "min_token_count"},
     "static": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "pooling", "dropout", "freeze_embeddings",
-               "trim_vocab", "token_weights", "ngram_buckets"},
+               "trim_vocab", "min_token_count", "token_weights", "ngram_buckets"},
     "preset": {"dropout", "freeze_embeddings", "trim_vocab"},
     "teacher-layers": {"layers", "freeze_embeddings"},
 }
@@ -127,6 +127,9 @@ def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | 
         if spec.vectors_file and spec.embeddings != "glove":
             raise KdexamError(f"vectors_file is only read with embeddings 'glove' (got '{spec.embeddings}'); "
                               "set embeddings: glove or remove vectors_file.")
+        if spec.min_token_count > 1 and spec.trim_vocab is False and spec.embeddings != "glove":
+            raise KdexamError(f"min_token_count {spec.min_token_count} drops rows of a trimmed table, and trim_vocab "
+                              "is false; remove one of the two.")
         if any(w < 1 for w in spec.filter_widths):
             raise KdexamError(f"filter_widths {spec.filter_widths} must all be positive; e.g. [3, 4, 5].")
     if task is not None and spec.pair_mode == "siamese" and not task.text_pair:
@@ -172,7 +175,7 @@ def _embeddings(spec: StudentSpec, teacher_dir, train_texts):
         return E.teacher_context_embeddings(teacher_dir, spec.embedding_dim, train_texts)
     if not train_texts:
         raise KdexamError("Embeddings 'glove' build their word vocabulary from the training texts; pass train_texts.")
-    return E.glove_embeddings(spec.vectors_file, train_texts, spec.embedding_dim)
+    return E.glove_embeddings(spec.vectors_file, train_texts, spec.embedding_dim, min_frequency=spec.min_token_count)
 
 
 def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
@@ -216,7 +219,7 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
         if spec.trim_vocab is not False and embedding_source(spec) != "glove" and train_texts:
             from kdexam.students.embeddings import trim_vocabulary
 
-            init, id_map = trim_vocabulary(init, train_texts)
+            init, id_map = trim_vocabulary(init, train_texts, min_count=spec.min_token_count)
         common = dict(vocab_size=int(init.weight.shape[0]), embedding_dim=init.dim, num_labels=task.num_labels,
                       tagging=tagging, dropout=DEFAULT_DROPOUT if spec.dropout is None else spec.dropout,
                       pair_mode=spec.pair_mode, segment_embeddings=bool(task.text_pair) and spec.pair_mode == "concat",

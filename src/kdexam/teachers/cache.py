@@ -13,7 +13,7 @@ another order share one cache), memory-mapped:
 - ``logits``: float32 [N, C]; for tagging word-level [Σ words, C] with offsets (the
   teacher's logits at each word's first subword, so that a student with another
   tokenizer can still be matched word by word);
-- ``cls.K``: float16 [N, H];
+- ``cls.K`` / ``mean.K``: float16 [N, H];
 - ``hidden.K``, ``query.K``, ``key.K``, ``value.K``: float16 [Σ tokens, H] with offsets;
 - ``attention.K``: float16 [Σ L_i², heads] with offsets (example i is ``[heads, L_i, L_i]``).
 

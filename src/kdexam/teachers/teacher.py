@@ -6,7 +6,7 @@ objects, encodes them with its own tokenizer and gives named outputs
 
 - ``logits``: [C] per example (regression: [1]); tagging: [words, C], the logits at
   each word's first subword (so students with other tokenizers match word by word);
-- ``cls.K``: [H]; ``hidden.K`` / ``query.K`` / ``key.K`` / ``value.K``: [L, H];
+- ``cls.K`` / ``mean.K``: [H]; ``hidden.K`` / ``query.K`` / ``key.K`` / ``value.K``: [L, H];
   ``attention.K``: [heads, L, L] — over the teacher's own L tokens.
 
 :meth:`Teacher.outputs` serves them from the cache (:mod:`kdexam.teachers.cache`),
@@ -248,7 +248,7 @@ class Teacher:
             c = self.task.num_labels if self.task else 1
             rows = sum(r["n_words"] for r in features.rows) if self.task and self.task.kind == "token-classification" else len(lengths)
             return int(rows * c * 4)
-        if kind == "cls":
+        if kind in ("cls", "mean"):
             return int(len(lengths) * h * 2)
         if kind == "attention":
             return int((lengths ** 2).sum() * heads * 2)
@@ -285,7 +285,7 @@ def stored_form(name: str, tensor: torch.Tensor, row: dict, task: Task | None) -
                     words[w] = t[pos]
             return words
         return t.astype(np.float32)
-    if kind == "cls":
+    if kind in ("cls", "mean"):
         return t.astype(np.float16)
     if kind == "attention":
         return t[:, :n, :n].astype(np.float16)
