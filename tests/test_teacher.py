@@ -1,6 +1,7 @@
 """Fine-tuning a tiny random BERT end to end, for each task kind."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -84,6 +85,34 @@ def test_the_cache_key_follows_every_weight_format_and_ignores_run_records(tmp_p
     assert model_fingerprint(tmp_path) == key
     (tmp_path / "pytorch_model.bin").write_bytes(b"new weights")
     assert model_fingerprint(tmp_path) != key
+
+
+def test_a_hub_teachers_key_is_the_commit_of_its_local_copy(tmp_path, monkeypatch):
+    """A hub id is keyed ``id@commit`` through the hub cache's refs/main, so a model updated on the hub
+    and downloaded again gets a new key; an id with no local copy keeps its bare name."""
+    import huggingface_hub.constants
+
+    from kdexam.teachers.cache import hub_model_key
+    from kdexam.teachers.teacher import Teacher
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--org--tiny"
+
+    def download(commit):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+
+    assert hub_model_key("org/tiny") == "org/tiny"
+    download("a" * 40)
+    assert hub_model_key("org/tiny") == "org/tiny@" + "a" * 40
+    teacher = object.__new__(Teacher)  # the key alone: no tokenizer to load from a hub here
+    teacher.name, teacher.dir, teacher._key = "org/tiny", Path("org/tiny"), None
+    assert teacher.key == "org/tiny@" + "a" * 40
+    download("b" * 40)
+    assert hub_model_key("org/tiny") == "org/tiny@" + "b" * 40
+    assert hub_model_key("not a repo id!") == "not a repo id!"
 
 
 def test_tokenizers_pad_on_the_right_whatever_the_models_default(tmp_path):

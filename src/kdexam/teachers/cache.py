@@ -58,6 +58,19 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()
 
 
+def hub_model_key(repo_id: str) -> str:
+    """A hub model id's cache identity: ``id@commit`` of its local copy (the revision that
+    ``from_pretrained`` reads, through the hub cache's ``refs/main``), so that a model updated on the
+    hub and downloaded again never reuses the old outputs; the bare id when it has no local copy."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not a valid repo id, or no hub library: the name is all there is
+        return repo_id
+    return f"{repo_id}@{Path(found).parent.name}" if isinstance(found, str) else repo_id
+
+
 def content_key(e: Example) -> str:
     """What the teacher reads of an example: its text (and pair), never its label or position."""
     return json.dumps([e.text, e.text_pair], ensure_ascii=False)

@@ -30,8 +30,8 @@ from kdexam.errors import KdexamError
 from kdexam.outputs import encoder_outputs, model_shape, parse_name
 from kdexam.parallel import barrier, my_share, process_device, rank_and_world
 from kdexam.tasks import Task
-from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_key, fingerprint, model_fingerprint, pack, read_output,
-                                   write_output)
+from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_key, fingerprint, hub_model_key,
+                                   model_fingerprint, pack, read_output, write_output)
 from kdexam.teachers.loader import remote_code
 
 console = Console(stderr=True)
@@ -64,7 +64,7 @@ class Teacher:
     @property
     def key(self) -> str:
         if self._key is None:
-            self._key = model_fingerprint(self.dir) if self.dir.is_dir() else self.name
+            self._key = model_fingerprint(self.dir) if self.dir.is_dir() else hub_model_key(self.name)
         return self._key
 
     @property
