@@ -48,6 +48,7 @@ SAMPLES = {
     "pooling": (["--pooling", "mean"], "mean", "mean"),
     "pair_mode": (["--pair-mode", "siamese"], "siamese", "siamese"),
     "crf": (["--crf"], True, True),
+    "min_token_count": (["--min-token-count", "2"], 2, 2),
     "token_weights": (["--token-weights"], True, True),
     "ngram_buckets": (["--ngram-buckets", "1024"], 1024, 1024),
     "layers": (["--layers", "1,3"], "1,3", [1, 3]),

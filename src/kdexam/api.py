@@ -279,6 +279,8 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     Flag("embedding_dim", "student.embedding_dim", int, help="bilstm/cnn/static embedding width (PCA of the teacher's when smaller)."),
     Flag("hidden_size", "student.hidden_size", int, help="bilstm hidden size per direction (default 300); static: MLP head width "
                                                                "(default: a linear head)."),
+    Flag("min_token_count", "student.min_token_count", int,
+         help="bilstm/cnn/static: keep only tokens the training texts use at least N times (default 1); rarer ones read [UNK]."),
     Flag("token_weights", "student.token_weights", bool, help="static: learn a weight per vocabulary token in the mean."),
     Flag("ngram_buckets", "student.ngram_buckets", int, help="static: hashed bigram buckets added to the token vectors (default 0: none)."),
     Flag("pooling", "student.pooling", help="Sequence pooling: bilstm max | mean | attention (default max); static mean | max | "
