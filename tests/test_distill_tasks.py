@@ -38,6 +38,23 @@ def test_tagging_students_subword_and_word_level(tagging_teacher, tmp_path):
         _loyalty_is_consistent(r, out=tmp_path / kind.replace(":", "-"))
 
 
+def test_a_word_level_tagger_learns_the_teachers_word_states(tagging_teacher, tmp_path):
+    """The representation objective on a tagger reads the teacher's states per word (``word.K``), so a
+    GloVe-word BiLSTM (another tokenizer) can match them; the matched loss falls."""
+    import json
+
+    vectors = tmp_path / "vectors.txt"
+    words = sorted(set(POS_WORDS + NEG_WORDS + FILLER))
+    vectors.write_text(f"{len(words)} 4\n" + "".join(f"{w} {i % 3} 0.5 -0.5 {i / 10}\n" for i, w in enumerate(words)))
+    r = api.distill(teacher=tagging_teacher / "run", data=tagging_teacher / "data", student="bilstm", embeddings="glove",
+                    vectors_file=str(vectors), out=tmp_path / "s", epochs=4, batch_size=16, learning_rate=5e-3,
+                    objective=["representation:layer=2"])
+    assert "word.2" in r["teacher_cache"]["outputs"]
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    losses = [e["train_loss"] for e in log if "train_loss" in e]
+    assert losses[-1] < 0.9 * losses[0], losses
+
+
 def test_regression_student_reports_regression_loyalty(tiny_bert_dir, tmp_path):
     rows = [{"text": r["text"], "label": (1.0 if r["label"] == "pos" else -1.0) + (i % 7) / 70}
             for i, r in enumerate(sentiment_examples(200))]

@@ -64,11 +64,34 @@ def test_the_teachers_mean_state_is_the_masked_mean_of_its_layer(tiny_bert_dir):
 
 def test_tagging_compares_token_states_at_first_subwords_only():
     loss = _identity(RepresentationLoss(2, student_width=2, teacher_width=2, tagging=True))
-    assert loss.requires == ({"hidden.2"}, {"states"})
-    states = torch.tensor([[[1.0, 2.0], [50.0, 50.0], [0.0, 1.0]]])
-    teacher = torch.tensor([[[1.0, 4.0], [0.0, 0.0], [2.0, 1.0]]])
-    batch = {"attention_mask": torch.ones(1, 3), "loss_mask": torch.tensor([[True, False, True]])}
-    assert loss({"states": states}, {"hidden.2": teacher}, batch).item() == pytest.approx(2.0)
+    assert loss.requires == ({"word.2"}, {"states"})
+    states = torch.tensor([[[1.0, 2.0], [50.0, 50.0], [0.0, 1.0], [7.0, 7.0]]])
+    nan = float("nan")  # position 3: a word the teacher's truncation cut off
+    teacher = torch.tensor([[[1.0, 4.0], [0.0, 0.0], [2.0, 1.0], [nan, nan]]])
+    batch = {"attention_mask": torch.ones(1, 4), "loss_mask": torch.tensor([[True, False, True, True]])}
+    assert loss({"states": states}, {"word.2": teacher}, batch).item() == pytest.approx(2.0)
+    nothing = {"attention_mask": torch.ones(1, 4), "loss_mask": torch.tensor([[False, False, False, True]])}
+    assert loss({"states": states}, {"word.2": teacher}, nothing).item() == 0.0
+
+
+def test_the_teachers_word_states_land_on_the_students_first_subwords():
+    """``word.K`` is stored per word (each word's first subword in the teacher's encoding; NaN for a
+    word truncation cut) and laid out at the student's own first-subword positions."""
+    import numpy as np
+
+    from kdexam.tasks import Task
+    from kdexam.teachers.teacher import stored_form, to_batch
+
+    task = Task("token-classification", ["O", "X"])
+    states = torch.arange(10.0).reshape(5, 2)  # teacher: [CLS] w0 w0' w1 [SEP]; w2 was truncated
+    row = {"input_ids": [0] * 5, "word_ids": [-1, 0, 0, 1, -1], "n_words": 3}
+    stored = stored_form("word.1", states, row, task)
+    assert stored.dtype == np.float16 and np.array_equal(stored[:2], np.array([[2.0, 3.0], [6.0, 7.0]]))
+    assert np.isnan(stored[2]).all()
+    batch = {"input_ids": torch.zeros(1, 6, dtype=torch.long), "index": torch.tensor([0])}
+    out = to_batch({"word.1": [stored]}, batch, task, positions=[np.array([1, 2, 4])])["word.1"]  # student: one token per word
+    assert torch.equal(out[0, 1], torch.tensor([2.0, 3.0])) and torch.equal(out[0, 2], torch.tensor([6.0, 7.0]))
+    assert out[0, 4].isnan().all() and out[0, 0].isnan().all()
 
 
 def test_the_projection_learns_and_widths_come_from_the_shapes():

@@ -10,6 +10,10 @@ name                shape                  what it is
 ``hidden.K``        [B, L, H]              hidden states after layer K (``hidden.0``: the embedding layer)
 ``cls.K``           [B, H]                 ``hidden.K`` at the first ([CLS]) position
 ``mean.K``          [B, H]                 ``hidden.K`` averaged over the real tokens (attention mask)
+``word.K``          [B, L, H]              tagging: ``hidden.K`` at each word's first subword; a teacher stores
+                                           it per word and lays it out at the *student's* first subwords, so
+                                           students with another tokenizer can match it (NaN rows: words the
+                                           teacher's truncation cut off)
 ``attention.K``     [B, heads, L, L]       layer K's attention probabilities (softmax)
 ``query.K``         [B, L, H]              layer K's self-attention query projection, heads not split
 ``key.K``           [B, L, H]              … key projection
@@ -41,7 +45,7 @@ from torch import nn
 
 from kdexam.errors import KdexamError
 
-_NAME = re.compile(r"^(logits|embeddings|pooled|states|(hidden|cls|mean|attention|query|key|value)\.(\d+))$")
+_NAME = re.compile(r"^(logits|embeddings|pooled|states|(hidden|cls|mean|word|attention|query|key|value)\.(\d+))$")
 PROJECTION_NAMES = {"query": ("query", "q", "q_proj", "q_lin"), "key": ("key", "k", "k_proj", "k_lin"),
                     "value": ("value", "v", "v_proj", "v_lin")}
 
@@ -140,7 +144,7 @@ def encoder_outputs(model: nn.Module, inputs: dict, names: set[str] | list[str] 
 
             hooks.append(modules[kind].register_forward_hook(keep))
     try:
-        result = model(**inputs, output_hidden_states=bool(kinds & {"hidden", "cls", "mean"}), output_attentions=want_attn)
+        result = model(**inputs, output_hidden_states=bool(kinds & {"hidden", "cls", "mean", "word"}), output_attentions=want_attn)
     finally:
         for h in hooks:
             h.remove()
@@ -150,11 +154,12 @@ def encoder_outputs(model: nn.Module, inputs: dict, names: set[str] | list[str] 
             if getattr(result, "logits", None) is None:
                 raise KdexamError("This model has no task head, so it gives no logits; use a fine-tuned teacher.")
             out[name] = result.logits
-        elif kind in ("hidden", "cls", "mean"):
+        elif kind in ("hidden", "cls", "mean", "word"):
             states = result.hidden_states
             if k >= len(states):
                 raise KdexamError(f"Output '{name}' asks for layer {k}, but the model has {len(states) - 1} layers.")
-            out[name] = states[k] if kind == "hidden" else states[k][:, 0] if kind == "cls" else masked_mean(states[k], inputs)
+            # (word.K: every token's state; the teacher keeps each word's first subword, teachers.teacher.stored_form)
+            out[name] = states[k][:, 0] if kind == "cls" else masked_mean(states[k], inputs) if kind == "mean" else states[k]
         elif kind == "attention":
             if k < 1 or k > len(result.attentions):
                 raise KdexamError(f"Output '{name}' asks for layer {k}, but the model has {len(result.attentions)} layers.")

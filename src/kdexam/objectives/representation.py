@@ -12,8 +12,11 @@ one teacher representation:
   teacher computes on its own tokens, so students with another tokenizer (GloVe words) can
   use either;
 - token classification: the student's token states ``states`` against the teacher's layer-K
-  states, per word: at each word's first subword (``batch["loss_mask"]``; every real token
-  without one), so continuation subwords, special tokens and padding are never read.
+  states, per word (``word.K``: the teacher's state at each word's first subword, laid out at the
+  student's first subwords, so any tokenizer works): only at the student's first subwords
+  (``batch["loss_mask"]``; every real token without one) where the teacher has a word, so
+  continuation subwords, special tokens, padding and words the teacher's truncation cut off are
+  never read.
 
 Losses over the N compared vectors ``u_n = W s_n`` and ``v_n`` (teacher, constant):
 
@@ -125,16 +128,19 @@ class RepresentationLoss(Objective):
     @property
     def requires(self) -> tuple[set[str], set[str]]:
         if self.tagging:
-            return {f"hidden.{self.layer}"}, {"states"}
+            return {f"word.{self.layer}"}, {"states"}
         return {f"{self.target}.{self.layer}"}, {"pooled"}
 
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
         with float32(student):
             if self.tagging:
                 s = named(student, "states", "student", self.name)
-                t = named(teacher, f"hidden.{self.layer}", "teacher", self.name)
+                t = named(teacher, f"word.{self.layer}", "teacher", self.name)
                 mask = batch.get("loss_mask")
                 mask = real_tokens(batch, s) if mask is None else mask.to(s.device).bool()
+                mask = mask & ~t.isnan().any(-1)
+                if not mask.any():
+                    return zero_like(s)
                 return compare(self.projection(s[mask]), t[mask], self.loss, self.temperature)
             s = named(student, "pooled", "student", self.name)
             v = named(teacher, f"{self.target}.{self.layer}", "teacher", self.name)

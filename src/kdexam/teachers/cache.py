@@ -15,6 +15,7 @@ another order share one cache), memory-mapped:
   tokenizer can still be matched word by word);
 - ``cls.K`` / ``mean.K``: float16 [N, H];
 - ``hidden.K``, ``query.K``, ``key.K``, ``value.K``: float16 [Σ tokens, H] with offsets;
+- ``word.K`` (tagging): float16 [Σ words, H] with offsets;
 - ``attention.K``: float16 [Σ L_i², heads] with offsets (example i is ``[heads, L_i, L_i]``).
 
 Files: ``NAME.npy`` (+ ``NAME.offsets.npy``) and ``NAME.json`` (files, sizes,
@@ -125,7 +126,7 @@ def pack(name: str, per_example: list[np.ndarray]) -> Stored:
         rows = [a.transpose(1, 2, 0).reshape(-1, a.shape[0]) for a in per_example]
     else:
         rows = list(per_example)
-    variable = kind in ("hidden", "query", "key", "value", "attention") or (rows and rows[0].ndim == 2 and kind == "logits")
+    variable = kind in ("hidden", "query", "key", "value", "attention", "word") or (rows and rows[0].ndim == 2 and kind == "logits")
     if not variable:
         return Stored(np.stack(rows).astype(dtype))
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)

@@ -6,7 +6,8 @@ objects, encodes them with its own tokenizer and gives named outputs
 
 - ``logits``: [C] per example (regression: [1]); tagging: [words, C], the logits at
   each word's first subword (so students with other tokenizers match word by word);
-- ``cls.K`` / ``mean.K``: [H]; ``hidden.K`` / ``query.K`` / ``key.K`` / ``value.K``: [L, H];
+- ``cls.K`` / ``mean.K``: [H]; ``word.K`` (tagging): [words, H], NaN for a word cut off by
+  truncation; ``hidden.K`` / ``query.K`` / ``key.K`` / ``value.K``: [L, H];
   ``attention.K``: [heads, L, L] — over the teacher's own L tokens.
 
 :meth:`Teacher.outputs` serves them from the cache (:mod:`kdexam.teachers.cache`),
@@ -250,6 +251,8 @@ class Teacher:
             return int(rows * c * 4)
         if kind in ("cls", "mean"):
             return int(len(lengths) * h * 2)
+        if kind == "word":
+            return int(sum(r["n_words"] for r in features.rows) * h * 2)
         if kind == "attention":
             return int((lengths ** 2).sum() * heads * 2)
         return int(lengths.sum() * h * 2)
@@ -285,6 +288,14 @@ def stored_form(name: str, tensor: torch.Tensor, row: dict, task: Task | None) -
                     words[w] = t[pos]
             return words
         return t.astype(np.float32)
+    if kind == "word":
+        if "word_ids" not in row:
+            raise KdexamError(f"Output '{name}' holds one state per word, for token classification only.")
+        words = np.full((row["n_words"], t.shape[-1]), np.nan, dtype=np.float16)
+        for w, pos in enumerate(first_subwords(row["word_ids"], row["n_words"])):
+            if pos >= 0:  # words cut by truncation stay NaN: no target
+                words[w] = t[pos]
+        return words
     if kind in ("cls", "mean"):
         return t.astype(np.float16)
     if kind == "attention":
@@ -300,14 +311,15 @@ def to_batch(stored: dict[str, list[np.ndarray]], batch: dict, task: Task | None
     """Stored forms of the batch's examples → tensors shaped like the student's batch.
 
     Token-level outputs are padded to the batch length (they are only requested when the
-    student shares the teacher's tokenization); tagging logits go on the student's own first
-    subwords (``positions``: each example's first-subword positions, by example index)."""
+    student shares the teacher's tokenization); tagging logits and ``word.K`` go on the student's
+    own first subwords (``positions``: each example's first-subword positions, by example index;
+    ``word.K`` is NaN wherever no teacher word lands)."""
     b, length = batch["input_ids"].shape
     out: dict[str, torch.Tensor] = {}
     for name, rows in stored.items():
         kind, _ = parse_name(name.partition("@")[0])  # an ensemble member's output: NAME@member
-        if kind == "logits" and task is not None and task.kind == "token-classification":
-            t = torch.zeros(b, length, rows[0].shape[-1])
+        if (kind == "logits" and task is not None and task.kind == "token-classification") or kind == "word":
+            t = torch.zeros(b, length, rows[0].shape[-1]) if kind == "logits" else torch.full((b, length, rows[0].shape[-1]), float("nan"))
             for r, i in enumerate(batch["index"].tolist()):
                 pos = positions[i]
                 keep = pos >= 0
