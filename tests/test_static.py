@@ -181,6 +181,29 @@ def test_contextual_init_is_the_sif_weighted_mean_state_of_each_token_over_its_o
         teacher_context_embeddings(teacher, None, [])
 
 
+def test_contextual_averages_are_cached_and_a_second_init_skips_the_teacher_pass(runs, monkeypatch):
+    """The second init on the same texts reads the averages from the cache (the teacher's encoder is
+    called only for the special tokens' vectors) and gives the identical table; other texts miss."""
+    from transformers import BertModel
+
+    from kdexam.students.embeddings import context_cache_file, teacher_context_embeddings
+
+    teacher = runs.teacher("cls")
+    texts = ["the movie was good", "the plot was dull", "good"]
+    first = teacher_context_embeddings(teacher, 4, texts, progress=False)
+    cache = context_cache_file(teacher, sorted(set(texts), key=lambda x: (len(x), x)), 128)
+    assert cache.is_file() and first.info["context_cache"] == str(cache)
+    rows = []
+    original = BertModel.forward
+    monkeypatch.setattr(BertModel, "forward", lambda self, input_ids=None, **kw: rows.append(len(input_ids)) or original(self, input_ids=input_ids, **kw))
+    second = teacher_context_embeddings(teacher, 4, texts, progress=False)
+    assert torch.equal(first.weight, second.weight)
+    assert sum(rows) == first.info["tokens_alone"]  # only the special tokens, each encoded alone
+    rows.clear()
+    teacher_context_embeddings(teacher, 4, texts[:2], progress=False)
+    assert sum(rows) > first.info["tokens_alone"]  # other texts: the teacher pass again
+
+
 def test_contextual_embeddings_build_a_trimmed_student_of_every_embedding_kind(runs):
     from kdexam.students.registry import build_student
     from kdexam.tasks import Task

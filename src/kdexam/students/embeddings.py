@@ -32,7 +32,11 @@ variance, coverage) that is saved with the student.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import math
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -316,8 +320,10 @@ def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, text
 
     A fine-tuned teacher's states in context carry what the token means *for the task* in the
     sentences the student will read ("not" after "good" as well as before it), where model2vec
-    sees each token alone. The cost is one teacher pass over the texts. Tokens the texts do not
-    use keep zero rows (vocabulary trimming drops them)."""
+    sees each token alone. The cost is one teacher pass over the texts; its averages are cached
+    (safetensors, keyed by the teacher's files, the distinct texts and ``max_length``:
+    :func:`context_cache_file`), so a second student on the same texts skips it. Tokens the texts
+    do not use keep zero rows (vocabulary trimming drops them)."""
     from kdexam.teachers.teacher import with_progress
 
     if not texts:
@@ -327,29 +333,69 @@ def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, text
     width = int(encoder.config.hidden_size)
     counts = token_counts(tokenizer, texts)
     strings = sorted(set(iter_training_strings(texts)), key=lambda x: (len(x), x))  # each distinct text once, by length
-    sums = torch.zeros(vocab, width, dtype=torch.float64)
-    seen = torch.zeros(vocab, dtype=torch.float64)
-    specials = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-    batches = [strings[s : s + batch_size] for s in range(0, len(strings), batch_size)]
-    with torch.inference_mode():
-        for chunk in with_progress(batches, progress, "contextual embeddings (teacher pass)"):
-            enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            states = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-            keep = enc["attention_mask"].bool() & ~torch.isin(enc["input_ids"], specials)
-            ids = enc["input_ids"][keep]
-            sums.index_add_(0, ids, states[keep].to(torch.float64))
-            seen.index_add_(0, ids, torch.ones(len(ids), dtype=torch.float64))
-    in_context = [int(i) for i in torch.nonzero(seen).flatten()]
+    cache = context_cache_file(teacher, strings, max_length)
+    if cache.is_file():
+        from safetensors.torch import load_file
+
+        stored = load_file(str(cache))
+        in_context, means = [int(i) for i in stored["ids"]], stored["means"]
+    else:
+        sums = torch.zeros(vocab, width, dtype=torch.float64)
+        seen = torch.zeros(vocab, dtype=torch.float64)
+        specials = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        batches = [strings[s : s + batch_size] for s in range(0, len(strings), batch_size)]
+        with torch.inference_mode():
+            for chunk in with_progress(batches, progress, "contextual embeddings (teacher pass)"):
+                enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+                states = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+                keep = enc["attention_mask"].bool() & ~torch.isin(enc["input_ids"], specials)
+                ids = enc["input_ids"][keep]
+                sums.index_add_(0, ids, states[keep].to(torch.float64))
+                seen.index_add_(0, ids, torch.ones(len(ids), dtype=torch.float64))
+        in_context = [int(i) for i in torch.nonzero(seen).flatten()]
+        means = (sums[in_context] / seen[in_context].unsqueeze(1)).to(torch.float32)
+        _write_context_cache(cache, in_context, means)
     alone = sorted((set(counts) | set(tokenizer.all_special_ids)) - set(in_context))
     alone = [i for i in alone if 0 <= i < vocab]
     ids = in_context + alone
-    vectors = torch.cat([(sums[in_context] / seen[in_context].unsqueeze(1)).to(torch.float32),
-                         _single_token_vectors(encoder, tokenizer, alone, 512)])
+    vectors = torch.cat([means, _single_token_vectors(encoder, tokenizer, alone, 512)])
     info: dict = {"source": "contextual", "teacher": str(teacher), "texts_encoded": len(strings),
-                  "tokens_in_context": len(in_context), "tokens_alone": len(alone)}
+                  "tokens_in_context": len(in_context), "tokens_alone": len(alone), "context_cache": str(cache)}
     order = sorted(range(len(ids)), key=ids.__getitem__)
     weight = _static_table(vectors[order], [ids[i] for i in order], counts, vocab, dim, sif, info)
     return EmbeddingInit(weight, tokenizer, info)
+
+
+def context_cache_file(teacher: str | Path, strings: list[str], max_length: int) -> Path:
+    """Where the contextual averages of ``teacher`` over ``strings`` are cached: a SHA-256 of the
+    teacher's files (a hub id: ``id@commit``), ``max_length`` and the distinct texts, under the kdexam
+    home's ``cache/contextual``."""
+    from kdexam.paths import kdexam_home
+    from kdexam.teachers.cache import hub_model_key, model_fingerprint
+
+    path = Path(_teacher_path(teacher))
+    model = model_fingerprint(path) if path.is_dir() else hub_model_key(str(teacher))
+    h = hashlib.sha256(json.dumps({"model": model, "max_length": max_length}).encode())
+    for s in strings:
+        h.update(json.dumps(s, ensure_ascii=False).encode())
+    return kdexam_home() / "cache" / "contextual" / f"{h.hexdigest()[:32]}.safetensors"
+
+
+def _write_context_cache(path: Path, ids: list[int], means: torch.Tensor) -> None:
+    """Write the averages through a temporary file and a rename (a reader never sees half a file)."""
+    from safetensors.torch import save_file
+
+    from kdexam.paths import temp_prefix
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"ids": torch.tensor(ids, dtype=torch.long), "means": means.contiguous()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # ---- word vocabulary + word2vec / GloVe vectors ------------------------------------------
