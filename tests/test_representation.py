@@ -66,11 +66,12 @@ def test_tagging_compares_token_states_at_first_subwords_only():
     loss = _identity(RepresentationLoss(2, student_width=2, teacher_width=2, tagging=True))
     assert loss.requires == ({"word.2"}, {"states"})
     states = torch.tensor([[[1.0, 2.0], [50.0, 50.0], [0.0, 1.0], [7.0, 7.0]]])
-    nan = float("nan")  # position 3: a word the teacher's truncation cut off
-    teacher = torch.tensor([[[1.0, 4.0], [0.0, 0.0], [2.0, 1.0], [nan, nan]]])
-    batch = {"attention_mask": torch.ones(1, 4), "loss_mask": torch.tensor([[True, False, True, True]])}
+    nan = float("nan")  # position 3: a word the teacher's truncation cut off; position 4: an fp16 overflow
+    teacher = torch.tensor([[[1.0, 4.0], [0.0, 0.0], [2.0, 1.0], [nan, nan], [float("inf"), 0.0]]])
+    states = torch.cat([states, torch.tensor([[[3.0, 3.0]]])], 1)
+    batch = {"attention_mask": torch.ones(1, 5), "loss_mask": torch.tensor([[True, False, True, True, True]])}
     assert loss({"states": states}, {"word.2": teacher}, batch).item() == pytest.approx(2.0)
-    nothing = {"attention_mask": torch.ones(1, 4), "loss_mask": torch.tensor([[False, False, False, True]])}
+    nothing = {"attention_mask": torch.ones(1, 5), "loss_mask": torch.tensor([[False, False, False, True, True]])}
     assert loss({"states": states}, {"word.2": teacher}, nothing).item() == 0.0
 
 

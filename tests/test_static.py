@@ -202,6 +202,10 @@ def test_contextual_averages_are_cached_and_a_second_init_skips_the_teacher_pass
     rows.clear()
     teacher_context_embeddings(teacher, 4, texts[:2], progress=False)
     assert sum(rows) > first.info["tokens_alone"]  # other texts: the teacher pass again
+    cache.write_bytes(b"damaged")
+    rows.clear()
+    third = teacher_context_embeddings(teacher, 4, texts, progress=False)  # a damaged file: computed again
+    assert sum(rows) > first.info["tokens_alone"] and torch.equal(third.weight, first.weight) and cache.stat().st_size > 7
 
 
 def test_contextual_embeddings_build_a_trimmed_student_of_every_embedding_kind(runs):

@@ -583,6 +583,8 @@ def test_min_token_count_drops_rare_tokens_to_unk(teacher_dir, tiny_tokenizer):
         build_student(StudentSpec(kind="cnn", min_token_count=2, trim_vocab=False), task, teacher_dir, train_texts=texts)
     with pytest.raises(KdexamError, match="does not apply"):
         build_student(StudentSpec(kind="bert-mini", min_token_count=2), task, teacher_dir, train_texts=texts)
+    with pytest.raises(KdexamError, match="pass train_texts"):
+        build_student(StudentSpec(kind="cnn", min_token_count=2), task, teacher_dir)
 
 
 def test_bilstm_two_way_pass_equals_packing():

@@ -98,19 +98,24 @@ def test_a_hub_teachers_key_is_the_commit_of_its_local_copy(tmp_path, monkeypatc
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     repo = tmp_path / "models--org--tiny"
 
-    def download(commit):
+    def download(commit, files=("config.json",)):
         (repo / "snapshots" / commit).mkdir(parents=True)
-        (repo / "snapshots" / commit / "config.json").write_text("{}")
+        for name in files:
+            (repo / "snapshots" / commit / name).write_text("{}")
         (repo / "refs").mkdir(exist_ok=True)
         (repo / "refs" / "main").write_text(commit)
 
+    def stub():  # the key alone: no tokenizer or weights to load from a hub here
+        teacher = object.__new__(Teacher)
+        teacher.name, teacher.dir, teacher._key = "org/tiny", Path("org/tiny"), None
+        return teacher
+
     assert hub_model_key("org/tiny") == "org/tiny"
-    download("a" * 40)
-    assert hub_model_key("org/tiny") == "org/tiny@" + "a" * 40
-    teacher = object.__new__(Teacher)  # the key alone: no tokenizer to load from a hub here
-    teacher.name, teacher.dir, teacher._key = "org/tiny", Path("org/tiny"), None
-    assert teacher.key == "org/tiny@" + "a" * 40
-    download("b" * 40)
+    loads = []
+    monkeypatch.setattr(Teacher, "model", property(lambda self: loads.append(1) or download("a" * 40)))
+    assert stub().key == "org/tiny@" + "a" * 40 and loads == [1]  # no local copy: loaded (downloaded) first
+    assert stub().key == "org/tiny@" + "a" * 40 and loads == [1]  # a local copy: not loaded for the key
+    download("b" * 40, files=("tokenizer.json",))  # a new revision, its tokenizer fetched first
     assert hub_model_key("org/tiny") == "org/tiny@" + "b" * 40
     assert hub_model_key("not a repo id!") == "not a repo id!"
 

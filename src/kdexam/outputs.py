@@ -106,7 +106,7 @@ def attention_dropout_off(model: nn.Module) -> None:
 
 def masked_mean(states: torch.Tensor, inputs: dict) -> torch.Tensor:
     """[B, L, H] → [B, H]: the mean over the positions the attention mask marks real (all without one)."""
-    mask = inputs.get("attention_mask")
+    mask, states = inputs.get("attention_mask"), states.float()  # (summed in fp32 under autocast too)
     if mask is None:
         return states.mean(1)
     m = mask.to(states.dtype).unsqueeze(-1)

@@ -138,7 +138,7 @@ class RepresentationLoss(Objective):
                 t = named(teacher, f"word.{self.layer}", "teacher", self.name)
                 mask = batch.get("loss_mask")
                 mask = real_tokens(batch, s) if mask is None else mask.to(s.device).bool()
-                mask = mask & ~t.isnan().any(-1)
+                mask = mask & t.isfinite().all(-1)  # NaN: a word the teacher's truncation cut; inf: fp16 overflow
                 if not mask.any():
                     return zero_like(s)
                 return compare(self.projection(s[mask]), t[mask], self.loss, self.temperature)

@@ -334,10 +334,8 @@ def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, text
     counts = token_counts(tokenizer, texts)
     strings = sorted(set(iter_training_strings(texts)), key=lambda x: (len(x), x))  # each distinct text once, by length
     cache = context_cache_file(teacher, strings, max_length)
-    if cache.is_file():
-        from safetensors.torch import load_file
-
-        stored = load_file(str(cache))
+    stored = _read_context_cache(cache)
+    if stored is not None:
         in_context, means = [int(i) for i in stored["ids"]], stored["means"]
     else:
         sums = torch.zeros(vocab, width, dtype=torch.float64)
@@ -366,6 +364,10 @@ def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, text
     return EmbeddingInit(weight, tokenizer, info)
 
 
+CONTEXT_CACHE_FORMAT = 1
+"""Bumped when the contextual averages change meaning, so old cache files are not read."""
+
+
 def context_cache_file(teacher: str | Path, strings: list[str], max_length: int) -> Path:
     """Where the contextual averages of ``teacher`` over ``strings`` are cached: a SHA-256 of the
     teacher's files (a hub id: ``id@commit``), ``max_length`` and the distinct texts, under the kdexam
@@ -375,10 +377,27 @@ def context_cache_file(teacher: str | Path, strings: list[str], max_length: int)
 
     path = Path(_teacher_path(teacher))
     model = model_fingerprint(path) if path.is_dir() else hub_model_key(str(teacher))
-    h = hashlib.sha256(json.dumps({"model": model, "max_length": max_length}).encode())
+    h = hashlib.sha256(json.dumps({"format": CONTEXT_CACHE_FORMAT, "model": model, "max_length": max_length}).encode())
     for s in strings:
         h.update(json.dumps(s, ensure_ascii=False).encode())
     return kdexam_home() / "cache" / "contextual" / f"{h.hexdigest()[:32]}.safetensors"
+
+
+def _read_context_cache(path: Path) -> dict | None:
+    """The cached averages, or None when there are none or the file is damaged (then it is removed
+    and the pass runs again)."""
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        stored = load_file(str(path))
+        if stored["ids"].ndim != 1 or stored["means"].shape[0] != stored["ids"].shape[0]:
+            raise ValueError("inconsistent shapes")
+        return stored
+    except Exception:
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _write_context_cache(path: Path, ids: list[int], means: torch.Tensor) -> None:

@@ -216,6 +216,8 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
     if family in EMBEDDING_FAMILIES:
         init = _embeddings(spec, teacher_dir, train_texts)
         id_map = None
+        if spec.min_token_count > 1 and not train_texts:
+            raise KdexamError("min_token_count counts the tokens of the training texts; pass train_texts.")
         if spec.trim_vocab is not False and embedding_source(spec) != "glove" and train_texts:
             from kdexam.students.embeddings import trim_vocabulary
 

@@ -59,17 +59,25 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def hub_model_key(repo_id: str) -> str:
-    """A hub model id's cache identity: ``id@commit`` of its local copy (the revision that
-    ``from_pretrained`` reads, through the hub cache's ``refs/main``), so that a model updated on the
-    hub and downloaded again never reuses the old outputs; the bare id when it has no local copy."""
+def hub_commit(repo_id: str) -> str | None:
+    """The commit of a hub model id's local copy: the revision ``from_pretrained`` reads, named by
+    the hub cache's ``refs/main``; None when there is no local copy (or the id is not a repo id)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import constants
+        from huggingface_hub.file_download import repo_folder_name
 
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # not a valid repo id, or no hub library: the name is all there is
-        return repo_id
-    return f"{repo_id}@{Path(found).parent.name}" if isinstance(found, str) else repo_id
+        ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / "main"
+        return ref.read_text(encoding="utf-8").strip() or None if ref.is_file() else None
+    except Exception:  # not a valid repo id, or no hub library
+        return None
+
+
+def hub_model_key(repo_id: str) -> str:
+    """A hub model id's cache identity, ``id@commit`` (:func:`hub_commit`), so that a model updated on
+    the hub and downloaded again never reuses the old outputs; the bare id when it has no local copy
+    (:attr:`kdexam.teachers.teacher.Teacher.key` loads the model first in that case)."""
+    commit = hub_commit(repo_id)
+    return f"{repo_id}@{commit}" if commit else repo_id
 
 
 def content_key(e: Example) -> str:

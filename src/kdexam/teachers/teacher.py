@@ -31,7 +31,7 @@ from kdexam.errors import KdexamError
 from kdexam.outputs import encoder_outputs, model_shape, parse_name
 from kdexam.parallel import barrier, my_share, process_device, rank_and_world
 from kdexam.tasks import Task
-from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_key, fingerprint, hub_model_key,
+from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_key, fingerprint, hub_commit, hub_model_key,
                                    model_fingerprint, pack, read_output, write_output)
 from kdexam.teachers.loader import remote_code
 
@@ -65,7 +65,12 @@ class Teacher:
     @property
     def key(self) -> str:
         if self._key is None:
-            self._key = model_fingerprint(self.dir) if self.dir.is_dir() else hub_model_key(self.name)
+            if self.dir.is_dir():
+                self._key = model_fingerprint(self.dir)
+            else:  # a hub id: keyed by the commit of its local copy, downloaded first when there is none
+                if hub_commit(self.name) is None:
+                    _ = self.model
+                self._key = hub_model_key(self.name)
         return self._key
 
     @property
