@@ -83,13 +83,18 @@ def test_killed_and_resumed_run_with_projections_equals_uninterrupted(teacher_ru
     assert any(k.startswith("objective.") for k in load_file(tmp_path / "full" / "checkpoint-stage1" / "model.safetensors"))
 
 
-def test_online_teacher_tokenizes_for_itself(teacher_run, tmp_path):
-    # a word-level GloVe student has its own vocabulary: the teacher must read the raw text, never its ids
-    vectors = tmp_path / "vectors.txt"
+def glove_file(path):
+    """A word2vec text file of random 8-d vectors for every word of the teacher's training texts."""
     words = sorted({w for r in sentiment_examples(120, seed=1) for w in r["text"].split()})
     g = torch.Generator().manual_seed(0)
-    vectors.write_text(f"{len(words)} 8\n" + "".join(
+    path.write_text(f"{len(words)} 8\n" + "".join(
         w + " " + " ".join(f"{x:.4f}" for x in torch.randn(8, generator=g).tolist()) + "\n" for w in words))
+    return path
+
+
+def test_online_teacher_tokenizes_for_itself(teacher_run, tmp_path):
+    # a word-level GloVe student has its own vocabulary: the teacher must read the raw text, never its ids
+    vectors = glove_file(tmp_path / "vectors.txt")
     common = dict(teacher=teacher_run / "run", student="bilstm", embeddings="glove", vectors_file=str(vectors),
                   hidden_size=8, epochs=2, batch_size=16)
     cached = api.distill(out=tmp_path / "cached", **common)
@@ -105,11 +110,7 @@ def test_a_word_level_student_matches_the_teachers_mean_state(teacher_run, tmp_p
     """``representation`` with ``target: mean`` asks for the sentence vector ``mean.K``, which the
     teacher computes on its own tokens, so a GloVe-word student (another tokenizer) can use it;
     the cached and the online teacher give the same student."""
-    vectors = tmp_path / "vectors.txt"
-    words = sorted({w for r in sentiment_examples(120, seed=1) for w in r["text"].split()})
-    g = torch.Generator().manual_seed(0)
-    vectors.write_text(f"{len(words)} 8\n" + "".join(
-        w + " " + " ".join(f"{x:.4f}" for x in torch.randn(8, generator=g).tolist()) + "\n" for w in words))
+    vectors = glove_file(tmp_path / "vectors.txt")
     common = dict(teacher=teacher_run / "run", student="bilstm", embeddings="glove", vectors_file=str(vectors),
                   hidden_size=8, epochs=2, batch_size=16,
                   objective=["representation:target=mean,layer=2", "kl"])
