@@ -175,13 +175,16 @@ def kdexam_child(spec: dict) -> None:
     r = api.distill(**spec)
     seconds = time.perf_counter() - t0
     train_seconds = sum(s["train_seconds"] for s in r["stages"])
+    log = [json.loads(line) for line in (Path(spec["out"]) / "train_log.jsonl").read_text().splitlines()]
+    history = [{"step": e["step"], "validation_accuracy": e["validation"]["accuracy"], "seconds": e.get("seconds")}
+               for e in log if "accuracy" in e.get("validation", {})]  # per epoch, as the peers record theirs
     print("KDEXAM_RESULT " + json.dumps({
         "seconds": round(seconds, 2), "cache_fill_seconds": round(fill["seconds"], 2),
         "seconds_without_cache_fill": round(seconds - fill["seconds"], 2), "train_seconds": round(train_seconds, 2),
         "steps": sum(s["steps"] for s in r["stages"]), "test_accuracy": r["student"]["metrics"]["accuracy"],
         "best_validation_accuracy": r["stages"][-1]["best_validation"],
         "teacher_forward_calls": r["teacher_cache"]["teacher_forward_calls"],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "history": history}))
 
 
 # ---- the driver ------------------------------------------------------------------------------------
