@@ -158,8 +158,12 @@ def encoder_outputs(model: nn.Module, inputs: dict, names: set[str] | list[str] 
             states = result.hidden_states
             if k >= len(states):
                 raise KdexamError(f"Output '{name}' asks for layer {k}, but the model has {len(states) - 1} layers.")
-            # (word.K: every token's state; the teacher keeps each word's first subword, teachers.teacher.stored_form)
-            out[name] = states[k][:, 0] if kind == "cls" else masked_mean(states[k], inputs) if kind == "mean" else states[k]
+            if kind == "cls":
+                out[name] = states[k][:, 0]
+            elif kind == "mean":
+                out[name] = masked_mean(states[k], inputs)
+            else:  # hidden.K; word.K too: the teacher keeps each word's first subword (teachers.teacher.stored_form)
+                out[name] = states[k]
         elif kind == "attention":
             if k < 1 or k > len(result.attentions):
                 raise KdexamError(f"Output '{name}' asks for layer {k}, but the model has {len(result.attentions)} layers.")

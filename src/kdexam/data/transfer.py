@@ -197,7 +197,6 @@ def read_unlabelled(name: str, cfg: TransferConfig, task: Task, data_cfg: DataCo
     fixed seeded shuffle of this source (a source of at most N texts is taken whole, in its order)."""
     from kdexam.data.builtin import BUILTIN_DATASETS, prepare_dataset
 
-    name = str(name)
     path = Path(name).expanduser()
     read_cfg = data_cfg.model_copy(update={"text_column": cfg.unlabelled_column or data_cfg.text_column,
                                            "label_column": "\0no label column"})

@@ -67,7 +67,9 @@ def hub_commit(repo_id: str) -> str | None:
         from huggingface_hub.file_download import repo_folder_name
 
         ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / "main"
-        return ref.read_text(encoding="utf-8").strip() or None if ref.is_file() else None
+        if not ref.is_file():
+            return None
+        return ref.read_text(encoding="utf-8").strip() or None
     except Exception:  # not a valid repo id, or no hub library
         return None
 

@@ -65,12 +65,9 @@ class Teacher:
     @property
     def key(self) -> str:
         if self._key is None:
-            if self.dir.is_dir():
-                self._key = model_fingerprint(self.dir)
-            else:  # a hub id: keyed by the commit of its local copy, downloaded first when there is none
-                if hub_commit(self.name) is None:
-                    _ = self.model
-                self._key = hub_model_key(self.name)
+            if not self.dir.is_dir() and hub_commit(self.name) is None:
+                _ = self.model  # a hub id with no local copy: downloaded first, so that its key names a commit
+            self._key = model_fingerprint(self.dir) if self.dir.is_dir() else hub_model_key(self.name)
         return self._key
 
     @property
@@ -280,6 +277,15 @@ def with_progress(loader, show: bool, desc: str):
                 bar.console.print(f"{desc}: batch {i}/{len(loader)}")
 
 
+def per_word(t: np.ndarray, row: dict, fill: float, dtype) -> np.ndarray:
+    """[words, D]: each word's row of ``t`` [L, D] at its first subword; ``fill`` for a word cut off by truncation."""
+    words = np.full((row["n_words"], t.shape[-1]), fill, dtype=dtype)
+    for w, pos in enumerate(first_subwords(row["word_ids"], row["n_words"])):
+        if pos >= 0:
+            words[w] = t[pos]
+    return words
+
+
 def stored_form(name: str, tensor: torch.Tensor, row: dict, task: Task | None) -> np.ndarray:
     """One example's output (``tensor`` is its row of the padded batch) cut to its real length."""
     kind, _ = parse_name(name)
@@ -287,20 +293,12 @@ def stored_form(name: str, tensor: torch.Tensor, row: dict, task: Task | None) -
     t = tensor.float().cpu().numpy()
     if kind == "logits":
         if task is not None and task.kind == "token-classification":
-            words = np.zeros((row["n_words"], t.shape[-1]), dtype=np.float32)
-            for w, pos in enumerate(first_subwords(row["word_ids"], row["n_words"])):
-                if pos >= 0:  # words cut by truncation keep zeros: a uniform distribution
-                    words[w] = t[pos]
-            return words
+            return per_word(t, row, 0.0, np.float32)  # words cut by truncation keep zeros: a uniform distribution
         return t.astype(np.float32)
     if kind == "word":
         if "word_ids" not in row:
             raise KdexamError(f"Output '{name}' holds one state per word, for token classification only.")
-        words = np.full((row["n_words"], t.shape[-1]), np.nan, dtype=np.float16)
-        for w, pos in enumerate(first_subwords(row["word_ids"], row["n_words"])):
-            if pos >= 0:  # words cut by truncation stay NaN: no target
-                words[w] = t[pos]
-        return words
+        return per_word(t, row, np.nan, np.float16)  # words cut by truncation stay NaN: no target
     if kind in ("cls", "mean"):
         return t.astype(np.float16)
     if kind == "attention":
