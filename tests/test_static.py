@@ -150,7 +150,8 @@ def test_contextual_init_is_the_sif_weighted_mean_state_of_each_token_over_its_o
     each text encoded once as [CLS] text [SEP]; a special token gets its model2vec vector."""
     from transformers import AutoModel
 
-    from kdexam.students.embeddings import teacher_context_embeddings, teacher_output_embeddings, token_counts
+    from kdexam.students.contextual import teacher_context_embeddings
+    from kdexam.students.embeddings import teacher_output_embeddings, token_counts
 
     teacher = runs.teacher("cls")
     texts = ["the movie was good", "the plot was dull", ("the end", "was good")]
@@ -186,7 +187,7 @@ def test_contextual_averages_are_cached_and_a_second_init_skips_the_teacher_pass
     called only for the special tokens' vectors) and gives the identical table; other texts miss."""
     from transformers import BertModel
 
-    from kdexam.students.embeddings import context_cache_file, teacher_context_embeddings
+    from kdexam.students.contextual import context_cache_file, teacher_context_embeddings
 
     teacher = runs.teacher("cls")
     texts = ["the movie was good", "the plot was dull", "good"]

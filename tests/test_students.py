@@ -18,7 +18,8 @@ from kdexam.data.readers import Example
 from kdexam.errors import KdexamError
 from kdexam.students import (KINDS, StudentSpec, build_student, check_spec, count_parameters, load_student,
                              save_student)
-from kdexam.students.embeddings import pca, read_vectors
+from kdexam.students.embeddings import pca
+from kdexam.students.word_vectors import read_vectors
 from kdexam.students.transformer import find_layer_list, select_layers
 from kdexam.tasks import Task
 

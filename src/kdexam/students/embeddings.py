@@ -8,10 +8,10 @@ Sources (``StudentSpec.embeddings``):
   Mukherjee & Awadallah (2020), "XtremeDistil: Multi-stage Distillation for Massive
   Multilingual Models" (ACL 2020); the PCA reduction keeps the directions of largest
   variance, and the share of variance kept is reported.
-- ``glove``: a word vocabulary built from the training texts (a word-level fast
-  tokenizer: ``WordLevel`` model, ``BertPreTokenizer``, lowercase normaliser,
-  ``[PAD]``/``[UNK]``/``[CLS]``/``[SEP]``, BERT-style pair template), with vectors read
-  from a word2vec / GloVe text file. Words missing from the file get random vectors
+- ``glove`` (:mod:`kdexam.students.word_vectors`): a word vocabulary built from the training
+  texts (a word-level fast tokenizer: ``WordLevel`` model, ``BertPreTokenizer``, lowercase
+  normaliser, ``[PAD]``/``[UNK]``/``[CLS]``/``[SEP]``, BERT-style pair template), with vectors
+  read from a word2vec / GloVe text file. Words missing from the file get random vectors
   drawn from U[-a, a], with ``a`` chosen so they have the variance of the pre-trained
   ones (Kim 2014). Coverage (share of vocabulary words and of training tokens found
   in the file) is reported. This is the set-up of the BiLSTM students of Tang et al.
@@ -21,8 +21,8 @@ Sources (``StudentSpec.embeddings``):
 - ``model2vec``: the teacher's tokenizer and static vectors distilled from the teacher's
   *output* states, each token encoded alone, PCA, SIF weighting (Tulkens & van Dongen 2024;
   :func:`teacher_output_embeddings`). The default of the ``static`` student.
-- ``contextual``: the same, but each token's output states averaged over its occurrences in
-  the transfer set (Bommasani et al. 2020; :func:`teacher_context_embeddings`).
+- ``contextual`` (:mod:`kdexam.students.contextual`): the same, but each token's output states
+  averaged over its occurrences in the transfer set (Bommasani et al. 2020).
 
 Each builder returns an :class:`EmbeddingInit`: the initial weight matrix, the
 tokenizer that produces ids for it, and an ``info`` dict (source, widths, explained
@@ -31,12 +31,6 @@ variance, coverage) that is saved with the student.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
-import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -49,7 +43,6 @@ from torch import nn
 from kdexam.errors import KdexamError
 from kdexam.teachers.loader import remote_code
 
-WORD_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 DEFAULT_RANDOM_DIM = 300
 SIF_COEFFICIENT = 1e-3
 
@@ -302,122 +295,7 @@ def teacher_output_embeddings(teacher: str | Path, dim: int | None = None, texts
     return EmbeddingInit(weight, tokenizer, info)
 
 
-def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, texts: Iterable | None = None,
-                               sif: float = SIF_COEFFICIENT, batch_size: int = 64, max_length: int = 128,
-                               progress: bool = True) -> EmbeddingInit:
-    """Static token vectors averaged over the token's contexts in the transfer set: the
-    "aggregated" static embeddings of Bommasani, Davis & Cardie (2020), "Interpreting Pretrained
-    Contextualized Representations via Reductions to Static Embeddings" (ACL 2020), with
-    model2vec's PCA and SIF weighting (:func:`teacher_output_embeddings`):
-
-    1. every distinct text is passed through the teacher's encoder once (``[CLS] text [SEP]``, at
-       most ``max_length`` tokens), and each token id's output states are averaged over all its
-       occurrences in them: ``v_t = (1 / n_t) Σ_{(s, i): s_i = t} h(s)_i``;
-    2. ids the texts never show at an output position (the special tokens) get the model2vec
-       vector ``mean(h([CLS] t [SEP]))``;
-    3. PCA to ``dim`` and SIF weights ``a / (a + p(t))`` from the texts' token frequencies
-       (duplicates counted, as for ``model2vec``).
-
-    A fine-tuned teacher's states in context carry what the token means *for the task* in the
-    sentences the student will read ("not" after "good" as well as before it), where model2vec
-    sees each token alone. The cost is one teacher pass over the texts; its averages are cached
-    (safetensors, keyed by the teacher's files, the distinct texts and ``max_length``:
-    :func:`context_cache_file`), so a second student on the same texts skips it. Tokens the texts
-    do not use keep zero rows (vocabulary trimming drops them)."""
-    from kdexam.teachers.teacher import with_progress
-
-    if not texts:
-        raise KdexamError("Embeddings 'contextual' average the teacher's states over the training texts; pass train_texts.")
-    tokenizer, encoder = _load_encoder(teacher, dim)
-    vocab = int(encoder.get_input_embeddings().weight.shape[0])
-    width = int(encoder.config.hidden_size)
-    counts = token_counts(tokenizer, texts)
-    strings = sorted(set(iter_training_strings(texts)), key=lambda x: (len(x), x))  # each distinct text once, by length
-    cache = context_cache_file(teacher, strings, max_length)
-    stored = _read_context_cache(cache)
-    if stored is not None:
-        in_context, means = [int(i) for i in stored["ids"]], stored["means"]
-    else:
-        sums = torch.zeros(vocab, width, dtype=torch.float64)
-        seen = torch.zeros(vocab, dtype=torch.float64)
-        specials = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-        batches = [strings[s : s + batch_size] for s in range(0, len(strings), batch_size)]
-        with torch.inference_mode():
-            for chunk in with_progress(batches, progress, "contextual embeddings (teacher pass)"):
-                enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-                states = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-                keep = enc["attention_mask"].bool() & ~torch.isin(enc["input_ids"], specials)
-                ids = enc["input_ids"][keep]
-                sums.index_add_(0, ids, states[keep].to(torch.float64))
-                seen.index_add_(0, ids, torch.ones(len(ids), dtype=torch.float64))
-        in_context = [int(i) for i in torch.nonzero(seen).flatten()]
-        means = (sums[in_context] / seen[in_context].unsqueeze(1)).to(torch.float32)
-        _write_context_cache(cache, in_context, means)
-    alone = sorted((set(counts) | set(tokenizer.all_special_ids)) - set(in_context))
-    alone = [i for i in alone if 0 <= i < vocab]
-    ids = in_context + alone
-    vectors = torch.cat([means, _single_token_vectors(encoder, tokenizer, alone, 512)])
-    info: dict = {"source": "contextual", "teacher": str(teacher), "texts_encoded": len(strings),
-                  "tokens_in_context": len(in_context), "tokens_alone": len(alone), "context_cache": str(cache)}
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    weight = _static_table(vectors[order], [ids[i] for i in order], counts, vocab, dim, sif, info)
-    return EmbeddingInit(weight, tokenizer, info)
-
-
-CONTEXT_CACHE_FORMAT = 1
-"""Bumped when the contextual averages change meaning, so old cache files are not read."""
-
-
-def context_cache_file(teacher: str | Path, strings: list[str], max_length: int) -> Path:
-    """Where the contextual averages of ``teacher`` over ``strings`` are cached: a SHA-256 of the
-    teacher's files (a hub id: ``id@commit``), ``max_length`` and the distinct texts, under the kdexam
-    home's ``cache/contextual``."""
-    from kdexam.paths import kdexam_home
-    from kdexam.teachers.cache import hub_model_key, model_fingerprint
-
-    path = Path(_teacher_path(teacher))
-    model = model_fingerprint(path) if path.is_dir() else hub_model_key(str(teacher))
-    h = hashlib.sha256(json.dumps({"format": CONTEXT_CACHE_FORMAT, "model": model, "max_length": max_length}).encode())
-    for s in strings:
-        h.update(json.dumps(s, ensure_ascii=False).encode())
-    return kdexam_home() / "cache" / "contextual" / f"{h.hexdigest()[:32]}.safetensors"
-
-
-def _read_context_cache(path: Path) -> dict | None:
-    """The cached averages, or None when there are none or the file is damaged (then it is removed
-    and the pass runs again)."""
-    if not path.is_file():
-        return None
-    from safetensors.torch import load_file
-
-    try:
-        stored = load_file(str(path))
-        if stored["ids"].ndim != 1 or stored["means"].shape[0] != stored["ids"].shape[0]:
-            raise ValueError("inconsistent shapes")
-        return stored
-    except Exception:
-        path.unlink(missing_ok=True)
-        return None
-
-
-def _write_context_cache(path: Path, ids: list[int], means: torch.Tensor) -> None:
-    """Write the averages through a temporary file and a rename (a reader never sees half a file)."""
-    from safetensors.torch import save_file
-
-    from kdexam.paths import temp_prefix
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({"ids": torch.tensor(ids, dtype=torch.long), "means": means.contiguous()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ---- word vocabulary + word2vec / GloVe vectors ------------------------------------------
+# ---- training texts ----------------------------------------------------------------------
 
 
 def iter_training_strings(texts: Iterable) -> Iterator[str]:
@@ -434,131 +312,3 @@ def iter_training_strings(texts: Iterable) -> Iterator[str]:
             if p is None:
                 continue
             yield p if isinstance(p, str) else " ".join(str(w) for w in p)
-
-
-def _word_pipeline():
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    return tok
-
-
-def build_word_tokenizer(texts: Iterable, min_frequency: int = 1):
-    """A word-level fast tokenizer whose vocabulary is the (lowercased, BERT-pre-tokenised)
-    words of ``texts``, most frequent first after the specials ``[PAD] [UNK] [CLS] [SEP]``.
-
-    Wrapped in ``PreTrainedTokenizerFast``, so it pads, encodes pairs
-    (``[CLS] a [SEP] b [SEP]`` with token type ids), gives ``word_ids`` for tagging and
-    saves with ``save_pretrained``."""
-    from tokenizers import processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = _word_pipeline()
-    trainer = trainers.WordLevelTrainer(special_tokens=list(WORD_SPECIALS), min_frequency=min_frequency,
-                                        show_progress=False)
-    tok.train_from_iterator(iter_training_strings(texts), trainer)
-    if tok.get_vocab_size() <= len(WORD_SPECIALS):
-        raise KdexamError("The training texts give an empty word vocabulary; pass non-empty training texts "
-                          "for 'glove' embeddings.")
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", padding_side="right",
-                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
-
-
-def read_vectors(path: str | Path, vocab: dict[str, int]) -> tuple[dict[int, torch.Tensor], int, dict]:
-    """Vectors of the words in ``vocab`` from a word2vec / GloVe text file (``.gz`` too).
-
-    The first line may be a ``count dim`` header. A line is a word and ``dim`` numbers;
-    the word is everything before the last ``dim`` fields (some GloVe files have words
-    with spaces). An exact match wins over a case-insensitive one (the file's first
-    such line). Malformed lines are skipped and counted. Returns ``{id: vector}``, the
-    width, and stats."""
-    path = Path(path)
-    if not path.is_file():
-        raise KdexamError(f"Vectors file '{path}' does not exist; pass a word2vec/GloVe text file as vectors_file.")
-    exact: dict[int, torch.Tensor] = {}
-    folded: dict[int, torch.Tensor] = {}
-    dim, lines, skipped = None, 0, 0
-    with _open_text(path) as f:
-        for n, line in enumerate(f):
-            parts = line.rstrip("\n\r").rstrip().split(" ")
-            if n == 0 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                dim = int(parts[1])
-                continue
-            if len(parts) < 2:
-                skipped += 1 if line.strip() else 0
-                continue
-            if dim is None:
-                dim = len(parts) - 1
-            if len(parts) < dim + 1:
-                skipped += 1
-                continue
-            word = " ".join(parts[: len(parts) - dim])
-            try:
-                values = [float(v) for v in parts[len(parts) - dim:]]
-            except ValueError:
-                skipped += 1
-                continue
-            lines += 1
-            i = vocab.get(word)
-            if i is not None and i not in exact:
-                exact[i] = torch.tensor(values, dtype=torch.float32)
-                continue
-            i = vocab.get(word.lower())
-            if i is not None and i not in folded:
-                folded[i] = torch.tensor(values, dtype=torch.float32)
-    if dim is None or lines == 0:
-        raise KdexamError(f"Vectors file '{path}' holds no word vectors; pass a word2vec/GloVe text file "
-                          "('word v1 v2 …' per line).")
-    found = {**folded, **exact}
-    return found, dim, {"lines": lines, "skipped_lines": skipped}
-
-
-def glove_embeddings(vectors_file: str | Path, texts: Iterable, dim: int | None = None,
-                     min_frequency: int = 1) -> EmbeddingInit:
-    """A word vocabulary from ``texts`` and its vectors from ``vectors_file``; missing words
-    get U[-a, a] vectors with the variance of the found ones; ``[PAD]`` is zero."""
-    texts = list(texts)
-    tokenizer = build_word_tokenizer(texts, min_frequency=min_frequency)
-    vocab = tokenizer.backend_tokenizer.get_vocab()
-    words = {w: i for w, i in vocab.items() if w not in WORD_SPECIALS}
-    found, file_dim, stats = read_vectors(vectors_file, words)
-    if dim is not None and dim != file_dim:
-        raise KdexamError(f"The vectors in '{vectors_file}' have {file_dim} dimensions, not embedding_dim {dim}; "
-                          f"set embedding_dim to {file_dim} or leave it out.")
-    size = len(vocab)
-    weight = torch.empty(size, file_dim)
-    if found:
-        stacked = torch.stack(list(found.values()))
-        var = float(stacked.var()) if stacked.numel() > 1 else 0.0
-    else:
-        var = 0.0
-    a = math.sqrt(3 * var) if var > 0 else 0.1
-    nn.init.uniform_(weight, -a, a)
-    for i, v in found.items():
-        weight[i] = v
-    weight[vocab["[PAD]"]] = 0.0
-
-    # coverage: of vocabulary words, and of word occurrences in the training texts
-    pipeline = _word_pipeline()
-    counts: Counter = Counter()
-    for s in iter_training_strings(texts):
-        counts.update(w for w, _ in pipeline.pre_tokenizer.pre_tokenize_str(pipeline.normalizer.normalize_str(s)))
-    total = sum(c for w, c in counts.items() if w in words)
-    covered = sum(c for w, c in counts.items() if w in words and words[w] in found)
-    info = {"source": "glove", "vectors_file": str(vectors_file), "dim": file_dim, "vocab_size": size,
-            "words": len(words), "words_found": len(found),
-            "coverage": round(len(found) / max(1, len(words)), 6),
-            "token_coverage": round(covered / max(1, total), 6), **stats}
-    return EmbeddingInit(weight, tokenizer, info)

@@ -172,10 +172,14 @@ def _embeddings(spec: StudentSpec, teacher_dir, train_texts):
     if source == "model2vec":
         return E.teacher_output_embeddings(teacher_dir, spec.embedding_dim, train_texts, only_used=spec.trim_vocab is not False)
     if source == "contextual":
-        return E.teacher_context_embeddings(teacher_dir, spec.embedding_dim, train_texts)
+        from kdexam.students.contextual import teacher_context_embeddings
+
+        return teacher_context_embeddings(teacher_dir, spec.embedding_dim, train_texts)
     if not train_texts:
         raise KdexamError("Embeddings 'glove' build their word vocabulary from the training texts; pass train_texts.")
-    return E.glove_embeddings(spec.vectors_file, train_texts, spec.embedding_dim, min_frequency=spec.min_token_count)
+    from kdexam.students.word_vectors import glove_embeddings
+
+    return glove_embeddings(spec.vectors_file, train_texts, spec.embedding_dim, min_frequency=spec.min_token_count)
 
 
 def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
