@@ -24,7 +24,7 @@ from kdexam.cli import main
 orig = D.build_student
 
 def bigram_init(teacher, dim, texts, buckets, min_count):
-    tokenizer, encoder = E._load_encoder(teacher, dim)
+    tokenizer, encoder = E.load_encoder(teacher, dim)
     vocab = int(encoder.get_input_embeddings().weight.shape[0]); width = int(encoder.config.hidden_size)
     counts = E.token_counts(tokenizer, texts)
     strings = sorted(set(E.iter_training_strings(texts)), key=lambda x: (len(x), x))
@@ -50,7 +50,7 @@ def bigram_init(teacher, dim, texts, buckets, min_count):
         means = sums[in_context] / seen[in_context].unsqueeze(1)
         alone = sorted((set(counts) | set(tokenizer.all_special_ids)) - set(in_context.tolist()))
         alone = [i for i in alone if 0 <= i < vocab]
-        valone = E._single_token_vectors(encoder, tokenizer, alone, 512).to(torch.float64)
+        valone = E.single_token_vectors(encoder, tokenizer, alone, 512).to(torch.float64)
     ids_all = in_context.tolist() + alone
     V = torch.zeros(vocab, width, dtype=torch.float64)
     V[in_context] = means; V[torch.tensor(alone, dtype=torch.long)] = valone

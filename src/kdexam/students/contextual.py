@@ -17,10 +17,10 @@ from kdexam.errors import KdexamError
 from kdexam.students.embeddings import (
     SIF_COEFFICIENT,
     EmbeddingInit,
-    _load_encoder,
-    _single_token_vectors,
-    _static_table,
-    _teacher_path,
+    load_encoder,
+    single_token_vectors,
+    static_table,
+    teacher_path,
     iter_training_strings,
     token_counts,
 )
@@ -52,7 +52,7 @@ def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, text
 
     if not texts:
         raise KdexamError("Embeddings 'contextual' average the teacher's states over the training texts; pass train_texts.")
-    tokenizer, encoder = _load_encoder(teacher, dim)
+    tokenizer, encoder = load_encoder(teacher, dim)
     vocab = int(encoder.get_input_embeddings().weight.shape[0])
     width = int(encoder.config.hidden_size)
     counts = token_counts(tokenizer, texts)
@@ -80,11 +80,11 @@ def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, text
     alone = sorted((set(counts) | set(tokenizer.all_special_ids)) - set(in_context))
     alone = [i for i in alone if 0 <= i < vocab]
     ids = in_context + alone
-    vectors = torch.cat([means, _single_token_vectors(encoder, tokenizer, alone, 512)])
+    vectors = torch.cat([means, single_token_vectors(encoder, tokenizer, alone, 512)])
     info: dict = {"source": "contextual", "teacher": str(teacher), "texts_encoded": len(strings),
                   "tokens_in_context": len(in_context), "tokens_alone": len(alone), "context_cache": str(cache)}
     order = sorted(range(len(ids)), key=ids.__getitem__)
-    weight = _static_table(vectors[order], [ids[i] for i in order], counts, vocab, dim, sif, info)
+    weight = static_table(vectors[order], [ids[i] for i in order], counts, vocab, dim, sif, info)
     return EmbeddingInit(weight, tokenizer, info)
 
 
@@ -99,7 +99,7 @@ def context_cache_file(teacher: str | Path, strings: list[str], max_length: int)
     from kdexam.paths import kdexam_home
     from kdexam.teachers.cache import hub_model_key, model_fingerprint
 
-    path = Path(_teacher_path(teacher))
+    path = Path(teacher_path(teacher))
     model = model_fingerprint(path) if path.is_dir() else hub_model_key(str(teacher))
     h = hashlib.sha256(json.dumps({"format": CONTEXT_CACHE_FORMAT, "model": model, "max_length": max_length}).encode())
     for s in strings:

@@ -140,7 +140,7 @@ def pca(matrix: torch.Tensor, dim: int) -> tuple[torch.Tensor, float]:
 # ---- teacher and random embeddings -------------------------------------------------------
 
 
-def _teacher_path(teacher: str | Path) -> str:
+def teacher_path(teacher: str | Path) -> str:
     from kdexam.teachers.builtin_models import resolve_model
 
     return resolve_model(str(teacher))
@@ -154,7 +154,7 @@ def load_teacher_embedding_matrix(teacher: str | Path) -> torch.Tensor:
 
     quiet_transformers()
     try:
-        model = AutoModel.from_pretrained(_teacher_path(teacher), **remote_code())
+        model = AutoModel.from_pretrained(teacher_path(teacher), **remote_code())
     except KdexamError:
         raise
     except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
@@ -193,7 +193,7 @@ def random_embeddings(teacher: str | Path, dim: int | None = None) -> EmbeddingI
     dim = dim or DEFAULT_RANDOM_DIM
     vocab = len(tokenizer)
     try:
-        vocab = max(vocab, int(getattr(AutoConfig.from_pretrained(_teacher_path(teacher), **remote_code()), "vocab_size", 0) or 0))
+        vocab = max(vocab, int(getattr(AutoConfig.from_pretrained(teacher_path(teacher), **remote_code()), "vocab_size", 0) or 0))
     except Exception:  # a tokenizer-only directory: its own size is enough
         pass
     weight = nn.Embedding(vocab, dim).weight.detach().clone()
@@ -210,7 +210,7 @@ def token_counts(tokenizer, texts: Iterable) -> Counter:
     return counts
 
 
-def _load_encoder(teacher: str | Path, dim: int | None):
+def load_encoder(teacher: str | Path, dim: int | None):
     """The teacher's tokenizer and encoder (``AutoModel``, eval mode); checks ``dim`` against its width."""
     from transformers import AutoModel
 
@@ -219,7 +219,7 @@ def _load_encoder(teacher: str | Path, dim: int | None):
     tokenizer = load_tokenizer(str(teacher))
     quiet_transformers()
     try:
-        encoder = AutoModel.from_pretrained(_teacher_path(teacher), **remote_code()).eval()
+        encoder = AutoModel.from_pretrained(teacher_path(teacher), **remote_code()).eval()
     except KdexamError:
         raise
     except Exception as e:  # transformers raises OSError, ValueError, … for a missing or broken model
@@ -231,7 +231,7 @@ def _load_encoder(teacher: str | Path, dim: int | None):
     return tokenizer, encoder
 
 
-def _single_token_vectors(encoder, tokenizer, ids: list[int], batch_size: int) -> torch.Tensor:
+def single_token_vectors(encoder, tokenizer, ids: list[int], batch_size: int) -> torch.Tensor:
     """``mean(h([CLS] t [SEP]))`` for each token id ``t`` in ``ids`` [len(ids), width]."""
     cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
@@ -244,7 +244,7 @@ def _single_token_vectors(encoder, tokenizer, ids: list[int], batch_size: int) -
     return vectors
 
 
-def _static_table(vectors: torch.Tensor, ids: list[int], counts: Counter, vocab: int, dim: int | None,
+def static_table(vectors: torch.Tensor, ids: list[int], counts: Counter, vocab: int, dim: int | None,
                   sif: float, info: dict) -> torch.Tensor:
     """PCA of ``vectors`` (one row per id in ``ids``) to ``dim``, SIF weighting, scattered into a
     [vocab, dim] table whose other rows are zero; records the PCA in ``info``."""
@@ -284,14 +284,14 @@ def teacher_output_embeddings(teacher: str | Path, dim: int | None = None, texts
     With ``only_used`` and ``texts``, only the special tokens and the tokens the texts use are
     passed through the teacher (the others are dropped by vocabulary trimming anyway); their
     rows stay zero."""
-    tokenizer, encoder = _load_encoder(teacher, dim)
+    tokenizer, encoder = load_encoder(teacher, dim)
     vocab = int(encoder.get_input_embeddings().weight.shape[0])
     counts = token_counts(tokenizer, texts) if texts is not None else Counter()
     ids = sorted((set(counts) | set(tokenizer.all_special_ids)) if (only_used and counts) else range(vocab))
     ids = [i for i in ids if 0 <= i < vocab]
-    vectors = _single_token_vectors(encoder, tokenizer, ids, batch_size)
+    vectors = single_token_vectors(encoder, tokenizer, ids, batch_size)
     info: dict = {"source": "model2vec", "teacher": str(teacher), "tokens_encoded": len(ids)}
-    weight = _static_table(vectors, ids, counts, vocab, dim, sif, info)
+    weight = static_table(vectors, ids, counts, vocab, dim, sif, info)
     return EmbeddingInit(weight, tokenizer, info)
 
 

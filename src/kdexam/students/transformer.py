@@ -248,14 +248,14 @@ def build_preset(name: str, teacher: str | Path, task: Task, dropout: float | No
     """A randomly initialised preset student and the teacher's tokenizer."""
     from transformers import AutoConfig
 
-    from kdexam.students.embeddings import _teacher_path
+    from kdexam.students.embeddings import teacher_path
     from kdexam.teachers.loader import cannot_load
     from kdexam.teachers.loader import load_tokenizer, quiet_transformers
 
     quiet_transformers()
     tokenizer = load_tokenizer(str(teacher))
     try:
-        teacher_config = AutoConfig.from_pretrained(_teacher_path(teacher), **remote_code())
+        teacher_config = AutoConfig.from_pretrained(teacher_path(teacher), **remote_code())
     except KdexamError:
         raise
     except Exception as e:
@@ -323,9 +323,9 @@ def _random_teacher_shape(teacher, task: Task, k: int, tokenizer):
     """The teacher's architecture with K layers and random weights (the control of an initialisation study)."""
     from transformers import AutoConfig
 
-    from kdexam.students.embeddings import _teacher_path
+    from kdexam.students.embeddings import teacher_path
 
-    config = AutoConfig.from_pretrained(_teacher_path(teacher), **head_kwargs(task), **remote_code())
+    config = AutoConfig.from_pretrained(teacher_path(teacher), **head_kwargs(task), **remote_code())
     n = config.num_hidden_layers
     select_layers(n, k, "lower")  # same range checks
     config.num_hidden_layers = k
@@ -374,12 +374,12 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
     as a plain HF model."""
     from transformers import AutoConfig, AutoModel
 
-    from kdexam.students.embeddings import _teacher_path
+    from kdexam.students.embeddings import teacher_path
     from kdexam.teachers.loader import cannot_load, load_tokenizer, quiet_transformers
 
     quiet_transformers()
     tokenizer = load_tokenizer(str(teacher))
-    path = _teacher_path(teacher)
+    path = teacher_path(teacher)
     if family == "teacher-layers" and rule == "random":
         config = AutoConfig.from_pretrained(path, **remote_code())
         n = config.num_hidden_layers
