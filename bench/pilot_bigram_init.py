@@ -23,13 +23,17 @@ from kdexam.cli import main
 
 orig = D.build_student
 
+
 def bigram_init(teacher, dim, texts, buckets, min_count):
     tokenizer, encoder = E.load_encoder(teacher, dim)
-    vocab = int(encoder.get_input_embeddings().weight.shape[0]); width = int(encoder.config.hidden_size)
+    vocab = int(encoder.get_input_embeddings().weight.shape[0])
+    width = int(encoder.config.hidden_size)
     counts = E.token_counts(tokenizer, texts)
     strings = sorted(set(E.iter_training_strings(texts)), key=lambda x: (len(x), x))
-    sums = torch.zeros(vocab, width, dtype=torch.float64); seen = torch.zeros(vocab, dtype=torch.float64)
-    bsum = torch.zeros(buckets, width, dtype=torch.float64); bcount = torch.zeros(buckets, dtype=torch.float64)
+    sums = torch.zeros(vocab, width, dtype=torch.float64)
+    seen = torch.zeros(vocab, dtype=torch.float64)
+    bsum = torch.zeros(buckets, width, dtype=torch.float64)
+    bcount = torch.zeros(buckets, dtype=torch.float64)
     pairs_b, pairs_t = [], []
     specials = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     total = sum(counts.values())
@@ -37,15 +41,18 @@ def bigram_init(teacher, dim, texts, buckets, min_count):
     with torch.inference_mode():
         for k in range(0, len(strings), 64):
             enc = tokenizer(strings[k:k+64], padding=True, truncation=True, max_length=128, return_tensors="pt")
-            ids = enc["input_ids"]; m = enc["attention_mask"].bool()
+            ids, m = enc["input_ids"], enc["attention_mask"].bool()
             h = encoder(input_ids=ids, attention_mask=enc["attention_mask"]).last_hidden_state.to(torch.float64)
             keep = m & ~torch.isin(ids, specials)
-            sums.index_add_(0, ids[keep], h[keep]); seen.index_add_(0, ids[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
+            sums.index_add_(0, ids[keep], h[keep])
+            seen.index_add_(0, ids[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
             b = (ids[:, :-1] * BIGRAM_PRIME + ids[:, 1:]) % buckets
             mm = m[:, 1:]
             bb, tt, hh = b[mm], ids[:, 1:][mm], h[:, 1:][mm]
-            bsum.index_add_(0, bb, hh * s[tt].unsqueeze(1)); bcount.index_add_(0, bb, torch.ones(len(bb), dtype=torch.float64))
-            pairs_b.append(bb); pairs_t.append(tt)
+            bsum.index_add_(0, bb, hh * s[tt].unsqueeze(1))
+            bcount.index_add_(0, bb, torch.ones(len(bb), dtype=torch.float64))
+            pairs_b.append(bb)
+            pairs_t.append(tt)
         in_context = torch.nonzero(seen).flatten()
         means = sums[in_context] / seen[in_context].unsqueeze(1)
         alone = sorted((set(counts) | set(tokenizer.all_special_ids)) - set(in_context.tolist()))
@@ -53,12 +60,15 @@ def bigram_init(teacher, dim, texts, buckets, min_count):
         valone = E.single_token_vectors(encoder, tokenizer, alone, 512).to(torch.float64)
     ids_all = in_context.tolist() + alone
     V = torch.zeros(vocab, width, dtype=torch.float64)
-    V[in_context] = means; V[torch.tensor(alone, dtype=torch.long)] = valone
+    V[in_context] = means
+    V[torch.tensor(alone, dtype=torch.long)] = valone
     order = sorted(ids_all)
-    X = V[order]; X = X - X.mean(0, keepdim=True)
+    X = V[order]
+    X = X - X.mean(0, keepdim=True)
     _, _, vh = torch.linalg.svd(X, full_matrices=False)
     U = vh[:dim].T
-    bb = torch.cat(pairs_b); tt = torch.cat(pairs_t)
+    bb = torch.cat(pairs_b)
+    tt = torch.cat(pairs_t)
     bsub = torch.zeros(buckets, width, dtype=torch.float64)
     bsub.index_add_(0, bb, V[tt] * s[tt].unsqueeze(1))
     G = ((bsum - bsub) / bcount.clamp(min=1).unsqueeze(1)) @ U
@@ -67,6 +77,7 @@ def bigram_init(teacher, dim, texts, buckets, min_count):
     Erows = (X @ U) * s[order].unsqueeze(1)
     print(f"bigram init: {int((bcount >= min_count).sum())} buckets filled of {buckets}; |G| {G.norm(dim=1).mean():.4f}", file=sys.stderr)
     return G.to(torch.float32), torch.tensor(order), Erows.to(torch.float32)
+
 
 def patched(spec, task, teacher_dir, train_texts=None, init_from=None):
     model, tok = orig(spec, task, teacher_dir, train_texts=train_texts, init_from=init_from)
@@ -80,5 +91,6 @@ def patched(spec, task, teacher_dir, train_texts=None, init_from=None):
             model.bigram.weight.copy_(G)
     return model, tok
 
-D.build_student = patched
-sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":
+    D.build_student = patched
+    sys.exit(main(sys.argv[1:]))
