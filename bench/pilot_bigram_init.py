@@ -18,7 +18,7 @@ import sys
 import torch
 import kdexam.training.distill as D
 from kdexam.students import embeddings as E
-from kdexam.students.static import BIGRAM_PRIME
+from kdexam.students.static import bigram_ids
 from kdexam.cli import main
 
 orig = D.build_student
@@ -37,7 +37,8 @@ def bigram_init(teacher, dim, texts, buckets, min_count):
     pairs_b, pairs_t = [], []
     specials = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     total = sum(counts.values())
-    s = torch.tensor([1e-3 / (1e-3 + counts.get(i, 0) / total) for i in range(vocab)], dtype=torch.float64)
+    a = E.SIF_COEFFICIENT  # the student's own SIF weights, a / (a + p(t))
+    s = torch.tensor([a / (a + counts.get(i, 0) / total) for i in range(vocab)], dtype=torch.float64)
     with torch.inference_mode():
         for k in range(0, len(strings), 64):
             enc = tokenizer(strings[k:k+64], padding=True, truncation=True, max_length=128, return_tensors="pt")
@@ -46,7 +47,7 @@ def bigram_init(teacher, dim, texts, buckets, min_count):
             keep = m & ~torch.isin(ids, specials)
             sums.index_add_(0, ids[keep], h[keep])
             seen.index_add_(0, ids[keep], torch.ones(int(keep.sum()), dtype=torch.float64))
-            b = (ids[:, :-1] * BIGRAM_PRIME + ids[:, 1:]) % buckets
+            b = bigram_ids(ids, buckets)  # the student's own hashing
             mm = m[:, 1:]
             bb, tt, hh = b[mm], ids[:, 1:][mm], h[:, 1:][mm]
             bsum.index_add_(0, bb, hh * s[tt].unsqueeze(1))
