@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from kdexam.errors import KdexamError
 from kdexam.export.onnx import SERVING_FILE, export_onnx
 from kdexam.inference.predictor import load_student
 from run_factory import runs  # noqa: F401  (fixture)
@@ -123,3 +124,23 @@ def test_logits_equal_the_onnx_runner_on_padded_batches(exported):
     served = load_student(run).predict_logits(INPUTS["cls"], batch_size=4)
     torch_side = load_student(run, backend="pytorch").predict_logits(INPUTS["cls"], batch_size=4)
     assert max(float(np.abs(a - b).max()) for a, b in zip(served, torch_side)) < 1e-4
+
+
+def test_token_cap_splits_batches_and_keeps_predictions(exported):
+    """``max_tokens`` bounds each model call's padded size (rows × longest row); an input longer
+    than the cap is a batch of one; the logits are those of uncapped batches."""
+    p = load_student(exported["bilstm", "cls"])
+    texts = [" ".join(["good"] * n) for n in (1, 3, 5, 7, 9, 11, 2, 4)] + INPUTS["cls"]
+    items = p.items(texts)
+    widths = [len(e.ids) for e in p.encode(items)]
+    calls = list(p.batches(items, batch_size=4, max_tokens=20))
+    assert sorted(i for idx, _ in calls for i in idx) == list(range(len(texts)))
+    for idx, encs in calls:
+        assert len(idx) <= 4
+        assert len(idx) == 1 or len(idx) * max(widths[i] for i in idx) <= 20
+    assert any(len(idx) == 1 and widths[idx[0]] > 20 for idx, _ in calls), "the long input is a call of its own"
+    assert len(calls) > len(list(p.batches(items, batch_size=4, max_tokens=None)))
+    capped, whole = p.predict_logits(texts, 32, max_tokens=20), p.predict_logits(texts, 32, max_tokens=None)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(capped, whole)) < 1e-5
+    with pytest.raises(KdexamError, match="max_tokens 0 is not positive"):
+        p.predict(texts, max_tokens=0)

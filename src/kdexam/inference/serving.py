@@ -17,8 +17,11 @@ tokenizer directly: ``tokenizer.json`` is read with ``tokenizers.Tokenizer``; tr
 the run's ``max_length`` (longest first, as ``transformers`` sets it for ``truncation=True``);
 text pairs encoded as pairs; tagging input as pre-tokenized words. A batch is padded on the
 right (``export.json`` ``padding_side``) with the pad id, attention mask 0 and token type 0,
-so the model sees exactly the tensors of the PyTorch predictor. Several inputs are sorted by
-length and cut into batches of ``batch_size``; one input is one batch of one.
+as the PyTorch predictor pads. Several inputs are sorted by length and cut into batches of
+at most ``batch_size`` inputs and ``max_tokens`` padded positions (default 512): a call's
+memory grows with rows × width (a BiLSTM's gate buffers are 4 × hidden floats a position
+and direction), and the cap keeps a serving process's peak the same whatever the inputs'
+length; one input is one batch of one.
 
 Decoding: classification → ``{"label", "scores"}`` (softmax); regression → ``{"value"}``;
 tagging → ``{"tokens", "tags"}``, each word tagged at its first subword (argmax, or Viterbi
@@ -49,6 +52,8 @@ INT8_FILE = "model.int8.onnx"
 EXPORT_FILE = "export.json"
 CRF_FILE = "crf.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+MAX_TOKENS = 512
+"""Padded positions (rows × longest row) per model call by default; see :meth:`ServingPredictor.batches`."""
 
 if __name__ == "kdexam.inference.serving":  # inside kdexam: its error (the CLI's exit code 2) and Task
     from kdexam.errors import KdexamError as InputError
@@ -273,14 +278,23 @@ class ServingPredictor:
 
     # whole predictions --------------------------------------------------------------------------
 
-    def batches(self, items: list, batch_size: int):
-        """``(indices, encodings)`` of length-sorted batches of ``batch_size``."""
+    def batches(self, items: list, batch_size: int, max_tokens: int | None = MAX_TOKENS):
+        """``(indices, encodings)`` of length-sorted batches of at most ``batch_size`` inputs and,
+        when ``max_tokens`` is set, at most ``max_tokens`` padded positions (rows × longest row; a
+        single longer input is a batch of one)."""
         if batch_size < 1:
             raise InputError(f"Batch size {batch_size} is not positive; use 1 or more.")
+        if max_tokens is not None and max_tokens < 1:
+            raise InputError(f"max_tokens {max_tokens} is not positive; use 1 or more, or None for no limit.")
         encodings = self.encode(items)
-        order = sorted(range(len(items)), key=lambda i: -len(encodings[i].ids)) if len(items) > batch_size else list(range(len(items)))
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
+        order = sorted(range(len(items)), key=lambda i: -len(encodings[i].ids))
+        s = 0
+        while s < len(order):
+            n = batch_size
+            if max_tokens is not None:  # the first row of a batch is its longest
+                n = max(1, min(n, max_tokens // max(1, len(encodings[order[s]].ids))))
+            idx = order[s : s + n]
+            s += n
             yield idx, [encodings[i] for i in idx]
 
     def row(self, logits: np.ndarray, b: int, n: int) -> np.ndarray:
@@ -289,24 +303,25 @@ class ServingPredictor:
             return logits[b]
         return logits[b, -n:] if self.pad_left else logits[b, :n]
 
-    def predict_with_logits(self, texts, batch_size: int = 32) -> tuple[list[dict], list[np.ndarray]]:
-        """Predictions and per-input logits from one pass of the model."""
+    def predict_with_logits(self, texts, batch_size: int = 32,
+                            max_tokens: int | None = MAX_TOKENS) -> tuple[list[dict], list[np.ndarray]]:
+        """Predictions and per-input logits from one pass of the model (batches as :meth:`batches`)."""
         items = self.items(texts)
         preds: list = [None] * len(items)
         logits: list = [None] * len(items)
-        for idx, encs in self.batches(items, batch_size):
+        for idx, encs in self.batches(items, batch_size, max_tokens):
             out = self.run(self.feed(encs))
             for b, (i, pred) in enumerate(zip(idx, self.decode(out, encs, [items[i] for i in idx]))):
                 preds[i], logits[i] = pred, self.row(out, b, len(encs[b].ids))
         return preds, logits
 
-    def predict(self, texts, batch_size: int = 32) -> list[dict]:
+    def predict(self, texts, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS) -> list[dict]:
         """One dict per input: ``{"label", "scores"}``, ``{"value"}`` or ``{"tokens", "tags"}``."""
-        return self.predict_with_logits(texts, batch_size)[0]
+        return self.predict_with_logits(texts, batch_size, max_tokens)[0]
 
-    def predict_logits(self, texts, batch_size: int = 32) -> list[np.ndarray]:
+    def predict_logits(self, texts, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS) -> list[np.ndarray]:
         """Per-input logits: [C] (classification), [1] (regression), [subwords, C] (tagging)."""
-        return self.predict_with_logits(texts, batch_size)[1]
+        return self.predict_with_logits(texts, batch_size, max_tokens)[1]
 
 
 def load(export_dir: str | Path, quantized: bool = False, threads: int | None = None) -> ServingPredictor:
@@ -339,17 +354,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quantized", action="store_true", help="use model.int8.onnx")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS,
+                    help=f"padded positions per model call (default {MAX_TOKENS}; 0: no limit)")
     ap.add_argument("--rss", metavar="TEXTS_JSON", help="predict the inputs of this JSON list and print peak memory")
     a = ap.parse_args(argv)
     import onnxruntime  # noqa: F401  (counted in the baseline, as any service imports it)
     import tokenizers  # noqa: F401
 
     baseline = peak_rss_mb()
+    max_tokens = a.max_tokens or None
     try:
         clf = load(a.export_dir, a.quantized, a.threads)
         if a.rss:
             loaded = peak_rss_mb()
-            clf.predict(json.loads(Path(a.rss).read_text(encoding="utf-8")), batch_size=a.batch_size)
+            clf.predict(json.loads(Path(a.rss).read_text(encoding="utf-8")), a.batch_size, max_tokens)
             heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "kdexam"})
             print(json.dumps({"baseline_mb": baseline, "loaded_mb": loaded, "peak_mb": peak_rss_mb(), "imported": heavy}))
             return 0
@@ -359,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "\t" not in line:
                     raise InputError(f"Input line {i} has no tab; the model reads text pairs, write 'text<TAB>text_pair'.")
             lines = [tuple(l.split("\t", 1)) for l in lines]
-        for pred in clf.predict(lines, batch_size=a.batch_size):
+        for pred in clf.predict(lines, a.batch_size, max_tokens):
             print(json.dumps(pred, ensure_ascii=False))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
