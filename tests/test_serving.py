@@ -144,3 +144,18 @@ def test_token_cap_splits_batches_and_keeps_predictions(exported):
     assert max(float(np.abs(a - b).max()) for a, b in zip(capped, whole)) < 1e-5
     with pytest.raises(KdexamError, match="max_tokens 0 is not positive"):
         p.predict(texts, max_tokens=0)
+
+
+def test_pytorch_predictor_takes_the_same_token_cap(exported):
+    run = exported["bilstm", "tag"]
+    p = load_student(run, backend="pytorch")
+    calls, runner = [], p.runner
+    p.runner = lambda inputs: calls.append(inputs["input_ids"].shape) or runner(inputs)
+    capped = p.predict(INPUTS["tag"], 32, max_tokens=8)
+    assert len(calls) == len(INPUTS["tag"]) and all(rows * width <= 8 or rows == 1 for rows, width in calls)
+    calls.clear()
+    whole = p.predict(INPUTS["tag"], 32, max_tokens=None)
+    assert len(calls) == 1
+    assert [c["tags"] for c in capped] == [w["tags"] for w in whole]
+    logits = p.predict_logits(INPUTS["tag"], 32, max_tokens=8), p.predict_logits(INPUTS["tag"], 32, max_tokens=None)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(*logits)) < 1e-5

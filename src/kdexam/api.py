@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from kdexam.config import DistillRunConfig, TeacherRunConfig, build_config, load_config
 from kdexam.errors import KdexamError
+from kdexam.inference.serving import MAX_TOKENS
 from kdexam.teachers.loader import allow_remote_code
 
 # ---------------------------------------------------------------------------------------------
@@ -489,14 +490,15 @@ def benchmark(config: str | Path | None = None, **flags: Any) -> dict:
 
 
 def predict(model: str | Path, input: str | Path, output: str | Path | None = None, backend: str = "auto",
-            quantized: bool = False, batch_size: int = 32, trust_remote_code: bool = False) -> list[dict]:
+            quantized: bool = False, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS, trust_remote_code: bool = False) -> list[dict]:
     """Predict every input of a file (.txt, .jsonl, .conll; see
     :func:`kdexam.inference.predictor.read_inputs`); returns the JSONL records (input fields,
-    then ``label``/``scores``, ``value`` or ``tokens``/``tags``) and writes them to ``output``."""
+    then ``label``/``scores``, ``value`` or ``tokens``/``tags``) and writes them to ``output``.
+    Batches hold at most ``batch_size`` inputs and ``max_tokens`` padded positions (``None``: no cap)."""
     from kdexam.inference.predictor import predict_file
 
     allow_remote_code(trust_remote_code)
-    return predict_file(model, input, output, backend=backend, quantized=quantized, batch_size=batch_size)
+    return predict_file(model, input, output, backend=backend, quantized=quantized, batch_size=batch_size, max_tokens=max_tokens)
 
 
 def prepare_data(name: str, force: bool = False) -> Path:

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kdexam.api import DISTILL_FLAGS, TEACHER_FLAGS, Flag
+from kdexam.api import DISTILL_FLAGS, MAX_TOKENS, TEACHER_FLAGS, Flag
 from kdexam.config import DistillRunConfig, TeacherRunConfig
 from kdexam.errors import KdexamError
 
@@ -331,6 +331,7 @@ def predict(
     backend: str = typer.Option("auto", help="auto (ONNX when exported, else PyTorch) | pytorch | onnx."),
     quantized: bool = typer.Option(False, "--quantized", help="Use the int8 ONNX model."),
     batch_size: int = typer.Option(32, min=1, help="Inputs per batch."),
+    max_tokens: int = typer.Option(MAX_TOKENS, min=0, help="Padded positions (inputs × longest) per batch at most; 0: no cap."),
     trust: bool = TrustOpt,
 ) -> None:
     """Predict labels, scores, values or tags for every input of a file; writes JSONL."""
@@ -339,7 +340,7 @@ def predict(
     from kdexam import api
 
     records = api.predict(model, input_file, output=output, backend=backend, quantized=quantized, batch_size=batch_size,
-                          trust_remote_code=trust)
+                          max_tokens=max_tokens or None, trust_remote_code=trust)
     if output is None:
         sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     else:

@@ -42,7 +42,7 @@ import numpy as np
 
 from kdexam.data.readers import read_json_objects, read_lines
 from kdexam.errors import KdexamError
-from kdexam.inference.serving import onnx_session  # noqa: F401  (one session set-up; export and bench import it here)
+from kdexam.inference.serving import MAX_TOKENS, onnx_session  # noqa: F401  (onnx_session: one session set-up; export and bench import it here)
 
 BACKENDS = ("auto", "pytorch", "onnx")
 ONNX_DIR = "onnx"
@@ -226,13 +226,18 @@ class OnnxRunner:
         return self.session.run(["logits"], feed)[0]
 
 
-def batched_logits(runner: Callable[[dict], np.ndarray], features, tokenizer, task, batch_size: int = 32) -> list[np.ndarray]:
-    """Per-example logits in input order: length-sorted batches padded as in training
-    (:func:`kdexam.data.encode.make_loader`); tagging logits cut to each example's length."""
-    from kdexam.data.encode import make_loader
+def batched_logits(runner: Callable[[dict], np.ndarray], features, tokenizer, task, batch_size: int = 32,
+                   max_tokens: int | None = None) -> list[np.ndarray]:
+    """Per-example logits in input order: length-sorted batches (at most ``max_tokens`` padded
+    positions each when set, :func:`kdexam.inference.serving.capped_batches`) padded as in
+    training (:class:`kdexam.data.encode.Collator`); tagging logits cut to each example's length."""
+    from kdexam.data.encode import Collator
+    from kdexam.inference.serving import capped_batches
 
     out: list = [None] * len(features)
-    for batch in make_loader(features, tokenizer, task, batch_size, shuffle=False):
+    collate = Collator(tokenizer, task)
+    for idx in capped_batches(features.lengths, batch_size, max_tokens):
+        batch = collate([dict(features.rows[i], index=i) for i in idx])
         logits = runner({k: v for k, v in batch.items() if k in MODEL_INPUTS})
         for row, i in enumerate(batch["index"].tolist()):
             n = len(features.rows[i]["input_ids"])
@@ -306,16 +311,17 @@ class Predictor:
         batch = Collator(self.tokenizer, self.task)([dict(r, index=i) for i, r in enumerate(rows)])
         return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
-    def predict_logits(self, texts: Sequence, batch_size: int = 32) -> list[np.ndarray]:
+    def predict_logits(self, texts: Sequence, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS) -> list[np.ndarray]:
         """Per-input logits: [C] (classification), [1] (regression), [subwords, C] (tagging)."""
         features = self.encode(self.examples(texts))
-        return batched_logits(self.runner, features, self.tokenizer, self.task, batch_size)
+        return batched_logits(self.runner, features, self.tokenizer, self.task, batch_size, max_tokens)
 
-    def predict(self, texts: Sequence, batch_size: int = 32) -> list[dict]:
-        """One dict per input: ``{"label", "scores"}``, ``{"value"}`` or ``{"tokens", "tags"}``."""
+    def predict(self, texts: Sequence, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS) -> list[dict]:
+        """One dict per input: ``{"label", "scores"}``, ``{"value"}`` or ``{"tokens", "tags"}``; batches
+        of at most ``batch_size`` inputs and ``max_tokens`` padded positions (``None``: no cap)."""
         examples = self.examples(texts)
         features = self.encode(examples)
-        logits = batched_logits(self.runner, features, self.tokenizer, self.task, batch_size)
+        logits = batched_logits(self.runner, features, self.tokenizer, self.task, batch_size, max_tokens)
         preds = decode_predictions(self.task, logits, features, self.crf)
         if self.task.kind == "regression":
             return [{"value": float(p)} for p in preds]
@@ -511,7 +517,7 @@ def _read_conll_words(p: Path) -> list[dict]:
 
 
 def predict_file(model: str | Path, input_path: str | Path, output: str | Path | None = None, backend: str = "auto",
-                 quantized: bool = False, batch_size: int = 32) -> list[dict]:
+                 quantized: bool = False, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS) -> list[dict]:
     """Predict every input of a file; returns the JSONL records (the input fields, then the
     prediction) and writes them to ``output`` when given (atomically)."""
     from kdexam.paths import atomic_write_text
@@ -522,7 +528,7 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
         raise KdexamError(f"--output '{output}' is a directory; name the JSONL file to write.")
     predictor = load_student(model, backend=backend, quantized=quantized)
     items = read_inputs(input_path, predictor.task)
-    preds = predictor.predict(items, batch_size=batch_size)
+    preds = predictor.predict(items, batch_size=batch_size, max_tokens=max_tokens)
     records = []
     for item, pred in zip(items, preds):
         records.append({**{k: v for k, v in item.items() if k != "tokens"}, **pred})

@@ -129,6 +129,23 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+def capped_batches(widths: list[int], batch_size: int, max_tokens: int | None = MAX_TOKENS) -> list[list[int]]:
+    """Indices of length-sorted batches (longest first) of at most ``batch_size`` inputs and, when
+    ``max_tokens`` is set, at most ``max_tokens`` padded positions (rows × longest row); an input
+    longer than the cap is a batch of one."""
+    if batch_size < 1:
+        raise InputError(f"Batch size {batch_size} is not positive; use 1 or more.")
+    if max_tokens is not None and max_tokens < 1:
+        raise InputError(f"max_tokens {max_tokens} is not positive; use 1 or more, or None for no limit.")
+    order = sorted(range(len(widths)), key=lambda i: -widths[i])
+    out, s = [], 0
+    while s < len(order):
+        n = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // max(1, widths[order[s]])))
+        out.append(order[s : s + n])
+        s += n
+    return out
+
+
 # ---- inputs ------------------------------------------------------------------------------------
 
 
@@ -279,22 +296,9 @@ class ServingPredictor:
     # whole predictions --------------------------------------------------------------------------
 
     def batches(self, items: list, batch_size: int, max_tokens: int | None = MAX_TOKENS):
-        """``(indices, encodings)`` of length-sorted batches of at most ``batch_size`` inputs and,
-        when ``max_tokens`` is set, at most ``max_tokens`` padded positions (rows × longest row; a
-        single longer input is a batch of one)."""
-        if batch_size < 1:
-            raise InputError(f"Batch size {batch_size} is not positive; use 1 or more.")
-        if max_tokens is not None and max_tokens < 1:
-            raise InputError(f"max_tokens {max_tokens} is not positive; use 1 or more, or None for no limit.")
+        """``(indices, encodings)`` of :func:`capped_batches`."""
         encodings = self.encode(items)
-        order = sorted(range(len(items)), key=lambda i: -len(encodings[i].ids))
-        s = 0
-        while s < len(order):
-            n = batch_size
-            if max_tokens is not None:  # the first row of a batch is its longest
-                n = max(1, min(n, max_tokens // max(1, len(encodings[order[s]].ids))))
-            idx = order[s : s + n]
-            s += n
+        for idx in capped_batches([len(e.ids) for e in encodings], batch_size, max_tokens):
             yield idx, [encodings[i] for i in idx]
 
     def row(self, logits: np.ndarray, b: int, n: int) -> np.ndarray:
