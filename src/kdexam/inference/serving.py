@@ -53,7 +53,7 @@ EXPORT_FILE = "export.json"
 CRF_FILE = "crf.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 MAX_TOKENS = 512
-"""Padded positions (rows × longest row) per model call by default; see :meth:`ServingPredictor.batches`."""
+"""Padded positions (rows × longest row) per model call by default; see :func:`capped_batches`."""
 
 if __name__ == "kdexam.inference.serving":  # inside kdexam: its error (the CLI's exit code 2) and Task
     from kdexam.errors import KdexamError as InputError
