@@ -19,23 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from time import perf_counter
 
 import numpy as np
-
-
-def peak_mb(export_dir: Path, texts: Path, quantized: bool, cap: int, threads: int) -> dict:
-    cmd = [sys.executable, str(export_dir / "kdexam_serving.py"), str(export_dir), "--rss", str(texts),
-           "--batch-size", "32", "--threads", str(threads), "--max-tokens", str(cap)] + (["--quantized"] if quantized else [])
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), RAYON_RS_NUM_CPUS=str(threads))
-    env.pop("PYTHONPATH", None)
-    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.splitlines()[-1])
 
 
 def main() -> None:
@@ -50,7 +39,7 @@ def main() -> None:
 
     from kdexam.config import DistillRunConfig, load_config
     from kdexam.data.readers import load_data
-    from kdexam.evaluation.efficiency import _texts_for_child, text_batches
+    from kdexam.evaluation.efficiency import _texts_for_child, peak_rss, text_batches
     from kdexam.inference.serving import load
 
     run = Path(a.run)
@@ -61,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         texts = Path(tmp) / "texts.json"
         texts.write_text(json.dumps(items), encoding="utf-8")
-        memory = {cap: peak_mb(export_dir, texts, a.quantized, cap, a.threads) for cap in a.caps}
+        memory = {cap: peak_rss(export_dir, "onnx", a.quantized, texts, 32, a.threads, max_tokens=cap) for cap in a.caps}
 
     clf = load(export_dir, quantized=a.quantized, threads=a.threads)
     inputs = clf.items(items)

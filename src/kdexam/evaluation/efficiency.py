@@ -237,11 +237,11 @@ def _maxrss_mb() -> float:
 
 
 def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, batch_size: int, threads: int,
-             timeout: float = 600) -> dict:
+             timeout: float = 600, max_tokens: int | None = None) -> dict:
     """Peak memory of a fresh serving process for one model and backend (MB): ``pytorch`` runs
     ``python -m kdexam.evaluation.efficiency --rss`` (kdexam's PyTorch predictor); ``onnx`` runs
     the export folder's own ``kdexam_serving.py --rss`` (onnxruntime, tokenizers and numpy only,
-    as a service would)."""
+    as a service would), with its default token cap unless ``max_tokens`` is given (0: none)."""
     import kdexam
 
     if backend == "onnx":
@@ -249,6 +249,8 @@ def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, 
 
         cmd = [sys.executable, str(Path(model_path) / SERVING_FILE), str(model_path), "--rss", str(texts_file),
                "--batch-size", str(batch_size), "--threads", str(threads)]
+        if max_tokens is not None:
+            cmd += ["--max-tokens", str(max_tokens)]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), RAYON_RS_NUM_CPUS=str(threads))
         env.pop("PYTHONPATH", None)
     else:
