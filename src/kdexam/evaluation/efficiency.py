@@ -241,7 +241,7 @@ def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, 
     """Peak memory of a fresh serving process for one model and backend (MB): ``pytorch`` runs
     ``python -m kdexam.evaluation.efficiency --rss`` (kdexam's PyTorch predictor); ``onnx`` runs
     the export folder's own ``kdexam_serving.py --rss`` (onnxruntime, tokenizers and numpy only,
-    as a service would), with its default token cap unless ``max_tokens`` is given (0: none)."""
+    as a service would); either with its default token cap unless ``max_tokens`` is given (0: none)."""
     import kdexam
 
     if backend == "onnx":
@@ -249,8 +249,6 @@ def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, 
 
         cmd = [sys.executable, str(Path(model_path) / SERVING_FILE), str(model_path), "--rss", str(texts_file),
                "--batch-size", str(batch_size), "--threads", str(threads)]
-        if max_tokens is not None:
-            cmd += ["--max-tokens", str(max_tokens)]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), RAYON_RS_NUM_CPUS=str(threads))
         env.pop("PYTHONPATH", None)
     else:
@@ -259,6 +257,8 @@ def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, 
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(kdexam.__file__).parents[1]), os.environ.get("PYTHONPATH")])))
     if quantized:
         cmd.append("--quantized")
+    if max_tokens is not None:
+        cmd += ["--max-tokens", str(max_tokens)]
     if backend != "onnx" and remote_code()["trust_remote_code"]:  # the fresh process loads the model as this one does
         cmd.append("--trust-remote-code")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -281,6 +281,7 @@ def _rss_child(argv: list[str]) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trust-remote-code", action="store_true")
+    ap.add_argument("--max-tokens", type=int, default=None, help="padded positions per call (default: the predictor's; 0: none)")
     a = ap.parse_args(argv)
     import torch
 
@@ -299,7 +300,8 @@ def _rss_child(argv: list[str]) -> None:
     predictor = load_student(a.rss, backend="pytorch", threads=a.threads)
     loaded = _maxrss_mb()
     items = json.loads(Path(a.texts).read_text(encoding="utf-8"))
-    predictor.predict_logits(items, batch_size=a.batch_size)
+    cap = {} if a.max_tokens is None else {"max_tokens": a.max_tokens or None}
+    predictor.predict_logits(items, batch_size=a.batch_size, **cap)
     print(json.dumps({"baseline_mb": baseline, "loaded_mb": loaded, "peak_mb": _maxrss_mb()}))
 
 
