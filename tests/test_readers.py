@@ -181,3 +181,63 @@ def test_infer_task_rules():
     assert infer_task([Example("a", None, "1"), Example("b", None, "0")] * 10) == "classification"
     assert infer_task([Example("a", None, "pos")]) == "classification"
     assert infer_task([Example(["a"], None, ["X"])]) == "token-classification"
+
+
+def test_lines_end_at_line_breaks_only(tmp_path):
+    """U+2028, U+0085 and a form feed inside a text stay in it (``str.splitlines`` would cut there),
+    and a quoted CSV field may span lines."""
+    p = tmp_path / "u.jsonl"
+    p.write_text(json.dumps({"text": "great film\u2028really", "label": "pos"}, ensure_ascii=False) + "\r\n"
+                 + json.dumps({"text": "dull\x0cplot\x85", "label": "neg"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [e.text for e in read_file(p, DataConfig())] == ["great film\u2028really", "dull\x0cplot\x85"]
+    c = tmp_path / "multi.csv"
+    c.write_text('text,label\n"line one\nline two",pos\n"a\u2028b",neg\nplain,pos\n', encoding="utf-8")
+    assert [e.text for e in read_file(c, DataConfig())] == ["line one\nline two", "a\u2028b", "plain"]
+    c.write_text('text,label\n"line one\nline two",pos\nhello\n', encoding="utf-8")
+    with pytest.raises(KdexamError, match="line 4 has no value in label column"):  # (the file's own line number)
+        read_file(c, DataConfig())
+
+
+def test_hash_token_inside_a_conll_sentence_is_a_word(tmp_path):
+    p = tmp_path / "t.conll"
+    p.write_text("# sent_id = 1\nI O\nlove O\n# O\nNLP B-MISC\n\n# text = next\nok O\n", encoding="utf-8")
+    assert [(e.text, e.label) for e in read_conll(p, DataConfig())] == [
+        (["I", "love", "#", "NLP"], ["O", "O", "O", "B-MISC"]), (["ok"], ["O"])]
+
+
+def test_lone_surrogate_is_a_sentence(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"text": "good \\ud83d film", "label": "pos"}\n', encoding="utf-8")
+    with pytest.raises(KdexamError, match="line 1 holds half of a UTF-16 surrogate pair"):
+        read_file(p, DataConfig())
+
+
+def test_held_out_splits_must_be_labelled_and_shaped_like_train(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", sentiment_examples(30))
+    write_jsonl(tmp_path / "test.jsonl", [{"text": r["text"]} for r in sentiment_examples(5, seed=1)])
+    with pytest.raises(KdexamError, match="The test split of .* has no label \\(column 'label'\\); label every test"):
+        load_data(cfg(tmp_path))
+    write_jsonl(tmp_path / "test.jsonl", [dict(r, text_pair="x") for r in sentiment_examples(5, seed=1)])
+    with pytest.raises(KdexamError, match="The test split .* has a second text .* and the train split does not"):
+        load_data(cfg(tmp_path))
+
+
+def test_hf_no_label_minus_one_is_not_a_class(tmp_path):
+    """``datasets`` writes -1 for "no label" (GLUE's test splits): a test split of -1 is left out,
+    with a note, instead of every label becoming the last class."""
+    import datasets
+
+    rows = sentiment_examples(40)
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    as_ids = [{"text": r["text"], "label": ["neg", "pos"].index(r["label"])} for r in rows]
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_list(as_ids[:30], features=features),
+        "validation": datasets.Dataset.from_list(as_ids[30:], features=features),
+        "test": datasets.Dataset.from_list([dict(r, label=-1) for r in as_ids[30:]], features=features),
+    }).save_to_disk(str(tmp_path / "glue-like"))
+    d = load_data(cfg(tmp_path / "glue-like"))
+    assert d.test is None and d.eval_split == "validation" and any("test split left out" in n for n in d.notes)
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([dict(r, label=-1) for r in as_ids[:2]] + as_ids[2:30],
+                                                              features=features)}).save_to_disk(str(tmp_path / "holes"))
+    with pytest.raises(KdexamError, match="row 0 has no value in label column"):
+        load_data(cfg(tmp_path / "holes"))

@@ -290,3 +290,37 @@ def test_augmented_and_unlabelled_runs_for_tagging_and_pairs(tmp_path, tiny_bert
         assert all(isinstance(r["text"], list) for r in rows)
     else:
         assert all(r.get("text_pair") for r in rows)
+
+
+def test_augmentation_never_copies_a_gold_row_that_leaked(tmp_path):
+    train = [Example("a good film with fine actors", label="pos"), Example("quite a nice story overall", label="pos"),
+             Example("the plot was dull and slow", label="neg")]
+    test = [Example("Quite a NICE story, overall!", label="pos")]  # the second gold row, normalised
+    t = build_transfer_set(TransferConfig(augment=["mask"], augment_n=3), splits(train, [Example("x", label="neg")], test),
+                           CLS, 0, DataConfig(), mask_token="[MASK]")
+    augmented = [e.text for e, s in zip(t.examples, t.sources) if s.startswith("augmented")]
+    assert t.report["leaked_normalised"] == {"gold": 1} and augmented
+    assert not [a for a in augmented if "story" in a or "nice" in a]
+
+
+def test_a_transfer_set_with_no_gold_row_left_is_an_error():
+    train = [Example("a good film", label="pos"), Example("a dull film", label="neg")]
+    with pytest.raises(KdexamError, match="Every training example of 't' also stands in its validation or test split"):
+        build_transfer_set(TransferConfig(), splits(train, train[:1], train[1:]), CLS, 0, DataConfig())
+
+
+def test_builtin_unlabelled_source_reads_its_own_column(tmp_path, monkeypatch):
+    """A built-in unlabelled set is read by its own ``text`` column, whatever the user's data calls
+    its text; a user's file without the column names the option that fixes it."""
+    import kdexam.data.builtin as builtin
+
+    d = tmp_path / "dialog"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", [{"text": f"line {i}"} for i in range(3)])
+    monkeypatch.setattr(builtin, "prepare_dataset", lambda name, *a, **k: d)
+    data = splits([Example("x y", label="pos")], [Example("z", label="neg")])
+    t = build_transfer_set(TransferConfig(unlabelled="movie-dialog"), data, CLS, 0, DataConfig(text_column="sentence"))
+    assert [e.text for e in t.examples[1:]] == ["line 0", "line 1", "line 2"]
+    (tmp_path / "u.csv").write_text("body\nsome text\n", encoding="utf-8")
+    with pytest.raises(KdexamError, match=r"no column 'text' .*; pass --set transfer.unlabelled_column=NAME\."):
+        build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "u.csv")), data, CLS, 0, DataConfig())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import json
 import math
 import random
@@ -73,14 +74,32 @@ class DataSplits:
 # ---------------------------------------------------------------------------- files
 
 
-def read_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 text file (a BOM is dropped); unreadable files are one-sentence errors."""
+def read_text(path: Path) -> str:
+    """A UTF-8 text file with its line ends made ``\\n`` (a BOM is dropped); unreadable files are
+    one-sentence errors."""
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        return path.read_text(encoding="utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as e:
         raise KdexamError(f"File '{path}' is not valid UTF-8 (byte {e.start}); re-save it with UTF-8 encoding.") from None
     except OSError as e:
         raise KdexamError(f"File '{path}' cannot be read ({e.strerror}); check the path and its permissions.") from None
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, split at line ends only: ``str.splitlines`` would also split
+    at U+2028, U+0085 or a form feed inside a text."""
+    lines = read_text(path).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def check_encodable(value: str, path: Path, where: str) -> None:
+    """A text must be valid Unicode: a JSON escape of half a surrogate pair (``"\\ud83d"``, a cut emoji)
+    reads as a lone surrogate, which no tokenizer or cache key can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise KdexamError(f"File '{path}' {where} holds half of a UTF-16 surrogate pair (a cut-off emoji escape such as "
+                          "\\ud83d); remove it or give the whole character.") from None
 
 
 def _column(row: dict, column: str, path: Path, where: str, flag: str) -> Any:
@@ -88,12 +107,15 @@ def _column(row: dict, column: str, path: Path, where: str, flag: str) -> Any:
         cols = ", ".join(map(str, row))
         close = difflib.get_close_matches(column, list(map(str, row)), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise KdexamError(f"File '{path}' has no column '{column}' (it has: {cols}); pass {flag} NAME.{hint}")
+        name = flag if flag.endswith("NAME") else f"{flag} NAME"
+        raise KdexamError(f"File '{path}' has no column '{column}' (it has: {cols}); pass {name}.{hint}")
     return row[column]
 
 
-def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig) -> list[Example]:
-    """Turn table/JSON rows into examples; ``rows`` carries a location string for errors."""
+def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
+                      text_flag: str = "--text-column") -> list[Example]:
+    """Turn table/JSON rows into examples; ``rows`` carries a location string for errors, and
+    ``text_flag`` is the option that names the text column (for the error when it is missing)."""
     if not rows:
         return []
     first = rows[0][1]
@@ -101,15 +123,17 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig)
     has_label = cfg.label_column in first
     out = []
     for where, row in rows:
-        text = _column(row, cfg.text_column, path, where, "--text-column")
+        text = _column(row, cfg.text_column, path, where, text_flag)
         if text is None or not str(text).strip():
             raise KdexamError(f"File '{path}' {where} has an empty text; remove that row or fill it in.")
+        check_encodable(str(text), path, where)
         pair = None
         if pair_col:
             pair = _column(row, pair_col, path, where, "--text-pair-column")
             if pair is None or not str(pair).strip():
                 raise KdexamError(f"File '{path}' {where} has an empty '{pair_col}'; remove that row or fill it in.")
             pair = str(pair)
+            check_encodable(pair, path, where)
         label = row.get(cfg.label_column) if has_label else None
         if has_label and (label is None or (isinstance(label, str) and not label.strip())):
             raise KdexamError(f"File '{path}' {where} has no value in label column '{cfg.label_column}'; fill it in or drop the row.")
@@ -117,21 +141,21 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig)
     return out
 
 
-def read_table(path: Path, cfg: DataConfig, delimiter: str) -> list[Example]:
-    """CSV or TSV with a header row."""
-    lines = read_lines(path)
-    reader = csv.DictReader(lines, delimiter=delimiter)
-    if not reader.fieldnames:
-        raise KdexamError(f"File '{path}' is empty; it needs a header row and at least one example.")
+def read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str = "--text-column") -> list[Example]:
+    """CSV or TSV with a header row; a quoted field may span lines (RFC 4180)."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
     rows = []
     try:
-        for i, row in enumerate(reader, start=2):
+        if not reader.fieldnames:
+            raise KdexamError(f"File '{path}' is empty; it needs a header row and at least one example.")
+        for row in reader:
             if None in row:
-                raise KdexamError(f"File '{path}' line {i} has more fields than the header; quote fields that contain '{delimiter}'.")
-            rows.append((f"line {i}", row))
+                raise KdexamError(f"File '{path}' line {reader.line_num} has more fields than the header; "
+                                  f"quote fields that contain '{delimiter}'.")
+            rows.append((f"line {reader.line_num}", row))
     except csv.Error as e:
         raise KdexamError(f"File '{path}' is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}); fix the quoting.") from None
-    return _rows_to_examples(rows, path, cfg)
+    return _rows_to_examples(rows, path, cfg, text_flag)
 
 
 def read_json_objects(path: Path, example: str = '{"text": ..., "label": ...}') -> list[tuple[str, dict]]:
@@ -160,13 +184,16 @@ def read_json_objects(path: Path, example: str = '{"text": ..., "label": ...}') 
     return rows
 
 
-def read_jsonl(path: Path, cfg: DataConfig) -> list[Example]:
+def read_jsonl(path: Path, cfg: DataConfig, text_flag: str = "--text-column") -> list[Example]:
     """JSON Lines (one object per line) or a JSON array of objects."""
-    return _rows_to_examples(read_json_objects(path), path, cfg)
+    return _rows_to_examples(read_json_objects(path), path, cfg, text_flag)
 
 
-def _is_comment(line: str) -> bool:
-    """CoNLL-U style comments (``# text = …``); a token row such as ``#hashtag<TAB>NNP`` is not one."""
+def _is_comment(line: str, in_sentence: bool = False) -> bool:
+    """CoNLL-U style comments (``# text = …``), which stand before a sentence: inside one, ``# O``
+    is the token ``#``; a token row such as ``#hashtag<TAB>NNP`` is never one."""
+    if in_sentence:
+        return False
     return line.startswith("#") and "\t" not in line and (line.startswith("# ") or len(line.split()) < 2)
 
 
@@ -177,7 +204,7 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
     words: list[str] = []
     tags: list[str] = []
     for i, line in enumerate(read_lines(path), start=1):
-        if not line.strip() or _is_comment(line):
+        if not line.strip() or _is_comment(line, in_sentence=bool(words)):
             if words:
                 out.append(Example(words, None, tags))
                 words, tags = [], []
@@ -200,13 +227,13 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
     return out
 
 
-def read_file(path: Path, cfg: DataConfig) -> list[Example]:
-    """Read one split file by its extension."""
+def read_file(path: Path, cfg: DataConfig, text_flag: str = "--text-column") -> list[Example]:
+    """Read one split file by its extension (``text_flag``: the option that names its text column)."""
     ext = path.suffix.lower()
     if ext in TABLE_EXTS:
-        examples = read_table(path, cfg, TABLE_EXTS[ext])
+        examples = read_table(path, cfg, TABLE_EXTS[ext], text_flag)
     elif ext in JSON_EXTS:
-        examples = read_jsonl(path, cfg)
+        examples = read_jsonl(path, cfg, text_flag)
     elif ext in CONLL_EXTS:
         examples = read_conll(path, cfg)
     else:
@@ -242,15 +269,18 @@ def read_directory(directory: Path, cfg: DataConfig) -> tuple[dict[str, list[Exa
         files = _find_split_files(directory)
     if not files:
         if (directory / "dataset_dict.json").is_file() or (directory / "dataset_info.json").is_file():
-            return read_hf(str(directory), cfg, local=True), {}
+            notes: list[str] = []
+            return read_hf(str(directory), cfg, local=True, notes=notes), {"read_notes": notes}
         raise KdexamError(f"Directory '{directory}' has no train.csv/.tsv/.jsonl/.conll file; name the training file train.<ext>.")
     if "train" not in files:
         raise KdexamError(f"Directory '{directory}' has no training split; add a file named train.<ext>.")
     return {split: read_file(path, cfg) for split, path in files.items()}, manifest
 
 
-def read_hf(name: str, cfg: DataConfig, local: bool = False) -> dict[str, list[Example]]:
-    """A dataset saved with ``save_to_disk`` or a hub id, through ``datasets``."""
+def read_hf(name: str, cfg: DataConfig, local: bool = False, notes: list[str] | None = None) -> dict[str, list[Example]]:
+    """A dataset saved with ``save_to_disk`` or a hub id, through ``datasets``. A class label of -1 is
+    ``datasets``' "no label" (GLUE's test splits): a validation or test split without a single label is
+    left out (said in ``notes``), and a missing label anywhere else is an error."""
     import datasets
 
     try:
@@ -282,9 +312,14 @@ def read_hf(name: str, cfg: DataConfig, local: bool = False) -> dict[str, list[E
             names = getattr(feat, "names", None)
             rows = []
             for i, r in enumerate(d):
-                if names is not None and r.get(cfg.label_column) is not None:
-                    r = dict(r, **{cfg.label_column: names[r[cfg.label_column]]})
+                value = r.get(cfg.label_column)
+                if names is not None and value is not None:
+                    r = dict(r, **{cfg.label_column: names[value] if value >= 0 else None})
                 rows.append((f"row {i}", r))
+            if split != "train" and names is not None and rows and all(r[cfg.label_column] is None for _, r in rows):
+                if notes is not None:
+                    notes.append(f"{key} split left out: it has no labels (-1 throughout)")
+                continue
             out[split] = _rows_to_examples(rows, Path(name), cfg)
     if "train" not in out:
         raise KdexamError(f"Dataset '{name}' has no 'train' split; it has: {', '.join(ds)}.")
@@ -347,7 +382,8 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
         close = difflib.get_close_matches(cfg.name, list(BUILTIN_DATASETS), n=1, cutoff=0.6)
         if close:
             raise KdexamError(f"Dataset '{cfg.name}' is not a built-in dataset; did you mean '{close[0]}'? ('kdexam data list' shows all.)")
-        splits = read_hf(cfg.name, cfg)
+        manifest = {"read_notes": []}
+        splits = read_hf(cfg.name, cfg, notes=manifest["read_notes"])
     name = manifest.get("name") or (path.stem if path.exists() else cfg.name)
 
     train = splits["train"]
@@ -359,7 +395,8 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     if kind != "token-classification" and isinstance(train[0].text, list):
         raise KdexamError(f"Dataset '{cfg.name}' is CoNLL (tagged words) but the task is {kind}; use --task token-classification.")
 
-    notes = []
+    check_splits_match(splits, cfg)
+    notes = list(manifest.get("read_notes", []))
     if "validation" not in splits:
         stratify = kind == "classification"
         if stratify:
@@ -406,6 +443,25 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     if task.primary_metric not in valid_metrics:
         raise KdexamError(f"Primary metric '{task.primary_metric}' does not exist for {kind}; choose one of: {', '.join(valid_metrics)}.")
     return DataSplits(name, task, train, val, test, notes)
+
+
+def check_splits_match(splits: dict[str, list[Example]], cfg: DataConfig) -> None:
+    """Validation and test must be read like train: labelled, and with a second text exactly when
+    train has one (a pair missing from one split would otherwise crash the tokenizer, or let a
+    training row equal to a held-out one slip past the leakage check)."""
+    train = splits["train"]
+    pair = train[0].text_pair is not None
+    for split, examples in splits.items():
+        if split == "train" or not examples:
+            continue
+        missing = next((e for e in examples if e.label is None), None)
+        if missing is not None:
+            raise KdexamError(f"The {split} split of '{cfg.name}' has {'no' if examples[0].label is None else 'a missing'} "
+                              f"label (column '{cfg.label_column}'); label every {split} example or remove that file.")
+        if any((e.text_pair is not None) != pair for e in examples):
+            has, lacks = ("train", split) if pair else (split, "train")
+            raise KdexamError(f"The {has} split of '{cfg.name}' has a second text (text pair) and the {lacks} split does "
+                              "not; give every split the same text columns (--text-pair-column).")
 
 
 def type_labels(splits: dict[str, list[Example]], kind: str, name) -> None:

@@ -164,6 +164,10 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
         report["sources"][source] = len(examples) - start
 
     add("gold", data.train)
+    if not examples:
+        raise KdexamError(f"Every training example of '{data.name}' also stands in its validation or test split "
+                          f"({len(data.train):,} of {len(data.train):,}); give held-out splits that differ from train.")
+    kept_gold = examples[:]  # (the gold rows that did not leak: only these are augmented)
     if cfg.unlabelled:
         per_source = {name: read_unlabelled(name, cfg, task, data_cfg) for name in cfg.unlabelled}
         if len(per_source) > 1:
@@ -172,7 +176,7 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
     if cfg.augment:
         from kdexam.data.augment import build_augmenter
 
-        originals = data.train
+        originals = kept_gold
         for method in cfg.augment:
             augmenter = build_augmenter(method, teacher_dir=teacher_dir, vectors_file=cfg.augment_vectors,
                                         mlm_model=cfg.augment_mlm_model, p=cfg.augment_p, mask_token=mask_token)
@@ -200,15 +204,17 @@ def read_unlabelled(name: str, cfg: TransferConfig, task: Task, data_cfg: DataCo
     path = Path(name).expanduser()
     read_cfg = data_cfg.model_copy(update={"text_column": cfg.unlabelled_column or data_cfg.text_column,
                                            "label_column": "\0no label column"})
-    if name in BUILTIN_DATASETS:
-        examples = read_directory(prepare_dataset(name), read_cfg)[0]["train"]
+    flag = "--set transfer.unlabelled_column=NAME"
+    if name in BUILTIN_DATASETS:  # (a built-in is read by its own columns, whatever the user's data has)
+        builtin_cfg = read_cfg.model_copy(update={"text_column": "text", "text_pair_column": None})
+        examples = read_directory(prepare_dataset(name), builtin_cfg)[0]["train"]
     elif path.is_file() and path.suffix.lower() == ".txt":
         if task.text_pair:
             raise KdexamError(f"Unlabelled file '{path}' has one text per line, but the task reads text pairs; "
                               "give a CSV or JSONL file with both text columns.")
         examples = [Example(line.strip()) for line in read_lines(path) if line.strip()]
     elif path.is_file():
-        examples = read_file(path, read_cfg)
+        examples = read_file(path, read_cfg, flag)
     else:
         raise KdexamError(f"Unlabelled text '{name}' is neither a built-in dataset nor an existing file; "
                           "pass a .txt, .csv, .tsv or .jsonl file or a built-in name such as movie-dialog.")
