@@ -199,16 +199,20 @@ def test_read_inputs_formats(tmp_path):
 
 def test_predict_file_errors(exported, tmp_path, capsys):
     cls, tag, pair = str(exported["cls"]), str(exported["tag"]), str(exported["pair"])
-    (tmp_path / "a.csv").write_text("text\nfine\n", encoding="utf-8")
+    (tmp_path / "a.csv").write_text("body\nfine\n", encoding="utf-8")
     (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n', encoding="utf-8")
     (tmp_path / "notext.jsonl").write_text('{"body": "a"}\n', encoding="utf-8")
     (tmp_path / "one.txt").write_text("no tab here\n", encoding="utf-8")
     (tmp_path / "w.conll").write_text("a\tX\n", encoding="utf-8")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (tmp_path / "a.xlsx").write_bytes(b"x")
+    (tmp_path / "half.jsonl").write_text('{"text": "bad \\ud83d film"}\n', encoding="utf-8")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
     cases = [
         ([cls, "--input", str(tmp_path / "missing.txt")], "does not exist"),
-        ([cls, "--input", str(tmp_path / "a.csv")], "unknown extension"),
+        ([cls, "--input", str(tmp_path / "a.csv")], "has no column 'text' in its header row (it has: body)"),
+        ([cls, "--input", str(tmp_path / "a.xlsx")], "unknown extension"),
         ([cls, "--input", str(tmp_path / "empty.txt")], "holds no inputs"),
         ([cls, "--input", str(tmp_path / "bad.jsonl")], "line 2 is not valid JSON"),
         ([cls, "--input", str(tmp_path / "notext.jsonl")], "line 1 has no 'text' field"),
@@ -217,6 +221,9 @@ def test_predict_file_errors(exported, tmp_path, capsys):
         ([cls, "--input", str(tmp_path / "latin1.txt")], "not valid UTF-8"),
         ([str(tmp_path), "--input", str(tmp_path / "a.csv")], "holds no model"),
         ([tag, "--input", str(tmp_path / "one.txt"), "--backend", "gpu"], "Unknown backend"),
+        ([cls, "--input", str(tmp_path / "half.jsonl")], "line 1 is not valid Unicode (a lone surrogate"),
+        ([cls, "--input", str(tmp_path / "one.txt"), "--output", str(tmp_path / "file" / "out.jsonl")], "Cannot write --output"),
+        ([cls, "--input", str(tmp_path / "one.txt"), "--backend", "pytorch", "--quantized"], "int8 model is an ONNX export"),
     ]
     for argv, message in cases:
         code, _, err = _run_cli(["predict", *argv], capsys)
@@ -247,3 +254,48 @@ def test_fine_tuned_hf_directory_without_task_json(task_name, runs, tmp_path):
     assert p.task.kind == load_student(runs.teacher(task_name)).task.kind and p.max_length == 128
     assert p.task.labels == load_student(runs.teacher(task_name)).task.labels
     assert len(p.predict(INPUTS[task_name][:2])) == 2
+
+
+def test_predict_reads_tables_conllu_and_unicode_line_ends(exported, tmp_path, capsys):
+    """A labelled table predicts from its text column only (the label never joins the text), CoNLL-U
+    from its FORM column, and a U+2028 inside a line does not split it."""
+    cls, tag = str(exported["cls"]), str(exported["tag"])
+    (tmp_path / "gold.tsv").write_text("text\tlabel\nthe plot was thin\tnegative\nlovely film\tpositive\n", encoding="utf-8")
+    (tmp_path / "gold.csv").write_text('id,text\n1,"the plot, and\nthe film"\n', encoding="utf-8")
+    (tmp_path / "u.txt").write_text("first review\u2028continues\nsecond\x0creview\nthird\n", encoding="utf-8")
+    code, out, _ = _run_cli(["predict", cls, "--input", str(tmp_path / "gold.tsv")], capsys)
+    rows = [json.loads(l) for l in out.splitlines()]
+    assert code == 0 and [r["text"] for r in rows] == ["the plot was thin", "lovely film"]
+    want = load_student(exported["cls"], backend="pytorch").predict(["the plot was thin", "lovely film"])
+    assert [r["scores"]["pos"] for r in rows] == pytest.approx([w["scores"]["pos"] for w in want], abs=1e-5)
+    code, out, _ = _run_cli(["predict", cls, "--input", str(tmp_path / "gold.csv")], capsys)
+    assert code == 0 and [json.loads(l)["text"] for l in out.splitlines()] == ["the plot, and\nthe film"]
+    code, out, _ = _run_cli(["predict", cls, "--input", str(tmp_path / "u.txt")], capsys)
+    assert code == 0 and [json.loads(l)["text"] for l in out.strip().split("\n")] == [  # (JSON keeps U+2028 raw)
+        "first review\u2028continues", "second\x0creview", "third"]
+    (tmp_path / "s.conllu").write_text("# text = the films\n1-2\tthe films\t_\n1\tthe\tthe\tDET\n2\tfilms\tfilm\tNOUN\n"
+                                       "2.1\tgood\tgood\tADJ\n\n1\tok\tok\tADJ\n", encoding="utf-8")
+    assert read_inputs(tmp_path / "s.conllu", load_student(tag).task) == [{"tokens": ["the", "films"]}, {"tokens": ["ok"]}]
+    (tmp_path / "noext").write_text("[Spoiler] good film\n", encoding="utf-8")
+    assert read_inputs(tmp_path / "noext", load_student(cls).task) == [{"text": "[Spoiler] good film"}]
+
+
+def test_truncated_means_cut_at_max_length_on_both_backends(exported):
+    """A word that tokenizes to nothing (U+200B) is not truncation; a sentence longer than the run's
+    ``max_length`` is, and both backends say the same."""
+    pt = load_student(exported["tag"], backend="pytorch")
+    ox = load_student(exported["tag"], backend="onnx")
+    items = [["film", "\u200b", "good"], ["film", "good", "\u200b"], ["w"] * 200]
+    got = [p.predict(items) for p in (pt, ox)]
+    assert [[r.get("truncated", False) for r in g] for g in got] == [[False, False, True]] * 2
+
+
+def test_auto_backend_skips_an_export_whose_parity_failed(exported, tmp_path):
+    from kdexam.inference.serving import ServingPredictor
+
+    run = shutil.copytree(exported["cls"], tmp_path / "run")
+    assert isinstance(load_student(run), ServingPredictor)
+    record = json.loads((run / "onnx" / "export.json").read_text())
+    (run / "onnx" / "export.json").write_text(json.dumps(dict(record, parity_ok=False)))
+    assert isinstance(load_student(run), Predictor)
+    assert isinstance(load_student(run, backend="onnx"), ServingPredictor)  # asked for by name: still served

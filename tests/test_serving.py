@@ -102,6 +102,12 @@ def test_standalone_errors_are_sentences_with_exit_code_2(exported, tmp_path):
     done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(folder)], input="good film\tbad plot\n",
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and set(json.loads(done.stdout)) == {"label", "scores"}
+    done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(folder)], input=b"\n\na\tb\nno tab here\n",
+                          capture_output=True, timeout=120)
+    assert done.returncode == 2 and b"Input line 4 has no tab" in done.stderr
+    done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(folder)], input=b"g\xffood\tbad\n",
+                          capture_output=True, timeout=120)
+    assert done.returncode == 2 and b"not valid UTF-8" in done.stderr and b"Traceback" not in done.stderr
     done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(tmp_path)], input="x\n",
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "export.json" in done.stderr

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from kdexam.data.readers import read_json_objects, read_lines
+from kdexam.data.readers import read_json_objects, read_lines, read_text
 from kdexam.errors import KdexamError
 from kdexam.inference.serving import MAX_TOKENS, onnx_session  # noqa: F401  (onnx_session: one session set-up; export and bench import it here)
 
@@ -337,8 +337,8 @@ class Predictor:
         for e, tags, row in zip(examples, preds, features.rows):
             item = {"tokens": list(e.text), "tags": list(tags)}
             seen = [w for w in row["word_ids"] if w >= 0]
-            if seen and max(seen) < row["n_words"] - 1:
-                item["truncated"] = True
+            if seen and len(row["input_ids"]) >= self.max_length and max(seen) < row["n_words"] - 1:
+                item["truncated"] = True  # (the rule of the torch-free predictor)
             out.append(item)
         return out
 
@@ -359,6 +359,15 @@ def export_is_fresh(run_dir: Path, export_dir: Path) -> bool:
     return bool(want) and weights.is_file() and sha256_file(weights) == want
 
 
+def export_passed_parity(export_dir: Path) -> bool:
+    """Whether ``kdexam export`` finished its parity check on ``export_dir`` and it passed
+    (``parity_ok`` in ``export.json``; an export that failed or stopped before the check has not)."""
+    try:
+        return json.loads((export_dir / EXPORT_FILE).read_text(encoding="utf-8")).get("parity_ok") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _onnx_predictor(export_dir: Path, quantized: bool, threads: int | None):
     """The torch-free :class:`~kdexam.inference.serving.ServingPredictor` of an export folder."""
     from kdexam.inference.serving import ServingPredictor
@@ -377,11 +386,15 @@ def load_student(path: str | Path, backend: str = "auto", quantized: bool = Fals
 
     ``backend``: ``"pytorch"``, ``"onnx"`` (``RUN/onnx/`` written by ``kdexam export``, or an
     export folder given directly) or ``"auto"`` (ONNX when an export of the current weights
-    exists, else PyTorch). ``quantized`` picks the int8 ONNX model. ``threads``: intra-op
+    that passed its parity check exists, else PyTorch). ``quantized`` picks the int8 ONNX model
+    (ONNX only). ``threads``: intra-op
     threads of ONNX Runtime (PyTorch keeps its global setting). ``device``: PyTorch device
     (e.g. ``"cuda"``)."""
     if backend not in BACKENDS:
         raise KdexamError(f"Unknown backend '{backend}'; use one of {', '.join(BACKENDS)}.")
+    if backend == "pytorch" and quantized:
+        raise KdexamError("The int8 model is an ONNX export; use backend 'onnx' (or 'auto') with it, "
+                          "or drop the quantized option for PyTorch.")
     p = Path(path)
     if p.is_file() and p.suffix == ".onnx":
         quantized = quantized or p.name == INT8_FILE
@@ -400,7 +413,7 @@ def load_student(path: str | Path, backend: str = "auto", quantized: bool = Fals
         if not export_is_fresh(p, export_dir):
             raise KdexamError(f"The ONNX export in '{export_dir}' is older than the model in '{path}'; run 'kdexam export' again.")
         return _onnx_predictor(export_dir, quantized, threads)
-    if backend == "auto" and exported and export_is_fresh(p, export_dir):
+    if backend == "auto" and exported and export_is_fresh(p, export_dir) and export_passed_parity(export_dir):
         return _onnx_predictor(export_dir, False, threads)
     tm = load_torch_model(p)
     return Predictor(TorchRunner(tm.module, device), tm.tokenizer, tm.task, tm.max_length, str(p), False, tm.crf, tm.name)
@@ -411,12 +424,13 @@ def load_student(path: str | Path, backend: str = "auto", quantized: bool = Fals
 TEXT_EXTS = {".txt", ".text"}
 JSONL_EXTS = {".jsonl", ".json", ".ndjson"}
 CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob"}
-TSV_EXTS = {".tsv"}
+TABLE_EXTS = {".tsv": "\t", ".csv": ","}
 
 
 def input_format(path: Path) -> str:
-    """``text``, ``jsonl`` or ``conll``, from the extension; a file without one is sniffed
-    (a first non-blank line starting with ``{`` is JSONL, else text)."""
+    """``text``, ``jsonl``, ``conll`` or ``table``, from the extension; a file without one is sniffed
+    (a first non-blank line starting with ``{``, or a whole file that parses as a JSON array, is
+    JSONL; anything else is text)."""
     ext = path.suffix.lower()
     if ext in TEXT_EXTS:
         return "text"
@@ -424,12 +438,19 @@ def input_format(path: Path) -> str:
         return "jsonl"
     if ext in CONLL_EXTS:
         return "conll"
-    if ext in TSV_EXTS:
-        return "tsv"
+    if ext in TABLE_EXTS:
+        return "table"
     if ext == "":
-        first = next((l for l in read_lines(path) if l.strip()), "")
-        return "jsonl" if first.lstrip().startswith(("{", "[")) else "text"
-    raise KdexamError(f"File '{path}' has an unknown extension '{ext}'; use .txt (one text per line), .jsonl or .conll.")
+        first = next((l for l in read_lines(path) if l.strip()), "").lstrip()
+        if first.startswith("{"):
+            return "jsonl"
+        if first.startswith("["):
+            try:
+                return "jsonl" if isinstance(json.loads(read_text(path)), list) else "text"
+            except ValueError:
+                return "text"
+        return "text"
+    raise KdexamError(f"File '{path}' has an unknown extension '{ext}'; use .txt (one text per line), .jsonl, .csv, .tsv or .conll.")
 
 
 def read_inputs(path: str | Path, task) -> list[dict]:
@@ -440,19 +461,24 @@ def read_inputs(path: str | Path, task) -> list[dict]:
     - JSONL (``.jsonl``/``.json``): objects with ``text`` [and ``text_pair``]; for tagging
       ``tokens`` (a word list) or ``text`` (a list or a string); a JSON array of such objects works too;
     - CoNLL (``.conll``/``.conllu``/``.bio``/``.iob``; ``.tsv`` for tagging): the first column
-      is the word, a blank line ends a sentence; ``#`` comments and ``-DOCSTART-`` are skipped.
-      ``.tsv`` for other tasks reads like text (``text<TAB>text_pair``)."""
+      is the word (CoNLL-U: the FORM column, multiword and empty-node rows skipped), a blank line
+      ends a sentence; ``#`` comments and ``-DOCSTART-`` are skipped;
+    - tables (``.csv``; ``.tsv`` for other tasks) with a header row: the ``text`` [and
+      ``text_pair``] columns, other columns (a gold label) ignored; a ``.tsv`` whose first line is
+      not such a header is read as ``text<TAB>text_pair`` lines for a pair model."""
     p = Path(path)
     if not p.is_file():
         raise KdexamError(f"Input file '{path}' does not exist; check the path given to --input.")
     fmt = input_format(p)
     tagging = task.kind == "token-classification"
-    if fmt == "tsv":
-        fmt = "conll" if tagging else "text"
+    if fmt == "table" and p.suffix.lower() == ".tsv" and tagging:
+        fmt = "conll"
     if fmt == "conll":
         if not tagging:
             raise KdexamError(f"File '{p}' is CoNLL but the model does {task.kind}; give a .txt or .jsonl file of texts.")
         items = _read_conll_words(p)
+    elif fmt == "table":
+        items = _read_table(p, task)
     elif fmt == "jsonl":
         items = _read_jsonl(p, task)
     else:
@@ -498,17 +524,52 @@ def _read_jsonl(p: Path, task) -> list[dict]:
     return items
 
 
+def _read_table(p: Path, task) -> list[dict]:
+    """A CSV/TSV with a header row naming ``text`` [and ``text_pair``]; a headerless ``.tsv`` for a
+    pair model is ``text<TAB>text_pair`` lines (:func:`_read_text`)."""
+    import csv
+    import io
+
+    delimiter = TABLE_EXTS[p.suffix.lower()]
+    reader = csv.DictReader(io.StringIO(read_text(p), newline=""), delimiter=delimiter)
+    columns = reader.fieldnames or []
+    wanted = ["text", "text_pair"] if task.text_pair else ["text"]
+    if "text" not in columns and delimiter == "\t" and task.text_pair:
+        return _read_text(p, task)
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise KdexamError(f"File '{p}' has no column '{missing[0]}' in its header row (it has: {', '.join(columns) or 'none'}); "
+                          f"name the input column{'s' if len(wanted) > 1 else ''} {' and '.join(wanted)}, or give a .txt or .jsonl file.")
+    items = []
+    try:
+        for row in reader:
+            if all(not (row.get(c) or "").strip() for c in wanted):
+                continue
+            items.append({c: row.get(c) or "" for c in wanted})
+            to_example(items[-1], task, f"file '{p}' line {reader.line_num}")  # errors name the line
+    except csv.Error as e:
+        raise KdexamError(f"File '{p}' is not a valid table ({e}); fix the quoting.") from None
+    return items
+
+
 def _read_conll_words(p: Path) -> list[dict]:
     from kdexam.data.readers import _is_comment
 
+    conllu = p.suffix.lower() == ".conllu"
     items, words = [], []
     for line in read_lines(p):
-        if not line.strip() or _is_comment(line):
+        if not line.strip() or _is_comment(line, in_sentence=bool(words)):
             if words:
                 items.append({"tokens": words})
                 words = []
             continue
-        word = (line.split("\t") if "\t" in line else line.split())[0].strip()
+        cols = line.split("\t") if "\t" in line else line.split()
+        if conllu:  # ID FORM LEMMA …: multiword tokens (1-2) and empty nodes (8.1) are not words of the text
+            if len(cols) < 2 or "-" in cols[0] or "." in cols[0]:
+                continue
+            word = cols[1].strip()
+        else:
+            word = cols[0].strip()
         if word != "-DOCSTART-":
             words.append(word)
     if words:
@@ -533,5 +594,8 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
     for item, pred in zip(items, preds):
         records.append({**{k: v for k, v in item.items() if k != "tokens"}, **pred})
     if output is not None:
-        atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        try:
+            atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        except OSError as e:
+            raise KdexamError(f"Cannot write --output '{output}' ({e.strerror or e}); choose a path in a folder you can write to.") from None
     return records

@@ -149,6 +149,11 @@ def capped_batches(widths: list[int], batch_size: int, max_tokens: int | None = 
 # ---- inputs ------------------------------------------------------------------------------------
 
 
+def upper_first(text: str) -> str:
+    """``str.capitalize`` without lowercasing the rest (a file name keeps its case)."""
+    return text[:1].upper() + text[1:]
+
+
 def normalise(item, task, where: str):
     """One input as the tokenizer takes it: a string, a ``(text, text_pair)`` pair, or a word list."""
     if task.kind == "token-classification":
@@ -156,30 +161,43 @@ def normalise(item, task, where: str):
         if isinstance(words, str):
             words = words.split()
         if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
-            raise InputError(f"{where.capitalize()} is not a list of words or a string; a tagger reads words, e.g. ['The', 'cat'] or 'The cat'.")
+            raise InputError(f"{upper_first(where)} is not a list of words or a string; a tagger reads words, e.g. ['The', 'cat'] or 'The cat'.")
         words = [w for w in words if w.strip()]
         if not words:
-            raise InputError(f"{where.capitalize()} has no words; remove it or give it text.")
+            raise InputError(f"{upper_first(where)} has no words; remove it or give it text.")
+        check_unicode(words, where)
         return words
     if isinstance(item, dict):
         if "text" not in item:
-            raise InputError(f"{where.capitalize()} has no 'text' field; write objects like {{\"text\": ...}}.")
+            raise InputError(f"{upper_first(where)} has no 'text' field; write objects like {{\"text\": ...}}.")
         text, pair = item["text"], item.get("text_pair")
     elif isinstance(item, (tuple, list)):
         if len(item) != 2:
-            raise InputError(f"{where.capitalize()} is a sequence of {len(item)} items; give a string, or a (text, text_pair) pair.")
+            raise InputError(f"{upper_first(where)} is a sequence of {len(item)} items; give a string, or a (text, text_pair) pair.")
         text, pair = item
     else:
         text, pair = item, None
     if not isinstance(text, str) or (pair is not None and not isinstance(pair, str)):
-        raise InputError(f"{where.capitalize()} is not text ({type(text).__name__}); give strings.")
+        raise InputError(f"{upper_first(where)} is not text ({type(text).__name__}); give strings.")
     if task.text_pair and pair is None:
         raise InputError(f"The model reads text pairs but {where} has one text; give (text, text_pair) or a 'text_pair' field.")
     if not task.text_pair and pair is not None:
         raise InputError(f"The model reads single texts but {where} is a pair; give one text.")
     if not text.strip() or (pair is not None and not pair.strip()):
-        raise InputError(f"{where.capitalize()} has an empty text; remove it or fill it in.")
+        raise InputError(f"{upper_first(where)} has an empty text; remove it or fill it in.")
+    check_unicode([text] if pair is None else [text, pair], where)
     return (text, pair) if task.text_pair else text
+
+
+def check_unicode(texts, where: str) -> None:
+    """Lone surrogates (a JSON escape of half an emoji, ``"\\ud83d"``; undecodable bytes read with
+    ``surrogateescape``) cannot reach the Rust tokenizer: say so instead of its TypeError."""
+    for t in texts:
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{upper_first(where)} is not valid Unicode (a lone surrogate such as a cut-off emoji escape, or "
+                             "bytes that are not UTF-8); fix or drop it.") from None
 
 
 # ---- the predictor -------------------------------------------------------------------------------
@@ -288,8 +306,8 @@ class ServingPredictor:
                 for w, t in zip(present, path):
                     tags[w] = t
             item = {"tokens": list(words), "tags": [labels[t] for t in tags]}
-            if len(present) < len(words):
-                item["truncated"] = True
+            if len(e.ids) >= self.max_length and present and present[-1] < len(words) - 1:
+                item["truncated"] = True  # (words that tokenize to nothing, such as U+200B, are not truncation)
             out.append(item)
         return out
 
@@ -375,12 +393,16 @@ def main(argv: list[str] | None = None) -> int:
             heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "kdexam"})
             print(json.dumps({"baseline_mb": baseline, "loaded_mb": loaded, "peak_mb": peak_rss_mb(), "imported": heavy}))
             return 0
-        lines = [l.rstrip("\n") for l in sys.stdin if l.strip()]
+        try:
+            raw = sys.stdin.buffer.read().decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise InputError(f"The input is not valid UTF-8 (byte {e.start}); send UTF-8 text.") from None
+        numbered = [(i, l) for i, l in enumerate(raw.replace("\r\n", "\n").split("\n"), start=1) if l.strip()]
         if clf.task.text_pair:
-            for i, line in enumerate(lines, start=1):
+            for i, line in numbered:
                 if "\t" not in line:
                     raise InputError(f"Input line {i} has no tab; the model reads text pairs, write 'text<TAB>text_pair'.")
-            lines = [tuple(l.split("\t", 1)) for l in lines]
+        lines = [tuple(l.split("\t", 1)) if clf.task.text_pair else l for _, l in numbered]
         for pred in clf.predict(lines, a.batch_size, max_tokens):
             print(json.dumps(pred, ensure_ascii=False))
     except InputError as e:
