@@ -241,3 +241,12 @@ def test_hf_no_label_minus_one_is_not_a_class(tmp_path):
                                                               features=features)}).save_to_disk(str(tmp_path / "holes"))
     with pytest.raises(KdexamError, match="row 0 has no value in label column"):
         load_data(cfg(tmp_path / "holes"))
+
+
+def test_integer_labels_read_as_regression_say_so(tmp_path):
+    rows = [{"text": f"text number {i}", "label": i % 3} for i in range(29)]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    d = load_data(cfg(tmp_path))
+    assert d.task.kind == "regression" and any("pass --task classification" in n for n in d.notes)
+    d = load_data(cfg(tmp_path, task="classification"))
+    assert d.task.kind == "classification" and not any("inferred" in n for n in d.notes)

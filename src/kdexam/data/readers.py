@@ -344,6 +344,13 @@ def infer_task(train: list[Example]) -> str:
     return "classification" if integral and len(set(values)) <= max(2, len(values) // 10) else "regression"
 
 
+def _integral(value) -> bool:
+    try:
+        return float(value).is_integer()
+    except (TypeError, ValueError):
+        return False
+
+
 def _stratified_split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Carve ``fraction`` of ``examples`` off, per label where each label has ≥ 2 examples."""
     rng = random.Random(seed)
@@ -397,6 +404,9 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
 
     check_splits_match(splits, cfg)
     notes = list(manifest.get("read_notes", []))
+    if not (cfg.task or manifest.get("task")) and kind == "regression" and all(_integral(e.label) for e in train):
+        notes.append(f"task inferred as regression: the {len({str(e.label) for e in train})} integer labels are too many "
+                     "for the training examples to be classes; pass --task classification if they are")
     if "validation" not in splits:
         stratify = kind == "classification"
         if stratify:
