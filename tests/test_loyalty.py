@@ -32,3 +32,38 @@ def test_regression_loyalty_by_hand():
     m = regression_loyalty(t, s)
     assert m["regression"] == pytest.approx(1 - (0.5 + 0 + 1 + 0) / 4 / 4)
     assert m["pearson"] == pytest.approx(np.corrcoef(t, s)[0, 1])
+
+
+def _one_sentence_cut_after_two_words():
+    """4 words; the student's encoding holds [CLS] w0 w1 [SEP], and so does the teacher's: words
+    2 and 3 are cut by truncation (their teacher rows are zeros, as ``stored_form`` keeps them)."""
+    from types import SimpleNamespace
+
+    from kdexam.tasks import Task
+
+    task = Task("token-classification", ["B-PER", "I-PER", "O"])
+    features = SimpleNamespace(rows=[{"word_ids": [-1, 0, 1, -1], "n_words": 4, "input_ids": [0, 1, 2, 3]}])
+    student = np.zeros((4, 3), np.float32)
+    student[1], student[2] = [5, 0, 0], [0, 0, 5]
+    teacher = np.zeros((4, 3), np.float32)
+    teacher[0], teacher[1] = [5, 0, 0], [0, 0, 5]
+    return task, features, student, teacher
+
+
+def test_words_cut_by_truncation_read_o_for_the_teacher_and_leave_loyalty_out():
+    from kdexam.evaluation.loyalty import compare, teacher_predictions
+    from kdexam.evaluation.predict import decode
+
+    task, features, student, teacher = _one_sentence_cut_after_two_words()
+    gold = [["B-PER", "O", "O", "O"]]
+    assert teacher_predictions(task, [teacher]) == [["B-PER", "O", "O", "O"]]  # not B-PER (label 0) for the cut words
+    preds = decode(task, [student], features)
+    t_metrics, s_metrics, loyal = compare(task, gold, [teacher], [student], preds, features)
+    assert t_metrics["span_f1"] == s_metrics["span_f1"] == pytest.approx(1.0)
+    assert loyal["label"] == pytest.approx(1.0) and loyal["probability"] == pytest.approx(1.0)
+    crf = {"transitions": np.zeros((3, 3)), "start": np.zeros(3), "end": np.zeros(3)}
+    _, _, loyal = compare(task, gold, [teacher], [student], decode(task, [student], features, crf), features, viterbi=True)
+    assert loyal["label"] == pytest.approx(1.0)  # the two words both saw agree
+    student[2] = [5, 0, 0]  # now the second word disagrees: one of the two words both saw
+    _, _, loyal = compare(task, gold, [teacher], [student], decode(task, [student], features), features)
+    assert loyal["label"] == pytest.approx(0.5)

@@ -59,3 +59,26 @@ def test_regression_by_hand():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         tagging_metrics([["A", "B"]], [["A"]])
+
+
+def test_macro_f1_leaves_out_classes_absent_from_gold_and_predictions():
+    """A class neither in the split nor predicted is not scored 0 (scikit-learn's default): perfect
+    predictions have macro-F1 1 whatever the head's label set."""
+    assert classification_metrics(["a", "b"], ["a", "b"], ["a", "b", "c"])["macro_f1"] == pytest.approx(1.0)
+    assert tagging_metrics([["B-PER", "O"]], [["B-PER", "O"]], ["B-LOC", "B-PER", "I-PER", "O"])["macro_f1"] == pytest.approx(1.0)
+    # a class predicted but absent from gold still counts (its F1 is 0): a: P=1/2 R=1 -> 2/3; c: 0
+    assert classification_metrics(["a", "a"], ["a", "c"], ["a", "b", "c"])["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_bilou_spans_are_scored_in_strict_bilou_mode():
+    gold = [["B-PER", "L-PER", "O", "U-LOC"]]
+    assert is_bio_scheme(["B-PER", "I-PER", "L-PER", "U-LOC", "O"])
+    m = tagging_metrics(gold, [["B-PER", "L-PER", "O", "O"]])
+    assert (m["span_precision"], m["span_recall"]) == pytest.approx((1.0, 0.5))
+    # B-I is not a whole BILOU span (it needs its L-): the person is not found
+    assert tagging_metrics(gold, [["B-PER", "I-PER", "O", "U-LOC"]], ["B-PER", "I-PER", "L-PER", "U-LOC", "O"])["span_recall"] == pytest.approx(0.5)
+
+
+def test_a_diverged_regression_model_scores_nan_instead_of_crashing():
+    m = regression_metrics([1.0, 2.0, 3.0], [1.0, 2.0, float("nan")])
+    assert all(math.isnan(v) for v in m.values())

@@ -500,3 +500,28 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_tagging_logit_losses_skip_words_the_teacher_never_saw():
+    """A word cut by the teacher's truncation has all-zero teacher logits (``stored_form``): it is no
+    target (neither class 0 for the hard loss nor a uniform distribution for KL)."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from kdexam.objectives import HardDistillationLoss, KLDivLoss
+    from kdexam.tasks import Task
+    from kdexam.teachers.teacher import stored_form, to_batch
+
+    task = Task("token-classification", ["B-PER", "I-PER", "O"])
+    teacher_row = {"word_ids": [None, 0, 1, None], "n_words": 4, "input_ids": [0, 1, 2, 3]}  # words 2, 3 cut
+    stored = stored_form("logits", torch.tensor([[0, 0, 0], [0, 0, 9], [0, 0, 9], [0, 0, 0.0]]), teacher_row, task)
+    batch = {"input_ids": torch.zeros(1, 6, dtype=torch.long), "index": torch.tensor([0]),
+             "labels": torch.tensor([[-100, 2, 2, 2, 2, -100]]), "attention_mask": torch.ones(1, 6, dtype=torch.long)}
+    teacher = to_batch({"logits": [stored]}, batch, task, [np.array([1, 2, 3, 4])])
+    student = torch.zeros(1, 6, 3)
+    student[0, 1:5, 2] = 9.0  # "O" everywhere, as the teacher says for the two words it saw
+    assert HardDistillationLoss()({"logits": student}, teacher, batch).item() == pytest.approx(
+        F.cross_entropy(torch.tensor([[0, 0, 9.0]] * 2), torch.tensor([2, 2])).item())
+    assert KLDivLoss(1.0)({"logits": student}, teacher, batch).item() == pytest.approx(0.0, abs=1e-6)
+    student[0, 3] = torch.tensor([9.0, 0, 0])  # a cut word moves: no loss changes
+    assert KLDivLoss(1.0)({"logits": student}, teacher, batch).item() == pytest.approx(0.0, abs=1e-6)

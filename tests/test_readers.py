@@ -250,3 +250,10 @@ def test_integer_labels_read_as_regression_say_so(tmp_path):
     assert d.task.kind == "regression" and any("pass --task classification" in n for n in d.notes)
     d = load_data(cfg(tmp_path, task="classification"))
     assert d.task.kind == "classification" and not any("inferred" in n for n in d.notes)
+
+
+def test_span_metric_needs_entity_tags(tmp_path):
+    write_conll(tmp_path / "pos.conll", tagging_sentences(20))  # ADJ / NOUN / DET
+    assert load_data(cfg(tmp_path / "pos.conll")).task.primary_metric == "accuracy"
+    with pytest.raises(KdexamError, match="scores entity spans, but the tags .* are not BIO"):
+        load_data(cfg(tmp_path / "pos.conll", primary_metric="span_f1"))

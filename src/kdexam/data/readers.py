@@ -29,6 +29,7 @@ from typing import Any
 
 from kdexam.config import DataConfig
 from kdexam.errors import KdexamError
+from kdexam.evaluation.metrics import is_bio_scheme
 from kdexam.tasks import Task
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
@@ -452,6 +453,9 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     valid_metrics = METRICS_BY_TASK[kind]
     if task.primary_metric not in valid_metrics:
         raise KdexamError(f"Primary metric '{task.primary_metric}' does not exist for {kind}; choose one of: {', '.join(valid_metrics)}.")
+    if task.primary_metric.startswith("span_") and not is_bio_scheme(labels or []):
+        raise KdexamError(f"Primary metric '{task.primary_metric}' scores entity spans, but the tags of '{cfg.name}' are not "
+                          "BIO/BIOES/BILOU (B-X, I-X, …, O); choose accuracy or macro_f1.")
     return DataSplits(name, task, train, val, test, notes)
 
 

@@ -82,7 +82,8 @@ def teacher_predictions(task, teacher_logits: list[np.ndarray]) -> list:
         return [float(l.reshape(-1)[0]) for l in teacher_logits]
     if task.kind == "classification":
         return [labels[int(l.argmax())] for l in teacher_logits]
-    return [[labels[j] for j in l.argmax(-1)] for l in teacher_logits]
+    fill = labels.index("O") if "O" in labels else 0  # words cut by truncation (all-zero rows), as ``decode`` fills them
+    return [[labels[j] if r.any() else labels[fill] for j, r in zip(l.argmax(-1), l)] for l in teacher_logits]
 
 
 def student_word_logits(task, logits: list[np.ndarray], features) -> np.ndarray:
@@ -107,12 +108,18 @@ def compare(task, gold: list, teacher_logits: list[np.ndarray], student_logits: 
     """Teacher metrics, student metrics and the student's loyalty on one split.
 
     With ``viterbi`` (a CRF tagger) label loyalty compares the student's decoded tags, not
-    the argmax of its emissions."""
+    the argmax of its emissions. Tagging loyalty counts the words both models saw: a word cut by
+    either side's truncation is filled with ``O`` for the metrics, and has no probabilities to compare."""
     t_preds = teacher_predictions(task, teacher_logits)
     t_metrics, s_metrics = task.metrics(gold, t_preds), task.metrics(gold, student_preds)
     t = np.concatenate(teacher_logits) if task.kind == "token-classification" else np.stack(teacher_logits)
     s = student_word_logits(task, student_logits, features)
+    both = np.ones(len(t), dtype=bool)
+    if task.kind == "token-classification":  # loyalty over the words both models saw (a cut word's row is all zeros)
+        both = t.any(-1) & s.any(-1)
+        t, s = t[both], s[both]
     loyal = regression_loyalty(t.reshape(-1), s.reshape(-1)) if task.kind == "regression" else classification_loyalty(t, s)
     if viterbi:
-        loyal["label"] = float(np.mean([a == b for sp, tp in zip(student_preds, t_preds) for a, b in zip(sp, tp)]))
+        pairs = [a == b for sp, tp in zip(student_preds, t_preds) for a, b in zip(sp, tp)]
+        loyal["label"] = float(np.mean(np.asarray(pairs)[both]))
     return t_metrics, s_metrics, loyal

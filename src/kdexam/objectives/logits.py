@@ -135,7 +135,12 @@ def _paired_rows(student: dict, teacher: dict | None, batch: dict, objective: st
     if s.shape != t.shape:
         raise ValueError(
             f"{objective}: student logits {tuple(s.shape)} and teacher logits {tuple(t.shape)} differ in shape.")
-    return _rows(s, batch), _rows(t, batch)
+    s_rows, t_rows = _rows(s, batch), _rows(t, batch)
+    if t.dim() == 3:  # a word cut by the teacher's truncation has all-zero logits (``stored_form``): it has no target
+        seen = t_rows.ne(0).any(-1)
+        if not bool(seen.all()):
+            s_rows, t_rows = s_rows[seen], t_rows[seen]
+    return s_rows, t_rows
 
 
 def _zero(like: Tensor) -> Tensor:
