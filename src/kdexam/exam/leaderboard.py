@@ -3,7 +3,8 @@ and overall, with its gain over the same student trained on labels alone and the
 
 - **score**: the task's primary metric on the dataset's test split (mean ± sample std over seeds);
 - **retention** = student score / teacher score; **loyalty** = agreement with the teacher's labels
-  (``label``; Pearson r for regression) on the same split (see :mod:`kdexam.evaluation.loyalty`);
+  (``label``; for regression 1 − mean |teacher − student| / the teacher's range) on the same split
+  (see :mod:`kdexam.evaluation.loyalty`);
 - **KD gain** = score − the control's score: the same student, data and seeds trained on gold
   labels only (positive: distillation helped);
 - **cost**, of the fastest CPU backend at batch 1 end to end (text in, prediction out):
