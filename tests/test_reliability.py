@@ -320,3 +320,71 @@ def torch_no_grad():
     import torch
 
     return torch.no_grad()
+
+
+def test_overwrite_with_a_typo_keeps_the_old_run(teacher, tmp_path, capsys):
+    """--overwrite removes the old run only once the new one is set up: a bad flag costs nothing."""
+    out = tmp_path / "s"
+    api.distill(teacher=teacher / "teacher", student="cnn", out=out, **FAST)
+    first = sha256_file(out / "model.safetensors")
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(out), "--overwrite",
+                       "--epochs", "1", "--max-train", "64", "--objective", "kl:temprature=2"], capsys)
+    assert code == 2 and "temprature" in err
+    assert sha256_file(out / "model.safetensors") == first, "a refused --overwrite must leave the old run intact"
+
+
+def test_a_users_own_config_is_neither_replaced_nor_removed(teacher, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    mine = f"# my experiment\nteacher: {teacher / 'teacher'}\nstudent: {{kind: cnn}}\nout: {exp}\n"
+    (exp / "config.yaml").write_text(mine)
+    (exp / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        code, err = _exit(["distill", "--config", str(exp / "config.yaml"), "--epochs", "1", "--max-train", "64", *extra], capsys)
+        assert code == 2 and "is inside --out" in " ".join(err.split())
+    assert (exp / "config.yaml").read_text() == mine and (exp / "notes.txt").read_text() == "mine"
+    out = tmp_path / "user-folder"  # a folder with only a config.yaml of the user's is no run: --overwrite keeps its files
+    out.mkdir()
+    (out / "config.yaml").write_text("seed: 1\n")
+    (out / "notes.txt").write_text("mine")
+    api.distill(teacher=teacher / "teacher", student="cnn", out=out, overwrite=True, **FAST)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "metrics.json").is_file()
+
+
+def test_run_files_are_readable_as_a_plain_open_makes_them(teacher, tmp_path):
+    import os
+
+    from kdexam.paths import UMASK
+
+    out = tmp_path / "s"
+    api.distill(teacher=teacher / "teacher", student="cnn", out=out, **FAST)
+    for name in ("config.yaml", "metrics.json", "student.json", "model.safetensors", "README.md"):
+        assert os.stat(out / name).st_mode & 0o777 == 0o666 & ~UMASK, name
+
+
+def test_unwritable_outputs_and_dropped_api_flags_are_sentences(teacher, tmp_path, capsys):
+    from kdexam.config import DistillRunConfig
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    for out in (tmp_path / "adir", tmp_path / "afile" / "x.json"):
+        code, err = _exit(["report", str(teacher / "teacher"), "--out", str(out)], capsys)
+        assert code == 2 and "Cannot write" in err, err
+    cfg = DistillRunConfig(teacher=str(teacher / "teacher"), out=str(tmp_path / "o"))
+    with pytest.raises(KdexamError, match=r"Got a DistillRunConfig and flags \(bogus_flag, epochs\)"):
+        api.distill(cfg, epochs=1, bogus_flag=3)
+
+
+def test_set_reaches_into_lists_sets_null_and_fills_empty_sections(tmp_path):
+    from kdexam.config import DistillRunConfig
+    from kdexam.exam import load_exam_config
+
+    cfg = load_exam_config("quick", {"datasets.0.max_train": 8, "budget.min_retention": None})
+    assert cfg.datasets[0].max_train == 8 and cfg.budget.min_retention is None
+    with pytest.raises(KdexamError, match=r"'datasets.9.max_train' goes inside 'datasets', which is a list of"):
+        load_exam_config("quick", {"datasets.9.max_train": 8})
+    with pytest.raises(KdexamError, match=r"'name.x' goes inside 'name', which is not a mapping"):
+        load_exam_config("quick", {"name.x": 1})
+    (tmp_path / "c.yaml").write_text("train:\nseed: 3\n")  # an empty section, then a flag inside it
+    assert api.distill_config(tmp_path / "c.yaml", epochs=1).train.epochs == 1
+    assert isinstance(api.distill_config(tmp_path / "c.yaml"), DistillRunConfig)

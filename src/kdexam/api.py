@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -361,17 +360,14 @@ def _resolve(model: type[BaseModel], config: str | Path | None, overrides: dict[
             raw = None
         if not isinstance(raw, dict):
             load_config(model, config)  # raises the sentence for a missing, unreadable or non-mapping file
-    data = copy.deepcopy(raw)
-    for dotted, value in overrides.items():
-        node = data
-        keys = dotted.split(".")
-        for i, key in enumerate(keys[:-1]):
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                where = ".".join(keys[:i + 1])
-                raise KdexamError(f"'{dotted}' goes inside '{where}', which is not a mapping; set '{where}' as a whole.")
-        node[keys[-1]] = value
-    return build_config(model, data)
+    return build_config(model, raw, overrides, set_nulls=True)
+
+
+def _no_flags_with_a_config(config: Any, model: type[BaseModel], flags: dict) -> None:
+    """Flags beside a resolved config object would be dropped without a word: refuse them."""
+    if isinstance(config, model) and flags:
+        raise KdexamError(f"Got a {model.__name__} and flags ({', '.join(sorted(flags))}); put them in the config "
+                          "(config.model_copy(update=...)), or pass the YAML path or no config with the flags.")
 
 
 def teacher_config(config: str | Path | None = None, set: Any = None, **flags: Any) -> TeacherRunConfig:
@@ -386,7 +382,11 @@ def finetune_teacher(config: str | Path | TeacherRunConfig | None = None, resume
     """Fine-tune a teacher; returns the content of its ``metrics.json``."""
     from kdexam.teachers.finetune import finetune_teacher as _finetune
 
+    from kdexam.rundir import check_config_file
+
+    _no_flags_with_a_config(config, TeacherRunConfig, flags)
     cfg = config if isinstance(config, TeacherRunConfig) else teacher_config(config, **flags)
+    check_config_file(None if isinstance(config, TeacherRunConfig) else config, cfg.out, resume)
     return _finetune(cfg, resume=resume, overwrite=overwrite)
 
 
@@ -410,7 +410,11 @@ def distill(config: str | Path | DistillRunConfig | None = None, resume: bool = 
     """
     from kdexam.training.distill import distill as _distill
 
+    from kdexam.rundir import check_config_file
+
+    _no_flags_with_a_config(config, DistillRunConfig, flags)
     cfg = config if isinstance(config, DistillRunConfig) else distill_config(config, **flags)
+    check_config_file(None if isinstance(config, DistillRunConfig) else config, cfg.out, resume)
     result = _distill(cfg, resume=resume, overwrite=overwrite)
     return result.to_dict() if hasattr(result, "to_dict") else result
 

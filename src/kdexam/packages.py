@@ -34,7 +34,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kdexam.errors import KdexamError
-from kdexam.paths import kdexam_home, temp_prefix
+from kdexam.paths import kdexam_home, temp_file
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -209,7 +209,7 @@ def extract_members(wheel: Path, relpaths: list[str], target: Path) -> None:
                 )
             out = target / rel
             out.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(out.name), suffix=".tmp")
+            fd, tmp = temp_file(out)
             try:
                 with os.fdopen(fd, "wb") as dst, archive.open(rel) as src:
                     shutil.copyfileobj(src, dst, 1 << 20)

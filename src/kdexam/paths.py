@@ -30,12 +30,45 @@ def keep_library_caches_home() -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home / "torchinductor"))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+"""The process's file-creation mask, read once at import (reading it means setting it)."""
+
+
+def temp_file(path: Path) -> tuple[int, str]:
+    """``(fd, name)`` of a new temporary file next to ``path`` (:func:`temp_prefix`), with the mode
+    a plain ``open`` would give it (``0o666 & ~umask``): ``mkstemp`` makes it 0600, and the rename
+    would hand that to the finished file, unreadable to anyone else sharing the run."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~UMASK)
+    return fd, tmp
+
+
+def plain_mode(path: str | Path) -> None:
+    """Give a finished file the mode a plain ``open`` would (``0o666 & ~umask``): safetensors
+    writes its files 0600, unreadable to anyone else sharing the run."""
+    os.chmod(path, 0o666 & ~UMASK)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename, so that a
-    reader never sees a half-written file."""
+    reader never sees a half-written file. A path that cannot be written (a folder, under a file,
+    no permission) is a one-sentence :class:`~kdexam.errors.KdexamError`."""
+    from kdexam.errors import KdexamError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        fd, tmp = temp_file(path)
+    except OSError as e:
+        raise KdexamError(f"Cannot write '{path}' ({e.strerror or e}); give a file path in a folder you can write to.") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

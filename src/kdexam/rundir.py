@@ -5,7 +5,11 @@
 - An ``--out`` that already holds a run (its ``config.yaml``, ``metrics.json`` or model files)
   is the same run again only when its ``config.yaml`` says so (every key but ``out``); a
   different run there is refused, naming the keys that differ, unless ``overwrite`` is given:
-  then the old run directory is removed as a whole before the new run starts.
+  then the old run directory is removed as a whole (:func:`clear_replaced`) once the new run is set
+  up and about to write — not before, so that a typo in the new run's flags never costs the old
+  run. A folder with no run file but ``config.yaml`` (a config a user keeps there) is never
+  removed, and a ``--config`` file inside ``--out`` is refused (:func:`check_config_file`): the
+  run would replace it with its resolved config.
 - ``resume`` continues the run in ``--out``; with a different config it is refused the same way.
 """
 
@@ -22,13 +26,16 @@ from kdexam.errors import KdexamError
 from kdexam.paths import sweep_stale
 
 RUN_FILES = ("config.yaml", "metrics.json", "student.json", "task.json", "model.safetensors")
+RUN_OUTPUTS = RUN_FILES[1:] + ("train_log.jsonl", "checkpoint")
+"""What only a run writes: a folder holding none of these is not removed by ``--overwrite``."""
 IGNORED_KEYS = {"out"}
 
 
 def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], resume: bool = False,
-              overwrite: bool = False) -> None:
-    """Refuse an ``out`` that is an input of the run or holds a different run (see the module doc);
-    with ``overwrite``, remove a run that is there. ``inputs``: what each input is called -> its path."""
+              overwrite: bool = False) -> bool:
+    """Refuse an ``out`` that is an input of the run or holds a different run (see the module doc).
+    ``inputs``: what each input is called -> its path. Returns whether ``overwrite`` is to replace
+    a run there: the caller removes it with :func:`clear_replaced` just before its first write."""
     if out.exists() and not out.is_dir():
         raise KdexamError(f"Output path '{out}' is a file; pass a directory to --out.")
     here = out.resolve()
@@ -45,21 +52,43 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
     for d in [out, *out.glob("checkpoint*")] if out.is_dir() else []:
         sweep_stale(d)  # temporary files of a run that was killed mid-write
     if not out.is_dir() or not any((out / f).exists() for f in RUN_FILES):
-        return
+        return False
     recorded = _recorded(out, type(cfg))
     differ = differing_keys(recorded, cfg.model_dump(mode="json")) if recorded is not None else ["config.yaml (missing)"]
     if not differ:
-        return
+        return False
     if overwrite:
-        Console(stderr=True).print(f"[yellow]--overwrite:[/] removing the run in {out}")
-        shutil.rmtree(out, ignore_errors=True)  # (ignore: another process of a parallel launch may remove it too)
-        return
+        return any((out / f).exists() for f in RUN_OUTPUTS)
     keys = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
     if resume:
         raise KdexamError(f"--resume: the run in '{out}' was started with another config ({keys} differ); resume it "
                           "with its own config.yaml (--config), or start a new run with another --out.")
     raise KdexamError(f"'{out}' already holds a different run ({keys} differ); pass another --out, --resume with its "
                       "config to continue it, or --overwrite to replace it.")
+
+
+def clear_replaced(out: Path, replace: bool, accelerator=None) -> None:
+    """``--overwrite``: remove the old run in ``out`` (``replace``, from :func:`check_out`) now that
+    the new run is set up; in a parallel launch the main process removes it and the others wait."""
+    if not replace:
+        return
+    if accelerator is None or accelerator.is_main_process:
+        Console(stderr=True).print(f"[yellow]--overwrite:[/] removing the run in {out}")
+        shutil.rmtree(out, ignore_errors=True)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+
+
+def check_config_file(config: str | Path | None, out: str | Path | None, resume: bool = False) -> None:
+    """A ``--config`` file inside ``--out`` is only the run's own ``config.yaml``, for ``--resume``:
+    a new run there would replace the user's file with its resolved config (comments and all)."""
+    if config is None or out is None or resume or not Path(config).is_file():
+        return
+    here, there = Path(out).resolve(), Path(config).resolve()
+    if here in there.parents:
+        raise KdexamError(f"--config '{config}' is inside --out '{out}': the run writes its own config.yaml there and "
+                          "would replace yours. Keep your config outside the run's folder, or pass --resume to continue "
+                          "the run it belongs to.")
 
 
 def is_builtin_name(name: str) -> bool:

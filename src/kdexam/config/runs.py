@@ -7,6 +7,7 @@ written into every run directory as ``config.yaml``.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
@@ -330,17 +331,43 @@ def check_keys(model: type[BaseModel], data: Any, where: str = "") -> None:
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` (``datasets.0.max_train``: an index into a list) in ``data``, in place; a key
+    that would go inside a value that is not a mapping (or a list index out of range) is a sentence.
+    An empty section (``train:`` with nothing under it, read as null) is an empty mapping."""
     keys = dotted.split(".")
-    for key in keys[:-1]:
-        data = data.setdefault(key, {})
-    data[keys[-1]] = value
+    node: Any = data
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list) and key.lstrip("-").isdigit() and -len(node) <= int(key) < len(node):
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+            continue
+        if not isinstance(node, dict):
+            where = ".".join(keys[:i])
+            what = f"a list of {len(node)}" if isinstance(node, list) else "not a mapping"
+            raise KdexamError(f"'{dotted}' goes inside '{where}', which is {what}; set '{where}' as a whole"
+                              f"{' or index it from 0' if isinstance(node, list) else ''}.")
+        if last:
+            node[key] = value
+        else:
+            if node.get(key) is None:
+                node[key] = {}
+            node = node[key]
 
 
-def build_config(model: type[M], raw: dict | None = None, overrides: dict[str, Any] | None = None) -> M:
-    """Validate ``raw`` (a YAML mapping) with ``overrides`` (dotted keys; ``None`` values skipped)."""
-    data = dict(raw or {})
+def build_config(model: type[M], raw: dict | None = None, overrides: dict[str, Any] | None = None,
+                 set_nulls: bool = False) -> M:
+    """Validate ``raw`` (a YAML mapping) with ``overrides`` (dotted keys; ``None`` values are flags not
+    given and skipped, unless ``set_nulls``: then ``--set key=null`` sets null)."""
+    data = copy.deepcopy(dict(raw or {}))
+    for key, value in list(data.items()):  # an empty section (``train:`` with its lines commented out) is {}
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if value is None and field is not None and _submodel(field.annotation) is field.annotation:
+            data[key] = {}
     for dotted, value in (overrides or {}).items():
-        if value is not None:
+        if value is not None or set_nulls:
             set_dotted(data, dotted, value)
     check_keys(model, data)
     try:
@@ -353,8 +380,9 @@ def build_config(model: type[M], raw: dict | None = None, overrides: dict[str, A
         raise KdexamError(f"Config value '{loc}' is invalid: {err['msg']} (got {err.get('input')!r}).") from None
 
 
-def load_config(model: type[M], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> M:
-    """Load a YAML config file (safe load) and apply CLI overrides."""
+def load_config(model: type[M], path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                set_nulls: bool = False) -> M:
+    """Load a YAML config file (safe load) and apply CLI overrides (see :func:`build_config`)."""
     raw: Any = {}
     if path is not None:
         p = Path(path)
@@ -370,7 +398,7 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: dict[
             raise KdexamError(f"Config file '{p}' is not UTF-8 text; save it as UTF-8.") from None
         if not isinstance(raw, dict):
             raise KdexamError(f"Config file '{p}' must hold a mapping of keys to values, not a {type(raw).__name__}.")
-    return build_config(model, raw, overrides)
+    return build_config(model, raw, overrides, set_nulls)
 
 
 def save_config(cfg: BaseModel, path: str | Path) -> None:

@@ -29,4 +29,4 @@ def load_exam_config(config: str | Path | None = None, overrides: dict | None = 
     if not path.is_file():
         raise KdexamError(f"Exam config '{config}' is neither a YAML file nor a built-in exam ({', '.join(BUILTIN_EXAMS)}); "
                           "check the path.")
-    return load_config(ExamConfig, path, overrides)
+    return load_config(ExamConfig, path, overrides, set_nulls=True)  # (every override is a --set: null means null)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -128,10 +127,10 @@ def _write_context_cache(path: Path, ids: list[int], means: torch.Tensor) -> Non
     """Write the averages through a temporary file and a rename (a reader never sees half a file)."""
     from safetensors.torch import save_file
 
-    from kdexam.paths import temp_prefix
+    from kdexam.paths import temp_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
+    fd, tmp = temp_file(path)
     os.close(fd)
     try:
         save_file({"ids": torch.tensor(ids, dtype=torch.long), "means": means.contiguous()}, tmp)

@@ -40,7 +40,7 @@ from typing import Any
 from torch import nn
 
 from kdexam.errors import KdexamError
-from kdexam.paths import atomic_write_json, sha256_file, temp_prefix
+from kdexam.paths import atomic_write_json, plain_mode, sha256_file, temp_prefix
 from kdexam.config.students import StudentSpec
 from kdexam.tasks import TASK_KINDS, Task
 
@@ -336,6 +336,7 @@ def save_student(model: nn.Module, tokenizer, spec: StudentSpec, task: Task, out
         (out / STUDENT_FILE).unlink(missing_ok=True)  # from here until the new one is written: no student
         for f in tmp.iterdir():
             if f.is_file():
+                plain_mode(f)
                 os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

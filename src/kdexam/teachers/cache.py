@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from rich.console import Console
 
 from kdexam.data.readers import Example
 from kdexam.outputs import parse_name
-from kdexam.paths import atomic_write_json, kdexam_home, sha256_file, sweep_stale, temp_prefix
+from kdexam.paths import atomic_write_json, kdexam_home, sha256_file, sweep_stale, temp_file
 from kdexam.tasks import Task
 
 FORMAT = 2
@@ -154,7 +153,7 @@ def write_output(d: Path, name: str, stored: Stored) -> None:
     if stored.offsets is not None:
         arrays[f"{name}.offsets.npy"] = stored.offsets
     for fname, array in arrays.items():
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=temp_prefix(fname), suffix=".tmp")
+        fd, tmp = temp_file(d / fname)
         try:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, np.ascontiguousarray(array))

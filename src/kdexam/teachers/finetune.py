@@ -22,8 +22,8 @@ from kdexam.data.readers import load_data
 from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.predict import evaluate
-from kdexam.paths import atomic_write_json, temp_prefix
-from kdexam.rundir import check_out
+from kdexam.paths import atomic_write_json, plain_mode, temp_prefix
+from kdexam.rundir import check_out, clear_replaced
 from kdexam.students.registry import count_parameters
 from kdexam.teachers.loader import allow_remote_code, load_for_task, load_tokenizer
 from kdexam.training.trainer import fit, make_accelerator
@@ -37,7 +37,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
     if not cfg.out:
         raise KdexamError("No output directory given; pass --out DIR.")
     out = Path(cfg.out)
-    check_out(cfg, out, {"model": cfg.model, "data": cfg.data.name}, resume, overwrite)
+    replace = check_out(cfg, out, {"model": cfg.model, "data": cfg.data.name}, resume, overwrite)
     allow_remote_code(cfg.trust_remote_code)
     set_seed(cfg.seed)
     started = time.perf_counter()
@@ -61,6 +61,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
     def validate(m):
         return evaluate(m, enc["validation"], data.validation, tokenizer, task, cfg.train.eval_batch_size)[0]
 
+    clear_replaced(out, replace, accelerator)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.jsonl"
     if not resume:
@@ -99,6 +100,8 @@ def save_model(model, tokenizer, out: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for f in tmp.iterdir():
+            if f.is_file():
+                plain_mode(f)
             f.replace(out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -39,7 +39,7 @@ from kdexam.evaluation.predict import decode, predict_logits, predict_logits_sha
 from kdexam.evaluation.results import ModelResult, RunResult, retention, retention_note
 from kdexam.objectives import ModelShape, build_objectives, default_objectives
 from kdexam.objectives.members import build_ensemble_objectives
-from kdexam.rundir import check_out
+from kdexam.rundir import check_out, clear_replaced
 from kdexam.students.crf import LAMPLE_2016, crf_params
 from kdexam.students.registry import build_student, count_parameters, save_student
 from kdexam.tasks import Task
@@ -68,7 +68,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     started = time.perf_counter()
     cfg = with_teacher_data(cfg, teacher_dirs[0])
     teacher_labels = ["teacher"] if len(teacher_dirs) == 1 else [f"teacher {i}" for i in range(1, len(teacher_dirs) + 1)]
-    check_out(cfg, out, {**dict(zip(teacher_labels, teacher_dirs)), "--init-from encoder": cfg.init_from,
+    replace = check_out(cfg, out, {**dict(zip(teacher_labels, teacher_dirs)), "--init-from encoder": cfg.init_from,
                          "data": cfg.data.name,
                          **{f"unlabelled text '{u}'": u for u in cfg.transfer.unlabelled}}, resume, overwrite)
     teacher = make_teacher(cfg)
@@ -99,6 +99,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
                                cfg.transfer.min_confidence) if cfg.transfer.min_confidence is not None else None)
     evaluated = teacher.outputs(data.split(split), ["logits"])
 
+    clear_replaced(out, replace, accelerator)  # (--overwrite: only now, with the new run set up)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     if len(transfer.segments) > 1:

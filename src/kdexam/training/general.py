@@ -28,7 +28,7 @@ from kdexam.config import DistillRunConfig, save_config
 from kdexam.data.encode import make_loader
 from kdexam.data.readers import load_texts
 from kdexam.errors import KdexamError
-from kdexam.rundir import check_out
+from kdexam.rundir import check_out, clear_replaced
 from kdexam.evaluation.results import ModelResult, RunResult
 from kdexam.objectives import build_objectives, general_objectives
 from kdexam.parallel import gather_items, my_share
@@ -54,7 +54,7 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
     if cfg.init_from:
         raise KdexamError("--general trains an encoder from the teacher; it does not take --init-from.")
     out = Path(cfg.out)
-    check_out(cfg, out, {"teacher": cfg.teacher, "data": cfg.data.name}, resume, overwrite)
+    replace = check_out(cfg, out, {"teacher": cfg.teacher, "data": cfg.data.name}, resume, overwrite)
     set_seed(cfg.seed)
     started = time.perf_counter()
     family, k = check_spec(cfg.student)
@@ -75,6 +75,7 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
     feats = {"train": teacher.encode(train), "validation": teacher.encode(validation)}
     sides = {"train": TeacherSide(train_out, names, None), "validation": TeacherSide(val_out, names, None)}
 
+    clear_replaced(out, replace, accelerator)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     train_cfg = stage_train_config(stage, cfg.train)
