@@ -1,4 +1,5 @@
-"""A tiny training job for the resume test: ``python resume_job.py OUT [--kill-at STEP] [--resume] [--ema]``.
+"""A tiny training job for the resume test: ``python resume_job.py OUT [--kill-at STEP] [--resume] [--ema]
+[--accumulate K]`` (``--accumulate``: windows of K batches, a checkpoint at every window's end).
 
 With ``--kill-at`` the process SIGKILLs itself in the middle of that step's loss, as
 a crash would; the checkpoint written before it must be enough to finish the run."""
@@ -32,8 +33,9 @@ val = [Example(r["text"], None, r["label"]) for r in sentiment_examples(16, seed
 model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                  intermediate_size=32, max_position_embeddings=32, num_labels=2))
 ftrain, fval = encode(train, tok, task, 32), encode(val, tok, task, 32)
-cfg = TrainConfig(epochs=3, batch_size=8, learning_rate=1e-3, checkpoint_every=4, patience=5,
-                  ema_decay=0.9 if "--ema" in sys.argv else None)
+accumulate = int(sys.argv[sys.argv.index("--accumulate") + 1]) if "--accumulate" in sys.argv else 1
+cfg = TrainConfig(epochs=3, batch_size=8, learning_rate=1e-3, checkpoint_every=4 if accumulate == 1 else 1, patience=5,
+                  ema_decay=0.9 if "--ema" in sys.argv else None, gradient_accumulation_steps=accumulate)
 calls = {"n": 0}
 
 

@@ -36,6 +36,21 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, ema):
     assert not (tmp_path / "resumed" / "checkpoint").exists(), "a finished run removes its checkpoint"
 
 
+def test_resume_with_gradient_accumulation_equals_uninterrupted(tmp_path):
+    """Windows of 5 batches in 12-batch epochs (5, 5, 2): the windows restart each epoch, and a run
+    killed mid-epoch 2 resumes from the end of a window to the same weights."""
+    full = run(tmp_path / "full", "--accumulate", "5")
+    assert full.returncode == 0, full.stderr
+    killed = run(tmp_path / "resumed", "--kill-at", "19", "--accumulate", "5")
+    assert killed.returncode == -9, killed.stderr
+    resumed = run(tmp_path / "resumed", "--resume", "--accumulate", "5")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "epoch 2, batch 5" in resumed.stderr  # the last window's end before step 19: step 17
+    a, b = load_file(tmp_path / "full" / "final.safetensors"), load_file(tmp_path / "resumed" / "final.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 STAGE_JOB = Path(__file__).parent / "stage_job.py"
 
 

@@ -50,9 +50,10 @@ def layer_groups(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def apply_unfreeze(model: torch.nn.Module, unfreeze: int | str) -> int:
-    """Freeze all but the top ``unfreeze`` layer groups; returns the number of trainable parameters."""
+    """Freeze all but the top ``unfreeze`` layer groups (more than the model has: all of them);
+    returns the number of trainable parameters."""
     groups = layer_groups(model)
-    n = len(groups) if unfreeze == "all" else int(unfreeze)
+    n = len(groups) if unfreeze == "all" else min(int(unfreeze), len(groups))
     for p in model.parameters():
         p.requires_grad = unfreeze == "all"
     for g in groups[len(groups) - n :]:

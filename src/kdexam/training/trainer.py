@@ -50,7 +50,8 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # cpu=True lets Accelerate see a torchrun launch on a machine without a GPU (else it runs alone);
     # unused parameters (a pooling a student does not use for this task) must not stall the gradient all-reduce
     # split_batches: the processes share each batch (see shard), so the LR schedule steps once per batch
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    # gradient accumulation is fit's own (windows within an epoch), not Accelerate's (a count across epochs and stages)
+    return Accelerator(mixed_precision=precision,
                        cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(split_batches=True),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
@@ -174,8 +175,15 @@ def fit(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
 ) -> dict:
-    """Train ``model`` in place and leave it holding its best weights; return a summary."""
-    steps_per_epoch = math.ceil(len(loader) / cfg.gradient_accumulation_steps)
+    """Train ``model`` in place and leave it holding its best weights; return a summary.
+
+    With ``cfg.gradient_accumulation_steps`` = k, each epoch's batches form windows of k (the last
+    one shorter when k does not divide the epoch), and the optimizer steps once per window on the
+    mean of its batches' losses: windows never span two epochs or two stages, so a checkpoint (taken
+    only at a window's end) resumes exactly, and the LR schedule's steps are the windows."""
+    accumulate = cfg.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(len(loader) / accumulate)
+    model.zero_grad(set_to_none=True)  # (nothing left over from an earlier stage)
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_at": None, "bad": 0, "history": [],
@@ -215,21 +223,28 @@ def fit(
             loader.batch_sampler.set_epoch(epoch, skip=pos["batch"])
             model.train()
             for i, batch in enumerate(loader, start=pos["batch"] + 1):
-                with accelerator.accumulate(model):
+                first = (i - 1) // accumulate * accumulate + 1  # this batch's accumulation window: batches first..last
+                last = min(first + accumulate - 1, len(loader))
+                sync = i == last
+                with nullcontext() if sync or accelerator.num_processes == 1 else accelerator.no_sync(model):
                     loss = loss_fn(model, shard(batch, accelerator))
                     value = loss.item()  # the one device sync of the step (the running loss uses it too)
                     finite = math.isfinite(value)
                     if accelerator.num_processes > 1:  # every process skips, or none: a lone skip would stall the all-reduce
                         finite = bool(accelerator.gather(torch.tensor([float(finite)], device=loss.device)).min().item())
                     if finite:
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and cfg.max_grad_norm:
-                            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                        optimizer.step()
-                        scheduler.step()
-                        if average is not None and accelerator.sync_gradients:
-                            average.update(accelerator.unwrap_model(model))
+                        accelerator.backward(loss / (last - first + 1))
+                        pos["window"] = pos.get("window", 0) + 1
+                if sync and pos.get("window"):  # (a window whose every loss was non-finite takes no step)
+                    if cfg.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    if average is not None:
+                        average.update(accelerator.unwrap_model(model))
+                if sync:
                     optimizer.zero_grad()
+                    pos["window"] = 0
                 if finite:
                     pos.update(running=pos["running"] + value, seen=pos["seen"] + 1, nonfinite=0)
                 else:
@@ -258,7 +273,7 @@ def fit(
                                       f"validation {primary_metric} {score:.4f}")
                     pos.update(running=0.0, seen=0)
                     best = pos["best"]
-                    if best is None or (score > best if greater_is_better else score < best):
+                    if math.isfinite(score) and (best is None or (score > best if greater_is_better else score < best)):
                         pos.update(best=score, best_at={"epoch": epoch + 1, "step": step}, bad=0)
                         weights = accelerator.unwrap_model(model).state_dict() if average is None else average.state
                         best_state = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
@@ -272,7 +287,7 @@ def fit(
                 # a checkpoint every N steps (after each evaluation when N is 0), never while losses are
                 # non-finite: the last checkpoint stays a good one
                 due = step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else i in eval_at
-                if due and i % cfg.gradient_accumulation_steps == 0 and not pos.get("nonfinite"):
+                if due and sync and not pos.get("nonfinite"):  # (at a window's end: no gradient half accumulated)
                     checkpoint()
                 if pos["stopped"]:
                     break
