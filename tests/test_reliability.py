@@ -388,3 +388,12 @@ def test_set_reaches_into_lists_sets_null_and_fills_empty_sections(tmp_path):
     (tmp_path / "c.yaml").write_text("train:\nseed: 3\n")  # an empty section, then a flag inside it
     assert api.distill_config(tmp_path / "c.yaml", epochs=1).train.epochs == 1
     assert isinstance(api.distill_config(tmp_path / "c.yaml"), DistillRunConfig)
+
+
+def test_resume_of_a_finished_run_does_not_train_it_again(teacher, tmp_path, capsys):
+    out = tmp_path / "s"
+    first = api.distill(teacher=teacher / "teacher", student="cnn", out=out, **FAST)
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    again = api.distill(teacher=teacher / "teacher", student="cnn", out=out, resume=True, **FAST)
+    assert again == json.loads((out / "metrics.json").read_text()) and again["student"] == first["student"]
+    assert (out / "metrics.json").stat().st_mtime_ns == stamp and "is finished" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from kdexam.errors import KdexamError
 from kdexam.paths import sweep_stale
 
 RUN_FILES = ("config.yaml", "metrics.json", "student.json", "task.json", "model.safetensors")
-RUN_OUTPUTS = RUN_FILES[1:] + ("train_log.jsonl", "checkpoint")
+RUN_OUTPUTS = RUN_FILES[1:] + ("train_log.jsonl", "checkpoint", "checkpoint-stage1", "checkpoint-general", "stage1-done")
 """What only a run writes: a folder holding none of these is not removed by ``--overwrite``."""
 IGNORED_KEYS = {"out"}
 
@@ -65,6 +65,22 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
                           "with its own config.yaml (--config), or start a new run with another --out.")
     raise KdexamError(f"'{out}' already holds a different run ({keys} differ); pass another --out, --resume with its "
                       "config to continue it, or --overwrite to replace it.")
+
+
+def finished_run(out: Path, resume: bool) -> dict | None:
+    """``--resume`` of a run that finished (its ``metrics.json`` written, no checkpoint or finished
+    stage left): its metrics, said on the console, instead of training it again."""
+    import json
+
+    if not resume or not (out / "metrics.json").is_file() or any(out.glob("checkpoint*")) or any(out.glob("stage*-done")):
+        return None
+    try:
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    Console(stderr=True).print(f"--resume: the run in {out} is finished (metrics.json, no checkpoint); nothing to do. "
+                               "Pass --overwrite to train it again.")
+    return metrics if isinstance(metrics, dict) else None
 
 
 def clear_replaced(out: Path, replace: bool, accelerator=None) -> None:

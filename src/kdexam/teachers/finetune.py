@@ -23,7 +23,7 @@ from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.predict import evaluate
 from kdexam.paths import atomic_write_json, plain_mode, temp_prefix
-from kdexam.rundir import check_out, clear_replaced
+from kdexam.rundir import check_out, clear_replaced, finished_run
 from kdexam.students.registry import count_parameters
 from kdexam.teachers.loader import allow_remote_code, load_for_task, load_tokenizer
 from kdexam.training.trainer import fit, make_accelerator
@@ -38,6 +38,8 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
         raise KdexamError("No output directory given; pass --out DIR.")
     out = Path(cfg.out)
     replace = check_out(cfg, out, {"model": cfg.model, "data": cfg.data.name}, resume, overwrite)
+    if (done := finished_run(out, resume)) is not None:
+        return done
     allow_remote_code(cfg.trust_remote_code)
     set_seed(cfg.seed)
     started = time.perf_counter()

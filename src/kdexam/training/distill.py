@@ -39,7 +39,7 @@ from kdexam.evaluation.predict import decode, predict_logits, predict_logits_sha
 from kdexam.evaluation.results import ModelResult, RunResult, retention, retention_note
 from kdexam.objectives import ModelShape, build_objectives, default_objectives
 from kdexam.objectives.members import build_ensemble_objectives
-from kdexam.rundir import check_out, clear_replaced
+from kdexam.rundir import check_out, clear_replaced, finished_run
 from kdexam.students.crf import LAMPLE_2016, crf_params
 from kdexam.students.registry import build_student, count_parameters, save_student
 from kdexam.tasks import Task
@@ -71,6 +71,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     replace = check_out(cfg, out, {**dict(zip(teacher_labels, teacher_dirs)), "--init-from encoder": cfg.init_from,
                          "data": cfg.data.name,
                          **{f"unlabelled text '{u}'": u for u in cfg.transfer.unlabelled}}, resume, overwrite)
+    if (done := finished_run(out, resume)) is not None:
+        return done
     teacher = make_teacher(cfg)
     teacher_dir = teacher.dir  # the teacher (the ensemble member) whose tokenizer, embeddings or layers the student takes
     data_cfg = cfg.data if cfg.data.task else cfg.data.model_copy(update={"task": teacher.task.kind})

@@ -28,7 +28,7 @@ from kdexam.config import DistillRunConfig, save_config
 from kdexam.data.encode import make_loader
 from kdexam.data.readers import load_texts
 from kdexam.errors import KdexamError
-from kdexam.rundir import check_out, clear_replaced
+from kdexam.rundir import check_out, clear_replaced, finished_run
 from kdexam.evaluation.results import ModelResult, RunResult
 from kdexam.objectives import build_objectives, general_objectives
 from kdexam.parallel import gather_items, my_share
@@ -55,6 +55,8 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
         raise KdexamError("--general trains an encoder from the teacher; it does not take --init-from.")
     out = Path(cfg.out)
     replace = check_out(cfg, out, {"teacher": cfg.teacher, "data": cfg.data.name}, resume, overwrite)
+    if (done := finished_run(out, resume)) is not None:
+        return done
     set_seed(cfg.seed)
     started = time.perf_counter()
     family, k = check_spec(cfg.student)
