@@ -397,3 +397,12 @@ def test_resume_of_a_finished_run_does_not_train_it_again(teacher, tmp_path, cap
     again = api.distill(teacher=teacher / "teacher", student="cnn", out=out, resume=True, **FAST)
     assert again == json.loads((out / "metrics.json").read_text()) and again["student"] == first["student"]
     assert (out / "metrics.json").stat().st_mtime_ns == stamp and "is finished" in capsys.readouterr().err
+
+
+def test_out_is_never_a_built_in_models_folder(tmp_path, capsys):
+    from kdexam.teachers.builtin_models import model_dir
+
+    model_dir("minilm-l6").mkdir(parents=True)  # (as prepared, in this test's kdexam home)
+    code, err = _exit(["teacher", "--data", "movie-sentiment", "--model", "minilm-l6", "--out", str(model_dir("minilm-l6")),
+                       "--overwrite"], capsys)
+    assert code == 2 and "is the model of this run" in " ".join(err.split())

@@ -40,7 +40,8 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
         raise KdexamError(f"Output path '{out}' is a file; pass a directory to --out.")
     here = out.resolve()
     for what, path in inputs.items():
-        if not path or is_builtin_name(str(path)) or not Path(path).exists():
+        path = builtin_folder(str(path)) if path and is_builtin_name(str(path)) else path
+        if not path or not Path(path).exists():
             continue
         there = Path(path).resolve()
         if there == here or here in there.parents:
@@ -113,6 +114,14 @@ def is_builtin_name(name: str) -> bool:
     from kdexam.teachers.builtin_models import BUILTIN_MODELS
 
     return name in BUILTIN_DATASETS or name in BUILTIN_MODELS
+
+
+def builtin_folder(name: str) -> Path:
+    """Where kdexam keeps the built-in dataset or model ``name`` (in its home)."""
+    from kdexam.data.builtin import BUILTIN_DATASETS, dataset_dir
+    from kdexam.teachers.builtin_models import model_dir
+
+    return dataset_dir(name) if name in BUILTIN_DATASETS else model_dir(name)
 
 
 def _recorded(out: Path, model: type[BaseModel]) -> dict | None:
