@@ -222,7 +222,7 @@ def test_predict_file_errors(exported, tmp_path, capsys):
         ([str(tmp_path), "--input", str(tmp_path / "a.csv")], "holds no model"),
         ([tag, "--input", str(tmp_path / "one.txt"), "--backend", "gpu"], "Unknown backend"),
         ([cls, "--input", str(tmp_path / "half.jsonl")], "line 1 is not valid Unicode (a lone surrogate"),
-        ([cls, "--input", str(tmp_path / "one.txt"), "--output", str(tmp_path / "file" / "out.jsonl")], "Cannot write --output"),
+        ([cls, "--input", str(tmp_path / "one.txt"), "--output", str(tmp_path / "file" / "out.jsonl")], "Cannot write"),
         ([cls, "--input", str(tmp_path / "one.txt"), "--backend", "pytorch", "--quantized"], "int8 model is an ONNX export"),
     ]
     for argv, message in cases:
