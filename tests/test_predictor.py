@@ -14,7 +14,8 @@ import torch
 
 from kdexam.errors import KdexamError
 from kdexam.export.onnx import export_onnx
-from kdexam.inference.predictor import Predictor, load_student, read_inputs
+from kdexam.inference.inputs import read_inputs
+from kdexam.inference.predictor import Predictor, load_student
 from run_factory import runs  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -129,7 +129,7 @@ def test_config_files(tmp_path_factory, config, raw):
        ext=st.sampled_from([".txt", ".jsonl", ".json", ".conll"]),
        kind=st.sampled_from(["classification", "token-classification", "pair"]))
 def test_predict_inputs(tmp_path_factory, data, ext, kind):
-    from kdexam.inference.predictor import read_inputs
+    from kdexam.inference.inputs import read_inputs
 
     f = tmp_path_factory.mktemp("inputs") / f"inputs{ext}"
     f.write_bytes(data)

@@ -496,7 +496,7 @@ def benchmark(config: str | Path | None = None, **flags: Any) -> dict:
 def predict(model: str | Path, input: str | Path, output: str | Path | None = None, backend: str = "auto",
             quantized: bool = False, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS, trust_remote_code: bool = False) -> list[dict]:
     """Predict every input of a file (.txt, .jsonl, .conll; see
-    :func:`kdexam.inference.predictor.read_inputs`); returns the JSONL records (input fields,
+    :func:`kdexam.inference.inputs.read_inputs`); returns the JSONL records (input fields,
     then ``label``/``scores``, ``value`` or ``tokens``/``tags``) and writes them to ``output``.
     Batches hold at most ``batch_size`` inputs and ``max_tokens`` padded positions (``None``: no cap)."""
     from kdexam.inference.predictor import predict_file

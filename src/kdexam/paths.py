@@ -73,8 +73,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise KdexamError(f"Cannot write '{path}' ({e.strerror or e}); give a file path in a folder you can write to.") from None
         raise
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -71,8 +72,6 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
 def finished_run(out: Path, resume: bool) -> dict | None:
     """``--resume`` of a run that finished (its ``metrics.json`` written, no checkpoint or finished
     stage left): its metrics, said on the console, instead of training it again."""
-    import json
-
     if not resume or not (out / "metrics.json").is_file() or any(out.glob("checkpoint*")) or any(out.glob("stage*-done")):
         return None
     try:

@@ -3,6 +3,7 @@
 See :func:`kdexam.inference.predictor.load_student` and :class:`kdexam.inference.predictor.Predictor`.
 """
 
-from kdexam.inference.predictor import Predictor, load_student, read_inputs
+from kdexam.inference.inputs import read_inputs
+from kdexam.inference.predictor import Predictor, load_student
 
 __all__ = ["Predictor", "load_student", "read_inputs"]

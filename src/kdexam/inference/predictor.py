@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 
-from kdexam.data.readers import read_json_objects, read_lines, read_text
 from kdexam.errors import KdexamError
 from kdexam.inference.serving import MAX_TOKENS, onnx_session  # noqa: F401  (onnx_session: one session set-up; export and bench import it here)
 
@@ -419,168 +418,11 @@ def load_student(path: str | Path, backend: str = "auto", quantized: bool = Fals
     return Predictor(TorchRunner(tm.module, device), tm.tokenizer, tm.task, tm.max_length, str(p), False, tm.crf, tm.name)
 
 
-# ---- input files for `kdexam predict` ------------------------------------------------------------------
-
-TEXT_EXTS = {".txt", ".text"}
-JSONL_EXTS = {".jsonl", ".json", ".ndjson"}
-CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob"}
-TABLE_EXTS = {".tsv": "\t", ".csv": ","}
-
-
-def input_format(path: Path) -> str:
-    """``text``, ``jsonl``, ``conll`` or ``table``, from the extension; a file without one is sniffed
-    (a first non-blank line starting with ``{``, or a whole file that parses as a JSON array, is
-    JSONL; anything else is text)."""
-    ext = path.suffix.lower()
-    if ext in TEXT_EXTS:
-        return "text"
-    if ext in JSONL_EXTS:
-        return "jsonl"
-    if ext in CONLL_EXTS:
-        return "conll"
-    if ext in TABLE_EXTS:
-        return "table"
-    if ext == "":
-        first = next((l for l in read_lines(path) if l.strip()), "").lstrip()
-        if first.startswith("{"):
-            return "jsonl"
-        if first.startswith("["):
-            try:
-                return "jsonl" if isinstance(json.loads(read_text(path)), list) else "text"
-            except ValueError:
-                return "text"
-        return "text"
-    raise KdexamError(f"File '{path}' has an unknown extension '{ext}'; use .txt (one text per line), .jsonl, .csv, .tsv or .conll.")
-
-
-def read_inputs(path: str | Path, task) -> list[dict]:
-    """Inputs of a file as dicts (``text`` [+ ``text_pair``], or ``tokens`` for tagging).
-
-    - text (``.txt``): one input per line, blank lines skipped; pairs as ``text<TAB>text_pair``;
-      for tagging, the words of the line (split on whitespace);
-    - JSONL (``.jsonl``/``.json``): objects with ``text`` [and ``text_pair``]; for tagging
-      ``tokens`` (a word list) or ``text`` (a list or a string); a JSON array of such objects works too;
-    - CoNLL (``.conll``/``.conllu``/``.bio``/``.iob``; ``.tsv`` for tagging): the first column
-      is the word (CoNLL-U: the FORM column, multiword and empty-node rows skipped), a blank line
-      ends a sentence; ``#`` comments and ``-DOCSTART-`` are skipped;
-    - tables (``.csv``; ``.tsv`` for other tasks) with a header row: the ``text`` [and
-      ``text_pair``] columns, other columns (a gold label) ignored; a ``.tsv`` whose first line is
-      not such a header is read as ``text<TAB>text_pair`` lines for a pair model."""
-    p = Path(path)
-    if not p.is_file():
-        raise KdexamError(f"Input file '{path}' does not exist; check the path given to --input.")
-    fmt = input_format(p)
-    tagging = task.kind == "token-classification"
-    if fmt == "table" and p.suffix.lower() == ".tsv" and tagging:
-        fmt = "conll"
-    if fmt == "conll":
-        if not tagging:
-            raise KdexamError(f"File '{p}' is CoNLL but the model does {task.kind}; give a .txt or .jsonl file of texts.")
-        items = _read_conll_words(p)
-    elif fmt == "table":
-        items = _read_table(p, task)
-    elif fmt == "jsonl":
-        items = _read_jsonl(p, task)
-    else:
-        items = _read_text(p, task)
-    if not items:
-        raise KdexamError(f"File '{p}' holds no inputs; check that it is the right file.")
-    return items
-
-
-def _read_text(p: Path, task) -> list[dict]:
-    items = []
-    for i, line in enumerate(read_lines(p), start=1):
-        if not line.strip():
-            continue
-        if task.kind == "token-classification":
-            items.append({"tokens": line.split()})
-        elif task.text_pair:
-            text, tab, pair = line.partition("\t")
-            if not tab or not text.strip() or not pair.strip():
-                raise KdexamError(f"File '{p}' line {i} is not 'text<TAB>text_pair'; the model reads text pairs.")
-            items.append({"text": text, "text_pair": pair})
-        else:
-            items.append({"text": line})
-    return items
-
-
-def _read_jsonl(p: Path, task) -> list[dict]:
-    items = []
-    for where, r in read_json_objects(p, '{"text": ...}'):
-        if task.kind == "token-classification":
-            words = r.get("tokens", r.get("text"))
-            if words is None:
-                raise KdexamError(f"File '{p}' {where} has no 'tokens' or 'text' field; a tagger needs the words.")
-            items.append({"tokens": words.split() if isinstance(words, str) else words})
-        else:
-            if "text" not in r:
-                raise KdexamError(f"File '{p}' {where} has no 'text' field; write objects like {{\"text\": ...}}.")
-            item = {"text": r["text"]}
-            if task.text_pair or "text_pair" in r:
-                item["text_pair"] = r.get("text_pair")
-            items.append(item)
-        to_example(items[-1], task, f"file '{p}' {where}")  # errors name the line
-    return items
-
-
-def _read_table(p: Path, task) -> list[dict]:
-    """A CSV/TSV with a header row naming ``text`` [and ``text_pair``]; a headerless ``.tsv`` for a
-    pair model is ``text<TAB>text_pair`` lines (:func:`_read_text`)."""
-    import csv
-    import io
-
-    delimiter = TABLE_EXTS[p.suffix.lower()]
-    reader = csv.DictReader(io.StringIO(read_text(p), newline=""), delimiter=delimiter)
-    columns = reader.fieldnames or []
-    wanted = ["text", "text_pair"] if task.text_pair else ["text"]
-    if "text" not in columns and delimiter == "\t" and task.text_pair:
-        return _read_text(p, task)
-    missing = [c for c in wanted if c not in columns]
-    if missing:
-        raise KdexamError(f"File '{p}' has no column '{missing[0]}' in its header row (it has: {', '.join(columns) or 'none'}); "
-                          f"name the input column{'s' if len(wanted) > 1 else ''} {' and '.join(wanted)}, or give a .txt or .jsonl file.")
-    items = []
-    try:
-        for row in reader:
-            if all(not (row.get(c) or "").strip() for c in wanted):
-                continue
-            items.append({c: row.get(c) or "" for c in wanted})
-            to_example(items[-1], task, f"file '{p}' line {reader.line_num}")  # errors name the line
-    except csv.Error as e:
-        raise KdexamError(f"File '{p}' is not a valid table ({e}); fix the quoting.") from None
-    return items
-
-
-def _read_conll_words(p: Path) -> list[dict]:
-    from kdexam.data.readers import _is_comment
-
-    conllu = p.suffix.lower() == ".conllu"
-    items, words = [], []
-    for line in read_lines(p):
-        if not line.strip() or _is_comment(line, in_sentence=bool(words)):
-            if words:
-                items.append({"tokens": words})
-                words = []
-            continue
-        cols = line.split("\t") if "\t" in line else line.split()
-        if conllu:  # ID FORM LEMMA …: multiword tokens (1-2) and empty nodes (8.1) are not words of the text
-            if len(cols) < 2 or "-" in cols[0] or "." in cols[0]:
-                continue
-            word = cols[1].strip()
-        else:
-            word = cols[0].strip()
-        if word != "-DOCSTART-":
-            words.append(word)
-    if words:
-        items.append({"tokens": words})
-    return items
-
-
 def predict_file(model: str | Path, input_path: str | Path, output: str | Path | None = None, backend: str = "auto",
                  quantized: bool = False, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS) -> list[dict]:
     """Predict every input of a file; returns the JSONL records (the input fields, then the
     prediction) and writes them to ``output`` when given (atomically)."""
+    from kdexam.inference.inputs import read_inputs
     from kdexam.paths import atomic_write_text
 
     if batch_size < 1:
@@ -594,8 +436,5 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
     for item, pred in zip(items, preds):
         records.append({**{k: v for k, v in item.items() if k != "tokens"}, **pred})
     if output is not None:
-        try:
-            atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        except OSError as e:
-            raise KdexamError(f"Cannot write --output '{output}' ({e.strerror or e}); choose a path in a folder you can write to.") from None
+        atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return records
