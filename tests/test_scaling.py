@@ -158,3 +158,31 @@ def test_a_missing_share_is_an_error_in_every_process_not_a_hang(tmp_path, teach
         t.fill_sharded(tmp_path, examples, ["logits"], features)
     assert len(barriers) == 2
     assert list(tmp_path.glob("logits.shard-0-of-2*")), "its own share is kept for the rerun"
+
+
+def test_a_process_with_no_examples_writes_an_empty_share(tmp_path, teacher_and_data, monkeypatch):
+    """Fewer examples than processes (a one-sentence test split on two processes): the process with
+    none writes an empty share, and the merged output is the single process's."""
+    from kdexam.data.encode import encode
+    from kdexam.data.readers import Example
+    from kdexam.errors import KdexamError
+    from kdexam.teachers import teacher as teacher_module
+
+    monkeypatch.setattr(teacher_module, "barrier", lambda: None)
+    t = teacher_module.Teacher(teacher_and_data[0])
+    examples = [Example("the only sentence")]
+    features = encode(examples, t.tokenizer, t.task, 32)
+    for rank in (1, 0):  # process 1 (no examples) first; process 0 then merges both shares
+        monkeypatch.setattr(teacher_module, "rank_and_world", lambda r=rank: (r, 2))
+        monkeypatch.setattr(teacher_module, "my_share", lambda n, r=rank: list(range(r, n, 2)))
+        if rank == 1:
+            with pytest.raises(KdexamError, match="missing or damaged"):  # (process 0 has not merged yet)
+                t.fill_sharded(tmp_path, examples, ["logits", "hidden.1"], features)
+            assert (tmp_path / "logits.shard-1-of-2.json").is_file(), "the empty share is written"
+        else:
+            merged = t.fill_sharded(tmp_path, examples, ["logits", "hidden.1"], features)
+    alone = t.compute(examples, ["logits", "hidden.1"], features=features)
+    for n in ("logits", "hidden.1"):
+        assert len(merged[n]) == 1
+        np.testing.assert_allclose(merged[n].example(0), alone[n][0], atol=1e-3)
+    assert not list(tmp_path.glob("*.shard-*")), "the shares are removed after the merge"

@@ -135,7 +135,9 @@ def pack(name: str, per_example: list[np.ndarray]) -> Stored:
         rows = [a.transpose(1, 2, 0).reshape(-1, a.shape[0]) for a in per_example]
     else:
         rows = list(per_example)
-    variable = kind in ("hidden", "query", "key", "value", "attention", "word") or (rows and rows[0].ndim == 2 and kind == "logits")
+    variable = kind in ("hidden", "query", "key", "value", "attention", "word") or bool(rows and rows[0].ndim == 2 and kind == "logits")
+    if not rows:  # a data-parallel process with no examples (fewer examples than processes)
+        return Stored(np.zeros(0, dtype), np.zeros(1, dtype=np.int64) if variable else None, square=kind == "attention")
     if not variable:
         return Stored(np.stack(rows).astype(dtype))
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
