@@ -122,6 +122,8 @@ def test_export_cli_and_errors(runs, tmp_path, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "onnx-int8" in text and "agreement" in text
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "model.onnx").write_text("a user's own model")  # never overwritten by an export
     cases = [
         (["export", str(tmp_path), "--format", "onnx"], "holds no model"),
         (["export", str(tmp_path / "missing"), "--format", "onnx"], "does not exist"),
@@ -129,6 +131,7 @@ def test_export_cli_and_errors(runs, tmp_path, capsys):
         (["export", str(run), "--quantize", "int4", "--out", str(tmp_path / "q")], "Unknown quantization"),
         (["export", str(tmp_path / "o"), "--format", "onnx"], "ONNX export folder"),
         (["export", str(run), "--out", str(run)], "is the run directory itself"),
+        (["export", str(run), "--out", str(tmp_path / "mine")], "is not a kdexam export folder"),
         (["export", str(run), "--data", str(runs.root / "data-tag"), "--out", str(tmp_path / "t")], "token-classification"),
         (["export", str(run), "--data", str(runs.root / "data-cls"), "--out", str(tmp_path / "t")], "of text pairs"),
     ]
@@ -137,6 +140,8 @@ def test_export_cli_and_errors(runs, tmp_path, capsys):
             main(argv)
         assert e.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
+    assert [f.name for f in (tmp_path / "mine").iterdir()] == ["model.onnx"]
+    assert (tmp_path / "mine" / "model.onnx").read_text() == "a user's own model"
 
 
 def test_failed_parity_exits_with_code_1(runs, tmp_path, capsys, monkeypatch):

@@ -211,6 +211,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
     if quantize not in (None, *QUANTIZE):
         raise KdexamError(f"Unknown quantization '{quantize}'; use --quantize int8 or leave it out.")
     out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(serving.__file__), out / SERVING_FILE)  # first: it marks the folder as an export's (see export_onnx)
     started = time.perf_counter()
     unfolded, tm = tm, folded_for_export(tm)
     inputs = write_onnx(tm, trace_batch(features, tm.tokenizer, tm.task), out / FP32_FILE, opset)
@@ -228,7 +229,6 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
                 os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copyfile(Path(serving.__file__), out / SERVING_FILE)
     (out / CRF_FILE).unlink(missing_ok=True)
     if tm.crf is not None:
         from safetensors.numpy import save_file
@@ -312,6 +312,9 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
         raise KdexamError(f"Output path '{out}' is a file; pass a directory to --out.")
     if out.resolve() == Path(run_dir).resolve():
         raise KdexamError(f"Output folder '{out}' is the run directory itself; pass another folder to --out (default RUN/onnx).")
+    if out.is_dir() and any(out.iterdir()) and not (out / SERVING_FILE).is_file():
+        raise KdexamError(f"Output folder '{out}' already holds files and is not a kdexam export folder (it has no "
+                          f"{SERVING_FILE}); pass a new or empty folder to --out, or an earlier export folder to rewrite it.")
     (out / EXPORT_FILE).unlink(missing_ok=True)  # the folder is incomplete until export.json is written again
     features = encode(examples, tm.tokenizer, tm.task, tm.max_length)
     record = write_export_dir(tm, features, out, quantize, opset)
