@@ -406,3 +406,32 @@ def test_out_is_never_a_built_in_models_folder(tmp_path, capsys):
     code, err = _exit(["teacher", "--data", "movie-sentiment", "--model", "minilm-l6", "--out", str(model_dir("minilm-l6")),
                        "--overwrite"], capsys)
     assert code == 2 and "is the model of this run" in " ".join(err.split())
+
+
+def test_the_fp16_loss_scale_is_in_the_checkpoint(tmp_path):
+    """fp16 training (GPU) scales its loss by a factor that halves on overflow and doubles after a
+    run of clean steps; a resumed run must start from the scale and counter it was killed with,
+    not from 65,536 again. (The scaler's own CPU form is used here: the same state.)"""
+    import torch
+
+    from kdexam.training.checkpoint import load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", growth_interval=5)
+    for overflow in (False, True, False, False):  # halve once, then two clean steps towards the next doubling
+        opt.zero_grad()
+        scaler.scale(model(torch.ones(1, 3)).sum() * (float("inf") if overflow else 1.0)).backward()
+        scaler.step(opt)
+        scaler.update()
+    saved = scaler.state_dict()
+    assert saved["scale"] == 32768.0 and saved["_growth_tracker"] == 2, saved
+    save_checkpoint(tmp_path / "c", model, opt, sched, {"step": 4}, None, scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", growth_interval=5)
+    load_checkpoint(tmp_path / "c", torch.nn.Linear(3, 2), torch.optim.AdamW(model.parameters()), sched, scaler=fresh)
+    assert fresh.state_dict() == saved
+    save_checkpoint(tmp_path / "n", model, opt, sched, {"step": 4}, None, scaler=None)  # no scaler (fp32, bf16): none saved
+    untouched = torch.amp.GradScaler("cpu", growth_interval=5)
+    load_checkpoint(tmp_path / "n", model, opt, sched, scaler=untouched)
+    assert untouched.state_dict()["scale"] == 65536.0

@@ -50,8 +50,9 @@ def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(directory: Path, model, optimizer, scheduler, position: dict, best_state: dict | None,
-                    average: dict | None = None) -> None:
-    """Write a whole checkpoint; ``average``: the weight average of ``train.ema_decay``, when on."""
+                    average: dict | None = None, scaler=None) -> None:
+    """Write a whole checkpoint; ``average``: the weight average of ``train.ema_decay``, when on;
+    ``scaler``: fp16 training's loss scaler (its scale and growth counter, plain numbers), when on."""
     directory = Path(directory)
     new, old = directory.with_name(directory.name + ".new"), directory.with_name(directory.name + ".old")
     shutil.rmtree(new, ignore_errors=True)
@@ -64,8 +65,9 @@ def save_checkpoint(directory: Path, model, optimizer, scheduler, position: dict
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     rng, rng_meta = _rng_state()
     save_file({**opt_tensors, **rng}, new / "optimizer.safetensors")
+    scaling = {"scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}
     atomic_write_json(new / "state.json", {"position": position, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
-                                           **rng_meta})
+                                           **scaling, **rng_meta})
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
         directory.rename(old)
@@ -82,14 +84,17 @@ def find_checkpoint(directory: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(directory: Path, model, optimizer, scheduler) -> tuple[dict, dict | None, dict | None]:
-    """Restore everything in place; returns (position, best_state, weight average or None)."""
+def load_checkpoint(directory: Path, model, optimizer, scheduler, scaler=None) -> tuple[dict, dict | None, dict | None]:
+    """Restore everything in place (``scaler`` too, when given and saved); returns (position,
+    best_state, weight average or None)."""
     state = json.loads((directory / "state.json").read_text())
     model.load_state_dict(load_file(directory / "model.safetensors"))
     tensors = load_file(directory / "optimizer.safetensors")
     rng = {k: tensors.pop(k) for k in list(tensors) if k.startswith("__")}  # the RNG states saved beside the optimizer's
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     _set_rng_state(rng, state)
     best = load_file(directory / "best.safetensors") if (directory / "best.safetensors").is_file() else None
     average = load_file(directory / "average.safetensors") if (directory / "average.safetensors").is_file() else None

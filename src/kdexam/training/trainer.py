@@ -190,7 +190,8 @@ def fit(
            "seconds": 0.0, "running": 0.0, "seen": 0, "stopped": False}
     best_state = average = None
     if resume and checkpoint_dir and (found := find_checkpoint(checkpoint_dir)):
-        pos, best_state, saved_average = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler)
+        pos, best_state, saved_average = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler,
+                                                       scaler=accelerator.scaler)
         if cfg.ema_decay and saved_average is not None:
             average = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay, saved_average, pos.get("averaged", 0))
         console.print(f"resuming from {found}: epoch {pos['epoch'] + 1}, batch {pos['batch']}")
@@ -207,7 +208,7 @@ def fit(
                 pos["averaged"] = average.updates
             if accelerator.is_main_process:  # one writer; the others wait until it is whole
                 save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, pos, best_state,
-                                average=average.state if average is not None else None)
+                                average=average.state if average is not None else None, scaler=accelerator.scaler)
             accelerator.wait_for_everyone()
 
     eval_at = {round(len(loader) * k / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
