@@ -29,6 +29,8 @@ its student's, its recipe's and its transfer setting's (later ones win).
 
 from __future__ import annotations
 
+import difflib
+
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -194,4 +196,15 @@ class ExamConfig(BaseModel):
                 raise ValueError(f"{what} names '{twice[0]}' twice; give each entry its own 'name'")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds lists a seed twice")
+        students = [n for s in self.students for n in (s.name, s.kind)]
+        datasets = [d.name for d in self.datasets]
+        for what, entries in (("recipes", self.recipes), ("transfer", self.transfer)):
+            for e in entries:
+                for key, known in (("students", students), ("datasets", datasets)):
+                    for name in getattr(e, key, None) or []:
+                        if name not in known:  # a typo would drop the entry's cells without a word
+                            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+                            hint = f"did you mean '{close[0]}'?" if close else f"the exam's {key}: {', '.join(dict.fromkeys(known))}"
+                            raise ValueError(f"{what} entry '{e.name}' lists {key[:-1]} '{name}', which the exam does not "
+                                             f"have; {hint}")
         return self

@@ -44,6 +44,14 @@ def dataset_slug(name: str) -> str:
     return _slug(name.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]) or "data"
 
 
+def dataset_slugs(names) -> dict[str, str]:
+    """A distinct file name for each dataset (plots, exported students): :func:`dataset_slug`, with a
+    short hash of the whole name where two datasets would share one (``a/data`` and ``b/data``)."""
+    names = list(dict.fromkeys(names))
+    slugs = [dataset_slug(n) for n in names]
+    return {n: s if slugs.count(s) == 1 else f"{s}-{_hash(n)[:6]}" for n, s in zip(names, slugs)}
+
+
 @dataclass(frozen=True)
 class TeacherCell:
     """A teacher for one dataset: fine-tuned with ``flags`` (``kdexam teacher`` keywords), or a given ``run``."""
@@ -81,6 +89,9 @@ def teacher_cells(cfg: ExamConfig) -> list[TeacherCell]:
     out = []
     for d in cfg.datasets:
         data = {"data": d.name, **{k: v for k, v in d.flags.items() if k in DATA_KEYS}}
+        data_set = {k: v for k, v in (d.flags.get("set") or {}).items() if k.startswith("data.")}
+        if data_set:  # (how the data is read and scored — primary_metric, columns — is the teacher's too)
+            data["set"] = data_set
         for t in cfg.teachers:
             if t.run:
                 out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(["run", t.run, d.name]), d.name, t.name,
@@ -125,8 +136,10 @@ def _cell(role, dataset, teacher, s, recipe, transfer, seed, tc: TeacherCell, fl
 
 
 def check_cells(teachers: list[TeacherCell], grid: list[Cell]) -> None:
-    """Build every run's config before anything runs: a typo in any cell is found at once."""
+    """Build and check every run's config before anything runs (student kinds and settings,
+    objectives, matches, augmenters too): a typo in any cell is found at once."""
     from kdexam import api
+    from kdexam.training.distill import check_run_config
 
     for t in teachers:
         if t.run is None:
@@ -136,7 +149,7 @@ def check_cells(teachers: list[TeacherCell], grid: list[Cell]) -> None:
         if c.id in seen:
             raise KdexamError(f"Two exam cells are the same run ({c.label}); give the entries different settings or names.")
         seen.add(c.id)
-        _build(lambda: api.distill_config(teacher="TEACHER", out="OUT", **c.flags), f"cell {c.label}")
+        _build(lambda: check_run_config(api.distill_config(teacher="TEACHER", out="OUT", **c.flags)), f"cell {c.label}")
 
 
 def _build(make, where: str) -> None:

@@ -36,6 +36,7 @@ from kdexam.objectives.base import (
 from kdexam.objectives.composite import (
     CompositeObjective,
     build_objectives,
+    check_objective_specs,
     default_objectives,
     general_objectives,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "SoftCrossEntropyLoss",
     "ValueRelationLoss",
     "build_objectives",
+    "check_objective_specs",
     "default_objectives",
     "general_objectives",
     "layer_pairs",

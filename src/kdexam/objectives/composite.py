@@ -215,6 +215,19 @@ def build_objectives(specs: list[ObjectiveSpec | dict], task_kind: str, teacher:
     return CompositeObjective(objectives, weights)
 
 
+def check_objective_specs(specs, matches=None) -> None:
+    """What can be checked of objectives and matches without the task, teacher or student: each
+    name, field and parameter, and each match (a :class:`~kdexam.errors.KdexamError` as
+    :func:`build_objectives` raises it). An exam checks every cell with it before any teacher trains."""
+    def without_member(entry):  # the ensemble member an entry reads is checked when the teachers are known
+        entry = entry.model_dump() if isinstance(entry, (ObjectiveSpec, MatchSpec)) else entry
+        return {k: v for k, v in entry.items() if k != "teacher"} if isinstance(entry, dict) else entry
+
+    for i, spec in enumerate(specs or [], 1):
+        _check_spec(i, without_member(spec))
+    _compile_matches([without_member(m) for m in matches or []])
+
+
 def _check_spec(i: int, spec) -> tuple[int, ObjectiveSpec, type[Objective], object]:
     """``(i, spec, class, params)`` of one entry, or a KdexamError naming what is wrong."""
     if isinstance(spec, ObjectiveSpec):

@@ -43,10 +43,14 @@ def build_augmenter(name: str, *, teacher_dir: str | None = None, vectors_file: 
             ``mlm_model``, ``neighbours`` with neither ``vectors_file`` nor ``teacher_dir``,
             or ``p`` outside (0, 1].
     """
-    cls = AUGMENTERS.get(name)
-    if cls is None:
+    check_augmenter_name(name)
+    return AUGMENTERS[name].from_options(teacher_dir=teacher_dir, vectors_file=vectors_file, mlm_model=mlm_model,
+                            p=p, mask_token=mask_token)
+
+
+def check_augmenter_name(name: str) -> None:
+    """A :class:`KdexamError` naming the closest augmenter when ``name`` is not one of :data:`AUGMENTERS`."""
+    if name not in AUGMENTERS:
         close = difflib.get_close_matches(str(name), list(AUGMENTERS), n=1, cutoff=0.0)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise KdexamError(f"Unknown augmenter '{name}'{hint}; choose one of: {', '.join(AUGMENTERS)}.")
-    return cls.from_options(teacher_dir=teacher_dir, vectors_file=vectors_file, mlm_model=mlm_model,
-                            p=p, mask_token=mask_token)
