@@ -70,6 +70,16 @@ def test_grid_filters_controls_and_stable_ids():
     assert ids < new and all("bilstm" in i for i in new - ids)
 
 
+def test_a_datasets_data_settings_reach_its_teacher():
+    """A dataset's ``set: {data.primary_metric: macro_f1}`` scores its teacher the same way as its students."""
+    cfg = ExamConfig.model_validate({"datasets": [{"name": "a", "set": {"data.primary_metric": "macro_f1", "train.epochs": 1}}],
+                                     "students": ["cnn"]})
+    ts = teacher_cells(cfg)
+    assert ts[0].flags["set"] == {"data.primary_metric": "macro_f1"}
+    assert api.teacher_config(out="T", **ts[0].flags).data.primary_metric == "macro_f1"
+    assert all(c.flags["set"]["data.primary_metric"] == "macro_f1" for c in cells(cfg, ts))
+
+
 def test_grid_errors_are_one_sentence():
     cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "cnn", "embeding_dim": 8}]})
     with pytest.raises(KdexamError, match=r"unknown key 'embeding_dim'; did you mean 'embedding_dim'"):
@@ -77,6 +87,24 @@ def test_grid_errors_are_one_sentence():
     cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "cnn", "batch_size": "many"}]})
     with pytest.raises(KdexamError, match="cell a / cnn / kd / none / seed 42"):
         check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
+    # what only a run used to find, after every teacher had trained: kinds, objectives, matches, augmenters
+    for student, extra, message in [
+        ("lstmx", {}, "Unknown student kind 'lstmx'; did you mean 'bilstm'"),
+        ("cnn", {"recipes": [{"name": "kd", "objective": ["kl:temperatur=2"]}]}, "has no parameter 'temperatur'; did you mean 'temperature'"),
+        ("cnn", {"recipes": [{"name": "kd", "objective": ["kld"]}]}, "kld"),
+        ("cnn", {"recipes": [{"name": "m", "match": ["teacher_layer=2,student_layer=1,feature=hidden,loss=kl"]}]}, "Match 1 compares 'hidden'"),
+        ("cnn", {"transfer": [{"name": "x", "augment": ["maks"]}]}, "Unknown augmenter 'maks' \\(did you mean 'mask'"),
+    ]:
+        cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [student], **extra})
+        with pytest.raises(KdexamError, match=message):
+            check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
+    # a name in a recipe's or transfer setting's list that matches nothing would drop its cells silently
+    with pytest.raises(ValueError, match="recipes entry 'hidden' lists student 'tl3', which the exam does not have; did you mean 'tl2'"):
+        ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "teacher-layers:2", "name": "tl2"}],
+                                   "recipes": [{"name": "hidden", "students": ["tl3"]}]})
+    with pytest.raises(ValueError, match="transfer entry 'dlg' lists dataset 'movie-sentimnt'.*did you mean 'movie-sentiment'"):
+        ExamConfig.model_validate({"datasets": ["movie-sentiment"], "students": ["cnn"],
+                                   "transfer": [{"name": "dlg", "datasets": ["movie-sentimnt"]}]})
     with pytest.raises(ValueError, match="names 'cnn' twice"):
         ExamConfig.model_validate({"datasets": ["a"], "students": ["cnn", "cnn"]})
     with pytest.raises(ValueError, match="exactly one of 'model'"):
@@ -172,6 +200,65 @@ def test_recommendation_within_budget():
     for budget in ({}, {"max_latency_ms": 0.01}):  # a retention that is undefined (None) is left out of the sentence
         text = recommend(leaderboard.summarise(undefined), budget)["d"]["text"]
         assert "slow" in text and "retention" not in text
+
+
+def test_several_teachers_each_student_is_compared_with_its_own():
+    """Two teachers on one dataset: rows say which teacher, the recommendation and the teacher
+    warnings compare each with its own teacher and controls, and the overall table counts datasets."""
+    def of(row, teacher):
+        return {**row, "teacher": teacher, "id": f"{row['id']}-{teacher}"}
+
+    big, small = of(_teacher(0.95), "big"), of(_teacher(0.70), "small")
+    rows = [big, small, of(_row("student", "cnn", 1, 0.80, (0.1, 2.0)), "big"), of(_row("control", "cnn", 1, 0.79), "big"),
+            of(_row("student", "cnn", 1, 0.85, (0.1, 2.0)), "small"), of(_row("control", "cnn", 1, 0.695), "small")]
+    s = leaderboard.summarise(rows)
+    header, table = leaderboard.dataset_tables(s["datasets"]["d"])
+    assert header[:2] == ["student", "teacher"]
+    assert [r[:2] for r in table] == [["teacher big", "big"], ["teacher small", "small"], ["cnn * s", "small"], ["cnn", "big"],
+                                      ["cnn (labels only)", "big"], ["cnn (labels only)", "small"]]
+    text = recommend(s, {})["d"]["text"]
+    assert "choose **cnn**" in text and "beats the teacher small (0.7000) by 15.0 points" in text  # not 'gives up 10 to big'
+    warned = s["datasets"]["d"]["warnings"]  # small (0.70) is half a point above its own control (0.695); big is far above its own
+    assert len(warned) == 1 and warned[0].startswith("The teacher small on d (0.7000) is only 0.5 points above cnn")
+    assert [r["datasets"] for r in s["overall"]] == [1]
+
+
+def test_kd_gain_is_paired_by_seed():
+    """The control of seed 2 exists, the student's seed 2 failed: the gain compares seed 1 with seed 1."""
+    rows = [_teacher(), _row("student", "x", 1, 0.80, (0.1, 2.0)), {**_row("student", "x", 2, 0.0), "status": "failed", "result": None},
+            _row("control", "x", 1, 0.82), _row("control", "x", 2, 0.70)]
+    e = leaderboard.summarise(rows)["datasets"]["d"]["students"][0]
+    assert e["kd_gain"] == pytest.approx(-0.02) and e["control_n"] == 1
+
+
+def test_datasets_of_the_same_file_name_get_their_own_plots_and_exports():
+    from kdexam.exam.grid import dataset_slugs
+
+    slugs = dataset_slugs(["corpora/news/data", "corpora/tweets/data", "movie-sentiment"])
+    assert slugs["movie-sentiment"] == "movie-sentiment"
+    assert slugs["corpora/news/data"].startswith("data-") and slugs["corpora/tweets/data"].startswith("data-")
+    assert len(set(slugs.values())) == 3
+
+
+def test_export_best_in_place_keeps_the_exams_trust_remote_code(tmp_path, monkeypatch):
+    import kdexam.exam.recommend as rec_module
+    import kdexam.exam.report as report_module
+    from kdexam.exam.store import Store
+
+    with Store(tmp_path / "results.sqlite") as store:
+        store.put("config", {"name": "x", "trust_remote_code": True})
+    monkeypatch.setattr(report_module, "render", lambda exam_dir, store, budget: {"recommendations": {}})
+    seen = []
+    monkeypatch.setattr(rec_module, "export_best", lambda recs, out, trust_remote_code=False: seen.append(trust_remote_code) or [])
+    api.exam(str(tmp_path), export_best=True)
+    assert seen == [True]
+
+
+def test_the_batch_column_names_the_measured_batch():
+    row = _row("student", "x", 1, 0.80, (0.1, 2.0))
+    row["result"]["cost"]["batch"] = 8
+    header, _ = leaderboard.dataset_tables(leaderboard.summarise([_teacher(), row])["datasets"]["d"])
+    assert "ms/text b8" in header and "ms/text b32" not in header
 
 
 # --- whole exams on a tiny teacher ----------------------------------------------------------------
@@ -307,6 +394,11 @@ def test_cli_exam_bad_input_is_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "seedz" in err and "pass --out DIR" in err and "without results.sqlite" in err
     assert "Traceback" not in err
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "results.sqlite").write_bytes(b"not a database, but some bytes " * 64)
+    with pytest.raises(SystemExit) as e:
+        main(["exam", str(tmp_path / "damaged")])
+    assert e.value.code == 2 and "is not a readable exam database" in capsys.readouterr().err
 
 
 def test_readme_section_is_generated_between_markers(measured_exam, tmp_path):

@@ -601,6 +601,8 @@ def exam(config: str | Path | None = None, out: str | Path | None = None, set: A
         trust_remote_code = cfg.trust_remote_code
         exam_dir, ran = Path(out), run_exam(cfg, out)
     with Store(exam_dir / "results.sqlite") as store:
+        if ran is None:  # reported in place: the exam's own trust_remote_code holds for --export-best too
+            trust_remote_code = trust_remote_code or bool((store.get("config") or {}).get("trust_remote_code"))
         configured = cfg.budget.model_dump(exclude_none=True) if ran is not None else store.get("budget") or {}
         budget = {**configured, **given}
         result = render(exam_dir, store, budget)

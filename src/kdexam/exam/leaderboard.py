@@ -59,12 +59,14 @@ def summarise(rows: list[dict]) -> dict:
         out["datasets"][key[0]]["controls"].append(_entry(dict(zip(GROUP, (*key, members[0]["kind"], "gold", "none"))), members))
     for key, members in groups.items():
         entry = _entry(dict(zip(GROUP, key)), members)
-        control = controls.get((entry["dataset"], entry["teacher"], entry["student"]))
-        if control:
+        control = [m for m in controls.get((entry["dataset"], entry["teacher"], entry["student"]), []) if m["seed"] in entry["seeds"]]
+        if control:  # the gain is paired: the student's and the control's scores on the seeds both ran
+            seeds = {m["seed"] for m in control}
             c_mean, c_std = _mean_std([m["result"]["score"] for m in control])
+            s_mean, _ = _mean_std([m["result"]["score"] for m in members if m["seed"] in seeds])
             sign = 1 if entry["greater_is_better"] else -1
             entry["control_score"], entry["control_std"], entry["control_n"] = c_mean, c_std, len(control)
-            entry["kd_gain"] = None if c_mean is None or entry["score"] is None else sign * (entry["score"] - c_mean)
+            entry["kd_gain"] = None if c_mean is None or s_mean is None else sign * (s_mean - c_mean)
         out["datasets"][entry["dataset"]]["students"].append(entry)
     for ds in out["datasets"].values():
         mark_pareto(ds["students"])
@@ -107,6 +109,7 @@ def _entry(key: dict, members: list[dict]) -> dict:
     }
     for name, values in figures.items():
         entry[name], entry[name + "_std"] = _mean_std(values)
+    entry["cost_batch"] = next((r["cost"]["batch"] for r in res if (r.get("cost") or {}).get("batch")), None)
     backends = [(r.get("cost") or {}).get("backend") for r in res]
     entry["backend"] = max(set(backends), key=backends.count) if any(backends) else None
     return entry
@@ -150,7 +153,7 @@ def warnings(ds: dict) -> list[str]:
                        f"{_fmt(e['score'])} against {_fmt(e['control_score'])} for the same student trained on labels alone "
                        f"({gain:+.4f}); prefer the labels-only student or another recipe.")
     for t in ds["teachers"]:
-        best = max((c for c in ds["controls"] if c.get("score") is not None),
+        best = max((c for c in ds["controls"] if c.get("score") is not None and c["teacher"] == t["teacher"]),
                    key=lambda c: c["score"] if c["greater_is_better"] else -c["score"], default=None)
         if best is None or t["score"] is None:
             continue
@@ -172,7 +175,7 @@ def overall(datasets: dict) -> list[dict]:
             by[(e["student"], e["recipe"], e["transfer"])].append(e)
     rows = []
     for (student, recipe, transfer), es in by.items():
-        row = {"student": student, "recipe": recipe, "transfer": transfer, "datasets": len(es)}
+        row = {"student": student, "recipe": recipe, "transfer": transfer, "datasets": len({e["dataset"] for e in es})}
         for name in ("retention", "kd_gain", "speedup", "e2e_ms_b1", "size_mb", "train_minutes"):
             row[name], _ = _mean_std([e.get(name) for e in es])
         rows.append(row)
@@ -224,8 +227,10 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def dataset_tables(ds: dict) -> tuple[list[str], list[list[str]]]:
-    """The header and rows of one dataset's table: the teacher first, students by score, controls last."""
-    header = [c[0] for c in STUDENT_COLUMNS]
+    """The header and rows of one dataset's table: the teachers first, students by score, controls last;
+    with a teacher column when students of several teachers share the table."""
+    batch = next((e["cost_batch"] for e in ds["students"] if e.get("cost_batch")), 32)
+    header = [c[0] if c[1] != "e2e_ms_per_text" else f"ms/text b{batch}" for c in STUDENT_COLUMNS]
     rows = []
     for t in ds["teachers"]:
         rows.append([f"teacher {t['teacher']}", "", "", _fmt(t["score"]), "1.000", "", "", f"{t['params'] / 1e6:.2f}M",
@@ -239,6 +244,11 @@ def dataset_tables(ds: dict) -> tuple[list[str], list[list[str]]]:
         rows.append([f"{e['student']} (labels only)", "gold", "none", _pm(e, "score"), _pm(e, "retention", ".3f"), "",
                      _pm(e, "label_loyalty", ".3f"), f"{e['params'] / 1e6:.2f}M", "", "", "", "", "", "",
                      _fmt(e.get("train_minutes"), ".1f"), str(e["n"])])
+    if len({t["teacher"] for t in ds["teachers"]} | {e["teacher"] for e in ds["students"] + ds["controls"]}) > 1:
+        teachers = [t["teacher"] for t in ds["teachers"]] + [e["teacher"] for e in sorted(ds["students"], key=key)] + \
+                   [e["teacher"] for e in sorted(ds["controls"], key=key)]
+        header.insert(1, "teacher")
+        rows = [[r[0], t, *r[1:]] for r, t in zip(rows, teachers)]
     return header, rows
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdexam.exam.grid import dataset_slug
+from kdexam.exam.grid import dataset_slug, dataset_slugs
 
 
 def _front(points: list[tuple[float, float]], greater_is_better: bool) -> list[tuple[float, float]]:
@@ -67,9 +67,9 @@ def plot_dataset(name: str, ds: dict, path: Path) -> Path | None:
 
 def plot_all(summary: dict, out: Path) -> dict[str, Path]:
     """One PNG per dataset under ``out/plots``; returns ``{dataset: path}``."""
-    made = {}
+    made, slugs = {}, dataset_slugs(summary["datasets"])
     for name, ds in summary["datasets"].items():
-        p = plot_dataset(name, ds, out / "plots" / (dataset_slug(name) + ".png"))
+        p = plot_dataset(name, ds, out / "plots" / (slugs[name] + ".png"))
         if p:
             made[name] = p
     return made

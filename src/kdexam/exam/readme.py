@@ -34,7 +34,9 @@ def section(exam_dir: Path) -> str:
     if not runs:
         timing = "wall time not recorded"
     elif len(runs) == 1:
-        timing = f"one invocation ran all {runs[0]['cells']} cells in {runs[0]['seconds'] / 60:.1f} minutes"
+        r = runs[0]
+        failed = f", {r['failed']} of them failed" if r.get("failed") else ""
+        timing = f"one invocation ran all {r['cells']} cells{failed} in {r['seconds'] / 60:.1f} minutes"
     else:
         timing = f"{len(runs)} invocations, {sum(r['seconds'] for r in runs) / 60:.1f} minutes in all"
     lines = [f"Generated from `{exam_dir}` (exam `{cfg.get('name')}`, {timing}) on {env.get('cpu')}, "

@@ -61,7 +61,6 @@ def recommend(summary: dict, budget: dict) -> dict[str, dict]:
         ok = sorted((e for e in students if within(e, budget)), key=_better, reverse=True)
         best_any = max(students, key=_better, default=None)
         metric = students[0]["primary_metric"] if students else "score"
-        teacher = ds["teachers"][0] if ds["teachers"] else None
         if not ok:
             text = f"On {name}, no student meets the budget ({budget_text(budget)})."
             if best_any:
@@ -71,6 +70,7 @@ def recommend(summary: dict, budget: dict) -> dict[str, dict]:
             out[name] = {"choice": None, "text": text}
             continue
         c = ok[0]
+        teacher = next((t for t in ds["teachers"] if t["teacher"] == c["teacher"]), None)  # its own teacher
         text = (f"On {name}, choose **{_describe(c)}** (budget: {budget_text(budget)}): {metric} {c['score']:.4f}"
                 + (f" ± {c['score_std']:.4f} over {c['n']} seeds" if c["n"] > 1 else "")
                 + (f", retention {c['retention']:.3f}" if c.get("retention") is not None else "")
@@ -110,16 +110,16 @@ def export_best(recommendations: dict[str, dict], out: Path, trust_remote_code: 
     """Export each dataset's choice (its best seed) to ``out/best/DATASET`` (ONNX; int8 too when
     int8 was its fastest backend); returns what was exported and the command to predict with it."""
     from kdexam import api
-    from kdexam.exam.grid import dataset_slug
+    from kdexam.exam.grid import dataset_slugs
 
-    done = []
+    done, slugs = [], dataset_slugs(recommendations)
     for name, rec in recommendations.items():
         c = rec["choice"]
         if c is None:
             continue
         run = best_run(c)
         int8 = c.get("backend") == "onnx-int8"
-        target = out / "best" / dataset_slug(name)
+        target = out / "best" / slugs[name]
         info = api.export(run, quantize="int8" if int8 else None, out=target, trust_remote_code=trust_remote_code)
         done.append({"dataset": name, "run": run, "export": str(target), "int8": int8, "parity_ok": info.get("parity_ok"),
                      "command": f"kdexam predict {target} --input texts.txt" + (" --quantized" if int8 else "")})

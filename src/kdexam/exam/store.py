@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kdexam.errors import KdexamError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
     id TEXT PRIMARY KEY,
@@ -43,8 +45,13 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30)
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        try:
+            self.db.executescript(SCHEMA)
+            self.db.commit()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise KdexamError(f"'{self.path}' is not a readable exam database ({e}); restore it, or run the exam into "
+                              "another folder.") from None
 
     def close(self) -> None:
         self.db.close()
