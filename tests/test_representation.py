@@ -134,8 +134,16 @@ def test_xtremedistil_recipe_runs_its_stages(tmp_path, tiny_bert_dir):
     write_jsonl(data / "validation.jsonl", sentiment_examples(16, seed=2))
     api.finetune_teacher(data=data, model=tiny_bert_dir, out=tmp_path / "t", epochs=1, batch_size=16)
     r = api.distill(teacher=tmp_path / "t", data=data, student="cnn", embedding_dim=8, recipe="xtremedistil",
-                    out=tmp_path / "s", epochs=1, batch_size=16)
+                    out=tmp_path / "s", epochs=3, batch_size=16, patience=1)
     assert [s["stage"] for s in r["stages"]] == ["representation", "logits-head", "logits-top2", "logits", "gold"]
+    # the representation stage leaves the head untrained: its own validation loss, not the head's accuracy,
+    # selects its weights and stops it (it used to stop at once on a flat, untrained-head accuracy)
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    first = log[:r["stages"][0]["steps"] // 3 and 3]
+    assert [list(x["validation"]) for x in first] == [["objective"]] * 3, "3 epochs, each scored by the stage's loss"
+    losses = [x["validation"]["objective"] for x in first]
+    assert r["stages"][0]["best_validation"] == min(losses) and losses[-1] < losses[0]
+    assert "accuracy" in log[3]["validation"]
     with pytest.raises(KdexamError, match="unknown recipe 'xtreme'"):
         api.distill(teacher=tmp_path / "t", data=data, student="cnn", recipe="xtreme", out=tmp_path / "x")
 

@@ -37,11 +37,11 @@ from kdexam.evaluation.evaluate import ensemble_scores, score, without_per_class
 from kdexam.evaluation.loyalty import citations as loyalty_citations
 from kdexam.evaluation.predict import decode, predict_logits, predict_logits_shared
 from kdexam.evaluation.results import ModelResult, RunResult, retention, retention_note
-from kdexam.objectives import ModelShape, build_objectives, default_objectives
+from kdexam.objectives import ModelShape, build_objectives, check_objective_specs, default_objectives
 from kdexam.objectives.members import build_ensemble_objectives
 from kdexam.rundir import check_out, clear_replaced, finished_run
 from kdexam.students.crf import LAMPLE_2016, crf_params
-from kdexam.students.registry import build_student, count_parameters, save_student
+from kdexam.students.registry import build_student, check_spec, count_parameters, save_student
 from kdexam.tasks import Task
 from kdexam.teachers.ensemble import CITATION as ENSEMBLE_CITATION
 from kdexam.teachers.ensemble import Ensemble, split_member
@@ -63,6 +63,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         from kdexam.training.general import distill_general
 
         return distill_general(cfg, resume, overwrite)
+    check_run_config(cfg)
     teacher_dirs, out = check_paths(cfg)
     set_seed(cfg.seed)
     started = time.perf_counter()
@@ -136,9 +137,13 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
             logits = predict_logits_shared(s, feats["validation"], tokenizer, task, cfg.train.eval_batch_size, student_outputs_logits)
             return task.metrics([e.label for e in data.validation], decode(task, logits, feats["validation"], crf_params(s)))
 
+        metric, greater = task.primary_metric, task.greater_is_better
+        if "logits" not in objective.student_requires:  # the head is not trained in this stage: its task score says nothing
+            validate, metric, greater = objective_validation(cfg, teacher, data.validation, task, feats["validation"], tokenizer,
+                                                             objective, accelerator), "objective", False
         rows = transfer.indices("gold") if stage.data == "gold" else kept
         loader = make_loader(feats["train"], tokenizer, task, train_cfg.batch_size, shuffle=True, seed=cfg.seed + n, indices=rows)
-        summary = fit(distiller, loader, loss_fn, validate, train_cfg, accelerator, task.primary_metric, task.greater_is_better,
+        summary = fit(distiller, loader, loss_fn, validate, train_cfg, accelerator, metric, greater,
                       log_path, desc=f"{cfg.student.kind} {stage.name}", checkpoint_dir=out / f"checkpoint-stage{n + 1}", resume=resume)
         summaries.append({"stage": stage.name, "objectives": objective.names, "data": stage.data, "examples": len(loader.dataset),
                           **{k: v for k, v in summary.items() if k != "history"}})
@@ -172,6 +177,19 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     return result
 
 
+def check_run_config(cfg: DistillRunConfig) -> None:
+    """What a config names, checked before any data or teacher is read: the student kind and its
+    settings, every stage's objectives and matches, and the augmenters (an exam checks each of its
+    cells with it before its teachers train)."""
+    from kdexam.data.augment.registry import check_augmenter_name
+
+    check_spec(cfg.student)
+    for stage in stages_of(cfg, cfg.data.task or "classification"):
+        check_objective_specs(*stage_objectives(stage, cfg, []))
+    for name in cfg.transfer.augment:
+        check_augmenter_name(name)
+
+
 def make_teacher(cfg: DistillRunConfig) -> Teacher | Ensemble:
     """The run's teacher, or the :class:`~kdexam.teachers.ensemble.Ensemble` of its ``teachers``."""
     if cfg.teachers:
@@ -186,18 +204,50 @@ def training_teacher_side(cfg: DistillRunConfig, teacher: Teacher | Ensemble, tr
                           names) -> TeacherSide:
     """The teacher outputs ``names`` on the transfer examples (each segment cached, computed once, or
     online), laid out per batch like the student's; token-level outputs need the teacher's tokenization."""
+    return teacher_side(cfg, teacher, transfer.examples, transfer.segment_examples(), task, features, names)
+
+
+def teacher_side(cfg: DistillRunConfig, teacher: Teacher | Ensemble, examples: list, segments: list[list], task: Task,
+                 features, names) -> TeacherSide:
+    """The teacher outputs ``names`` on ``examples`` (given as ``segments``, each cached on its own)."""
     if isinstance(teacher, Ensemble):
         for member, t in teacher.members.items():
-            check_same_tokenization(t, transfer.examples, features, [b for b, m in map(split_member, names) if m == member])
+            check_same_tokenization(t, examples, features, [b for b, m in map(split_member, names) if m == member])
     else:
-        check_same_tokenization(teacher, transfer.examples, features, names)
-    outputs = teacher.outputs_of_segments(transfer.segment_examples(), names, cache=cfg.cache_teacher,
+        check_same_tokenization(teacher, examples, features, names)
+    outputs = teacher.outputs_of_segments(segments, names, cache=cfg.cache_teacher,
                                           budget_gb=cfg.cache_budget_gb, precision=cfg.teacher_precision)
     if cfg.cache_teacher:
         console.print(f"teacher outputs: {'read from cache' if outputs.from_cache else 'computed and cached'} ({outputs.path})")
     positions = ([np.asarray(first_subwords(r["word_ids"], r["n_words"]), dtype=np.int64) for r in features.rows]
                  if task.kind == "token-classification" else None)
     return TeacherSide(outputs, names, task, positions)
+
+
+def objective_validation(cfg: DistillRunConfig, teacher: Teacher | Ensemble, validation: list, task: Task, features, tokenizer,
+                         objective, accelerator):
+    """For a stage that does not train the head (intermediate objectives only: TinyBERT's first stage,
+    XtremeDistil's representation stage): the stage's own loss on the validation split, against the
+    teacher's outputs there (cached like the transfer set's), as ``{"objective": mean loss}`` — what
+    selects the stage's weights and stops it early, lower is better. The head's task score would
+    only measure an untrained head."""
+    from kdexam.parallel import gather_items, my_share
+
+    side = teacher_side(cfg, teacher, validation, [validation], task, features, objective.teacher_requires)
+
+    @torch.inference_mode()
+    def validate(model):  # each parallel process scores its share; the sums are gathered
+        model.eval()
+        total, n = 0.0, 0
+        share = my_share(len(features)) if accelerator.num_processes > 1 else None
+        for batch in make_loader(features, tokenizer, task, cfg.train.eval_batch_size, shuffle=False, indices=share):
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            loss = model(batch, side(batch, accelerator.device))[0]
+            total, n = total + float(loss) * len(batch["input_ids"]), n + len(batch["input_ids"])
+        sums = gather_items({accelerator.process_index: (total, n)}, accelerator.num_processes)
+        return {"objective": sum(t for t, _ in sums) / sum(c for _, c in sums)}
+
+    return validate
 
 
 def build_stage_objective(stage, cfg: DistillRunConfig, task: Task, teacher: Teacher | Ensemble, student: ModelShape):
