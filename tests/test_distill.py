@@ -131,6 +131,25 @@ def test_stages_freeze_then_unfreeze(teacher_run, tmp_path):
     assert trainable == sum(p.numel() for p in groups[-1].parameters()) < sum(p.numel() for p in model.parameters())
 
 
+def test_a_transformers_groups_are_embeddings_each_layer_and_the_head(tiny_bert_dir):
+    """unfreeze 1 trains the head (pooler and classifier), 2 the top layer too; a dropout is no group
+    (it was: unfreeze 1 and 2 both trained the classifier alone)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from kdexam.training.stages import apply_unfreeze, layer_groups
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                                     intermediate_size=16, max_position_embeddings=16))
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    groups = layer_groups(model)
+    assert len(groups) == 4 and groups[0] is model.bert.embeddings and groups[2] is model.bert.encoder.layer[1]
+    head = size(model.bert.pooler) + size(model.classifier)
+    assert apply_unfreeze(model, 1) == head
+    assert apply_unfreeze(model, 2) == head + size(model.bert.encoder.layer[1])
+    assert apply_unfreeze(model, 4) == size(model) and isinstance(groups[-1], torch.nn.ModuleList)
+
+
 def test_online_teacher_mode_runs_the_teacher_every_step(teacher_run, tmp_path):
     r = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="bilstm", out=tmp_path / "s",
                     max_train=64, epochs=1, batch_size=16, cache_teacher=False)
@@ -220,3 +239,19 @@ def test_bf16_teacher_labels_the_transfer_set_apart_and_the_teacher_is_scored_in
     np.testing.assert_allclose(b, a, atol=0.05 * np.abs(a).max())
     with pytest.raises(KdexamError, match="precision 'fp8'"):
         teacher.outputs(data.train, ["logits"], precision="fp8")
+
+
+def test_an_empty_objective_list_means_the_matches_alone():
+    """``objectives: []`` with matches: the matches only (TinyBERT's intermediate stage), not the
+    default KL + gold on top; nothing given: the defaults (and the matches on top)."""
+    from kdexam.config import DistillRunConfig, StageConfig
+    from kdexam.training.stages import stage_objectives
+
+    match = {"teacher_layer": 2, "student_layer": 1, "feature": "hidden", "loss": "mse"}
+    cfg = DistillRunConfig.model_validate({"teacher": "t", "data": {"name": "d"}, "out": "o", "objectives": [], "matches": [match]})
+    specs, matches = stage_objectives(StageConfig(), cfg, ["DEFAULT"])
+    assert specs == [] and len(matches) == 1
+    stage = StageConfig(objectives=[])
+    cfg = DistillRunConfig.model_validate({"teacher": "t", "data": {"name": "d"}, "out": "o", "matches": [match]})
+    assert stage_objectives(stage, cfg, ["DEFAULT"])[0] == []
+    assert stage_objectives(StageConfig(), cfg, ["DEFAULT"])[0] == ["DEFAULT"]

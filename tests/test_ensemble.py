@@ -71,6 +71,21 @@ def test_a_word_one_member_truncated_takes_the_others_vote():
     np.testing.assert_array_equal(gone, np.zeros((1, 2)))  # every member cut it: uniform, as for one teacher
 
 
+def test_weight_zero_switches_a_members_term_off_as_with_one_teacher():
+    from kdexam.errors import KdexamError
+    from kdexam.objectives import ModelShape
+    from kdexam.objectives.members import build_ensemble_objectives
+
+    shapes, student = {"a": ModelShape(2, 32, 2), "b": ModelShape(2, 24, 2)}, ModelShape(2, 32, 2)
+    off = build_ensemble_objectives([{"name": "kl", "weight": 1}, {"name": "hidden_mse", "teacher": "a", "weight": 0}],
+                                    [{"teacher_layer": 2, "student_layer": 2, "teacher": "b", "weight": 0}],
+                                    "classification", shapes, student)
+    assert off.names == ["kl"]
+    with pytest.raises(KdexamError, match="All objective weights are 0"):
+        build_ensemble_objectives([{"name": "kl", "weight": 0}, {"name": "hidden_mse", "teacher": "a", "weight": 0}], [],
+                                  "classification", shapes, student)
+
+
 def test_member_names_and_label_order():
     assert member_names(["runs/a", "runs/b"]) == ["a", "b"]
     assert member_names(["x/teacher", "y/teacher"]) == ["x/teacher", "y/teacher"]
@@ -240,6 +255,16 @@ def test_loyalty_to_each_member_is_the_single_teacher_formula(teachers, tmp_path
         t_logits = np.stack(api.load_student(teachers / m["name"]).predict_logits([e["text"] for e in test]))
         expect = classification_loyalty(t_logits, s_logits)
         assert m["student_loyalty"] == pytest.approx(expect, abs=1e-4)
+
+
+def test_the_xtremedistil_recipe_reads_the_primary_member(teachers, tmp_path):
+    """The recipe's representation stage has no place to name a member: it reads student.teacher (it
+    used to fail with 'name the member it reads')."""
+    r = api.distill(teacher=[teachers / "wordpiece", teachers / "wordlevel"], data=teachers / "data", student="cnn",
+                    embedding_dim=8, recipe="xtremedistil", set=["student.teacher=wordlevel"], out=tmp_path / "s", epochs=1,
+                    batch_size=16)
+    assert [s["stage"] for s in r["stages"]] == ["representation", "logits-head", "logits-top2", "logits", "gold"]
+    assert r["stages"][0]["objectives"] == ["representation@wordlevel"]
 
 
 def test_a_teacher_layers_student_and_a_match_read_one_named_member(teachers, tmp_path):

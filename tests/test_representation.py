@@ -144,6 +144,11 @@ def test_xtremedistil_recipe_runs_its_stages(tmp_path, tiny_bert_dir):
     losses = [x["validation"]["objective"] for x in first]
     assert r["stages"][0]["best_validation"] == min(losses) and losses[-1] < losses[0]
     assert "accuracy" in log[3]["validation"]
+    with pytest.raises(KdexamError, match="recipe 'xtremedistil' brings its own objectives"):  # they were dropped silently
+        api.distill(teacher=tmp_path / "t", data=data, student="cnn", recipe="xtremedistil", objective=["soft_ce"], out=tmp_path / "x")
+    with pytest.raises(KdexamError, match="parameter 'temperature' is invalid: needs a temperature > 0"):
+        api.distill(teacher=tmp_path / "t", data=data, student="cnn", objective=["representation:temperature=0,loss=kl"],
+                    out=tmp_path / "x")
     with pytest.raises(KdexamError, match="unknown recipe 'xtreme'"):
         api.distill(teacher=tmp_path / "t", data=data, student="cnn", recipe="xtreme", out=tmp_path / "x")
 

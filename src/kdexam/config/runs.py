@@ -275,6 +275,9 @@ class DistillRunConfig(Strict):
                 raise ValueError(f"unknown recipe '{self.recipe}'; use one of: {', '.join(RECIPES)}")
             if self.stages:
                 raise ValueError("recipe and stages both name the stages; keep one of them")
+            if self.objectives is not None or self.matches:
+                raise ValueError(f"recipe '{self.recipe}' brings its own objectives, which would replace the run's objectives "
+                                 "and matches; remove them or the recipe")
             if self.general:
                 raise ValueError("a recipe does not apply to general distillation; remove it or drop --general")
         return self

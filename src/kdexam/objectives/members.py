@@ -62,7 +62,10 @@ def build_ensemble_objectives(specs: list, matches: list, task_kind: str, shapes
         _check_member(member, shapes, f"Match {i}")
         groups.setdefault(member, ([], []))[1].append(entry)
     objectives, weights = [], []
+    switched_off = lambda entries: all(e.get("weight", 1.0) in (0, 0.0) for e in entries)  # noqa: E731
     for member, (group_specs, group_matches) in groups.items():
+        if len(groups) > 1 and switched_off(group_specs) and switched_off(group_matches):
+            continue  # weight 0 leaves a term out, as with one teacher (build_objectives checks the values)
         shape = shapes[member] if member else next(iter(shapes.values()))
         built = build_objectives(group_specs, task_kind, teacher=shape, student=student, matches=group_matches)
         for objective, weight in zip(built.objectives, built.weights):
@@ -74,6 +77,8 @@ def build_ensemble_objectives(specs: list, matches: list, task_kind: str, shapes
                                       f"{', '.join(shapes)}).")
             objectives.append(objective if member is None else MemberObjective(objective, member))
             weights.append(weight)
+    if not objectives:
+        raise KdexamError("All objective weights are 0; give at least one objective a weight above 0.")
     return CompositeObjective(objectives, weights)
 
 

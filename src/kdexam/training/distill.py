@@ -253,6 +253,10 @@ def objective_validation(cfg: DistillRunConfig, teacher: Teacher | Ensemble, val
 def build_stage_objective(stage, cfg: DistillRunConfig, task: Task, teacher: Teacher | Ensemble, student: ModelShape):
     specs, matches = stage_objectives(stage, cfg, default_objectives(task.kind))
     if isinstance(teacher, Ensemble):
+        if cfg.recipe:  # a recipe's representation stage reads the primary member (student.teacher, else the first)
+            specs = [ObjectiveSpec.model_validate({**s.model_dump(), "teacher": teacher.primary})
+                     if isinstance(s, ObjectiveSpec) and s.name == "representation" and "teacher" not in s.params else s
+                     for s in specs]
         shapes = {m: t.shape for m, t in teacher.members.items()}
         return build_ensemble_objectives(specs, matches, task.kind, shapes, student)
     for spec in specs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from kdexam.config import DistillRunConfig, StageConfig, TrainConfig
+from kdexam.errors import KdexamError
 
 
 def stages_of(cfg: DistillRunConfig, task_kind: str = "classification") -> list[StageConfig]:
@@ -25,9 +26,10 @@ def stages_of(cfg: DistillRunConfig, task_kind: str = "classification") -> list[
 
 def stage_objectives(stage: StageConfig, cfg: DistillRunConfig, default: list) -> tuple[list, list]:
     """A stage's (objective specs, matches): its own, else the run's, else ``default`` objectives.
-    Matches alone (no objective list anywhere) come on top of the default objectives."""
+    Matches alone (no objective list anywhere) come on top of the default objectives; an explicit
+    empty list (``objectives: []``) means the matches alone (TinyBERT's intermediate stage)."""
     matches = stage.matches if stage.matches is not None else (cfg.matches or [])
-    specs = stage.objectives or cfg.objectives or default
+    specs = next((s for s in (stage.objectives, cfg.objectives) if s is not None), default)
     return list(specs), list(matches)
 
 
@@ -38,15 +40,30 @@ def stage_train_config(stage: StageConfig, train: TrainConfig) -> TrainConfig:
 
 
 def layer_groups(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The student's parameter groups from input to output: embeddings, each encoder layer
-    (transformers) or each top-level block (BiLSTM/CNN), then the head."""
+    """The student's parameter groups from input to output: embeddings, each encoder layer, then the
+    head (pooler and classifier) of a transformer; each top-level block of a BiLSTM, CNN or static
+    student. Modules without parameters (dropout) are no group."""
+    from kdexam.students.transformer import find_layer_list
+
+    def trained(groups):  # a module without parameters (a dropout) is no group
+        return [g for g in groups if any(True for _ in g.parameters())]
+
     inner = getattr(model, "model", model)  # HF students are wrapped
     base = getattr(inner, "base_model", None)
-    if base is not None and base is not inner and hasattr(base, "encoder"):
-        layers = next(m for m in base.encoder.modules() if isinstance(m, torch.nn.ModuleList))
-        head = [m for n, m in inner.named_children() if m is not base]
-        return [base.embeddings, *layers, *[m for n, m in base.named_children() if n not in ("embeddings", "encoder")], *head]
-    return [m for m in model.children() if any(True for _ in m.parameters())]
+    if base is None or base is inner:
+        return trained(model.children())
+    try:
+        _, _, layers = find_layer_list(inner)
+    except KdexamError:
+        return trained(model.children())
+    before, after, seen = [], [], False
+    for child in base.children():  # (embeddings) [the module holding the layers] (pooler), in order
+        if any(m is layers for m in child.modules()):
+            seen = True
+        else:
+            (after if seen else before).append(child)
+    head = torch.nn.ModuleList([*after, *(m for m in inner.children() if m is not base)])  # pooler and classifier: one group
+    return trained([*before, *layers, head])
 
 
 def apply_unfreeze(model: torch.nn.Module, unfreeze: int | str) -> int:
