@@ -88,6 +88,31 @@ def test_pair_encoding_marks_the_second_text(teacher, tmp_path):
             assert model(**b)["logits"].shape == (1, 2)
 
 
+def test_a_tokenizer_that_leaves_out_type_ids_still_marks_the_pair(teacher, tmp_path):
+    """DistilBERT-style tokenizers mark the second text but leave token_type_ids out of their outputs:
+    the static student's second text was pooled as nothing (v = 0) and siamese students failed at
+    their first step. The student's tokenizer now outputs them, also after saving."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    d = tmp_path / "no-types"
+    shutil.copytree(teacher, d)
+    config = json.loads((d / "tokenizer_config.json").read_text())
+    (d / "tokenizer_config.json").write_text(json.dumps({**config, "model_input_names": ["input_ids", "attention_mask"]}))
+    assert "token_type_ids" not in AutoTokenizer.from_pretrained(d)("good", "bad")
+    pairs = [(r["text"], "bad film") for r in sentiment_examples(10)]
+    for spec in (StudentSpec(kind="static", embedding_dim=8), StudentSpec(kind="cnn", pair_mode="siamese")):
+        model, tok = build_student(spec, PAIR, d, train_texts=pairs)
+        b = batch(tok, [Example("good film", "bad")])
+        assert set(b["token_type_ids"][0].tolist()) == {0, 1}, spec.kind
+        with torch.no_grad():
+            assert model(**b)["logits"].shape == (1, 2)
+        tok.save_pretrained(tmp_path / f"saved-{spec.kind}")
+        assert "token_type_ids" in AutoTokenizer.from_pretrained(tmp_path / f"saved-{spec.kind}")("good", "bad")
+
+
 def test_siamese_errors(teacher):
     with pytest.raises(KdexamError, match="text-pair"):
         check_spec(StudentSpec(kind="bilstm", pair_mode="siamese"), Task("classification", ["a", "b"]))

@@ -246,6 +246,48 @@ def test_teacher_layers_copy_the_right_layers(kind, layers, expected, deep_teach
                 assert torch.equal(value, t_state[name]), name
 
 
+def test_teacher_layers_of_an_encoder_with_per_layer_config(tiny_tokenizer, tmp_path):
+    """ModernBERT lists an attention type per layer and builds its first layer without an attention
+    norm: the kept layers' types follow them (the student saves and reloads to the same logits), and a
+    selection that would move another layer first is refused at build time (it failed on reload)."""
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    torch.manual_seed(0)
+    tok = tiny_tokenizer
+    cfg = ModernBertConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=6, num_attention_heads=2,
+                           max_position_embeddings=64, global_attn_every_n_layers=3, local_attention=4, num_labels=2,
+                           pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                           cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id, attn_implementation="eager")
+    d = tmp_path / "modernbert"
+    ModernBertForSequenceClassification(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    task = Task("classification", ["LABEL_0", "LABEL_1"])
+    model, t = build_student(StudentSpec(kind="teacher-layers:2", layers=[0, 3]), task, d)
+    assert model.config.layer_types == [cfg.layer_types[0], cfg.layer_types[3]]
+    save_student(model, t, StudentSpec(kind="teacher-layers:2", layers=[0, 3]), task, tmp_path / "s")
+    enc = t(["the movie was good and the plot was great"], return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(enc["input_ids"], enc["attention_mask"])["logits"],
+                           load_student(tmp_path / "s")[0](enc["input_ids"], enc["attention_mask"])["logits"])
+    with pytest.raises(KdexamError, match="builds its layers by position; keep its first layer first"):
+        build_student(StudentSpec(kind="teacher-layers:2", layers="upper"), task, d)
+    random, _ = build_student(StudentSpec(kind="teacher-layers:2", layers="random"), task, d)
+    assert len(random.config.layer_types) == 2
+
+
+def test_a_half_precision_teacher_gives_float32_students_random_control_too(tiny_bert_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    d = tmp_path / "half"
+    AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2).half().save_pretrained(d)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(d)
+    task = Task("classification", ["LABEL_0", "LABEL_1"])
+    for layers in ("uniform", "random"):
+        model, _ = build_student(StudentSpec(kind="teacher-layers:1", layers=layers), task, d)
+        assert {p.dtype for p in model.parameters()} == {torch.float32}, layers
+
+
 def test_teacher_layers_find_the_layers_of_other_encoders(tiny_tokenizer, tmp_path):
     """MPNet (no token type ids) and DistilBERT (layers under ``transformer``), found generically."""
     from transformers import (DistilBertConfig, DistilBertForSequenceClassification, MPNetConfig,

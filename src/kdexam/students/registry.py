@@ -145,12 +145,16 @@ def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | 
     return family, k
 
 
-def check_marks_pairs(tokenizer) -> None:
-    """Siamese pairs are split by token type; the tokenizer must mark the second text."""
-    enc = tokenizer("a", "b", return_token_type_ids=True)
-    if 1 not in (enc.get("token_type_ids") or []):
-        raise KdexamError("pair_mode 'siamese' needs a tokenizer that marks the second text with token type ids "
-                          "(BERT-style, or embeddings: glove); this teacher's tokenizer does not, use pair_mode concat.")
+def check_marks_pairs(tokenizer, static: bool = False) -> None:
+    """Siamese and static pair students split a pair by token type; the tokenizer must mark the
+    second text (called as :func:`~kdexam.data.encode.encode` calls it)."""
+    if 1 in (tokenizer("a", "b").get("token_type_ids") or []):
+        return
+    if static:
+        raise KdexamError("A static pair student pools each text by its token type, and this teacher's tokenizer does not "
+                          "mark the second text; use embeddings: glove, or a bilstm or cnn student (pair_mode concat).")
+    raise KdexamError("pair_mode 'siamese' needs a tokenizer that marks the second text with token type ids "
+                      "(BERT-style, or embeddings: glove); this teacher's tokenizer does not, use pair_mode concat.")
 
 
 # ---- build ------------------------------------------------------------------------------------
@@ -257,8 +261,12 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
             model.embeddings.id_map.copy_(id_map)
         tokenizer = init.tokenizer
         tokenizer.padding_side = "right"  # packed sequences and masks assume right padding
+        if task.text_pair and not tagging and "token_type_ids" not in tokenizer.model_input_names:
+            # pairs are told apart by token type; a DistilBERT-style tokenizer marks them but leaves the ids out of
+            # its outputs (saved with the tokenizer, so training, prediction and export all read them)
+            tokenizer.model_input_names = [*tokenizer.model_input_names, "token_type_ids"]
         if spec.pair_mode == "siamese" or (family == "static" and task.text_pair):
-            check_marks_pairs(tokenizer)
+            check_marks_pairs(tokenizer, static=family == "static")
         info = {"embeddings": init.info}
     elif family == "teacher-layers":
         from kdexam.students.transformer import build_teacher_layers

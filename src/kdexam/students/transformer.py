@@ -315,8 +315,32 @@ def keep_layers(model: nn.Module, indices: list[int]) -> nn.Module:
     """Keep only the encoder layers ``indices`` of ``model`` (in place) and update its config."""
     parent, attr, layers = find_layer_list(model)
     setattr(parent, attr, nn.ModuleList(layers[i] for i in indices))
-    model.config.num_hidden_layers = len(indices)
+    keep_layer_config(model.config, len(layers), indices)
     return model
+
+
+def keep_layer_config(config, n: int, indices: list[int]) -> None:
+    """``num_hidden_layers`` and every per-layer list of ``config`` (one entry per layer of the N:
+    ModernBERT's ``layer_types``, Longformer's ``attention_window``) cut to the kept ``indices``; a
+    config whose lists still had N entries would not save."""
+    for key, value in config.to_dict().items():
+        if isinstance(value, (list, tuple)) and len(value) == n and n != len(indices) and key != "architectures":
+            setattr(config, key, type(value)(value[i] for i in indices))
+    config.num_hidden_layers = len(indices)
+
+
+def check_rebuilds(model: nn.Module, indices: list[int]) -> None:
+    """The kept layers must be what the architecture builds from the cut config, or the saved student
+    would not load: some architectures build a layer by its position (ModernBERT's first layer has no
+    attention norm), so their first teacher layer must stay first."""
+    with torch.device("meta"):
+        fresh = type(model)(model.config)
+    have, built = set(model.state_dict()), set(fresh.state_dict())
+    if have != built:
+        extra = sorted(have - built or built - have)[0]
+        raise KdexamError(f"The teacher's layers {indices} do not make a {type(model).__name__} again ({extra!r} differs): "
+                          "this architecture builds its layers by position; keep its first layer first (layers: lower or "
+                          "uniform, or a list starting with 0).")
 
 
 def _random_teacher_shape(teacher, task: Task, k: int, tokenizer):
@@ -327,10 +351,11 @@ def _random_teacher_shape(teacher, task: Task, k: int, tokenizer):
 
     config = AutoConfig.from_pretrained(teacher_path(teacher), **head_kwargs(task), **remote_code())
     n = config.num_hidden_layers
-    select_layers(n, k, "lower")  # same range checks
-    config.num_hidden_layers = k
+    keep_layer_config(config, n, select_layers(n, k, "lower"))  # (the range checks of a real selection)
     auto = auto_class_name(task)
     model = _auto(auto).from_config(config)
+    model.float()  # float32 like every teacher-layers student, whatever the teacher is stored in
+    model.config.dtype = torch.float32
     info = {"teacher": str(teacher), "teacher_num_layers": n, "teacher_layers": [], "layer_rule": "random"}
     return HFStudent(model, auto), tokenizer, info
 
@@ -351,6 +376,7 @@ def build_teacher_layers(teacher: str | Path, task: Task, k: int, rule: str | li
                           "(shared layers?); teacher-layers students need one module per layer.")
     indices = select_layers(n, k, rule)
     keep_layers(model, indices)
+    check_rebuilds(model, indices)
     # a teacher stored in half precision still gives a float32 student, trainable on any device
     model.float()
     model.config.dtype = torch.float32
@@ -383,9 +409,10 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
     if family == "teacher-layers" and rule == "random":
         config = AutoConfig.from_pretrained(path, **remote_code())
         n = config.num_hidden_layers
-        select_layers(n, k, "lower")
-        config.num_hidden_layers = k
+        keep_layer_config(config, n, select_layers(n, k, "lower"))
         model = AutoModel.from_config(config)
+        model.float()
+        model.config.dtype = torch.float32
         info = {"teacher_num_layers": n, "teacher_layers": [], "layer_rule": "random"}
     elif family == "teacher-layers":
         try:
@@ -396,6 +423,7 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
         indices = select_layers(len(layers), k, rule)
         keep_layers(model, indices)
         model.float()
+        model.config.dtype = torch.float32
         info = {"teacher_num_layers": len(layers), "teacher_layers": indices,
                 "layer_rule": rule if isinstance(rule, str) else "explicit"}
     elif family in PRESETS:
