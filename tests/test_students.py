@@ -658,3 +658,31 @@ def test_bilstm_two_way_pass_equals_packing():
     assert outs[1][1, 3:].abs().max() == 0 and outs[1][2, 1:].abs().max() == 0
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_small_fixes_of_the_build(tiny_bert_dir, tiny_tokenizer, tmp_path):
+    """PCA keeps the asked width with fewer tokens than dimensions; contextual vectors of a text longer
+    than the teacher's positions (64) are cut there; a kind in capitals gets its kind's learning rate;
+    a student from an encoder takes the spec's dropout and refuses trim_vocab."""
+    from transformers import BertConfig, BertModel
+
+    from kdexam.config import DistillRunConfig
+    from kdexam.students.transformer import ENCODER_FILE, PRESETS
+
+    projected, explained = pca(torch.randn(3, 10), 5)
+    assert projected.shape == (3, 5) and torch.equal(projected[:, 3:], torch.zeros(3, 2)) and explained == pytest.approx(1.0)
+    long_text = " ".join(["good movie and great plot"] * 20)  # 100 words, past the teacher's 64 positions
+    model, _ = build_student(StudentSpec(kind="static", embeddings="contextual", embedding_dim=8),
+                             Task("classification", ["neg", "pos"]), tiny_bert_dir, train_texts=[long_text, "bad film"])
+    assert model.config.embedding_dim == 8
+    cfg = DistillRunConfig.model_validate({"teacher": "t", "data": {"name": "d"}, "out": "o", "student": {"kind": "BiLSTM"}})
+    assert cfg.train.learning_rate == 1e-3
+    enc = tmp_path / "enc"
+    BertModel(BertConfig(vocab_size=len(tiny_tokenizer), max_position_embeddings=64, **PRESETS["bert-tiny"])).save_pretrained(enc)
+    tiny_tokenizer.save_pretrained(enc)
+    (enc / ENCODER_FILE).write_text("{}")
+    task = Task("classification", ["neg", "pos"])
+    model, _ = build_student(StudentSpec(kind="bert-tiny", dropout=0.0), task, tiny_bert_dir, init_from=enc)
+    assert model.config.hidden_dropout_prob == 0.0 and model.config.attention_probs_dropout_prob == 0.0
+    with pytest.raises(KdexamError, match="trim_vocab does not apply to a student initialised from an encoder"):
+        build_student(StudentSpec(kind="bert-tiny", trim_vocab=True), task, tiny_bert_dir, init_from=enc)

@@ -292,7 +292,7 @@ class DistillRunConfig(Strict):
     @model_validator(mode="after")
     def _student_learning_rate(self):
         if "learning_rate" not in self.train.model_fields_set:
-            family = self.student.kind.split(":")[0]
+            family = self.student.kind.strip().lower().split(":")[0]  # (kinds are read in any case)
             self.train.learning_rate = STUDENT_LEARNING_RATES.get(family, 1e-4)
         return self
 

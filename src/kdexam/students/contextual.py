@@ -52,6 +52,9 @@ def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, text
     if not texts:
         raise KdexamError("Embeddings 'contextual' average the teacher's states over the training texts; pass train_texts.")
     tokenizer, encoder = load_encoder(teacher, dim)
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:  # a teacher with fewer positions than max_length
+        max_length = min(max_length, positions)
     vocab = int(encoder.get_input_embeddings().weight.shape[0])
     width = int(encoder.config.hidden_size)
     counts = token_counts(tokenizer, texts)

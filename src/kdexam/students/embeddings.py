@@ -127,11 +127,14 @@ def pca(matrix: torch.Tensor, dim: int) -> tuple[torch.Tensor, float]:
 
     An exact SVD of the centred matrix (deterministic, unlike randomised
     ``torch.pca_lowrank``); returns the projected rows [n, dim] and the share of
-    the total variance the components keep."""
+    the total variance the components keep. With fewer rows (or columns) than ``dim`` there are
+    fewer components: the rest of the ``dim`` columns are zeros, so the width is always ``dim``."""
     x = matrix.detach().to(torch.float64)
     x = x - x.mean(0, keepdim=True)
     _, s, vh = torch.linalg.svd(x, full_matrices=False)
     projected = x @ vh[:dim].T
+    if projected.shape[1] < dim:
+        projected = torch.nn.functional.pad(projected, (0, dim - projected.shape[1]))
     var = s.pow(2)
     explained = float(var[:dim].sum() / var.sum()) if float(var.sum()) > 0 else 1.0
     return projected.to(matrix.dtype if matrix.is_floating_point() else torch.float32), explained

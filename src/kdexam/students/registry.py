@@ -215,7 +215,10 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
     if init_from is not None:
         from kdexam.students.transformer import build_from_encoder
 
-        model, tokenizer, info = build_from_encoder(init_from, family, k, task)
+        if spec.trim_vocab:
+            raise KdexamError("trim_vocab does not apply to a student initialised from an encoder (--init-from): its table "
+                              "is the encoder's; remove one of the two.")
+        model, tokenizer, info = build_from_encoder(init_from, family, k, task, spec.dropout)
         if spec.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
         model.kdexam_info = {"kind": spec.kind, "teacher": str(teacher_dir), **info}

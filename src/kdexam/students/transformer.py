@@ -440,7 +440,7 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
     return HFStudent(model, "AutoModel"), tokenizer, info
 
 
-def build_from_encoder(encoder_dir: str | Path, family: str, k: int | None, task: Task):
+def build_from_encoder(encoder_dir: str | Path, family: str, k: int | None, task: Task, dropout: float | None = None):
     """A task student initialised from a general-distilled encoder: its weights and tokenizer, a new head.
     The encoder's shape must be the kind's (K layers for teacher-layers:K, the preset's sizes)."""
     from transformers import AutoConfig
@@ -463,7 +463,8 @@ def build_from_encoder(encoder_dir: str | Path, family: str, k: int | None, task
         raise KdexamError(f"--init-from initialises transformer students; '{family}' students cannot take an encoder.")
     auto = auto_class_name(task)
     try:
-        model, loading = _auto(auto).from_pretrained(str(d), output_loading_info=True, **head_kwargs(task))
+        rates = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        model, loading = _auto(auto).from_pretrained(str(d), output_loading_info=True, **head_kwargs(task), **rates)
     except Exception as e:
         raise cannot_load(str(encoder_dir), "weights", e) from None
     encoder_missing = [m for m in loading.get("missing_keys", []) if not m.startswith(("classifier", "pooler", "score"))]
