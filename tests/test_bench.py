@@ -87,6 +87,69 @@ def test_bench_uses_a_fresh_export_in_the_run(pair_runs, tmp_path):
     assert "efficiency" not in json.loads((student / "metrics.json").read_text())["student"]
 
 
+def test_one_bench_thread_is_one_tokenizer_thread_too(pair_runs, monkeypatch):
+    """--threads 1 also keeps the Rust tokenizer's batch calls (the PyTorch path, the teacher's figure
+    every speedup divides) on one thread; the setting is restored afterwards."""
+    import os
+
+    import kdexam.evaluation.efficiency as efficiency
+
+    teacher, _ = pair_runs
+    seen = []
+    monkeypatch.setattr(efficiency, "measure_model", lambda *a, **k: seen.append(os.environ.get("TOKENIZERS_PARALLELISM")) or {})
+    monkeypatch.setattr(efficiency, "add_ratios", lambda models, ref: None)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    api.benchmark(models=[teacher], save=False, threads=1, **{k: v for k, v in FAST.items()})
+    assert seen == ["false"] and os.environ["TOKENIZERS_PARALLELISM"] == "true"
+
+
+def test_the_model_only_step_makes_the_model_calls_of_predict(pair_runs):
+    """Model-only time is the model's part of end to end: the same calls, split at MAX_TOKENS padded
+    positions like predict (it was one unsplit batch, a computation serving never runs)."""
+    from kdexam.evaluation.efficiency import steps
+    from kdexam.export.onnx import export_onnx
+    from kdexam.inference.predictor import Predictor, TorchRunner, load_torch_model
+    from kdexam.inference.serving import ServingPredictor
+
+    teacher, student = pair_runs
+    export_onnx(student)
+    long = " ".join(["the movie was really quite good and the plot was great"] * 3)
+    items = [{"text": f"{long} {i}" if i % 2 else "short one", "text_pair": "and a reply"} for i in range(32)]
+    tm = load_torch_model(student)
+    shapes = []
+
+    class Recording(TorchRunner):
+        def __call__(self, inputs):
+            shapes.append(tuple(inputs["input_ids"].shape))
+            return super().__call__(inputs)
+
+    for predictor in (Predictor(Recording(tm.module), tm.tokenizer, tm.task, tm.max_length, str(student)),
+                      ServingPredictor(student / "onnx", False, 1)):
+        if isinstance(predictor, ServingPredictor):
+            run = predictor.run
+            predictor.run = lambda feed: shapes.append(feed["input_ids"].shape) or run(feed)
+        shapes.clear()
+        prepare, model = steps(predictor)
+        model(prepare(items))
+        alone = list(shapes)
+        shapes.clear()
+        predictor.predict(items, batch_size=32)
+        assert alone == shapes and len(shapes) > 1, (type(predictor).__name__, alone, shapes)
+
+
+def test_the_memory_baseline_holds_the_modeling_code(pair_runs):
+    """transformers imports a model's code when it loads: the pytorch child imports it before its
+    baseline, so peak - baseline is the model's share (for a 0.1 MB teacher it was ~140 MB of code)."""
+    import subprocess
+    import sys
+
+    teacher, _ = pair_runs
+    code = ("import sys; from pathlib import Path; from kdexam.evaluation.efficiency import _import_architecture; "
+            f"_import_architecture(Path({str(teacher)!r})); print('transformers.models.bert.modeling_bert' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "True", done.stderr[-2000:]
+
+
 def test_formulas():
     st = stats_ms([0.001, 0.002, 0.003, 0.004, 0.010])
     assert st["p50"] == pytest.approx(3.0) and st["mean"] == pytest.approx(4.0)

@@ -340,6 +340,26 @@ def test_measured_exam_outputs(measured_exam):
         assert "End-to-end latency" in card and "not measured yet" not in card
 
 
+def test_changed_bench_settings_measure_again_without_training(measured_exam, tmp_path):
+    """Rerun with other bench settings: nothing trains again, every measured cell (teacher first) is
+    measured with the new settings, and its stored settings say so; the same settings again measure nothing."""
+    from kdexam.exam.store import Store
+
+    out, _ = measured_exam
+    copy = tmp_path / "exam"
+    shutil.copytree(out, copy)
+    again = api.exam(str(out.parent / "exam.yaml"), out=copy, set=["bench.n_texts=6"])
+    assert again["run"]["done"] == 5 and again["run"]["failed"] == 2
+    with Store(copy / "results.sqlite") as store:
+        measured = [r for r in store.rows() if r["status"] == "done" and (r["result"] or {}).get("cost")]
+        assert len(measured) == 3 and all(r["result"]["bench_settings"]["n_texts"] == 6 for r in measured)
+        assert all(r["result"]["bench"]["latency"][0]["repeats"] == 3 for r in measured)
+        before = {r["id"]: r["result"]["bench"] for r in measured}
+    api.exam(str(out.parent / "exam.yaml"), out=copy, set=["bench.n_texts=6"])
+    with Store(copy / "results.sqlite") as store:
+        assert {r["id"]: r["result"]["bench"] for r in store.rows() if r["id"] in before} == before
+
+
 def test_report_opens_in_headless_chromium(measured_exam, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,26 @@ def resolve_models(runs: list[str | Path]) -> tuple[list[Path], dict[Path, Path 
 # ---- timing ----------------------------------------------------------------------------------------
 
 
+@contextmanager
+def bench_threads(n: int):
+    """Measure on ``n`` threads: torch's, and with ``n`` = 1 the Rust tokenizer's too (its batch calls
+    in the PyTorch path would use every core; it reads the setting at each call). Both restored after."""
+    import torch
+
+    threads, parallel = torch.get_num_threads(), os.environ.get("TOKENIZERS_PARALLELISM")
+    torch.set_num_threads(n)
+    if n == 1:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if parallel is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = parallel
+
+
 def text_batches(examples: list, batch_size: int) -> list[list]:
     """``ceil(n / batch_size)`` batches of consecutive texts, the last one wrapping around."""
     n = len(examples)
@@ -171,12 +192,30 @@ def stats_ms(seconds: list[float]) -> dict:
 
 
 def steps(predictor):
-    """``(prepare, run)`` of a predictor: raw inputs → padded model inputs, and model inputs →
-    logits; the torch-free :class:`~kdexam.inference.serving.ServingPredictor` or a PyTorch
+    """``(prepare, run)`` of a predictor: raw inputs → the padded model inputs of each model call,
+    and those inputs → logits; the calls are the ones ``predict`` makes (length-sorted, at most
+    ``MAX_TOKENS`` padded positions each: :func:`~kdexam.inference.serving.capped_batches`), so the
+    model-only time is the model's part of the end-to-end time. The torch-free
+    :class:`~kdexam.inference.serving.ServingPredictor` or a PyTorch
     :class:`~kdexam.inference.predictor.Predictor`."""
+    from kdexam.inference.serving import MAX_TOKENS, capped_batches
+
     if hasattr(predictor, "feed"):
-        return (lambda items: predictor.feed(predictor.encode(predictor.items(items)))), predictor.run
-    return (lambda items: predictor.tensors(predictor.examples(items))), predictor.runner
+        def prepare(items):
+            return [predictor.feed(encs) for _, encs in predictor.batches(predictor.items(items), len(items), MAX_TOKENS)]
+
+        return prepare, lambda feeds: [predictor.run(f) for f in feeds]
+
+    def prepare_tensors(items):
+        from kdexam.data.encode import Collator
+        from kdexam.inference.predictor import MODEL_INPUTS
+
+        features = predictor.encode(predictor.examples(items))
+        collate = Collator(predictor.tokenizer, predictor.task)
+        return [{k: v for k, v in collate([dict(features.rows[i], index=i) for i in idx]).items() if k in MODEL_INPUTS}
+                for idx in capped_batches(features.lengths, len(items), MAX_TOKENS)]
+
+    return prepare_tensors, lambda batches: [predictor.runner(b) for b in batches]
 
 
 def time_batches(predictor, batches: list[list], warmup: int, repeats: int) -> tuple[list[float], list[float], list[float]]:
@@ -268,6 +307,20 @@ def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _import_architecture(run: Path) -> None:
+    """Import the code a Hugging Face model's loading imports (transformers imports lazily: its
+    modeling and tokenizer modules, ~140 MB for a BERT teacher), so that the baseline holds it and
+    ``peak - baseline`` is the model's share; nothing for kdexam's own students."""
+    if not (run / "config.json").is_file():
+        return
+    try:
+        from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast  # noqa: F401
+
+        AutoModel._model_mapping[type(AutoConfig.from_pretrained(run))]  # (the lookup imports the modeling module)
+    except Exception:  # a remote-code or unknown architecture: its loading counts it, as before
+        pass
+
+
 def _rss_child(argv: list[str]) -> None:
     """``python -m kdexam.evaluation.efficiency --rss MODEL --backend pytorch --texts FILE …``: load
     the model, predict every text, print ``{"baseline_mb", "loaded_mb", "peak_mb"}`` as JSON."""
@@ -296,6 +349,7 @@ def _rss_child(argv: list[str]) -> None:
     import kdexam.data.encode  # noqa: F401
     import kdexam.students.registry  # noqa: F401  (kdexam.tasks and the student classes)
 
+    _import_architecture(Path(a.rss))
     baseline = _maxrss_mb()
     predictor = load_student(a.rss, backend="pytorch", threads=a.threads)
     loaded = _maxrss_mb()
@@ -477,8 +531,6 @@ def save_efficiency(report: dict, only: list[str] | None = None) -> list[str]:
 def benchmark(cfg: BenchConfig) -> dict:
     """Measure every model of ``cfg`` (and the teachers of its students); returns the report
     ``{"settings", "models": [...]}``, also written to ``cfg.out`` and the runs' metrics.json."""
-    import torch
-
     from kdexam.export.onnx import run_examples
     from kdexam.paths import atomic_write_json
 
@@ -488,13 +540,8 @@ def benchmark(cfg: BenchConfig) -> dict:
     examples, data_task = run_examples(cfg.models[0], cfg.data, cfg.n_texts)
     if not examples:
         raise KdexamError(f"The validation split of '{data_task.dataset}' is empty; pass --data with a dataset that has validation texts.")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        with tempfile.TemporaryDirectory(prefix="kdexam-bench-") as tmp:
-            models = [measure_model(r, examples, data_task, cfg, Path(tmp) / str(i), console) for i, r in enumerate(runs)]
-    finally:
-        torch.set_num_threads(threads)
+    with bench_threads(cfg.threads), tempfile.TemporaryDirectory(prefix="kdexam-bench-") as tmp:
+        models = [measure_model(r, examples, data_task, cfg, Path(tmp) / str(i), console) for i, r in enumerate(runs)]
     add_ratios(models, {str(k): (str(v) if v else None) for k, v in ref.items()})
     report = {"settings": settings(cfg, data_task.dataset, len(examples)), "models": models}
     if cfg.save:

@@ -38,6 +38,7 @@ def run_exam(cfg: ExamConfig, out: str | Path) -> dict:
     check_cells(teachers, grid)  # every run's config is valid before anything trains
     started = time.perf_counter()
     with Store(out / "results.sqlite") as store:
+        backfill_bench_settings(store)
         store.put("config", cfg.model_dump(mode="json", exclude_none=True))
         store.put("cells", [t.id for t in teachers] + [c.id for c in grid])
         store.put("environment", environment(cfg))
@@ -116,6 +117,8 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
 
     run_dir = Path(t.run) if t.run else out / "teachers" / t.id
     if store.status(t.id) == "done":
+        if remeasure(t.id, run_dir, cfg, store, None, _trusted(cfg, t.flags), teacher=True, save=t.run is None):
+            console.print(f"teacher {t.teacher} on {t.dataset}: measured again with the exam's new bench settings")
         return run_dir
     progress.show(f"teacher {t.teacher} on {t.dataset}")
     store.start(t.id, "teacher", str(run_dir), dataset=t.dataset, teacher=t.teacher)
@@ -128,7 +131,7 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
             raise KdexamError(f"Teacher run '{t.run}' has no metrics.json; pass a directory written by 'kdexam teacher'.")
         bench = (measure(run_dir, cfg.bench, None, teacher=True, save=t.run is None, trust_remote_code=trust)
                  if cfg.bench.enabled else None)
-        store.finish(t.id, cell_row(run_dir, bench), time.perf_counter() - started)
+        store.finish(t.id, {**cell_row(run_dir, bench), "bench_settings": bench_settings(cfg)}, time.perf_counter() - started)
         return run_dir
     except Exception as e:  # recorded; the cells of this teacher fail with a pointer to it
         store.fail(t.id, _error(e), time.perf_counter() - started)
@@ -139,9 +142,11 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
 def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, store: Store, progress: Progress) -> None:
     from kdexam import api
 
-    if store.status(c.id) == "done":
-        return
     run_dir = out / "runs" / c.id
+    if store.status(c.id) == "done":
+        if c.role == "student" and remeasure(c.id, run_dir, cfg, store, c.teacher_id, _trusted(cfg, c.flags)):
+            console.print(f"{c.label}: measured again with the exam's new bench settings")
+        return
     progress.show(c.label + (" (control: gold labels only)" if c.role == "control" else ""))
     store.start(c.id, c.role, str(run_dir), dataset=c.dataset, teacher=c.teacher, student=c.student, kind=c.kind,
                 recipe=c.recipe, transfer=c.transfer, seed=c.seed)
@@ -157,10 +162,45 @@ def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, stor
         teacher_bench = (store.rows([c.teacher_id]) or [{}])[0].get("result") or {}
         bench = (measure(run_dir, cfg.bench, teacher_bench.get("bench"), trust_remote_code=trust)
                  if cfg.bench.enabled and c.role == "student" else None)
-        store.finish(c.id, cell_row(run_dir, bench), time.perf_counter() - started)
+        store.finish(c.id, {**cell_row(run_dir, bench), "bench_settings": bench_settings(cfg)}, time.perf_counter() - started)
     except Exception as e:
         store.fail(c.id, _error(e), time.perf_counter() - started)
         console.print(f"[red]cell {c.label} failed:[/] {_error(e)}")
+
+
+def remeasure(cell_id: str, run_dir: Path, cfg: ExamConfig, store: Store, teacher_id: str | None, trust: bool,
+              teacher: bool = False, save: bool = True) -> bool:
+    """Measure a finished cell again when it was measured with other bench settings than the exam's
+    now (threads, batch sizes, texts…), so that every cost and speedup of the report comes from the
+    settings it states; teachers come first, so a student's speedup is against its teacher's new
+    figures. Returns whether it measured."""
+    row = (store.rows([cell_id]) or [{}])[0]
+    result = row.get("result") or {}
+    if not cfg.bench.enabled or not result.get("cost") or result.get("bench_settings") == bench_settings(cfg):
+        return False
+    reference = ((store.rows([teacher_id]) or [{}])[0].get("result") or {}).get("bench") if teacher_id else None
+    bench = measure(run_dir, cfg.bench, reference, teacher=teacher, save=save, trust_remote_code=trust)
+    store.finish(cell_id, {**cell_row(run_dir, bench), "bench_settings": bench_settings(cfg)}, row.get("seconds") or 0.0)
+    return True
+
+
+def backfill_bench_settings(store: Store) -> None:
+    """Rows measured before the settings were stored with them get the settings of the exam's
+    previous invocation (they were measured with those), so that a rerun re-measures only what changed."""
+    from kdexam.config.exam import ExamBench
+
+    previous = (store.get("config") or {}).get("bench")
+    if previous is None:
+        return
+    settings = ExamBench.model_validate(previous).model_dump(exclude={"enabled"})
+    for row in store.rows():
+        if row["status"] == "done" and (row["result"] or {}).get("cost") and "bench_settings" not in row["result"]:
+            store.finish(row["id"], {**row["result"], "bench_settings": settings}, row["seconds"] or 0.0)
+
+
+def bench_settings(cfg: ExamConfig) -> dict:
+    """What a cell's cost figures depend on (stored with them)."""
+    return cfg.bench.model_dump(exclude={"enabled"})
 
 
 def _trusted(cfg: ExamConfig, flags: dict) -> bool:
@@ -185,9 +225,7 @@ def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bo
     with ratios to its teacher's stored figures (measured once per dataset); saved into the run's
     metrics.json when ``save`` (not into a teacher run the exam was given: an input is never
     written; its figures are in results.sqlite). A teacher is timed in PyTorch only."""
-    import torch
-
-    from kdexam.evaluation.efficiency import BenchConfig, add_ratios, measure_model, save_efficiency, settings
+    from kdexam.evaluation.efficiency import BenchConfig, add_ratios, bench_threads, measure_model, save_efficiency, settings
     from kdexam.export.onnx import run_examples
     from kdexam.teachers.loader import allow_remote_code
 
@@ -196,13 +234,8 @@ def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bo
                       gpu=False)
     allow_remote_code(trust_remote_code)
     examples, data_task = run_examples(run_dir, None, cfg.n_texts)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        with tempfile.TemporaryDirectory(prefix="kdexam-exam-bench-") as tmp:
-            model = measure_model(run_dir, examples, data_task, cfg, Path(tmp), console)
-    finally:
-        torch.set_num_threads(threads)
+    with bench_threads(cfg.threads), tempfile.TemporaryDirectory(prefix="kdexam-exam-bench-") as tmp:
+        model = measure_model(run_dir, examples, data_task, cfg, Path(tmp), console)
     models = [model] + ([reference] if reference else [])
     add_ratios(models, {model["run"]: reference["run"] if reference else None})
     if save:  # into this run only (its teacher's figures go in as a reference; the teacher's run is not written)

@@ -302,14 +302,6 @@ class Predictor:
 
         return encode(examples, self.tokenizer, self.task, self.max_length)
 
-    def tensors(self, examples: list) -> dict:
-        """One padded batch of model inputs (tokenise + pad, as one inference request does)."""
-        from kdexam.data.encode import Collator
-
-        rows = self.encode(examples).rows
-        batch = Collator(self.tokenizer, self.task)([dict(r, index=i) for i, r in enumerate(rows)])
-        return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
-
     def predict_logits(self, texts: Sequence, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS) -> list[np.ndarray]:
         """Per-input logits: [C] (classification), [1] (regression), [subwords, C] (tagging)."""
         features = self.encode(self.examples(texts))
