@@ -337,6 +337,15 @@ def test_mlm_keeps_mask_tokens_of_the_text(mlm_dir):
         assert all(a != b and b in WORDS for a, b in zip(example.text.split(), new) if a != "[MASK]")
 
 
+def test_mlm_slots_follow_the_mask_tokens_of_the_text():
+    """A mask glued to punctuation in the text ('[MASK],') is a mask token too: the chosen word's
+    candidates are those of its own position (it took the first mask's)."""
+    from kdexam.data.augment.mlm import mask_slots
+
+    assert mask_slots(["[MASK],", "good", "movie"], {2: 0.5}, "[MASK]") == [None, "movie"]
+    assert mask_slots(["a", "[MASK]", "b[MASK][MASK]", "c"], {0: 0.1, 3: 0.2}, "[MASK]") == ["a", None, None, None, "c"]
+
+
 def test_mlm_is_deterministic_and_independent_of_batching(mlm_dir):
     examples = texts(*SENTENCES)
     first = MlmAugmenter(str(mlm_dir), p=0.3).augment(examples, 2, 5, "classification")
@@ -388,3 +397,26 @@ def test_build_errors(mlm_dir):
     aug = build_augmenter("mlm", mlm_model=str(mlm_dir), p=0.2)
     assert isinstance(aug, MlmAugmenter) and aug.p == 0.2 and aug._model is None  # loaded lazily
     assert isinstance(build_augmenter("ngram", p=0.3), NgramAugmenter)
+
+
+def test_a_neighbours_copy_does_not_depend_on_the_other_examples():
+    """The similarity product of a chunk of words differs in the last bit with the chunk's make-up,
+    which reordered near-tied neighbours: the copies of one sentence changed when 800 others were
+    augmented in the same call (a near tie found in 20,000 random vectors)."""
+    import numpy as np
+
+    from kdexam.data.augment.neighbours import EmbeddingSpace, NeighboursAugmenter
+
+    rng = np.random.default_rng(1)
+    words = [f"w{''.join(chr(97 + int(d)) for d in str(i))}" for i in range(20000)]
+    vectors = rng.normal(size=(len(words), 300)).astype(np.float32)
+
+    def augmenter():
+        a = NeighboursAugmenter(p=1.0, k=5, vectors_file="unused")
+        a._space = EmbeddingSpace(words, vectors, False, "random vectors")
+        return a
+
+    target = Example("wfchc")
+    alone = [e.text for _, e in augmenter().augment([target], 10, 13, "classification")]
+    together = [e.text for i, e in augmenter().augment([target] + [Example(w) for w in words[:800]], 10, 13, "classification") if i == 0]
+    assert alone == together

@@ -165,3 +165,25 @@ def test_card_gains_the_cost_once_measured_and_leaves_foreign_cards_alone(distil
     foreign = "---\nlicense: mit\n---\n# My model\n"
     (run / "README.md").write_text(foreign)
     assert write_card(run) is None and (run / "README.md").read_text() == foreign
+
+
+def test_card_of_a_pair_model_and_of_a_lower_is_better_metric(runs, tmp_path):  # noqa: F811
+    """A pair student's card says so and its usage example runs; with MSE as the primary metric the
+    retention is named teacher / student, not '50% of the teacher's'."""
+    from kdexam.evaluation.card import render_card
+
+    pair = runs.student("bilstm", "pair")
+    card = render_card(pair)
+    assert "- Task: classification (text pairs)" in card
+    call = next(line for line in card.splitlines() if line.startswith("model.predict("))
+    model = api.load_student(pair)
+    assert len(eval(call, {"model": model})) == 1  # the card's own example, as written
+    d = tmp_path / "mse"
+    shutil.copytree(runs.student("bilstm", "reg"), d)
+    m = json.loads((d / "metrics.json").read_text())
+    m["primary_metric"] = "mse"
+    m["teacher"]["metrics"], m["student"]["metrics"] = {"mse": 0.5, "pearson": 0.9}, {"mse": 1.0, "pearson": 0.7}
+    m["retention"] = retention(1.0, 0.5, greater_is_better=False)
+    (d / "metrics.json").write_text(json.dumps(m))
+    card = render_card(d)
+    assert "50.0% of the teacher's" not in card and "Retention (teacher / student: lower is better mse): 0.500." in card

@@ -81,7 +81,7 @@ def render_card(run: Path) -> str:
                   f"{r.primary_metric} {_f(r.score)} on the {r.split} split of {r.dataset} ({kind}), "
                   f"{side.params:,} parameters.", ""]
     lines += ["## Task and data", "",
-              f"- Task: {kind}" + (" (text pairs)" if data.get("text_pair_column") else ""),
+              f"- Task: {kind}" + (" (text pairs)" if _reads_pairs(run) else ""),
               f"- Data: `{r.dataset}`" + (f" (from `{data.get('name')}`)" if data.get("name") not in (None, r.dataset) else ""),
               f"- Scored on: the {r.split} split; primary metric {r.primary_metric}",
               f"- Labels: {', '.join(map(str, _labels(run)))}" if _labels(run) else "- Labels: (regression)", ""]
@@ -89,7 +89,7 @@ def render_card(run: Path) -> str:
     if student:
         lines += _recipe(r, cfg)
     lines += _cost(side, r.teacher if student else None)
-    lines += _usage(run, kind)
+    lines += _usage(run, kind, _reads_pairs(run))
     citations = r.extra.get("citations") or []
     if citations:
         lines += ["## Citations", "", "The methods this run used:", "", "```bibtex", "\n\n".join(c.strip() for c in citations), "```", ""]
@@ -102,7 +102,9 @@ def _summary(r: RunResult) -> str:
     s, t = r.student, r.teacher
     parts = [f"{r.primary_metric} **{_f(r.score)}** on the {r.split} split of {r.dataset}"]
     if r.retention is not None:
-        parts.append(f"{r.retention:.1%} of the teacher's {_f(t.metrics.get(r.primary_metric or ''))} (retention {r.retention:.3f})")
+        teacher = _f(t.metrics.get(r.primary_metric or ""))
+        parts.append(f"{r.retention:.1%} of the teacher's {teacher} (retention {r.retention:.3f})" if _higher_is_better(r) else
+                     f"retention {r.retention:.3f} against the teacher's {teacher} (teacher / student: lower is better)")
     if r.compression:
         ratio = f"{r.compression:.1f}x fewer" if r.compression >= 1 else f"{1 / r.compression:.1f}x more"
         parts.append(f"with {ratio} parameters ({s.params:,} against {t.params:,})")
@@ -126,7 +128,8 @@ def _results(r: RunResult) -> list[str]:
         out += ["Loyalty to the teacher (agreement with its predictions, not with the gold labels):", ""]
         out += [f"- {k}: {_f(v)}" for k, v in loyal.items()] + [""]
     if r.retention is not None:
-        out += [f"Retention (student / teacher {r.primary_metric}): {r.retention:.3f}.", ""]
+        ratio = "student / teacher" if _higher_is_better(r) else "teacher / student: lower is better"
+        out += [f"Retention ({ratio} {r.primary_metric}): {r.retention:.3f}.", ""]
     return out
 
 
@@ -188,16 +191,22 @@ def _cost(side: ModelResult, teacher: ModelResult | None) -> list[str]:
     return out + [""]
 
 
-def _usage(run: Path, kind: str) -> list[str]:
-    example = "conll file of words" if kind == "token-classification" else "one text per line"
-    return ["## Usage", "", "```bash", f"kdexam predict {run} --input texts.txt   # {example}",
+def _usage(run: Path, kind: str, pairs: bool = False) -> list[str]:
+    if kind == "token-classification":
+        example, call = "conll file of words", 'model.predict([["Saya", "makan", "nasi"]])'
+    elif pairs:
+        example = "JSONL lines of {\"text\": …, \"text_pair\": …}"
+        call = 'model.predict([{"text": "a gripping, funny film", "text_pair": "I loved it"}])'
+    else:
+        example, call = "one text per line", 'model.predict(["a gripping, funny film"])'
+    inputs = "texts.jsonl" if pairs and kind != "token-classification" else "texts.txt"
+    return ["## Usage", "", "```bash", f"kdexam predict {run} --input {inputs}   # {example}",
             f"kdexam export {run} --quantize int8          # ONNX + int8, served without PyTorch", "```", "",
-            "```python", "from kdexam import api", "", f'model = api.load_student("{run}")',
-            'model.predict(["a gripping, funny film"])' if kind != "token-classification"
-            else 'model.predict([["Saya", "makan", "nasi"]])', "```", ""]
+            "```python", "from kdexam import api", "", f'model = api.load_student("{run}")', call, "```", ""]
 
 
-def _labels(run: Path) -> list:
+def _task(run: Path) -> dict:
+    """The run's task as saved (``student.json``'s ``task``, else ``task.json``); ``{}`` when unreadable."""
     import json
 
     for name, key in (("student.json", "task"), ("task.json", None)):
@@ -205,10 +214,24 @@ def _labels(run: Path) -> list:
         if p.is_file():
             try:
                 d = json.loads(p.read_text(encoding="utf-8"))
-                return list(((d.get(key) if key else d) or {}).get("labels") or [])
+                return dict((d.get(key) if key else d) or {})
             except ValueError:
-                return []
-    return []
+                return {}
+    return {}
+
+
+def _labels(run: Path) -> list:
+    return list(_task(run).get("labels") or [])
+
+
+def _reads_pairs(run: Path) -> bool:
+    return bool(_task(run).get("text_pair"))
+
+
+def _higher_is_better(r: RunResult) -> bool:
+    from kdexam.tasks import HIGHER_IS_BETTER
+
+    return HIGHER_IS_BETTER.get(r.primary_metric or "", True)
 
 
 def _f(v, spec: str = ".4f") -> str:

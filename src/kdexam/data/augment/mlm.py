@@ -206,8 +206,7 @@ class MlmAugmenter(WordSubstitution):
         sentences = []
         for n in todo:
             words, chosen = items[n][0], dict(selections[n])
-            slots = [w if j in chosen else None for j, w in enumerate(words) if j in chosen or w == mask]
-            sentences.append((" ".join(mask if j in chosen else w for j, w in enumerate(words)), slots))
+            sentences.append((" ".join(mask if j in chosen else w for j, w in enumerate(words)), mask_slots(words, chosen, mask)))
         predictions = self._predict(sentences)
         for n, per_mask in zip(todo, predictions):
             words = results[n][0]
@@ -219,6 +218,15 @@ class MlmAugmenter(WordSubstitution):
 
     def __repr__(self) -> str:
         return f"MlmAugmenter(model={self.model_path!r}, p={self.p}, top_k={self.top_k}, batch_size={self.batch_size})"
+
+
+def mask_slots(words: Words, chosen, mask: str) -> list[str | None]:
+    """One entry per mask token of the masked sentence, in order: the word a chosen position
+    replaces, ``None`` for each mask already in the text (also one glued to punctuation, ``[MASK],``)."""
+    slots: list[str | None] = []
+    for j, w in enumerate(words):
+        slots.extend([w] if j in chosen else [None] * w.count(mask))
+    return slots
 
 
 def _letters(word: str) -> str:

@@ -60,7 +60,10 @@ class EmbeddingSpace:
                     top = np.broadcast_to(np.arange(size), (len(ids), size))
                 for r, key in enumerate(todo[start:start + chunk]):
                     cand = top[r]
-                    order = cand[np.lexsort((cand, -scores[r, cand]))]
+                    # ranked by scores of this key alone, in float64: the chunk's product differs in the last bit
+                    # with the chunk's make-up, which reordered near ties (a copy then depended on the other examples)
+                    exact = self.matrix[cand].astype(np.float64) @ self.matrix[ids[r]].astype(np.float64)
+                    order = cand[np.lexsort((cand, -exact))]
                     low = key.lower()
                     near = [self.words[j] for j in order if j != ids[r] and self.words[j].lower() != low]
                     self._neighbours[key] = near[:k]
