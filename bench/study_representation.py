@@ -37,7 +37,7 @@ one-stage recipe the same epoch budget (a control: does the staged recipe help, 
 
 def cells(a) -> list[dict]:
     out = []
-    for student, recipe, transfer, seed in itertools.product(a.students, RECIPES, (False, True)[: 1 if a.no_transfer else 2],
+    for student, recipe, transfer, seed in itertools.product(a.students, a.recipes, (False, True)[: 1 if a.no_transfer else 2],
                                                              a.seeds):
         name = f"{student}-{recipe}-{'unl' if transfer else 'gold'}-s{seed}"
         flags, times = RECIPES[recipe]
@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="the recipes to run (default all)")
     ap.add_argument("--max-train", type=int, default=2000)
     ap.add_argument("--unlabelled", type=int, default=10000, help="unlabelled lines in the transfer set")
     ap.add_argument("--unlabelled-source", default="movie-dialog")
@@ -82,7 +83,7 @@ def main() -> None:
     kdexam = str(Path(sys.executable).with_name("kdexam"))
     todo = cells(a)
     # one warm-up per transfer setting fills the teacher cache (logits and the [CLS] states) before parallel runs
-    warm = [next(c for c in todo if c["recipe"] == "xtremedistil" and c["transfer"] == t)
+    warm = [next((c for c in todo if c["recipe"] == "xtremedistil" and c["transfer"] == t), next(c for c in todo if c["transfer"] == t))
             for t in sorted({c["transfer"] for c in todo})]
     results = [run(c, kdexam, out_dir) for c in warm]
     with ThreadPoolExecutor(a.jobs) as pool:
