@@ -70,6 +70,8 @@ def kdexam_rows(teacher: str, students: list[str], test, threads: int, tmp: Path
     from kdexam.inference.serving import TOKENIZER_FILE
 
     torch.set_num_threads(threads)
+    if threads == 1:  # the teacher's batch calls to the Rust tokenizer stay on one thread too, as model2vec_peer.py's
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
     texts = [e.text for e in test]
     texts_file = tmp / "texts.json"
     texts_file.write_text(json.dumps(texts))
