@@ -159,15 +159,18 @@ def test_flag_maps_to_its_config_path_through_the_cli(command, name, captured):
 
 
 def test_all_distill_flags_at_once(captured):
-    """Every flag but --general (which refuses the transfer flags, a recipe and several teachers) and
-    --weighting (--teacher-weights imply fixed), then --general without them."""
-    args = [a for name in api.DISTILL_FLAGS if name not in ("general", "weighting") for a in SAMPLES[name][0]] + ["--resume"]
+    """Every flag but --general (which refuses the transfer flags, a recipe and several teachers),
+    --weighting (--teacher-weights imply fixed) and --recipe (which brings its own objectives and
+    refuses --objective and --match), then --recipe alone, then --general without them."""
+    apart = ("general", "weighting", "recipe")
+    args = [a for name in api.DISTILL_FLAGS if name not in apart for a in SAMPLES[name][0]] + ["--resume"]
     cfg = cli_config(captured, ["distill", *args])
     assert captured["resume"] is True
     for name, flag in api.DISTILL_FLAGS.items():
-        if name not in ("general", "weighting"):
+        if name not in apart:
             assert same(get(cfg, flag.path), SAMPLES[name][2]), name
     assert cfg.ensemble.weighting == "fixed"
+    assert cli_config(captured, ["distill", *SAMPLES["recipe"][0]]).recipe == SAMPLES["recipe"][2]
     transfer = {n for n, f in api.DISTILL_FLAGS.items() if f.path.startswith(("transfer.", "ensemble.")) or n in ("recipe", "teacher")}
     args = [a for name in api.DISTILL_FLAGS if name not in transfer for a in SAMPLES[name][0]]
     assert cli_config(captured, ["distill", *args]).general is True

@@ -261,7 +261,8 @@ TEACHER_FLAGS: dict[str, Flag] = {f.name: f for f in (
 DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     Flag("teacher", "teachers", multiple=True, metavar="DIR",
          help="Teacher run directory written by 'kdexam teacher'; repeat it to distil an ensemble of teachers "
-              "(each tokenizes the text itself; see --combine, --weighting)."),
+              "(each tokenizes the text itself; see --combine, --weighting). With --general: any encoder (a folder, "
+              "a hub id or a built-in model name)."),
     Flag("combine", "ensemble.combine", help="Several teachers: average their probabilities (probs, default) or logits."),
     Flag("weighting", "ensemble.weighting",
          help="Several teachers: member weights equal (default) | fixed (--teacher-weights) | validation (each member's "

@@ -256,7 +256,7 @@ def evaluate(
 @app.command()
 def bench(
     models: Optional[list[str]] = typer.Argument(None, help="Student or teacher run directories; a student's teacher is measured too."),
-    config: Optional[Path] = ConfigOpt,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of bench settings; the flags given on the line override it."),
     data: Optional[str] = typer.Option(None, help="Dataset whose validation texts are timed (default: the first run's data)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for PyTorch and ONNX Runtime (default 1)."),
     batch_sizes: Optional[str] = typer.Option(None, help="Comma-separated batch sizes (default 1,32)."),
@@ -358,9 +358,9 @@ def exam(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Exam directory to write (results.sqlite, leaderboard, plots, report.html)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
                                              help="Override an exam config key, e.g. --set seeds=[1,2] --set bench.threads=2."),
-    max_latency_ms: Optional[float] = typer.Option(None, min=0, help="Budget: end-to-end CPU latency per text at batch 1 (p50, ms)."),
-    max_size_mb: Optional[float] = typer.Option(None, min=0, help="Budget: model file size (MB)."),
-    min_retention: Optional[float] = typer.Option(None, min=0, help="Budget: student score / teacher score."),
+    max_latency_ms: Optional[float] = typer.Option(None, help="Budget: end-to-end CPU latency per text at batch 1 (p50, ms). Must be > 0."),
+    max_size_mb: Optional[float] = typer.Option(None, help="Budget: model file size (MB). Must be > 0."),
+    min_retention: Optional[float] = typer.Option(None, help="Budget: student score / teacher score. Must be > 0."),
     export_best: bool = typer.Option(False, "--export-best", help="Export the recommended student of each dataset (ONNX, int8 "
                                                                   "when faster) to DIR/best/DATASET."),
     trust: bool = TrustOpt,
