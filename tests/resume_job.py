@@ -1,5 +1,6 @@
 """A tiny training job for the resume test: ``python resume_job.py OUT [--kill-at STEP] [--resume] [--ema]
-[--accumulate K]`` (``--accumulate``: windows of K batches, a checkpoint at every window's end).
+[--accumulate K] [--checkpoint-every N]`` (``--accumulate``: windows of K batches, a checkpoint at every
+window's end). It logs its evaluations to ``OUT/train_log.jsonl``.
 
 With ``--kill-at`` the process SIGKILLs itself in the middle of that step's loss, as
 a crash would; the checkpoint written before it must be enough to finish the run."""
@@ -34,7 +35,8 @@ model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_siz
                                                  intermediate_size=32, max_position_embeddings=32, num_labels=2))
 ftrain, fval = encode(train, tok, task, 32), encode(val, tok, task, 32)
 accumulate = int(sys.argv[sys.argv.index("--accumulate") + 1]) if "--accumulate" in sys.argv else 1
-cfg = TrainConfig(epochs=3, batch_size=8, learning_rate=1e-3, checkpoint_every=4 if accumulate == 1 else 1, patience=5,
+every = int(sys.argv[sys.argv.index("--checkpoint-every") + 1]) if "--checkpoint-every" in sys.argv else 4 if accumulate == 1 else 1
+cfg = TrainConfig(epochs=3, batch_size=8, learning_rate=1e-3, checkpoint_every=every, patience=5,
                   ema_decay=0.9 if "--ema" in sys.argv else None, gradient_accumulation_steps=accumulate)
 calls = {"n": 0}
 
@@ -46,8 +48,9 @@ def loss_fn(m, batch):
     return m(**{k: v for k, v in batch.items() if k != "index"}).loss
 
 
+out.mkdir(parents=True, exist_ok=True)
 result = fit(model, make_loader(ftrain, tok, task, cfg.batch_size, shuffle=True, seed=3), loss_fn,
              lambda m: evaluate(m, fval, val, tok, task)[0], cfg, make_accelerator(cfg), "accuracy",
-             checkpoint_dir=out / "checkpoint", resume="--resume" in sys.argv)
+             log_path=out / "train_log.jsonl", checkpoint_dir=out / "checkpoint", resume="--resume" in sys.argv)
 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "final.safetensors")
 print("steps", result["steps"])

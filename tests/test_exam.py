@@ -282,8 +282,12 @@ def test_killed_exam_reruns_only_what_is_left_and_matches_an_uninterrupted_one(e
         while time.time() < deadline and proc.poll() is None:  # kill once the bilstm cell has written a checkpoint
             rows = []
             if db.is_file():
-                with sqlite3.connect(db) as con:
-                    rows = con.execute("SELECT run_dir FROM cells WHERE kind = 'bilstm' AND role = 'student' AND status = 'running'").fetchall()
+                try:
+                    with sqlite3.connect(db) as con:
+                        rows = con.execute("SELECT run_dir FROM cells WHERE kind = 'bilstm' AND role = 'student' "
+                                           "AND status = 'running'").fetchall()
+                except sqlite3.OperationalError:  # the exam has created the file but not yet its tables
+                    rows = []
             if rows and list(Path(rows[0][0]).glob("checkpoint-stage1/*")):
                 break
             time.sleep(0.05)

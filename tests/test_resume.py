@@ -36,6 +36,21 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, ema):
     assert not (tmp_path / "resumed" / "checkpoint").exists(), "a finished run removes its checkpoint"
 
 
+def test_a_resumed_log_has_each_evaluation_once(tmp_path):
+    """Checkpoints every 5 steps, an evaluation at step 12, a kill at step 14: the resumed run repeats
+    steps 11-14 and their evaluation, and its log holds it once, as the uninterrupted run's does."""
+    import json
+
+    def lines(d):
+        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in (d / "train_log.jsonl").read_text().splitlines()]
+
+    assert run(tmp_path / "full", "--checkpoint-every", "5").returncode == 0
+    assert run(tmp_path / "resumed", "--checkpoint-every", "5", "--kill-at", "14").returncode == -9
+    assert [x["step"] for x in lines(tmp_path / "resumed")] == [12], "the evaluation after the last checkpoint"
+    assert run(tmp_path / "resumed", "--checkpoint-every", "5", "--resume").returncode == 0
+    assert lines(tmp_path / "resumed") == lines(tmp_path / "full") and [x["step"] for x in lines(tmp_path / "full")] == [12, 24, 36]
+
+
 def test_resume_with_gradient_accumulation_equals_uninterrupted(tmp_path):
     """Windows of 5 batches in 12-batch epochs (5, 5, 2): the windows restart each epoch, and a run
     killed mid-epoch 2 resumes from the end of a window to the same weights."""

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from conftest import tagging_sentences, write_conll, write_jsonl
 from kdexam import api
+from kdexam.errors import KdexamError
 
 FAST = dict(epochs=12, learning_rate=1e-3, batch_size=16, patience=12)
 
@@ -132,3 +133,93 @@ def test_tokenizers_pad_on_the_right_whatever_the_models_default(tmp_path):
     assert loaded.padding_side == "right"
     batch = loaded(["a fine film", "dull"], padding=True)
     assert batch["attention_mask"][1][0] == 1 and batch["attention_mask"][1][-1] == 0
+
+
+# --- what a review found in the teacher side (2026-12-03) -------------------------------------------
+
+
+def test_a_model_folder_without_tokenizer_files_is_refused(tiny_bert_dir, sentiment_dir, tmp_path):
+    """transformers builds an empty tokenizer (special tokens only) from such a folder: every word
+    was [UNK] and the teacher trained to chance without a word."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_bert_dir / f, bare / f)
+    with pytest.raises(KdexamError, match="has no tokenizer vocabulary"):
+        api.finetune_teacher(data=sentiment_dir, model=bare, out=tmp_path / "t", epochs=1)
+
+
+def test_teacher_resume_with_another_config_is_refused_and_a_kill_while_scoring_costs_no_training(
+        tiny_bert_dir, sentiment_dir, tmp_path, monkeypatch):
+    import kdexam.teachers.finetune as finetune
+
+    out = tmp_path / "t"
+    real_evaluate, real_fit = finetune.evaluate, finetune.fit
+    calls = {"evaluate": 0, "fit": 0}
+
+    def crash_on_the_test_split(model, features, examples, *a, **k):
+        calls["evaluate"] += 1
+        if len(examples) == 60:  # sentiment_dir's test split: training is over
+            raise RuntimeError("killed while scoring")
+        return real_evaluate(model, features, examples, *a, **k)
+
+    def counted_fit(*a, **k):
+        calls["fit"] += 1
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(finetune, "evaluate", crash_on_the_test_split)
+    monkeypatch.setattr(finetune, "fit", counted_fit)
+    with pytest.raises(RuntimeError, match="killed while scoring"):
+        api.finetune_teacher(data=sentiment_dir, model=tiny_bert_dir, out=out, epochs=1, batch_size=16)
+    assert (out / "config.yaml").is_file() and (out / "stage1-done").is_dir() and not (out / "metrics.json").exists()
+    with pytest.raises(KdexamError, match="started with another config"):  # config.yaml is written before training
+        api.finetune_teacher(data=sentiment_dir, model=tiny_bert_dir, out=out, epochs=1, batch_size=16, learning_rate=1e-3,
+                             resume=True)
+    monkeypatch.setattr(finetune, "evaluate", real_evaluate)
+    r = api.finetune_teacher(data=sentiment_dir, model=tiny_bert_dir, out=out, epochs=1, batch_size=16, resume=True)
+    assert calls["fit"] == 1, "the resumed run scored the trained weights without training again"
+    assert r["teacher"]["metrics"]["accuracy"] > 0 and not (out / "stage1-done").exists()
+
+
+def test_a_teachers_inputs_are_cut_at_its_positions(tmp_path):
+    """The tiny teacher has 128 positions: a max_length of 256 would crash its forward on a long text."""
+    from kdexam.data.readers import Example
+    from kdexam.teachers.teacher import Teacher
+    from run_factory import make_teacher_run
+
+    teacher = Teacher(make_teacher_run(tmp_path, "cls"), max_length=256)
+    assert teacher.max_length == 128
+    out = teacher.outputs([Example(" ".join(["good movie"] * 100))], ["logits"], cache=False)
+    assert len(out.gather([0], ["logits"])["logits"][0]) == len(teacher.task.labels)
+
+
+def test_evaluate_reads_a_teachers_logits_in_the_students_label_order(tmp_path):
+    """A teacher with the same function but its labels in another order gives the same loyalty (it
+    read the columns in the student's order: loyalty 1.0 became 0.0); another label set is refused."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from run_factory import make_student_run, make_teacher_run
+
+    teacher = make_teacher_run(tmp_path, "cls")
+    student = make_student_run(teacher, "bilstm")
+    flipped = tmp_path / "teacher-flipped"
+    shutil.copytree(teacher, flipped)
+    w = load_file(flipped / "model.safetensors")
+    w["classifier.weight"], w["classifier.bias"] = w["classifier.weight"].flip(0).contiguous(), w["classifier.bias"].flip(0).contiguous()
+    save_file(w, flipped / "model.safetensors", metadata={"format": "pt"})
+    task = json.loads((flipped / "task.json").read_text())
+    labels = task["labels"][::-1]
+    (flipped / "task.json").write_text(json.dumps({**task, "labels": labels}))
+    config = json.loads((flipped / "config.json").read_text())
+    config.update(id2label={str(i): x for i, x in enumerate(labels)}, label2id={x: i for i, x in enumerate(labels)})
+    (flipped / "config.json").write_text(json.dumps(config))
+    a = api.evaluate(student, split="validation", teacher=str(teacher))["student"]["loyalty"]
+    b = api.evaluate(student, split="validation", teacher=str(flipped))["student"]["loyalty"]
+    assert a["label"] == pytest.approx(b["label"]) and a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+    (flipped / "task.json").write_text(json.dumps({**task, "labels": [*labels[:-1], "other"]}))
+    with pytest.raises(KdexamError, match="pass the student's own teacher"):
+        api.evaluate(student, split="validation", teacher=str(flipped))

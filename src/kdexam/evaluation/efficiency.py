@@ -311,14 +311,22 @@ def _import_architecture(run: Path) -> None:
     """Import the code a Hugging Face model's loading imports (transformers imports lazily: its
     modeling and tokenizer modules, ~140 MB for a BERT teacher), so that the baseline holds it and
     ``peak - baseline`` is the model's share; nothing for kdexam's own students."""
-    if not (run / "config.json").is_file():
-        return
+    if not (run / "config.json").is_file() or not _known_architecture(run):
+        return  # (a model that brings its own code: its loading imports it, counted as the model's)
     try:
         from transformers import AutoConfig, AutoModel, PreTrainedTokenizerFast  # noqa: F401
 
         AutoModel._model_mapping[type(AutoConfig.from_pretrained(run))]  # (the lookup imports the modeling module)
-    except Exception:  # a remote-code or unknown architecture: its loading counts it, as before
+    except Exception:  # an architecture transformers does not know: its loading counts it, as before
         pass
+
+
+def _known_architecture(run: Path) -> bool:
+    """A config.json without ``auto_map`` (a model whose code is transformers', not its own)."""
+    try:
+        return "auto_map" not in json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
 
 
 def _rss_child(argv: list[str]) -> None:

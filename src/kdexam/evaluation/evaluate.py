@@ -94,8 +94,9 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
         teacher_model = Teacher(teacher_dir, max_length=data_cfg.max_length) if teacher_dir else None
     teacher_logits = None
     if teacher_model is not None:
+        order = teacher_columns(getattr(teacher_model, "task", None), model.task, teacher_model.name)
         out_t = teacher_model.outputs(examples, ["logits"])
-        teacher_logits = [out_t.example(i) for i in range(len(out_t))]
+        teacher_logits = [out_t.example(i) if order is None else np.asarray(out_t.example(i))[..., order] for i in range(len(out_t))]
     scores = score(task, gold, logits, features, model.crf, teacher_logits)
 
     params = _params(stored, model)
@@ -221,6 +222,22 @@ def ensemble_scores(task: Task, gold: list, logits, features, crf, ensemble, out
         members.append({**entry, "params": ensemble.members[m].params, "metrics": without_per_class(own.teacher_metrics),
                         "student_loyalty": own.loyalty})
     return {**described, "members": members}
+
+
+def teacher_columns(teacher: Task | None, student: Task, teacher_name: str):
+    """Column indices that put the teacher's logits in the student's label order (``None``: already
+    so); a sentence when the teacher was trained for another task or label set (its logits would be
+    read against the wrong labels)."""
+    if teacher is None:
+        return None
+    if (teacher.kind, teacher.text_pair) != (student.kind, student.text_pair) or (
+            teacher.kind != "regression" and sorted(teacher.labels or []) != sorted(student.labels or [])):
+        raise KdexamError(f"Teacher '{teacher_name}' was trained for {teacher.kind} with labels {teacher.labels} and the "
+                          f"student for {student.kind} with labels {student.labels}; pass the student's own teacher "
+                          "(or one of its task and labels) with --teacher.")
+    if teacher.kind == "regression" or list(teacher.labels) == list(student.labels):
+        return None
+    return np.array([teacher.labels.index(label) for label in student.labels])
 
 
 def _stored_result(run: Path) -> RunResult | None:

@@ -25,7 +25,8 @@ from kdexam.evaluation.predict import evaluate
 from kdexam.paths import atomic_write_json, plain_mode, temp_prefix
 from kdexam.rundir import check_out, clear_replaced, finished_run
 from kdexam.students.registry import count_parameters
-from kdexam.teachers.loader import allow_remote_code, load_for_task, load_tokenizer
+from kdexam.teachers.loader import allow_remote_code, fit_max_length, load_for_task, load_tokenizer
+from kdexam.training.checkpoint import load_stage, save_stage
 from kdexam.training.trainer import fit, make_accelerator
 
 console = Console(stderr=True)
@@ -51,9 +52,11 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
                   f"{len(data.test) if data.test else 0} test, primary metric {task.primary_metric}")
     tokenizer = load_tokenizer(cfg.model)
     model = load_for_task(cfg.model, task)
+    max_length = fit_max_length(cfg.data.max_length, getattr(model.config, "max_position_embeddings", None), tokenizer,
+                                str(cfg.model))
     accelerator = make_accelerator(cfg.train)
 
-    enc = {s: encode(data.split(s), tokenizer, task, cfg.data.max_length) for s in ("train", "validation", "test") if data.split(s)}
+    enc = {s: encode(data.split(s), tokenizer, task, max_length) for s in ("train", "validation", "test") if data.split(s)}
     loader = make_loader(enc["train"], tokenizer, task, cfg.train.batch_size, shuffle=True, seed=cfg.seed)
 
     def loss_fn(m, batch):
@@ -65,12 +68,22 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
 
     clear_replaced(out, replace, accelerator)
     out.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:  # first: a --resume with another config is refused (check_out compares it)
+        save_config(cfg, out / "config.yaml")
     log_path = out / "train_log.jsonl"
     if not resume:
         log_path.unlink(missing_ok=True)
-    summary = fit(model, loader, loss_fn, validate, cfg.train, accelerator, task.primary_metric,
-                  task.greater_is_better, log_path, desc=f"teacher {Path(str(cfg.model)).name}",
-                  checkpoint_dir=out / "checkpoint", resume=resume)
+    trained = out / "stage1-done"  # the trained weights, kept until metrics.json is written: a kill while scoring
+    summary = load_stage(trained, model) if resume else None  # does not cost the training
+    if summary is None:
+        summary = fit(model, loader, loss_fn, validate, cfg.train, accelerator, task.primary_metric,
+                      task.greater_is_better, log_path, desc=f"teacher {Path(str(cfg.model)).name}",
+                      checkpoint_dir=out / "checkpoint", resume=resume)
+        if accelerator.is_main_process:
+            save_stage(trained, accelerator.unwrap_model(model), {k: v for k, v in summary.items() if k != "history"})
+        accelerator.wait_for_everyone()
+    else:
+        console.print(f"training finished in an earlier run: not trained again ({trained})")
     model = accelerator.unwrap_model(model)
 
     split = data.eval_split
@@ -87,8 +100,9 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
     if accelerator.is_main_process:  # in a parallel launch, one process writes the run's files
         save_model(model, tokenizer, out)
         atomic_write_json(out / "task.json", task.to_dict())
-        save_config(cfg, out / "config.yaml")
         atomic_write_json(out / "metrics.json", result)
+        if not cfg.train.keep_checkpoint:
+            shutil.rmtree(trained, ignore_errors=True)
         refresh_card(out)
     accelerator.wait_for_everyone()
     return result

@@ -55,6 +55,17 @@ def cannot_load(name: str, what: str, err: Exception) -> KdexamError:
     )
 
 
+def config_positions(model_dir: Path) -> int | None:
+    """``max_position_embeddings`` of a local model's ``config.json`` (read as JSON: no model code runs)."""
+    import json
+
+    try:
+        value = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
 def load_tokenizer(name_or_path: str):
     """A fast tokenizer (needed for word alignment), padding on the right whatever the model's
     default (the collator, the teacher cache and the tagging predictions read each row's first
@@ -69,8 +80,25 @@ def load_tokenizer(name_or_path: str):
         raise cannot_load(name_or_path, "tokenizer", e) from None
     if not getattr(tok, "is_fast", False):
         raise KdexamError(f"Model '{name_or_path}' has no fast tokenizer (tokenizer.json); kdexam needs one for subword alignment.")
+    if len(tok) <= len(set(tok.all_special_ids)):  # transformers builds an empty one from a folder without tokenizer files
+        raise KdexamError(f"Model '{name_or_path}' has no tokenizer vocabulary (only its special tokens): its folder lacks "
+                          "the tokenizer files (tokenizer.json, vocab.txt, …); save the tokenizer with the model.")
     tok.padding_side = "right"
     return tok
+
+
+def fit_max_length(max_length: int, positions: int | None, tokenizer, name: str) -> int:
+    """``max_length`` cut to what the model has ``positions`` for (its ``max_position_embeddings``), and
+    to the tokenizer's ``model_max_length`` where it states one (RoBERTa's 514 positions hold 512
+    tokens), with a note when cut: a longer input would crash the model's forward pass."""
+    limits = [positions, getattr(tokenizer, "model_max_length", None)]
+    limit = min((n for n in limits if isinstance(n, int) and 0 < n < 1_000_000), default=max_length)
+    if limit < max_length:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[dim]note:[/] max_length {max_length} is more than model '{name}' has positions "
+                                   f"for; its inputs are cut at {limit} tokens.")
+    return min(max_length, limit)
 
 
 def load_for_task(name_or_path: str, task: Task, fine_tuned: bool = False):

@@ -48,16 +48,16 @@ class Teacher:
 
     def __init__(self, source: str | Path, task: Task | None = None, max_length: int = 128, general: bool = False):
         from kdexam.teachers.builtin_models import resolve_model
-        from kdexam.teachers.loader import load_tokenizer, read_task
+        from kdexam.teachers.loader import config_positions, fit_max_length, load_tokenizer, read_task
 
         self.name = str(source)
         self.dir = Path(resolve_model(str(source)))
         self.general = general
         self.task = None if general else (task or read_task(self.dir))
-        self.max_length = max_length
-        self.tokenizer = load_tokenizer(str(self.dir))
         self._key: str | None = None
         self._model = None
+        self.tokenizer = load_tokenizer(str(self.dir))
+        self.max_length = fit_max_length(max_length, config_positions(self.dir), self.tokenizer, self.name)
         self.forward_calls = 0
         self.examples_computed = 0
         """Examples this process ran the teacher on (a cache hit adds none; a parallel fill, its share)."""

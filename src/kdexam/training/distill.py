@@ -148,10 +148,9 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         summaries.append({"stage": stage.name, "objectives": objective.names, "data": stage.data, "examples": len(loader.dataset),
                           **{k: v for k, v in summary.items() if k != "history"}})
         student = accelerator.unwrap_model(distiller).student
-        if n < len(plans) - 1:  # a later stage killed and resumed starts from here
-            if main:
-                save_stage(record, accelerator.unwrap_model(distiller), summaries[-1])
-            accelerator.wait_for_everyone()
+        if main:  # a later stage killed and resumed starts from here; after the last, a kill while scoring costs no training
+            save_stage(record, accelerator.unwrap_model(distiller), summaries[-1])
+        accelerator.wait_for_everyone()
 
     if main:  # saved before scoring, so that a failure there never loses the trained student
         save_student(student, tokenizer, cfg.student, task, out)

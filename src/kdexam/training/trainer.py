@@ -206,6 +206,10 @@ def fit(
             pos["seconds"] = time.perf_counter() - start
             if average is not None:
                 pos["averaged"] = average.updates
+            if log_path and accelerator.is_main_process and log_path.is_file():
+                if log is not None and not log.closed:
+                    log.flush()
+                pos["log_bytes"] = log_path.stat().st_size  # a resume drops the log lines written after this point
             if accelerator.is_main_process:  # one writer; the others wait until it is whole
                 save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, pos, best_state,
                                 average=average.state if average is not None else None, scaler=accelerator.scaler)
@@ -213,7 +217,11 @@ def fit(
 
     eval_at = {round(len(loader) * k / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
     start = time.perf_counter() - pos["seconds"]
+    if log_path and accelerator.is_main_process and log_path.is_file() and pos.get("log_bytes") is not None:
+        with open(log_path, "r+b") as f:  # (evaluations after the checkpoint are logged again as the run repeats them)
+            f.truncate(pos["log_bytes"])
     log_file = open(log_path, "a", encoding="utf-8") if log_path and accelerator.is_main_process else nullcontext()
+    log = None
     with log_file as log, progress_bar() as bar:
         total = len(loader) * cfg.epochs
         job = bar.add_task(desc, total=total, completed=pos["step"], info="")
