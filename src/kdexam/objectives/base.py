@@ -58,6 +58,18 @@ Projection = Literal["auto", "linear", "none"]
 """``auto``: a learned ``nn.Linear(student_width, teacher_width)`` only when the widths
 differ; ``linear``: always one; ``none``: never (the widths must be equal)."""
 Layers = Annotated[Union[str, list[tuple[int, int]]], AfterValidator(check_rule)]
+
+
+def _positive_temperature(temperature: float) -> float:
+    if not math.isfinite(temperature) or temperature <= 0:
+        from pydantic_core import PydanticCustomError
+
+        raise PydanticCustomError("bad_temperature", "needs a temperature > 0")
+    return temperature
+
+
+Temperature = Annotated[float, AfterValidator(_positive_temperature)]
+"""A softmax temperature parameter: finite and > 0."""
 """A layer-mapping rule (uniform, skip, first, last, final) or a list of
 ``[teacher_layer, student_layer]`` pairs (:func:`kdexam.objectives.mapping.layer_pairs`)."""
 

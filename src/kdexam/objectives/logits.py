@@ -37,15 +37,11 @@ logits from autocast or from the teacher cache).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from pydantic import field_validator
-from pydantic_core import PydanticCustomError
 from torch import Tensor
 
-from kdexam.objectives.base import BuildContext, Objective, ObjectiveParams
+from kdexam.objectives.base import BuildContext, Objective, ObjectiveParams, Temperature
 from kdexam.tasks import IGNORE_INDEX, TASK_KINDS
 
 HINTON_2015 = r"""@misc{hinton2015distilling,
@@ -155,15 +151,8 @@ class _TemperatureObjective(Objective):
     task_kinds = _LABEL_TASKS
 
     class Params(ObjectiveParams):
-        temperature: float = 1.0
+        temperature: Temperature = 1.0
         """Softmax temperature T > 0 (1.0 when omitted)."""
-
-        @field_validator("temperature")
-        @classmethod
-        def _positive(cls, temperature: float) -> float:
-            if not math.isfinite(temperature) or temperature <= 0:
-                raise PydanticCustomError("bad_temperature", "needs a temperature > 0")
-            return temperature
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()

@@ -28,16 +28,13 @@ Losses over the N compared vectors ``u_n = W s_n`` and ``v_n`` (teacher, constan
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import field_validator
-from pydantic_core import PydanticCustomError
 from torch import Tensor, nn
 
 from kdexam.errors import KdexamError
-from kdexam.objectives.base import BuildContext, Objective, ObjectiveParams, float32, named, real_tokens, zero_like
+from kdexam.objectives.base import BuildContext, Objective, ObjectiveParams, Temperature, float32, named, real_tokens, zero_like
 
 MUKHERJEE_2020 = r"""@inproceedings{mukherjee2020xtremedistil,
   title={{XtremeDistil}: Multi-stage Distillation for Massive Multilingual Models},
@@ -102,14 +99,7 @@ class RepresentationLoss(Objective):
         layer: int | None = None
         target: Literal["cls", "mean"] = "cls"
         loss: Literal["mse", "cosine", "kl"] = "mse"
-        temperature: float = 1.0
-
-        @field_validator("temperature")
-        @classmethod
-        def _positive(cls, temperature: float) -> float:
-            if not math.isfinite(temperature) or temperature <= 0:
-                raise PydanticCustomError("bad_temperature", "needs a temperature > 0")
-            return temperature
+        temperature: Temperature = 1.0
 
     def __init__(self, layer: int, target: str = "cls", loss: str = "mse", temperature: float = 1.0,
                  student_width: int = 1, teacher_width: int = 1, tagging: bool = False):

@@ -221,7 +221,6 @@ def fit(
         with open(log_path, "r+b") as f:  # (evaluations after the checkpoint are logged again as the run repeats them)
             f.truncate(pos["log_bytes"])
     log_file = open(log_path, "a", encoding="utf-8") if log_path and accelerator.is_main_process else nullcontext()
-    log = None
     with log_file as log, progress_bar() as bar:
         total = len(loader) * cfg.epochs
         job = bar.add_task(desc, total=total, completed=pos["step"], info="")
