@@ -226,18 +226,18 @@ def ensemble_scores(task: Task, gold: list, logits, features, crf, ensemble, out
 
 def teacher_columns(teacher: Task | None, student: Task, teacher_name: str):
     """Column indices that put the teacher's logits in the student's label order (``None``: already
-    so); a sentence when the teacher was trained for another task or label set (its logits would be
-    read against the wrong labels)."""
+    so), as an ensemble orders its members' (:func:`~kdexam.teachers.ensemble.label_order`); a
+    sentence when the teacher was trained for another task or label set."""
+    from kdexam.teachers.ensemble import label_order
+
     if teacher is None:
         return None
-    if (teacher.kind, teacher.text_pair) != (student.kind, student.text_pair) or (
-            teacher.kind != "regression" and sorted(teacher.labels or []) != sorted(student.labels or [])):
+    try:
+        return label_order(student, teacher, "student", teacher_name)
+    except KdexamError:
         raise KdexamError(f"Teacher '{teacher_name}' was trained for {teacher.kind} with labels {teacher.labels} and the "
                           f"student for {student.kind} with labels {student.labels}; pass the student's own teacher "
-                          "(or one of its task and labels) with --teacher.")
-    if teacher.kind == "regression" or list(teacher.labels) == list(student.labels):
-        return None
-    return np.array([teacher.labels.index(label) for label in student.labels])
+                          "(or one of its task and labels) with --teacher.") from None
 
 
 def _stored_result(run: Path) -> RunResult | None:
