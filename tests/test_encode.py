@@ -63,3 +63,73 @@ def test_regression_labels_are_float(tiny_tokenizer):
     f = encode([Example("good", None, 1.5)], tiny_tokenizer, task, max_length=16)
     batch = next(iter(make_loader(f, tiny_tokenizer, task, 4, shuffle=False)))
     assert batch["labels"].dtype == torch.float and batch["labels"].tolist() == [1.5]
+
+
+# ---- byte-level BPE (RoBERTa, GPT-2): pre-split words keep the space before them ----------------------
+
+
+def byte_level_bpe_dir(tmp_path):
+    """A RoBERTa-style tokenizer (byte-level BPE, ``add_prefix_space`` off, as roberta-base ships)
+    trained in memory and saved the way a hub model's folder holds it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaConfig, RobertaTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["the good film", "a bad movie", "good acting in the film"] * 20, trainer)
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                         mask_token="<mask>").save_pretrained(tmp_path)
+    RobertaConfig(vocab_size=tok.get_vocab_size()).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_byte_level_bpe_tags_words_as_they_read_inside_a_sentence(tmp_path):
+    """Without the prefix space every pre-split word was encoded as if it began the text ('good' →
+    'go', 'od' where a sentence has 'Ġgood'): pieces the model hardly saw in pretraining."""
+    from kdexam.teachers.loader import load_tokenizer
+
+    tok = load_tokenizer(str(byte_level_bpe_dir(tmp_path)))
+    task = Task("token-classification", ["ADJ", "DET", "NOUN"])
+    row = encode([Example(["the", "good", "film"], None, ["DET", "ADJ", "NOUN"])], tok, task, max_length=32).rows[0]
+    in_sentence = tok(" the good film")  # each word after a space, as it reads mid-sentence
+    assert row["input_ids"] == in_sentence["input_ids"]
+    assert tok.convert_ids_to_tokens(row["input_ids"]) == ["<s>", "Ġthe", "Ġgood", "Ġfilm", "</s>"]
+    assert [l for l in row["labels"] if l != IGNORE_INDEX] == [1, 0, 2]
+
+
+def test_serving_tokenizer_encodes_words_as_training_did(tmp_path):
+    """The torch-free predictor reads tokenizer.json with the Rust tokenizer alone: its tagging
+    input must get the same ids as kdexam.data.encode gave the model in training."""
+    from tokenizers import Tokenizer
+
+    from kdexam.inference.serving import space_before_words
+    from kdexam.teachers.loader import load_tokenizer
+
+    d = byte_level_bpe_dir(tmp_path)
+    words = ["a", "bad", "film", "in", "the", "movie"]
+    task = Task("token-classification", ["X"])
+    trained = encode([Example(words, None, None)], load_tokenizer(str(d)), task, max_length=32).rows[0]["input_ids"]
+    rust = Tokenizer.from_file(str(d / "tokenizer.json"))
+    assert rust.encode(words, is_pretokenized=True).ids != trained, "the saved tokenizer must lack the prefix space"
+    assert space_before_words(rust) is True
+    assert rust.encode(words, is_pretokenized=True).ids == trained
+    assert space_before_words(rust) is False  # already spaced: nothing to change
+
+
+def test_space_before_words_reaches_into_a_sequence_and_leaves_wordpiece_alone(tiny_tokenizer):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from kdexam.inference.serving import space_before_words
+
+    rust = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    rust.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    assert space_before_words(rust) is True
+    assert '"add_prefix_space":true' in rust.to_str().replace(" ", "")
+    wordpiece = tiny_tokenizer.backend_tokenizer
+    before = wordpiece.pre_tokenizer.__getstate__()
+    assert space_before_words(wordpiece) is False
+    assert wordpiece.pre_tokenizer.__getstate__() == before

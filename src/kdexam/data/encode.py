@@ -3,7 +3,9 @@
 Token classification aligns word tags to subwords: the tag sits on each word's
 first subword and every other position (continuation subwords, special tokens)
 gets ``-100``, which the loss ignores. ``word_ids`` are kept so that predictions
-can be mapped back to one tag per word.
+can be mapped back to one tag per word. Words are encoded as they read inside a sentence: a
+byte-level BPE tokenizer (RoBERTa, GPT-2) gets its prefix space turned on for pre-split words
+(:func:`kdexam.inference.serving.space_before_words`, which the torch-free predictor applies too).
 
 Batches are length-bucketed: after a seeded shuffle, examples are sorted by length
 within chunks of ``batch_size × 50``, cut into batches, and the batches shuffled —
@@ -20,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kdexam.data.readers import Example
+from kdexam.inference.serving import space_before_words
 from kdexam.tasks import IGNORE_INDEX, Task
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -59,6 +62,8 @@ def encode(examples: list[Example], tokenizer, task: Task, max_length: int, batc
     """Tokenise ``examples`` (in chunks, with the fast tokenizer) and attach labels."""
     rows: list[dict] = []
     label2id = task.label2id
+    if task.kind == "token-classification" and getattr(tokenizer, "is_fast", False):
+        space_before_words(tokenizer.backend_tokenizer)  # RoBERTa-style BPE: 'Ġgood', not 'go' + 'od'
     for start in range(0, len(examples), batch):
         chunk = examples[start : start + batch]
         if task.kind == "token-classification":

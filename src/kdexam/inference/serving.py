@@ -149,6 +149,34 @@ def capped_batches(widths: list[int], batch_size: int, max_tokens: int | None = 
 # ---- inputs ------------------------------------------------------------------------------------
 
 
+def space_before_words(tokenizer) -> bool:
+    """Give each pre-split word (tagging input) the space it has inside a sentence, on a Rust
+    ``tokenizers.Tokenizer`` in place; True when something changed.
+
+    A byte-level BPE tokenizer (RoBERTa, GPT-2, BART) whose ``ByteLevel`` pre-tokenizer has
+    ``add_prefix_space`` off encodes every pre-split word as if it began the text: 'good' becomes
+    'go' + 'od' instead of the 'Ġgood' the model read in pretraining. transformers asks for
+    ``add_prefix_space=True`` with ``is_split_into_words`` for these tokenizers; this sets it on the
+    pre-tokenizer (also inside a ``Sequence``). Every other pre-tokenizer is left as it is (WordPiece
+    and SentencePiece ones already treat each word as a word)."""
+    pre = tokenizer.pre_tokenizer
+    if pre is None:
+        return False
+    spec = json.loads(pre.__getstate__())
+
+    def prefix(node: dict) -> bool:
+        if node.get("type") == "ByteLevel" and not node.get("add_prefix_space", False):
+            node["add_prefix_space"] = True
+            return True
+        return any([prefix(n) for n in node.get("pretokenizers", [])])  # every one, not the first
+
+    if not prefix(spec):
+        return False
+    pre.__setstate__(json.dumps(spec).encode())
+    tokenizer.pre_tokenizer = pre
+    return True
+
+
 def upper_first(text: str) -> str:
     """``str.capitalize`` without lowercasing the rest (a file name keeps its case)."""
     return text[:1].upper() + text[1:]
@@ -228,6 +256,8 @@ class ServingPredictor:
         if not (d / TOKENIZER_FILE).is_file():
             raise InputError(f"'{d}' has no {TOKENIZER_FILE}; export the model again with 'kdexam export' (a fast tokenizer is needed).")
         self.tokenizer = Tokenizer.from_file(str(d / TOKENIZER_FILE))
+        if self.task.kind == "token-classification":
+            space_before_words(self.tokenizer)  # as training encoded the words (kdexam.data.encode)
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length, strategy="longest_first",
                                          direction=record.get("truncation_side", "right"))

@@ -90,8 +90,11 @@ def fingerprint(model_key: str, examples: list[Example], task: Task | None, max_
     """The cache key of one teacher on one list of examples (outputs are files inside it); the
     teacher sorts its examples by :func:`content_key` first, so the key is the content's."""
     h = hashlib.sha256()
-    h.update(json.dumps({"format": FORMAT, "model": model_key, "kind": task.kind if task else "general",
-                         "labels": task.labels if task else None, "max_length": max_length}).encode())
+    identity = {"format": FORMAT, "model": model_key, "kind": task.kind if task else "general",
+                "labels": task.labels if task else None, "max_length": max_length}
+    if task is not None and task.kind == "token-classification":
+        identity["words"] = "spaced"  # words encoded by space_before_words (older tagging caches are not reused)
+    h.update(json.dumps(identity).encode())
     for e in examples:
         h.update(content_key(e).encode())
         h.update(b"\n")
