@@ -439,3 +439,20 @@ def test_readme_section_is_generated_between_markers(measured_exam, tmp_path):
     (tmp_path / "plain.md").write_text("no markers\n", encoding="utf-8")
     with pytest.raises(KdexamError, match="markers"):
         update(out, tmp_path / "plain.md")
+
+
+def test_a_given_teacher_run_retrained_in_place_gets_new_cells(tmp_path):
+    """``teachers: [{run: DIR}]`` named its cells by the folder's path alone: a teacher re-trained in
+    the same folder kept every student cell 'done', reported against the old teacher's outputs."""
+    run = tmp_path / "teacher"
+    run.mkdir()
+    (run / "config.json").write_text('{"model_type": "bert"}', encoding="utf-8")
+    (run / "model.safetensors").write_bytes(b"old weights")
+    cfg = ExamConfig.model_validate({"datasets": ["a"], "teachers": [{"run": str(run), "name": "mine"}], "students": ["cnn"]})
+    before_teacher = teacher_cells(cfg)
+    before = {c.id for c in cells(cfg, before_teacher)}
+    assert [t.id for t in teacher_cells(cfg)] == [t.id for t in before_teacher]  # stable while nothing changes
+    (run / "model.safetensors").write_bytes(b"new weights")
+    after_teacher = teacher_cells(cfg)
+    assert after_teacher[0].id != before_teacher[0].id
+    assert not before & {c.id for c in cells(cfg, after_teacher)}

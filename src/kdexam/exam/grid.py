@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kdexam.config.exam import ExamConfig
@@ -94,12 +95,23 @@ def teacher_cells(cfg: ExamConfig) -> list[TeacherCell]:
             data["set"] = data_set
         for t in cfg.teachers:
             if t.run:
-                out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(["run", t.run, d.name]), d.name, t.name,
-                                       run=t.run))
+                identity = ["run", t.run, d.name, run_fingerprint(t.run)]
+                out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(identity), d.name, t.name, run=t.run))
                 continue
             flags = merge(cfg.train, data, t.flags, d.teacher, {"model": t.model, "seed": cfg.teacher_seed})
             out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(flags), d.name, t.name, flags))
     return out
+
+
+def run_fingerprint(run: str) -> str | None:
+    """A given teacher run's weights, configuration and tokenizer (the teacher cache's identity,
+    :func:`kdexam.teachers.cache.model_fingerprint`): a teacher re-trained in the same folder gets
+    new cell ids, so its students are distilled again instead of reported from the old teacher.
+    None for a folder that does not exist (the teacher's cell then fails with a sentence)."""
+    from kdexam.teachers.cache import model_fingerprint
+
+    d = Path(run)
+    return model_fingerprint(d) if d.is_dir() else None
 
 
 def cells(cfg: ExamConfig, teachers: list[TeacherCell]) -> list[Cell]:
