@@ -255,3 +255,24 @@ def test_an_empty_objective_list_means_the_matches_alone():
     cfg = DistillRunConfig.model_validate({"teacher": "t", "data": {"name": "d"}, "out": "o", "matches": [match]})
     assert stage_objectives(stage, cfg, ["DEFAULT"])[0] == []
     assert stage_objectives(StageConfig(), cfg, ["DEFAULT"])[0] == ["DEFAULT"]
+
+
+def test_inputs_longer_than_the_teachers_positions_are_cut_everywhere(teacher_run, tmp_path):
+    """The teacher (64 positions, fine-tuned at the default max_length 128) cut its own inputs, but a
+    student built from its layers was fed 128 tokens (a crash in its forward pass), and predict,
+    bench and export of the teacher run read the uncut 128 from its config.yaml."""
+    from conftest import sentiment_examples, write_jsonl
+    from kdexam.inference.predictor import load_student
+
+    long_text = " ".join(["the movie was really quite good and the plot was great"] * 8)
+    data = tmp_path / "long"
+    data.mkdir()
+    for split, n, seed in (("train", 32, 1), ("validation", 8, 2), ("test", 8, 3)):
+        write_jsonl(data / f"{split}.jsonl", [dict(r, text=r["text"] + " " + long_text) for r in sentiment_examples(n, seed)])
+    api.distill(teacher=teacher_run / "run", data=data, student="teacher-layers:1", out=tmp_path / "s", epochs=1, batch_size=16)
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())["data"]["max_length"] == 64
+    teacher = load_student(teacher_run / "run", backend="pytorch")
+    assert teacher.max_length == 64
+    assert [p["label"] in ("pos", "neg") for p in teacher.predict([long_text, "good"])] == [True, True]

@@ -66,6 +66,19 @@ def config_positions(model_dir: Path) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def input_limit(model_dir: str | Path) -> int | None:
+    """The most tokens a local model folder's inputs can have, read from its JSON files alone (no
+    model code runs): ``max_position_embeddings`` of ``config.json`` and the tokenizer's
+    ``model_max_length`` where it states one (RoBERTa's 514 positions hold 512 tokens); None when
+    neither says."""
+    limits = [config_positions(Path(model_dir))]
+    try:
+        limits.append(json.loads((Path(model_dir) / "tokenizer_config.json").read_text(encoding="utf-8")).get("model_max_length"))
+    except (OSError, ValueError, AttributeError):
+        pass
+    return min((n for n in limits if isinstance(n, int) and 0 < n < 1_000_000), default=None)
+
+
 def load_tokenizer(name_or_path: str):
     """A fast tokenizer (needed for word alignment), padding on the right whatever the model's
     default (the collator, the teacher cache and the tagging predictions read each row's first

@@ -68,6 +68,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     set_seed(cfg.seed)
     started = time.perf_counter()
     cfg = with_teacher_data(cfg, teacher_dirs[0])
+    cfg = with_teacher_positions(cfg, teacher_dirs[0])
     teacher_labels = ["teacher"] if len(teacher_dirs) == 1 else [f"teacher {i}" for i in range(1, len(teacher_dirs) + 1)]
     replace = check_out(cfg, out, {**dict(zip(teacher_labels, teacher_dirs)), "--init-from encoder": cfg.init_from,
                          "data": cfg.data.name,
@@ -322,6 +323,21 @@ def with_teacher_data(cfg: DistillRunConfig, teacher_dir: Path) -> DistillRunCon
     data = DataConfig.model_validate(fields)
     console.print(f"data: {data.name} (the teacher's, from {teacher_dir / 'config.yaml'})")
     return cfg.model_copy(update={"data": data})
+
+
+def with_teacher_positions(cfg: DistillRunConfig, teacher_dir: Path) -> DistillRunConfig:
+    """``data.max_length`` cut at what the teacher has positions for, with a note: the teacher's
+    outputs are of inputs cut there, and a student built from its layers has the same position
+    table (a longer input crashed its forward pass). Cut before the run's config is compared or
+    written, so the run records, and its predictor reads, the length it trained at."""
+    from kdexam.teachers.loader import input_limit
+
+    limit = input_limit(teacher_dir)
+    if limit is None or cfg.data.max_length <= limit:
+        return cfg
+    console.print(f"[dim]note:[/] max_length {cfg.data.max_length} is more than the teacher '{teacher_dir}' has positions "
+                  f"for; inputs are cut at {limit} tokens.")
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_length": limit})})
 
 
 def check_data_fits_teacher(data: DataSplits, teacher_task: Task, teacher_dir: Path) -> Task:
