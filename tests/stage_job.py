@@ -1,4 +1,5 @@
-"""A two-stage distillation for the resume test: ``python stage_job.py TEACHER DATA OUT [--kill-at N]``.
+"""A two-stage distillation for the resume test: ``python stage_job.py TEACHER DATA OUT [--kill-at N]
+[--checkpoint-every STEPS]`` (default 2).
 
 Stage 1 distils with soft targets, stage 2 fine-tunes on gold labels; with ``--kill-at`` the
 process SIGKILLs itself at the N-th training forward pass, as a crash would. Always runs with
@@ -16,6 +17,7 @@ from kdexam.training import distiller  # noqa: E402
 
 teacher, data, out = sys.argv[1:4]
 kill_at = int(sys.argv[sys.argv.index("--kill-at") + 1]) if "--kill-at" in sys.argv else None
+every = int(sys.argv[sys.argv.index("--checkpoint-every") + 1]) if "--checkpoint-every" in sys.argv else 2
 if kill_at is not None:
     forward, calls = distiller.Distiller.forward, {"n": 0}
 
@@ -30,5 +32,5 @@ if kill_at is not None:
 STAGES = ("stages=[{name: soft, objectives: [{name: kl}], epochs: 2}, "
           "{name: gold, data: gold, objectives: [{name: gold}], epochs: 2, learning_rate: 0.0005}]")
 api.distill(teacher=teacher, data=data, student="cnn", out=out, resume=True, batch_size=16, max_train=64,
-            set=[STAGES, "train.checkpoint_every=2"])
+            set=[STAGES, f"train.checkpoint_every={every}"])
 print("done")

@@ -49,6 +49,12 @@ def test_a_resumed_log_has_each_evaluation_once(tmp_path):
     assert [x["step"] for x in lines(tmp_path / "resumed")] == [12], "the evaluation after the last checkpoint"
     assert run(tmp_path / "resumed", "--checkpoint-every", "5", "--resume").returncode == 0
     assert lines(tmp_path / "resumed") == lines(tmp_path / "full") and [x["step"] for x in lines(tmp_path / "full")] == [12, 24, 36]
+    # killed before its first checkpoint (step 30), after the evaluation at step 12: a resume starts the
+    # run again from nothing and logs that evaluation again, once
+    assert run(tmp_path / "early", "--checkpoint-every", "30", "--kill-at", "20").returncode == -9
+    assert [x["step"] for x in lines(tmp_path / "early")] == [12]
+    assert run(tmp_path / "early", "--checkpoint-every", "30", "--resume").returncode == 0
+    assert lines(tmp_path / "early") == lines(tmp_path / "full")
 
 
 def test_resume_with_gradient_accumulation_equals_uninterrupted(tmp_path):
@@ -100,3 +106,17 @@ def test_sigkill_in_stage_2_resumes_without_retraining_stage_1(tmp_path, tiny_be
     untimed = [{k: v for k, v in s[0].items() if k != "train_seconds"} for s in stages]
     assert [s["stage"] for s in stages[1]] == ["soft", "gold"] and untimed[0] == untimed[1]  # stage 1's summary kept
     assert not list((tmp_path / "resumed").glob("stage*-done")), "a finished run removes its stage records"
+    assert log_lines(tmp_path / "resumed") == log_lines(tmp_path / "full")
+
+    # killed after stage 2's first evaluation (pass 12) with no checkpoint in stage 2: the stage is trained
+    # again from its start, and its evaluation was logged twice
+    assert job("late", "--kill-at", "14", "--checkpoint-every", "100").returncode == -9
+    assert [x["step"] for x in log_lines(tmp_path / "late")] == [4, 8, 4]
+    assert job("late", "--checkpoint-every", "100").returncode == 0
+    assert log_lines(tmp_path / "late") == log_lines(tmp_path / "full")
+
+
+def log_lines(d: Path) -> list[dict]:
+    import json
+
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in (d / "train_log.jsonl").read_text().splitlines()]

@@ -122,8 +122,9 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], state: dict) -> None:
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
 
 
-def save_stage(directory: Path, model: torch.nn.Module, summary: dict) -> None:
-    """Record a finished stage (weights, summary, RNG states) in ``directory``, written whole or not at all."""
+def save_stage(directory: Path, model: torch.nn.Module, summary: dict, log_bytes: int | None = None) -> None:
+    """Record a finished stage (weights, summary, RNG states; ``log_bytes``, the run's log size at the
+    stage's end, where the next stage's lines begin) in ``directory``, written whole or not at all."""
     directory = Path(directory)
     new = directory.with_name(directory.name + ".new")
     shutil.rmtree(new, ignore_errors=True)
@@ -131,9 +132,18 @@ def save_stage(directory: Path, model: torch.nn.Module, summary: dict) -> None:
     rng, rng_meta = _rng_state()
     save_file(_state_dict(model), new / "model.safetensors")
     save_file(rng, new / "rng.safetensors")
-    atomic_write_json(new / "stage.json", {"summary": summary, **rng_meta})
+    atomic_write_json(new / "stage.json", {"summary": summary, "log_bytes": log_bytes, **rng_meta})
     shutil.rmtree(directory, ignore_errors=True)
     new.rename(directory)
+
+
+def stage_log_bytes(directory: Path) -> int | None:
+    """The run's log size when the stage recorded in ``directory`` finished (None: not recorded)."""
+    try:
+        value = json.loads((Path(directory) / "stage.json").read_text(encoding="utf-8")).get("log_bytes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
 
 
 def load_stage(directory: Path, model: torch.nn.Module) -> dict | None:

@@ -47,7 +47,7 @@ from kdexam.teachers.ensemble import CITATION as ENSEMBLE_CITATION
 from kdexam.teachers.ensemble import Ensemble, split_member
 from kdexam.teachers.loader import allow_remote_code
 from kdexam.teachers.teacher import Teacher, check_same_tokenization, read_teacher_config
-from kdexam.training.checkpoint import load_stage, save_stage
+from kdexam.training.checkpoint import load_stage, save_stage, stage_log_bytes
 from kdexam.training.distiller import Distiller, TeacherSide, student_outputs
 from kdexam.training.stages import apply_unfreeze, stage_objectives, stage_train_config, stages_of
 from kdexam.training.trainer import POLYAK_1992, fit, make_accelerator
@@ -113,6 +113,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     if not resume and main:
         log_path.unlink(missing_ok=True)
     summaries, citations = [], ([ENSEMBLE_CITATION] if isinstance(teacher, Ensemble) else [])
+    log_start: int | None = 0  # where the next stage's lines begin in the log
     for n, (stage, objective) in enumerate(plans):
         train_cfg = stage_train_config(stage, cfg.train)
         trainable = apply_unfreeze(student, stage.unfreeze)
@@ -126,6 +127,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         if resume and (done := load_stage(record, distiller)) is not None:
             console.print(f"stage {n + 1} '{stage.name}' finished in an earlier run: not trained again ({record})")
             summaries.append(done)
+            log_start = stage_log_bytes(record)
             continue
 
         def loss_fn(model, batch, objective=objective):
@@ -145,12 +147,14 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         rows = transfer.indices("gold") if stage.data == "gold" else kept
         loader = make_loader(feats["train"], tokenizer, task, train_cfg.batch_size, shuffle=True, seed=cfg.seed + n, indices=rows)
         summary = fit(distiller, loader, loss_fn, validate, train_cfg, accelerator, metric, greater,
-                      log_path, desc=f"{cfg.student.kind} {stage.name}", checkpoint_dir=out / f"checkpoint-stage{n + 1}", resume=resume)
+                      log_path, desc=f"{cfg.student.kind} {stage.name}", checkpoint_dir=out / f"checkpoint-stage{n + 1}", resume=resume,
+                      log_start=log_start)
         summaries.append({"stage": stage.name, "objectives": objective.names, "data": stage.data, "examples": len(loader.dataset),
                           **{k: v for k, v in summary.items() if k != "history"}})
         student = accelerator.unwrap_model(distiller).student
+        log_start = log_path.stat().st_size if log_path.is_file() else 0
         if main:  # a later stage killed and resumed starts from here; after the last, a kill while scoring costs no training
-            save_stage(record, accelerator.unwrap_model(distiller), summaries[-1])
+            save_stage(record, accelerator.unwrap_model(distiller), summaries[-1], log_bytes=log_start)
         accelerator.wait_for_everyone()
 
     if main:  # saved before scoring, so that a failure there never loses the trained student

@@ -174,13 +174,18 @@ def fit(
     desc: str = "train",
     checkpoint_dir: Path | None = None,
     resume: bool = False,
+    log_start: int | None = 0,
 ) -> dict:
     """Train ``model`` in place and leave it holding its best weights; return a summary.
 
     With ``cfg.gradient_accumulation_steps`` = k, each epoch's batches form windows of k (the last
     one shorter when k does not divide the epoch), and the optimizer steps once per window on the
     mean of its batches' losses: windows never span two epochs or two stages, so a checkpoint (taken
-    only at a window's end) resumes exactly, and the LR schedule's steps are the windows."""
+    only at a window's end) resumes exactly, and the LR schedule's steps are the windows.
+
+    ``log_start``: where this stage's lines begin in ``log_path`` (0 for a run's first stage). A
+    resume drops the lines after its checkpoint, or, with no checkpoint to resume from, every line
+    of this stage (the stage is trained again from its start and logs them again)."""
     accumulate = cfg.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(loader) / accumulate)
     model.zero_grad(set_to_none=True)  # (nothing left over from an earlier stage)
@@ -189,11 +194,13 @@ def fit(
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_at": None, "bad": 0, "history": [],
            "seconds": 0.0, "running": 0.0, "seen": 0, "stopped": False}
     best_state = average = None
+    keep_log = log_start if resume else None  # bytes of the log this run keeps (None: all of it)
     if resume and checkpoint_dir and (found := find_checkpoint(checkpoint_dir)):
         pos, best_state, saved_average = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler,
                                                        scaler=accelerator.scaler)
         if cfg.ema_decay and saved_average is not None:
             average = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay, saved_average, pos.get("averaged", 0))
+        keep_log = pos.get("log_bytes")
         console.print(f"resuming from {found}: epoch {pos['epoch'] + 1}, batch {pos['batch']}")
     if cfg.ema_decay and average is None:
         average = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay)
@@ -217,9 +224,10 @@ def fit(
 
     eval_at = {round(len(loader) * k / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
     start = time.perf_counter() - pos["seconds"]
-    if log_path and accelerator.is_main_process and log_path.is_file() and pos.get("log_bytes") is not None:
-        with open(log_path, "r+b") as f:  # (evaluations after the checkpoint are logged again as the run repeats them)
-            f.truncate(pos["log_bytes"])
+    if log_path and accelerator.is_main_process and log_path.is_file() and keep_log is not None \
+            and log_path.stat().st_size > keep_log:
+        with open(log_path, "r+b") as f:  # (evaluations after that point are logged again as the run repeats them)
+            f.truncate(keep_log)
     log_file = open(log_path, "a", encoding="utf-8") if log_path and accelerator.is_main_process else nullcontext()
     with log_file as log, progress_bar() as bar:
         total = len(loader) * cfg.epochs
