@@ -274,6 +274,13 @@ def test_teacher_layers_of_an_encoder_with_per_layer_config(tiny_tokenizer, tmp_
         build_student(StudentSpec(kind="teacher-layers:2", layers="upper"), task, d)
     random, _ = build_student(StudentSpec(kind="teacher-layers:2", layers="random"), task, d)
     assert len(random.config.layer_types) == 2
+    # the bare encoder of general distillation too (it was accepted, and its reload dropped a trained attention norm)
+    from kdexam.students.transformer import build_general_student
+
+    with pytest.raises(KdexamError, match="builds its layers by position"):
+        build_general_student("teacher-layers", 2, d, [1, 2])
+    encoder, _, info = build_general_student("teacher-layers", 2, d, [0, 3])
+    assert info["teacher_layers"] == [0, 3]
 
 
 def test_a_half_precision_teacher_gives_float32_students_random_control_too(tiny_bert_dir, tmp_path):

@@ -422,6 +422,7 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
         _, _, layers = find_layer_list(model)
         indices = select_layers(len(layers), k, rule)
         keep_layers(model, indices)
+        check_rebuilds(model, indices)  # (the saved encoder must load as what was trained, for --init-from)
         model.float()
         model.config.dtype = torch.float32
         info = {"teacher_num_layers": len(layers), "teacher_layers": indices,
