@@ -364,6 +364,43 @@ def test_changed_bench_settings_measure_again_without_training(measured_exam, tm
         assert {r["id"]: r["result"]["bench"] for r in store.rows() if r["id"] in before} == before
 
 
+def test_cells_finished_unmeasured_are_measured_once_bench_is_on(measured_exam, tmp_path, monkeypatch):
+    """Cells finished by an invocation with ``bench.enabled: false`` were never measured when the
+    exam ran again with it on (no cost, no speedup, no size budget); and a measuring that fails marks
+    its cell failed instead of stopping the exam, and is tried again by the next invocation."""
+    from kdexam.exam import runner
+    from kdexam.exam.store import Store
+
+    out, _ = measured_exam
+    copy = tmp_path / "exam"
+    shutil.copytree(out, copy)
+    cfg = ExamConfig.model_validate(yaml.safe_load((out.parent / "exam.yaml").read_text()))
+    with Store(copy / "results.sqlite") as store:  # what run_cell stores with the bench off
+        measured = [r for r in store.rows() if r["status"] == "done" and (r["result"] or {}).get("cost")]
+        for r in measured:
+            store.finish(r["id"], {**runner.cell_row(Path(r["run_dir"]), None), "bench_settings": runner.bench_settings(cfg)},
+                         r["seconds"])
+        assert not any((r["result"] or {}).get("cost") for r in store.rows())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no memory for the ONNX session")
+
+    monkeypatch.setattr(runner, "measure", broken)
+    again = api.exam(str(out.parent / "exam.yaml"), out=copy)
+    # the teacher's measuring fails first; its students wait for its figures (no speedup against stale ones)
+    assert again["run"]["failed"] == 3 and (copy / "leaderboard.md").is_file()
+    with Store(copy / "results.sqlite") as store:
+        rows = {r["id"]: r for r in store.rows()}
+        teacher = next(m["id"] for m in measured if m["role"] == "teacher")
+        assert "measuring with the exam's bench settings failed: RuntimeError" in rows[teacher]["error"]
+        assert all(rows[m["id"]]["status"] == "done" for m in measured if m["id"] != teacher)
+    monkeypatch.undo()
+    api.exam(str(out.parent / "exam.yaml"), out=copy)
+    with Store(copy / "results.sqlite") as store:
+        rows = {r["id"]: r for r in store.rows()}
+        assert all(rows[m["id"]]["status"] == "done" and rows[m["id"]]["result"]["cost"] for m in measured)
+
+
 def test_report_opens_in_headless_chromium(measured_exam, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

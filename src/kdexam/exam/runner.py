@@ -117,8 +117,11 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
 
     run_dir = Path(t.run) if t.run else out / "teachers" / t.id
     if store.status(t.id) == "done":
-        if remeasure(t.id, run_dir, cfg, store, None, _trusted(cfg, t.flags), teacher=True, save=t.run is None):
-            console.print(f"teacher {t.teacher} on {t.dataset}: measured again with the exam's new bench settings")
+        try:
+            if remeasure(t.id, run_dir, cfg, store, None, _trusted(cfg, t.flags), teacher=True, save=t.run is None):
+                console.print(f"teacher {t.teacher} on {t.dataset}: measured with the exam's bench settings")
+        except Exception as e:  # the trained teacher stands; its row says why it has no cost (measured again next time)
+            remeasure_failed(t.id, f"teacher {t.teacher} on {t.dataset}", store, e)
         return run_dir
     progress.show(f"teacher {t.teacher} on {t.dataset}")
     store.start(t.id, "teacher", str(run_dir), dataset=t.dataset, teacher=t.teacher)
@@ -144,8 +147,11 @@ def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, stor
 
     run_dir = out / "runs" / c.id
     if store.status(c.id) == "done":
-        if c.role == "student" and remeasure(c.id, run_dir, cfg, store, c.teacher_id, _trusted(cfg, c.flags)):
-            console.print(f"{c.label}: measured again with the exam's new bench settings")
+        try:
+            if c.role == "student" and remeasure(c.id, run_dir, cfg, store, c.teacher_id, _trusted(cfg, c.flags)):
+                console.print(f"{c.label}: measured with the exam's bench settings")
+        except Exception as e:
+            remeasure_failed(c.id, c.label, store, e)
         return
     progress.show(c.label + (" (control: gold labels only)" if c.role == "control" else ""))
     store.start(c.id, c.role, str(run_dir), dataset=c.dataset, teacher=c.teacher, student=c.student, kind=c.kind,
@@ -170,18 +176,28 @@ def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, stor
 
 def remeasure(cell_id: str, run_dir: Path, cfg: ExamConfig, store: Store, teacher_id: str | None, trust: bool,
               teacher: bool = False, save: bool = True) -> bool:
-    """Measure a finished cell again when it was measured with other bench settings than the exam's
-    now (threads, batch sizes, texts…), so that every cost and speedup of the report comes from the
-    settings it states; teachers come first, so a student's speedup is against its teacher's new
-    figures. Returns whether it measured."""
+    """Measure a finished cell when it was measured with other bench settings than the exam's now
+    (threads, batch sizes, texts…), or not at all (an earlier invocation had ``bench.enabled: false``),
+    so that every cost and speedup of the report comes from the settings it states; teachers come
+    first, so a student's speedup is against its teacher's new figures. Returns whether it measured."""
     row = (store.rows([cell_id]) or [{}])[0]
     result = row.get("result") or {}
-    if not cfg.bench.enabled or not result.get("cost") or result.get("bench_settings") == bench_settings(cfg):
+    if not cfg.bench.enabled or (result.get("cost") and result.get("bench_settings") == bench_settings(cfg)):
+        return False
+    if teacher_id and store.status(teacher_id) != "done":  # its speedups wait for the teacher's new figures
         return False
     reference = ((store.rows([teacher_id]) or [{}])[0].get("result") or {}).get("bench") if teacher_id else None
     bench = measure(run_dir, cfg.bench, reference, teacher=teacher, save=save, trust_remote_code=trust)
     store.finish(cell_id, {**cell_row(run_dir, bench), "bench_settings": bench_settings(cfg)}, row.get("seconds") or 0.0)
     return True
+
+
+def remeasure_failed(cell_id: str, label: str, store: Store, e: Exception) -> None:
+    """A finished cell whose measuring failed: marked failed with the reason (the next invocation
+    measures it again, without training), and the exam goes on."""
+    seconds = (store.rows([cell_id]) or [{}])[0].get("seconds") or 0.0
+    store.fail(cell_id, f"measuring with the exam's bench settings failed: {_error(e)}", seconds)
+    console.print(f"[red]{label}: measuring with the exam's bench settings failed:[/] {_error(e)}")
 
 
 def backfill_bench_settings(store: Store) -> None:
