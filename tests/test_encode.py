@@ -133,3 +133,15 @@ def test_space_before_words_reaches_into_a_sequence_and_leaves_wordpiece_alone(t
     before = wordpiece.pre_tokenizer.__getstate__()
     assert space_before_words(wordpiece) is False
     assert wordpiece.pre_tokenizer.__getstate__() == before
+
+
+def test_a_word_that_tokenises_to_nothing_keeps_its_tag(tiny_tokenizer):
+    """A soft hyphen alone is a CoNLL token that WordPiece reads as nothing: its tag never reached
+    the loss, and evaluation filled it with the first tag. It is now the unknown token."""
+    task = Task("token-classification", ["ADJ", "DET", "NOUN"])
+    row = encode([Example(["the", "\u00ad", "film"], None, ["DET", "ADJ", "NOUN"])], tiny_tokenizer, task, max_length=64).rows[0]
+    assert [l for l in row["labels"] if l != IGNORE_INDEX] == [1, 0, 2]
+    assert sorted({w for w in row["word_ids"] if w >= 0}) == [0, 1, 2]
+    assert tiny_tokenizer.unk_token_id in row["input_ids"]
+    cut = encode([Example(["the", "film"] * 40, None, ["DET", "NOUN"] * 40)], tiny_tokenizer, task, max_length=16).rows[0]
+    assert max(cut["word_ids"]) < 79 and tiny_tokenizer.unk_token_id not in cut["input_ids"]  # truncated words stay cut

@@ -98,16 +98,76 @@ def test_directory_with_splits_and_label_vocab(sentiment_dir):
     assert d.eval_split == "test" and not d.notes
 
 
-def test_validation_carved_stratified_and_seeded(tmp_path):
+def test_validation_carved_stratified_and_the_same_whatever_the_runs_seed(tmp_path):
+    """The carve used the run's seed: a student (seed 1) of a teacher (seed 42) was scored on
+    sentences the teacher had trained on (16 of 20 in the reviewer's case)."""
     p = write_jsonl(tmp_path / "train.jsonl", sentiment_examples(100))
     a, b = load_data(cfg(p), seed=1), load_data(cfg(p), seed=1)
     assert [e.text for e in a.validation] == [e.text for e in b.validation]
     assert len(a.validation) == 10 and len(a.train) == 90
     assert sorted(e.label for e in a.validation) == ["neg"] * 5 + ["pos"] * 5
     assert a.test is None and a.eval_split == "validation"
-    assert "carved" in a.notes[0]
-    c = load_data(cfg(p), seed=2)
-    assert [e.text for e in c.validation] != [e.text for e in a.validation]
+    assert "carved" in a.notes[0] and "seed 42" in a.notes[0]
+    for seed in (2, 42):
+        c = load_data(cfg(p), seed=seed)
+        assert [e.text for e in c.validation] == [e.text for e in a.validation]
+        assert {e.text for e in c.train} == {e.text for e in a.train}  # (in another order: the run's shuffle)
+    regression = write_jsonl(tmp_path / "score.jsonl", [{"text": f"text {i}", "label": i / 7} for i in range(60)])
+    assert ([e.text for e in load_data(cfg(regression), seed=1).validation]
+            == [e.text for e in load_data(cfg(regression), seed=5).validation])
+
+
+def test_the_label_set_is_the_whole_trains_not_the_max_train_subsets(tmp_path):
+    rows = [{"text": f"common {i}", "label": "ab"[i % 2]} for i in range(40)] + [{"text": "the rare one", "label": "rare"}]
+    d = tmp_path / "d"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", rows)
+    write_jsonl(d / "validation.jsonl", [{"text": "v rare", "label": "rare"}, {"text": "v a", "label": "a"}])
+    for seed in (1, 2, 3):
+        data = load_data(cfg(d, max_train=10), seed=seed)
+        assert data.task.labels == ["a", "b", "rare"] and len(data.train) == 10
+
+
+def test_json_class_labels_read_as_a_csv_spells_them(tmp_path):
+    d, b = tmp_path / "d", tmp_path / "b"
+    d.mkdir()
+    b.mkdir()
+    write_jsonl(d / "train.jsonl", [{"text": f"row {i}", "label": [1, 0, 1.0, 0.0][i % 4]} for i in range(40)])
+    (d / "test.csv").write_text("text,label\nx,1\ny,0\n", encoding="utf-8")
+    assert load_data(cfg(d)).task.labels == ["0", "1"]
+    write_jsonl(b / "train.jsonl", [{"text": f"row {i}", "label": [True, False][i % 2]} for i in range(40)])
+    (b / "test.csv").write_text("text,label\nx,true\ny,false\n", encoding="utf-8")
+    assert load_data(cfg(b, task="classification")).task.labels == ["false", "true"]
+
+
+def test_a_text_pair_in_a_later_json_row_is_not_dropped(tmp_path):
+    p = write_jsonl(tmp_path / "train.jsonl", [{"text": "a cat sat", "label": "x"}, {"text": "q", "text_pair": "a", "label": "y"}])
+    with pytest.raises(KdexamError, match="line 1 has no 'text_pair' where other rows have one"):
+        load_data(cfg(p))
+
+
+def test_a_tsv_text_starting_with_a_quote_keeps_its_rows_apart(tmp_path):
+    """CSV quote rules let a text opening with '"' swallow the rows after it into one row with the
+    last row's label; a TSV that breaks them is read with no quoting (as GLUE's files are written)."""
+    p = tmp_path / "train.tsv"
+    p.write_text('text\tlabel\n"Wow, great\tpos\nnice one\tpos\nawful film\tneg\nbad movie" indeed\tneg\n'
+                 '"Hello," she said.\tpos\nplain\tneg\n', encoding="utf-8")
+    rows = [(e.text, e.label) for e in read_file(p, cfg(p))]
+    assert rows == [('"Wow, great', "pos"), ("nice one", "pos"), ("awful film", "neg"), ('bad movie" indeed', "neg"),
+                    ('"Hello," she said.', "pos"), ("plain", "neg")]
+    quoted = tmp_path / "quoted.tsv"  # a well-quoted TSV keeps its quote rules: a tab inside a quoted field
+    quoted.write_text('text\tlabel\n"a\tb ""c"""\tpos\nd\tneg\n', encoding="utf-8")
+    assert [(e.text, e.label) for e in read_file(quoted, cfg(quoted))] == [('a\tb "c"', "pos"), ("d", "neg")]
+    broken = tmp_path / "broken.csv"  # a CSV must follow them: an error, not rows merged
+    broken.write_text('text,label\n"Oops,pos\nrow two,neg\nrow three",neg\n"x" y,pos\n', encoding="utf-8")
+    with pytest.raises(KdexamError, match="is not valid CSV"):
+        read_file(broken, cfg(broken))
+
+
+def test_space_separated_conll_keeps_a_no_break_space_inside_its_token(tmp_path):
+    p = tmp_path / "train.conll"
+    p.write_text("Il PRON\ncoûte VERB\n10\u00a0000 NUM\neuros NOUN\n", encoding="utf-8")
+    assert read_file(p, cfg(p, task="token-classification"))[0].text == ["Il", "coûte", "10\u00a0000", "euros"]
 
 
 def test_max_train_takes_first_n_after_seeded_shuffle(sentiment_dir):
@@ -241,6 +301,20 @@ def test_hf_no_label_minus_one_is_not_a_class(tmp_path):
                                                               features=features)}).save_to_disk(str(tmp_path / "holes"))
     with pytest.raises(KdexamError, match="row 0 has no value in label column"):
         load_data(cfg(tmp_path / "holes"))
+
+
+def test_hf_tag_id_minus_one_is_not_the_last_tag(tmp_path):
+    import datasets
+
+    names = ["O", "B-PER", "I-PER"]
+    features = datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                  "ner_tags": datasets.Sequence(datasets.ClassLabel(names=names))})
+    rows = [{"tokens": ["Ann", "runs"], "ner_tags": [1, 0]}, {"tokens": ["Bo", "Li"], "ner_tags": [1, 2]}] * 5
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows, features=features),
+                          "test": datasets.Dataset.from_list([{"tokens": ["x", "y"], "ner_tags": [-1, -1]}], features=features),
+                          }).save_to_disk(str(tmp_path / "ner"))
+    with pytest.raises(KdexamError, match="test row 0 has tag id -1, which names no tag"):
+        load_data(cfg(tmp_path / "ner"))
 
 
 def test_integer_labels_read_as_regression_say_so(tmp_path):

@@ -23,7 +23,8 @@ INPUTS = {
     "cls": ["the movie was good", "awful plot and dull actors", "the film was really quite lovely and the story was great",
             "good " * 200],
     "pair": [["good film", "bad plot"], ["the story", "the actors were fine"], ["a", "b c"], ["good " * 150, "dull " * 150]],
-    "tag": [["the", "film", "was", "good"], "the story was dull", ["a", "movie"], ["word"] * 200],
+    "tag": [["the", "film", "was", "good"], "the story was dull", ["a", "movie"], ["word"] * 200,
+            ["the", "\u00ad", "film"]],  # a word that tokenises to nothing (a soft hyphen) is tagged, as in training
     "reg": ["good", "dull film", "the plot was great and the actors were lovely", "lovely " * 300],
 }
 

@@ -31,8 +31,36 @@ def splits(train, validation, test=None, task=CLS) -> DataSplits:
 
 
 def test_normalise():
-    assert normalise("  It's  GOOD!\t") == "its good"
+    assert normalise("  It's  GOOD!\t") == normalise("its good") == normalise("It`s good") == "itsgood"
     assert normalise("ﬁne") == "fine"  # NFKC ligature
+    # variants of one text that the old normalisation (punctuation dropped, spaces collapsed) told apart
+    for a, b in [("The plot was good. It was fun", "The plot was good.It was fun"), ("A well known actor", "A well-known actor"),
+                 ("great movie", "gre\u00adat movie"), ("Peter 's car is red .", "Peter's car is red."),
+                 ("New York - based firm", "New York-based firm")]:
+        assert normalise(a) == normalise(b), (a, b)
+    assert normalise("😀 😀") == "😀😀" != normalise("🙂")  # symbols alone are kept
+
+
+def test_leakage_is_checked_against_every_held_out_example_and_pairs_either_way(tmp_path):
+    """--max-eval cut validation/test before the leakage check, so a transfer row equal to a later
+    test row stayed (kdexam evaluate scores the whole test split); a swapped pair was not a match."""
+    d = tmp_path / "d"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", [{"text": f"train text {i}", "label": "ab"[i % 2]} for i in range(20)]
+                + [{"text": "shared sentence seven", "label": "a"}])
+    write_jsonl(d / "validation.jsonl", [{"text": f"val text {i}", "label": "ab"[i % 2]} for i in range(6)])
+    write_jsonl(d / "test.jsonl", [{"text": f"test text {i}", "label": "ab"[i % 2]} for i in range(6)]
+                + [{"text": "shared sentence seven", "label": "a"}])
+    (tmp_path / "u.txt").write_text("test text 5\nfresh line\n", encoding="utf-8")
+    data = load_data(DataConfig(name=str(d), max_eval=3))
+    assert len(data.test) == 3
+    t = build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "u.txt")), data, data.task, 0, DataConfig())
+    assert "shared sentence seven" not in [e.text for e in t.examples] and "test text 5" not in [e.text for e in t.examples]
+    assert t.report["leaked_exact"] == {"gold": 1, "unlabelled": 1}
+    pair = Task("classification", ["a", "b"], True)
+    swapped = splits([Example("Is the sky blue?", "The sky is blue.", "a"), Example("x", "y", "b")],
+                     [Example("The sky is blue.", "Is the sky blue?", "a")], None, pair)
+    assert [e.text for e in build_transfer_set(TransferConfig(), swapped, pair, 0, DataConfig()).examples] == ["x"]
 
 
 def test_no_transfer_example_equals_validation_or_test_after_normalisation(tmp_path):

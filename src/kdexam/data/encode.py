@@ -3,7 +3,9 @@
 Token classification aligns word tags to subwords: the tag sits on each word's
 first subword and every other position (continuation subwords, special tokens)
 gets ``-100``, which the loss ignores. ``word_ids`` are kept so that predictions
-can be mapped back to one tag per word. Words are encoded as they read inside a sentence: a
+can be mapped back to one tag per word. A word that tokenises to nothing (format characters
+alone, such as a soft hyphen) is encoded as the unknown token, so its tag is learnt and
+predicted like any other. Words are encoded as they read inside a sentence: a
 byte-level BPE tokenizer (RoBERTa, GPT-2) gets its prefix space turned on for pre-split words
 (:func:`kdexam.inference.serving.space_before_words`, which the torch-free predictor applies too).
 
@@ -22,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from kdexam.data.readers import Example
-from kdexam.inference.serving import space_before_words
+from kdexam.inference.serving import space_before_words, wordless
 from kdexam.tasks import IGNORE_INDEX, Task
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -75,6 +77,10 @@ def encode(examples: list[Example], tokenizer, task: Task, max_length: int, batc
             row = {k: enc[k][j] for k in MODEL_INPUTS if k in enc}
             if task.kind == "token-classification":
                 word_ids = enc.word_ids(j)
+                if empty := wordless(word_ids, len(e.text), len(row["input_ids"]) < max_length):
+                    one = tokenizer([[tokenizer.unk_token or "[UNK]" if w in empty else word for w, word in enumerate(e.text)]],
+                                    is_split_into_words=True, truncation=True, max_length=max_length)
+                    row, word_ids = {k: one[k][0] for k in MODEL_INPUTS if k in one}, one.word_ids(0)
                 row["word_ids"] = [-1 if w is None else w for w in word_ids]
                 row["n_words"] = len(e.text)
                 if e.label is not None:

@@ -10,8 +10,10 @@ Sources, tried in this order for ``data.name``:
 
 Local files are read with the standard library so that every error can name the
 file and line; HF datasets go through ``datasets``. A missing validation split is
-carved from train with a fixed seed (stratified for classification). The label
-vocabulary comes from train; a label in validation/test that train lacks is an error.
+carved from train with a fixed seed, whatever the run's seed (stratified for
+classification), so that a teacher and its students, and an exam's seeds, hold out the same
+examples. The label vocabulary comes from train (all of it, before ``--max-train``); a label
+in validation/test that train lacks is an error.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class DataSplits:
     validation: list[Example]
     test: list[Example] | None
     notes: list[str] = field(default_factory=list)
+    held_out: list[Example] = field(default_factory=list)
+    """Every validation and test example, before ``--max-eval`` cut them: what no training example
+    may equal (:func:`kdexam.data.transfer.build_transfer_set`)."""
 
     def split(self, name: str) -> list[Example]:
         return getattr(self, name)
@@ -116,12 +121,14 @@ def _column(row: dict, column: str, path: Path, where: str, flag: str) -> Any:
 def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
                       text_flag: str = "--text-column") -> list[Example]:
     """Turn table/JSON rows into examples; ``rows`` carries a location string for errors, and
-    ``text_flag`` is the option that names the text column (for the error when it is missing)."""
+    ``text_flag`` is the option that names the text column (for the error when it is missing).
+    A ``text_pair`` (or label) key in any row makes it a column of every row: JSON objects need
+    not all have the same keys, and a pair in row 2 onwards was dropped without a word."""
     if not rows:
         return []
     first = rows[0][1]
-    pair_col = cfg.text_pair_column or ("text_pair" if "text_pair" in first else None)
-    has_label = cfg.label_column in first
+    pair_col = cfg.text_pair_column or ("text_pair" if any("text_pair" in r for _, r in rows) else None)
+    has_label = any(cfg.label_column in r for _, r in rows)
     out = []
     for where, row in rows:
         text = _column(row, cfg.text_column, path, where, text_flag)
@@ -129,6 +136,9 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
             raise KdexamError(f"File '{path}' {where} has an empty text; remove that row or fill it in.")
         check_encodable(str(text), path, where)
         pair = None
+        if pair_col and not cfg.text_pair_column and pair_col not in row:
+            raise KdexamError(f"File '{path}' {where} has no '{pair_col}' where other rows have one; give every row its "
+                              "second text, or none.")
         if pair_col:
             pair = _column(row, pair_col, path, where, "--text-pair-column")
             if pair is None or not str(pair).strip():
@@ -136,6 +146,9 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
             pair = str(pair)
             check_encodable(pair, path, where)
         label = row.get(cfg.label_column) if has_label else None
+        if has_label and cfg.label_column not in row:
+            raise KdexamError(f"File '{path}' {where} has no '{cfg.label_column}' where other rows have one; label every row "
+                              "or none (unlabelled text goes to --unlabelled).")
         if has_label and (label is None or (isinstance(label, str) and not label.strip())):
             raise KdexamError(f"File '{path}' {where} has no value in label column '{cfg.label_column}'; fill it in or drop the row.")
         out.append(Example(str(text), pair, label))
@@ -143,8 +156,20 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
 
 
 def read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str = "--text-column") -> list[Example]:
-    """CSV or TSV with a header row; a quoted field may span lines (RFC 4180)."""
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    """CSV or TSV with a header row; a quoted field may span lines (RFC 4180). Quoting is read
+    strictly: a quote that opens a field must close it, so that a text starting with ``"`` never
+    swallows the rows after it into one. A TSV that breaks those rules is read again with no
+    quoting at all (each line one row, quotes kept as text: GLUE's TSV files are written so)."""
+    try:
+        return _read_table(path, cfg, delimiter, text_flag, csv.QUOTE_MINIMAL)
+    except KdexamError as e:
+        if delimiter != "\t" or "fix the quoting" not in str(e):
+            raise
+        return _read_table(path, cfg, delimiter, text_flag, csv.QUOTE_NONE)
+
+
+def _read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str, quoting: int) -> list[Example]:
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     rows = []
     try:
         if not reader.fieldnames:
@@ -210,7 +235,8 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
                 out.append(Example(words, None, tags))
                 words, tags = [], []
             continue
-        cols = line.split("\t") if "\t" in line else line.split()
+        cols = line.split("\t") if "\t" in line else line.strip(" \r\n").split(" ")
+        cols = cols if "\t" in line else [c for c in cols if c]  # (spaces only: a no-break space stays inside a token)
         if cols[0] == "-DOCSTART-":
             continue
         try:
@@ -307,7 +333,14 @@ def read_hf(name: str, cfg: DataConfig, local: bool = False, notes: list[str] | 
             tag_col = next((c for c in ("ner_tags", "pos_tags", "tags", cfg.label_column) if c in d.column_names), None)
             feat = d.features.get(tag_col)
             names = getattr(getattr(feat, "feature", None), "names", None)
-            out[split] = [Example(list(r[tok_col]), None, [names[t] if names else str(t) for t in r[tag_col]]) for r in d]
+            examples = []
+            for i, r in enumerate(d):
+                tags = list(r[tag_col])
+                if names and any(t < 0 for t in tags):  # -1 is "no tag" in datasets, never the last tag name
+                    raise KdexamError(f"Dataset '{name}' {key} row {i} has tag id {min(tags)}, which names no tag "
+                                      f"(its tags are 0..{len(names) - 1}); tag every word or remove that row.")
+                examples.append(Example(list(r[tok_col]), None, [names[t] if names else str(t) for t in tags]))
+            out[split] = examples
         else:
             feat = d.features.get(cfg.label_column)
             names = getattr(feat, "names", None)
@@ -352,12 +385,16 @@ def _integral(value) -> bool:
         return False
 
 
+CARVE_SEED = 42
+"""The seed a missing validation split is carved with, whatever the run's seed."""
+
+
 def _stratified_split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Carve ``fraction`` of ``examples`` off, per label where each label has ≥ 2 examples."""
     rng = random.Random(seed)
     groups: dict[str, list[Example]] = {}
     for e in examples:
-        groups.setdefault(str(e.label), []).append(e)
+        groups.setdefault(class_name(e.label), []).append(e)
     keep, carved = [], []
     for key in sorted(groups):
         g = groups[key][:]
@@ -411,31 +448,33 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     if "validation" not in splits:
         stratify = kind == "classification"
         if stratify:
-            train, val = _stratified_split(train, cfg.validation_fraction, seed)
+            train, val = _stratified_split(train, cfg.validation_fraction, CARVE_SEED)
         else:
             shuffled = train[:]
-            random.Random(seed).shuffle(shuffled)
+            random.Random(CARVE_SEED).shuffle(shuffled)
             n = int(round(len(shuffled) * cfg.validation_fraction))
             val, train = shuffled[:n], shuffled[n:]
         if not val:
             raise KdexamError(f"Dataset '{cfg.name}' is too small to carve a validation split; add a validation file.")
         splits["validation"] = val
-        notes.append(f"validation carved from train ({len(val)} examples, seed {seed}{', stratified' if stratify else ''})")
+        notes.append(f"validation carved from train ({len(val)} examples, seed {CARVE_SEED}{', stratified' if stratify else ''})")
 
     # Fix the label types, then the seeded shuffle and --max-train / --max-eval.
     type_labels(splits, kind, cfg.name)
+    full_train = train
     train = train[:]
     random.Random(seed).shuffle(train)
     if cfg.max_train:
         train = train[: cfg.max_train]
     val, test = splits["validation"], splits.get("test")
+    held_out = val + (test or [])
     if cfg.max_eval:
         val = val[: cfg.max_eval]
         test = test[: cfg.max_eval] if test else test
 
     labels = None
     if kind != "regression":
-        counts = Counter(t for e in train for t in (e.label if isinstance(e.label, list) else [e.label]))
+        counts = Counter(t for e in full_train for t in (e.label if isinstance(e.label, list) else [e.label]))
         labels = sorted(counts)
         if kind == "classification" and len(labels) < 2:
             raise KdexamError(f"Dataset '{cfg.name}' has only one label in train ({labels[0]!r}); a classifier needs at least two.")
@@ -456,7 +495,7 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     if task.primary_metric.startswith("span_") and not is_bio_scheme(labels or []):
         raise KdexamError(f"Primary metric '{task.primary_metric}' scores entity spans, but the tags of '{cfg.name}' are not "
                           "BIO/BIOES/BILOU (B-X, I-X, …, O); choose accuracy or macro_f1.")
-    return DataSplits(name, task, train, val, test, notes)
+    return DataSplits(name, task, train, val, test, notes, held_out)
 
 
 def check_splits_match(splits: dict[str, list[Example]], cfg: DataConfig) -> None:
@@ -489,9 +528,19 @@ def type_labels(splits: dict[str, list[Example]], kind: str, name) -> None:
                 except (TypeError, ValueError):
                     raise KdexamError(f"Dataset '{name}' {split} has label {e.label!r}, which is not a number, but the task is regression; check --label-column or --task.") from None
             elif kind == "classification":
-                e.label = str(e.label)
+                e.label = class_name(e.label)
     if kind == "regression":
         check_targets(splits, name)
+
+
+def class_name(label: Any) -> str:
+    """A class label as a string, the same whatever file it came from: a JSON ``1.0`` is the class
+    ``1`` and a JSON ``true`` the class ``true`` (as a CSV spells them), not classes of their own."""
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))
+    return str(label)
 
 
 def check_targets(splits: dict[str, list[Example]], name) -> None:

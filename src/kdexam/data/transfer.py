@@ -11,9 +11,10 @@ gold loss (unlabelled and augmented rows are masked out of it, never dropped).
 Rules, in order:
 
 1. Every example has a stable id (a hash of its text and pair) and a source tag.
-2. No leakage: every example whose text equals a validation or test example, exactly or
-   after normalisation (:func:`normalise`: NFKC, case-folded, punctuation removed,
-   whitespace collapsed), is dropped, gold rows included.
+2. No leakage: every example whose text equals a validation or test example (all of them,
+   not only the ``--max-eval`` first), exactly or after normalisation (:func:`normalise`:
+   NFKC, case-folded, letters, digits and marks only; a pair's sides in either order), is
+   dropped, gold rows included.
 3. A non-gold example that repeats an earlier example (normalised) is dropped; gold
    rows are the user's labelled data and are kept as they are.
 4. Segments stay contiguous by source (gold, unlabelled, then each augmenter), so each
@@ -56,15 +57,22 @@ def _text(value) -> str:
 
 
 def normalise(text: str) -> str:
-    """NFKC, case-folded, punctuation dropped, whitespace collapsed: ``"It's  GOOD!"`` → ``"its good"``."""
+    """NFKC, case-folded, and only letters, digits and marks kept (punctuation, symbols, format
+    characters such as the soft hyphen, and every space dropped): ``"It's  GOOD!"``, ``"its good"``
+    and ``"It`s good"`` are all ``"itsgood"``, and ``"well-known"`` is ``"well known"``; so a CoNLL
+    sentence (``Peter 's car``) matches its raw text (``Peter's car``). A text of symbols alone
+    (emoji) keeps its symbols."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(c for c in text if not unicodedata.category(c).startswith("P"))
-    return " ".join(text.split())
+    kept = "".join(c for c in text if unicodedata.category(c)[0] in "LNM")
+    return kept or "".join(text.split())
 
 
 def example_key(e: Example, normalised: bool = True) -> str:
-    f = normalise if normalised else (lambda s: s)
-    return f(_text(e.text)) + "\t" + f(_text(e.text_pair))
+    """The text (and pair) an example is compared by; normalised, the two sides in either order
+    (a pair swapped is the same two texts)."""
+    if not normalised:
+        return _text(e.text) + "\t" + _text(e.text_pair)
+    return "\t".join(sorted([normalise(_text(e.text)), normalise(_text(e.text_pair))]))
 
 
 def example_id(e: Example) -> str:
@@ -136,7 +144,7 @@ def confidence(logits: np.ndarray) -> float:
 def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: int, data_cfg: DataConfig,
                        teacher_dir: str | None = None, mask_token: str | None = None) -> TransferSet:
     """The transfer set of a run: ``data.train`` + ``cfg.unlabelled`` + ``cfg.augment`` (see the module doc)."""
-    held_out = [e for split in ("validation", "test") for e in (data.split(split) or [])]
+    held_out = data.held_out or [e for split in ("validation", "test") for e in (data.split(split) or [])]
     exact = {example_key(e, normalised=False) for e in held_out}
     normal = {example_key(e) for e in held_out}
     seen: set[str] = set()

@@ -177,6 +177,16 @@ def space_before_words(tokenizer) -> bool:
     return True
 
 
+def wordless(word_ids, n_words: int, full: bool) -> list[int]:
+    """The words of a tagging input that got no subword although the input was not cut (``full``:
+    shorter than ``max_length``) or a later word was kept: a word of format characters alone (a
+    soft hyphen, a zero-width space) tokenises to nothing, and its tag would never reach the loss
+    or the prediction. The caller encodes them as the tokenizer's unknown token instead."""
+    have = {w for w in word_ids if w is not None and w >= 0}
+    last = max(have, default=-1)
+    return [w for w in range(n_words) if w not in have and (full or w < last)]
+
+
 def upper_first(text: str) -> str:
     """``str.capitalize`` without lowercasing the rest (a file name keeps its case)."""
     return text[:1].upper() + text[1:]
@@ -290,8 +300,15 @@ class ServingPredictor:
         tagging = self.task.kind == "token-classification"
         encode = self.tokenizer.encode_batch if tagging else getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         if self.threads == 1 and len(items) > 1:  # one thread means no tokenizer thread pool either
-            return [encode([item], is_pretokenized=tagging)[0] for item in items]
-        return encode(items, is_pretokenized=tagging)
+            encodings = [encode([item], is_pretokenized=tagging)[0] for item in items]
+        else:
+            encodings = encode(items, is_pretokenized=tagging)
+        if tagging:  # a word that tokenised to nothing is read as the unknown token, as training read it
+            unk = getattr(self.tokenizer.model, "unk_token", None) or "[UNK]"
+            for i, (item, e) in enumerate(zip(items, encodings)):
+                if empty := wordless(e.word_ids, len(item), len(e.ids) < self.max_length):
+                    encodings[i] = encode([[unk if w in empty else word for w, word in enumerate(item)]], is_pretokenized=True)[0]
+        return encodings
 
     def feed(self, encodings: list) -> dict:
         """One padded batch of model inputs (int64 arrays) from encodings."""
