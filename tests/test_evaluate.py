@@ -107,7 +107,7 @@ def test_bad_input_is_a_sentence(distilled, tmp_path, capsys):
     unlabelled = write_jsonl(tmp_path / "u.jsonl", [{"text": "a fine film"}])
     with pytest.raises(KdexamError, match="no labels"):
         api.evaluate(distilled / "cnn", data=str(unlabelled))
-    with pytest.raises(KdexamError, match="own metrics.json"):
+    with pytest.raises(KdexamError, match="is a file of the run or model folder"):
         api.evaluate(distilled / "cnn", out=distilled / "cnn" / "metrics.json")
     with pytest.raises(SystemExit) as e:
         main(["evaluate", str(tmp_path / "nothing")])

@@ -142,11 +142,17 @@ def test_distill_takes_every_teacher_flag_but_model():
         assert api.DISTILL_FLAGS[name].path == api.TEACHER_FLAGS[name].path
 
 
+NEEDS = {"unlabelled_column": "unlabelled", "max_unlabelled": "unlabelled", "augment_n": "augment", "augment_p": "augment",
+         "augment_vectors": "augment", "augment_mlm_model": "augment"}
+"""Flags that do something only with another, given with it (alone they are refused)."""
+
+
 @pytest.mark.parametrize("command,name", CASES)
 def test_flag_maps_to_its_config_path_through_the_api(command, name):
     table, resolve = TABLES[command]
     _, value, expected = SAMPLES[name]
-    cfg = resolve(**{name: value})
+    partner = {NEEDS[name]: SAMPLES[NEEDS[name]][1]} if name in NEEDS else {}
+    cfg = resolve(**{name: value}, **partner)
     assert same(get(cfg, table[name].path), expected)
 
 
@@ -154,7 +160,8 @@ def test_flag_maps_to_its_config_path_through_the_api(command, name):
 def test_flag_maps_to_its_config_path_through_the_cli(command, name, captured):
     table, _ = TABLES[command]
     args, _, expected = SAMPLES[name]
-    cfg = cli_config(captured, [command, *args])
+    partner = SAMPLES[NEEDS[name]][0] if name in NEEDS else []
+    cfg = cli_config(captured, [command, *args, *partner])
     assert same(get(cfg, table[name].path), expected)
 
 

@@ -435,3 +435,88 @@ def test_the_fp16_loss_scale_is_in_the_checkpoint(tmp_path):
     untouched = torch.amp.GradScaler("cpu", growth_interval=5)
     load_checkpoint(tmp_path / "n", model, opt, sched, scaler=untouched)
     assert untouched.state_dict()["scale"] == 65536.0
+
+
+# ---- found by a review of the command line's bad input (2026-12-03) ----------------------------------
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--lr", "inf"], "train.learning_rate' is invalid: Input should be a finite number"),
+    (["--set", "train.weight_decay=.inf"], "Input should be a finite number"),
+    (["--seed", "-1"], "'seed' is invalid"),
+    (["--seed", "4294967296"], "'seed' is invalid"),
+    (["--num-threads", "10000000000"], "less than or equal to 4096"),
+    (["--augment-n", "3"], "transfer.augment_n has no effect without transfer.augment"),
+    (["--max-unlabelled", "5"], "transfer.max_unlabelled has no effect without transfer.unlabelled"),
+    (["--combine", "logits"], "do nothing with one"),
+])
+def test_numbers_and_settings_that_did_nothing_or_ruined_the_run_are_refused(teacher, tmp_path, capsys, flags, says):
+    """An infinite learning rate trained a NaN model with exit 0; a seed numpy cannot take and a huge
+    thread count were tracebacks; settings of an absent transfer source or ensemble did nothing."""
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(tmp_path / "s"),
+                       "--epochs", "1", *flags], capsys)
+    assert code == 2 and says in err, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_output_files_never_replace_an_input_or_a_runs_file(teacher, tmp_path, capsys):
+    run = tmp_path / "teacher"
+    shutil.copytree(teacher / "teacher", run)
+    texts = tmp_path / "in.txt"
+    texts.write_text("a good film\n", encoding="utf-8")
+    before = {p.name: sha256_file(p) for p in run.iterdir() if p.is_file()}
+    for argv, says in [(["predict", str(run), "--input", str(texts), "--output", str(texts)], "is an input of this command"),
+                       (["predict", str(run), "--input", str(texts), "--output", str(run / "config.json")], "is a file of the run"),
+                       (["report", str(run), "--out", str(run / "metrics.json")], "is a file of the run"),
+                       (["evaluate", str(run), "--split", "validation", "--out", str(run / "task.json")], "is a file of the run")]:
+        code, err = _exit(argv, capsys)
+        assert code == 2 and says in err, (argv, err)
+    assert texts.read_text(encoding="utf-8") == "a good film\n"
+    assert {p.name: sha256_file(p) for p in run.iterdir() if p.is_file()} == before
+    code, _ = _exit(["report", str(run), "--out", str(run / "report.json")], capsys)  # a new file there is fine
+    assert code == 0 and json.loads((run / "report.json").read_text())[0]["model"]
+
+
+def test_overwrite_never_removes_an_input_kept_inside_out(teacher, tmp_path, capsys):
+    out = tmp_path / "s"
+    out.mkdir()
+    vectors = out / "vec.txt"
+    vectors.write_text("good 0.1 0.2\nfilm 0.3 0.4\n", encoding="utf-8")
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "bilstm", "--embeddings", "glove",
+                       "--vectors-file", str(vectors), "--out", str(out), "--overwrite", "--epochs", "1"], capsys)
+    assert code == 2 and "holds the --vectors-file" in err and vectors.is_file()
+
+
+def test_a_kdexam_home_that_is_a_file_is_one_sentence(tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home.txt"
+    home.write_text("", encoding="utf-8")
+    monkeypatch.setenv("KDEXAM_HOME", str(home))
+    code, err = _exit(["data", "list"], capsys)
+    assert code == 2 and "is a file, not a folder" in err
+
+
+def test_json_values_that_are_not_text_are_refused(tmp_path):
+    from kdexam.config import DataConfig
+    from kdexam.data.readers import load_data
+
+    from conftest import write_jsonl
+
+    p = write_jsonl(tmp_path / "train.jsonl", [{"text": ["a", "good", "film"], "label": ["O", "O", "O"]}] * 20)
+    with pytest.raises(KdexamError, match="has a 'text' that is not text \\(list\\)"):
+        load_data(DataConfig(name=str(p)))
+
+
+def test_an_exam_never_writes_into_its_given_teacher_run(teacher, tmp_path):
+    import yaml
+
+    cfg = tmp_path / "exam.yaml"
+    cfg.write_text(yaml.safe_dump({"datasets": [str(teacher / "data")], "teachers": [{"run": str(teacher / "teacher")}],
+                                   "students": ["cnn"]}), encoding="utf-8")
+    before = sorted(p.name for p in (teacher / "teacher").iterdir())
+    for out, says in [(teacher / "teacher", "is the teacher run"), (teacher / "teacher" / "exam", "is inside the teacher run"),
+                      (teacher, "holds the teacher run")]:
+        with pytest.raises(KdexamError, match=says):
+            api.exam(str(cfg), out=out)
+    with pytest.raises(KdexamError, match="must be a positive number \\(got nan\\)"):
+        api.exam(str(cfg), out=tmp_path / "e", max_latency_ms=float("nan"))
+    assert sorted(p.name for p in (teacher / "teacher").iterdir()) == before

@@ -580,8 +580,8 @@ def exam(config: str | Path | None = None, out: str | Path | None = None, set: A
     limits = {"max_latency_ms": max_latency_ms, "max_size_mb": max_size_mb, "min_retention": min_retention}
     given = {k: v for k, v in limits.items() if v is not None}
     for k, v in given.items():
-        if v <= 0:
-            raise KdexamError(f"--{k.replace('_', '-')} must be positive (got {v}).")
+        if not 0 < v < float("inf"):  # (NaN too)
+            raise KdexamError(f"--{k.replace('_', '-')} must be a positive number (got {v}).")
     if config is not None and (Path(config) / "results.sqlite").is_file():
         exam_dir, ran = Path(config), None
         if out is not None and Path(out).resolve() != exam_dir.resolve():
@@ -600,6 +600,12 @@ def exam(config: str | Path | None = None, out: str | Path | None = None, set: A
             overrides["trust_remote_code"] = True
         cfg = load_exam_config(config, overrides)
         trust_remote_code = cfg.trust_remote_code
+        here = Path(out).resolve()
+        for t in cfg.teachers:  # a given teacher run is read, never written into (or around)
+            there = Path(t.run).resolve() if t.run else None
+            if there is not None and (here == there or here in there.parents or there in here.parents):
+                raise KdexamError(f"--out '{out}' {'is' if here == there else 'is inside' if there in here.parents else 'holds'} "
+                                  f"the teacher run '{t.run}' of this exam; pass another --out.")
         exam_dir, ran = Path(out), run_exam(cfg, out)
     with Store(exam_dir / "results.sqlite") as store:
         if ran is None:  # reported in place: the exam's own trust_remote_code holds for --export-best too

@@ -195,7 +195,9 @@ def report(
 ) -> None:
     """Print one table comparing run directories: parameters, primary metric, retention, loyalty."""
     from kdexam import api
+    from kdexam.rundir import check_output_file
 
+    check_output_file(out_file, list(runs), "--out")
     rows = api.compare_runs(runs)
     t = Table(title="kdexam runs")
     benched = any(r["p50_ms"] is not None for r in rows)
@@ -400,11 +402,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: one-sentence errors with exit code 2 unless --debug is given."""
     from kdexam.paths import keep_library_caches_home
 
-    keep_library_caches_home()  # before torch or matplotlib is imported
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
+        keep_library_caches_home()  # before torch or matplotlib is imported
         rv = app(args=argv, prog_name="kdexam", standalone_mode=False)
     except KdexamError as e:
         if debug:

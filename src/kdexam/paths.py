@@ -11,10 +11,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from kdexam.errors import KdexamError
+
 
 def kdexam_home() -> Path:
-    """The kdexam home: ``$KDEXAM_HOME``, default ``~/.cache/kdexam``."""
-    return Path(os.environ.get("KDEXAM_HOME", Path.home() / ".cache" / "kdexam")).expanduser()
+    """The kdexam home: ``$KDEXAM_HOME`` (set and not empty), default ``~/.cache/kdexam``; a path that
+    exists and is not a folder is a one-sentence error (it crashed deep inside a command)."""
+    home = Path(os.environ.get("KDEXAM_HOME") or Path.home() / ".cache" / "kdexam").expanduser()
+    if home.exists() and not home.is_dir():
+        raise KdexamError(f"KDEXAM_HOME '{home}' is a file, not a folder; point it at a folder (or unset it for ~/.cache/kdexam).")
+    return home
 
 
 def keep_library_caches_home() -> None:
@@ -59,8 +65,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename, so that a
     reader never sees a half-written file. A path that cannot be written (a folder, under a file,
     no permission) is a one-sentence :class:`~kdexam.errors.KdexamError`."""
-    from kdexam.errors import KdexamError
-
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,27 @@ RUN_OUTPUTS = RUN_FILES[1:] + ("train_log.jsonl", "checkpoint", "checkpoint-stag
 IGNORED_KEYS = {"out"}
 
 
+MODEL_MARKERS = RUN_FILES + ("config.json", "export.json", "tokenizer.json")
+"""Files that make a folder a run, a model or an export: no single output file is written into one."""
+
+
+def check_output_file(path: str | Path | None, inputs: list[str | Path], flag: str) -> None:
+    """Refuse an output file (``predict --output``, ``report --out``, ``evaluate --out``) that is one
+    of the command's ``inputs``, or an existing file of a run, model or export folder: it replaced the
+    input, or a file the folder needs (its ``config.json``, ``metrics.json``…), and the command still
+    succeeded. A new file in such a folder (``RUN/eval-test.json``) is fine."""
+    if path is None:
+        return
+    target = Path(path).resolve()
+    for given in inputs:
+        if given is not None and Path(given).exists() and Path(given).resolve() == target:
+            raise KdexamError(f"{flag} '{path}' is an input of this command; writing there would replace it — name another file.")
+    folder = target.parent
+    if target.exists() and any((folder / m).exists() for m in MODEL_MARKERS):
+        raise KdexamError(f"{flag} '{path}' is a file of the run or model folder '{folder}'; writing there would replace "
+                          "it — name a new file.")
+
+
 def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], resume: bool = False,
               overwrite: bool = False) -> bool:
     """Refuse an ``out`` that is an input of the run or holds a different run (see the module doc).

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import difflib
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kdexam.config.runs import MAX_SEED, MAX_THREADS
 
 
 class _Entry(BaseModel):
@@ -120,7 +122,7 @@ class TransferEntry(_Entry):
 class ExamBudget(BaseModel):
     """What the recommendation may spend (``None``: no limit)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_latency_ms: float | None = Field(default=None, gt=0)
     """Largest end-to-end CPU latency per text at batch 1 (p50, ms)."""
@@ -134,10 +136,10 @@ class ExamBench(BaseModel):
     """How each student's cost is measured (``kdexam bench`` settings; see
     :mod:`kdexam.evaluation.efficiency`). The teacher is measured once per dataset, in PyTorch."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
-    threads: int = Field(default=1, ge=1)
+    threads: int = Field(default=1, ge=1, le=MAX_THREADS)
     batch_sizes: list[int] = [1, 32]
     """Must hold 1: the leaderboard's latency and the budget are per text at batch 1."""
     n_texts: int = Field(default=100, ge=1)
@@ -160,7 +162,7 @@ class ExamBench(BaseModel):
 class ExamConfig(BaseModel):
     """An exam: the grid, the control cells, the training and bench settings, the budget."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = "exam"
     datasets: list[DatasetEntry]
@@ -168,10 +170,10 @@ class ExamConfig(BaseModel):
     students: list[StudentEntry]
     recipes: list[RecipeEntry] = [RecipeEntry(name="kd")]
     transfer: list[TransferEntry] = [TransferEntry(name="none")]
-    seeds: list[int] = [42]
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = [42]
     control: bool = True
     """Add a control cell per (dataset, teacher, student, seed): the student trained on gold labels alone."""
-    teacher_seed: int = 42
+    teacher_seed: int = Field(default=42, ge=0, le=MAX_SEED)
     train: dict[str, Any] = {}
     """Flags for every run, teachers and students (``num_threads``, ``batch_size``, …)."""
     bench: ExamBench = ExamBench()

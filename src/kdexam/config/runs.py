@@ -23,8 +23,14 @@ from kdexam.config.students import StudentSpec
 TaskKind = Literal["classification", "token-classification", "regression"]
 
 
+MAX_SEED = 2**32 - 1
+"""Seeds are what numpy takes: 0 to 2³² − 1."""
+MAX_THREADS = 4096
+"""More threads than any machine has; a larger count overflowed inside torch."""
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # (an infinite lr ruined the weights)
 
 
 class DataConfig(Strict):
@@ -73,7 +79,7 @@ class TrainConfig(Strict):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     """``auto``: bf16 on a GPU that supports it, else fp16 on GPU, none on CPU. ``bf16`` on a CPU: bf16 autocast
     there (faster on CPUs with native bf16 arithmetic); weights and optimizer stay fp32 either way."""
-    num_threads: int | None = Field(default=None, ge=1)
+    num_threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     """CPU threads for PyTorch; all cores when omitted."""
     max_nonfinite_steps: int = Field(default=10, ge=1)
     """A NaN or infinite loss skips its step; this many in a row stop the run (its last checkpoint kept)."""
@@ -110,7 +116,7 @@ class TeacherRunConfig(Strict):
     model: str = "minilm-l6"
     """A built-in model name, a local HF model directory, or a hub id."""
     out: str | None = None
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, le=MAX_SEED)
     trust_remote_code: bool = False
     """Let a model whose config names its own Python code run it (off: such models are refused)."""
     train: TeacherTrainConfig = TeacherTrainConfig()
@@ -161,6 +167,16 @@ class TransferConfig(Strict):
     def _one_source_is_a_list(cls, v):
         return [] if v is None else [v] if isinstance(v, str) else v
 
+    @model_validator(mode="after")
+    def _settings_need_their_source(self):
+        """A setting of the unlabelled text or the augmenters, given without them, did nothing."""
+        for key, source in (("max_unlabelled", "unlabelled"), ("unlabelled_column", "unlabelled"), ("augment_n", "augment"),
+                            ("augment_p", "augment"), ("augment_vectors", "augment"), ("augment_mlm_model", "augment")):
+            if getattr(self, key) != type(self).model_fields[key].default and not getattr(self, source):  # (a config.yaml lists every key)
+                raise ValueError(f"transfer.{key} has no effect without transfer.{source} (--{source}); add it or drop "
+                                 f"--{key.replace('_', '-')}")
+        return self
+
 
 STUDENT_LEARNING_RATES = {"bilstm": 1e-3, "cnn": 1e-3, "static": 1e-3, "teacher-layers": 5e-5}
 """Default peak learning rates per student family; other (bert-*) presets use 1e-4."""
@@ -204,6 +220,7 @@ class DistillRunConfig(Strict):
     """Several teacher run directories distilled together as an ensemble (each tokenizes the text
     itself and has its own cache; see ``ensemble``). One entry is the same as ``teacher``."""
     ensemble: EnsembleConfig = EnsembleConfig()
+    """Only with several ``teachers`` (with one, its settings would do nothing: refused)."""
     data: DataConfig = DataConfig()
     student: StudentSpec = StudentSpec()
     objectives: list[ObjectiveSpec] | None = None
@@ -217,7 +234,7 @@ class DistillRunConfig(Strict):
     """A named recipe (:mod:`kdexam.config.recipes`: ``xtremedistil``) instead of ``stages``."""
     transfer: TransferConfig = TransferConfig()
     out: str | None = None
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, le=MAX_SEED)
     cache_teacher: bool = True
     """Reuse cached teacher outputs (False runs the teacher on every batch: for benchmarks)."""
     cache_budget_gb: float = Field(default=8.0, ge=0)
@@ -259,6 +276,9 @@ class DistillRunConfig(Strict):
                              "give one weight per teacher")
         if self.general and self.teachers:
             raise ValueError("general distillation reads one teacher; give a single --teacher")
+        if n == 1 and self.ensemble != EnsembleConfig():
+            raise ValueError("ensemble settings (--combine, --weighting, --teacher-weights) combine several teachers and do "
+                             "nothing with one; give several --teacher or drop them")
         return self
 
     @property

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class StudentSpec(BaseModel):
     """What student to build. ``None`` means the kind's default."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
     kind: str = "bilstm"
     """bilstm, cnn, static, bert-tiny, bert-mini, bert-small, bert-medium or teacher-layers:K."""

@@ -132,6 +132,10 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
     out = []
     for where, row in rows:
         text = _column(row, cfg.text_column, path, where, text_flag)
+        for name, value in ((cfg.text_column, text), (pair_col, row.get(pair_col) if pair_col else None)):
+            if value is not None and not isinstance(value, str):  # (predict refuses them too)
+                raise KdexamError(f"File '{path}' {where} has a '{name}' that is not text ({type(value).__name__}); give "
+                                  "strings (tagged words go in a CoNLL file).")
         if text is None or not str(text).strip():
             raise KdexamError(f"File '{path}' {where} has an empty text; remove that row or fill it in.")
         check_encodable(str(text), path, where)
@@ -174,6 +178,8 @@ def _read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str, quo
     try:
         if not reader.fieldnames:
             raise KdexamError(f"File '{path}' is empty; it needs a header row and at least one example.")
+        if twice := sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1}):
+            raise KdexamError(f"File '{path}' names the column '{twice[0]}' twice in its header row; give each column one name.")
         for row in reader:
             if None in row:
                 raise KdexamError(f"File '{path}' line {reader.line_num} has more fields than the header; "
@@ -528,6 +534,9 @@ def type_labels(splits: dict[str, list[Example]], kind: str, name) -> None:
                 except (TypeError, ValueError):
                     raise KdexamError(f"Dataset '{name}' {split} has label {e.label!r}, which is not a number, but the task is regression; check --label-column or --task.") from None
             elif kind == "classification":
+                if isinstance(e.label, (list, dict)):
+                    raise KdexamError(f"Dataset '{name}' {split} has label {e.label!r}, which is not a class name; tagged "
+                                      "words and their tags go in a CoNLL file (token<TAB>tag lines).")
                 e.label = class_name(e.label)
     if kind == "regression":
         check_targets(splits, name)

@@ -73,7 +73,7 @@ class BenchConfig(BaseModel):
     """Student or teacher run directories; a student's teacher is added when not listed."""
     data: str | None = None
     """Dataset whose validation texts are timed; default: the first run's config.yaml data."""
-    threads: int = Field(default=1, ge=1)
+    threads: int = Field(default=1, ge=1, le=4096)
     batch_sizes: list[int] = [1, 32]
     n_texts: int = Field(default=200, ge=1)
     repeats: int | None = Field(default=None, ge=1)

@@ -66,6 +66,7 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
     from kdexam.data.encode import encode
     from kdexam.inference.predictor import TorchRunner, batched_logits, load_torch_model
     from kdexam.paths import atomic_write_json
+    from kdexam.rundir import check_output_file
     from kdexam.teachers.ensemble import Ensemble
     from kdexam.teachers.teacher import Teacher, read_teacher_config
 
@@ -74,8 +75,7 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
         raise KdexamError(f"Split '{split}' does not exist; choose one of: {', '.join(SPLITS)}.")
     if batch_size < 1:
         raise KdexamError(f"Batch size must be at least 1, not {batch_size}.")
-    if out is not None and Path(out).resolve() == (run / "metrics.json").resolve():
-        raise KdexamError(f"'{out}' is the run's own metrics.json; write the evaluation to another file.")
+    check_output_file(out, [run, data], "--out")
     model = load_torch_model(run)
     recorded = read_teacher_config(run)
     data_cfg = data_config(recorded.get("data") or {}, data, max_eval, data_options or {}, run)

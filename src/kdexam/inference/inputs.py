@@ -114,15 +114,29 @@ def _read_jsonl(p: Path, task) -> list[dict]:
     return items
 
 
-def _read_table(p: Path, task) -> list[dict]:
+def _read_table(p: Path, task, quoting: int | None = None) -> list[dict]:
     """A CSV/TSV with a header row naming ``text`` [and ``text_pair``]; a headerless ``.tsv`` for a
-    pair model is ``text<TAB>text_pair`` lines (:func:`_read_text`)."""
+    pair model is ``text<TAB>text_pair`` lines (:func:`_read_text`). Quoting is read strictly and a
+    header naming a column twice is refused, as for training data
+    (:func:`kdexam.data.readers.read_table`: a TSV that breaks the quote rules is read without them)."""
     import csv
     import io
 
     delimiter = TABLE_EXTS[p.suffix.lower()]
-    reader = csv.DictReader(io.StringIO(read_text(p), newline=""), delimiter=delimiter)
-    columns = reader.fieldnames or []
+    if quoting is None:
+        try:
+            return _read_table(p, task, csv.QUOTE_MINIMAL)
+        except KdexamError as e:
+            if delimiter != "\t" or "fix the quoting" not in str(e):
+                raise
+            return _read_table(p, task, csv.QUOTE_NONE)
+    reader = csv.DictReader(io.StringIO(read_text(p), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    try:
+        columns = reader.fieldnames or []
+    except csv.Error as e:
+        raise KdexamError(f"File '{p}' is not a valid table ({e}); fix the quoting.") from None
+    if twice := sorted({c for c in columns if columns.count(c) > 1}):
+        raise KdexamError(f"File '{p}' names the column '{twice[0]}' twice in its header row; give each column one name.")
     wanted = ["text", "text_pair"] if task.text_pair else ["text"]
     if "text" not in columns and delimiter == "\t" and task.text_pair:
         return _read_text(p, task)

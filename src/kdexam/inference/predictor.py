@@ -421,11 +421,13 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
     prediction) and writes them to ``output`` when given (atomically)."""
     from kdexam.inference.inputs import read_inputs
     from kdexam.paths import atomic_write_text
+    from kdexam.rundir import check_output_file
 
     if batch_size < 1:
         raise KdexamError(f"The batch size must be at least 1, not {batch_size}.")
     if output is not None and Path(output).is_dir():
         raise KdexamError(f"--output '{output}' is a directory; name the JSONL file to write.")
+    check_output_file(output, [input_path, model], "--output")
     predictor = load_student(model, backend=backend, quantized=quantized)
     items = read_inputs(input_path, predictor.task)
     preds = predictor.predict(items, batch_size=batch_size, max_tokens=max_tokens)

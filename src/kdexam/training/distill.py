@@ -71,7 +71,9 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     cfg = with_teacher_positions(cfg, teacher_dirs[0])
     teacher_labels = ["teacher"] if len(teacher_dirs) == 1 else [f"teacher {i}" for i in range(1, len(teacher_dirs) + 1)]
     replace = check_out(cfg, out, {**dict(zip(teacher_labels, teacher_dirs)), "--init-from encoder": cfg.init_from,
-                         "data": cfg.data.name,
+                         "data": cfg.data.name, "--vectors-file": cfg.student.vectors_file,
+                         "--augment-vectors file": cfg.transfer.augment_vectors,
+                         "--augment-mlm-model": cfg.transfer.augment_mlm_model,
                          **{f"unlabelled text '{u}'": u for u in cfg.transfer.unlabelled}}, resume, overwrite)
     if (done := finished_run(out, resume)) is not None:
         return done
