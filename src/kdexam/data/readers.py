@@ -126,7 +126,6 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
     not all have the same keys, and a pair in row 2 onwards was dropped without a word."""
     if not rows:
         return []
-    first = rows[0][1]
     pair_col = cfg.text_pair_column or ("text_pair" if any("text_pair" in r for _, r in rows) else None)
     has_label = any(cfg.label_column in r for _, r in rows)
     out = []
