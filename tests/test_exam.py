@@ -489,6 +489,8 @@ def test_a_given_teacher_run_retrained_in_place_gets_new_cells(tmp_path):
     before_teacher = teacher_cells(cfg)
     before = {c.id for c in cells(cfg, before_teacher)}
     assert [t.id for t in teacher_cells(cfg)] == [t.id for t in before_teacher]  # stable while nothing changes
+    (run / "eval-test.json").write_text("{}", encoding="utf-8")  # a file beside the model (kdexam evaluate --out)
+    assert [t.id for t in teacher_cells(cfg)] == [t.id for t in before_teacher]
     (run / "model.safetensors").write_bytes(b"new weights")
     after_teacher = teacher_cells(cfg)
     assert after_teacher[0].id != before_teacher[0].id

@@ -128,21 +128,20 @@ def test_the_label_set_is_the_whole_trains_not_the_max_train_subsets(tmp_path):
         assert data.task.labels == ["a", "b", "rare"] and len(data.train) == 10
 
 
-def test_json_class_labels_read_as_a_csv_spells_them(tmp_path):
+def test_json_1_and_1_0_are_one_class(tmp_path):
     d, b = tmp_path / "d", tmp_path / "b"
     d.mkdir()
     b.mkdir()
     write_jsonl(d / "train.jsonl", [{"text": f"row {i}", "label": [1, 0, 1.0, 0.0][i % 4]} for i in range(40)])
     (d / "test.csv").write_text("text,label\nx,1\ny,0\n", encoding="utf-8")
     assert load_data(cfg(d)).task.labels == ["0", "1"]
-    write_jsonl(b / "train.jsonl", [{"text": f"row {i}", "label": [True, False][i % 2]} for i in range(40)])
-    (b / "test.csv").write_text("text,label\nx,true\ny,false\n", encoding="utf-8")
-    assert load_data(cfg(b, task="classification")).task.labels == ["false", "true"]
+    write_jsonl(b / "train.jsonl", [{"text": f"row {i}", "label": [0.0, 1.0][i % 2]} for i in range(40)])
+    assert load_data(cfg(b, task="classification")).task.labels == ["0.0", "1.0"]  # as runs before named them
 
 
 def test_a_text_pair_in_a_later_json_row_is_not_dropped(tmp_path):
     p = write_jsonl(tmp_path / "train.jsonl", [{"text": "a cat sat", "label": "x"}, {"text": "q", "text_pair": "a", "label": "y"}])
-    with pytest.raises(KdexamError, match="line 1 has no 'text_pair' where other rows have one"):
+    with pytest.raises(KdexamError, match="has a second text \\(text_pair\\) in some rows and not in others"):
         load_data(cfg(p))
 
 
@@ -155,6 +154,9 @@ def test_a_tsv_text_starting_with_a_quote_keeps_its_rows_apart(tmp_path):
     rows = [(e.text, e.label) for e in read_file(p, cfg(p))]
     assert rows == [('"Wow, great', "pos"), ("nice one", "pos"), ("awful film", "neg"), ('bad movie" indeed', "neg"),
                     ('"Hello," she said.', "pos"), ("plain", "neg")]
+    stray = tmp_path / "stray.tsv"  # a stray quote whose match ends a field rows later: no quote error, rows merged
+    stray.write_text('text\tlabel\n"Hello there\t1\nsecond row\t0\nthird ends with quote"\t1\nfourth\t0\n', encoding="utf-8")
+    assert [e.text for e in read_file(stray, cfg(stray))] == ['"Hello there', "second row", 'third ends with quote"', "fourth"]
     quoted = tmp_path / "quoted.tsv"  # a well-quoted TSV keeps its quote rules: a tab inside a quoted field
     quoted.write_text('text\tlabel\n"a\tb ""c"""\tpos\nd\tneg\n', encoding="utf-8")
     assert [(e.text, e.label) for e in read_file(quoted, cfg(quoted))] == [('a\tb "c"', "pos"), ("d", "neg")]

@@ -473,8 +473,9 @@ def test_output_files_never_replace_an_input_or_a_runs_file(teacher, tmp_path, c
         assert code == 2 and says in err, (argv, err)
     assert texts.read_text(encoding="utf-8") == "a good film\n"
     assert {p.name: sha256_file(p) for p in run.iterdir() if p.is_file()} == before
-    code, _ = _exit(["report", str(run), "--out", str(run / "report.json")], capsys)  # a new file there is fine
-    assert code == 0 and json.loads((run / "report.json").read_text())[0]["model"]
+    for _ in range(2):  # a file of the user's there is fine, and the same command again
+        code, _ = _exit(["report", str(run), "--out", str(run / "report.json")], capsys)
+        assert code == 0 and json.loads((run / "report.json").read_text())[0]["model"]
 
 
 def test_overwrite_never_removes_an_input_kept_inside_out(teacher, tmp_path, capsys):

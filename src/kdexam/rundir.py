@@ -33,14 +33,18 @@ IGNORED_KEYS = {"out"}
 
 
 MODEL_MARKERS = RUN_FILES + ("config.json", "export.json", "tokenizer.json")
-"""Files that make a folder a run, a model or an export: no single output file is written into one."""
+"""Files that make a folder a run, a model or an export."""
+OWN_FILES = set(MODEL_MARKERS) | {"tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
+                                  "train_log.jsonl", "transfer.jsonl", "README.md", "kdexam_serving.py", "kdexam_model.json"}
+OWN_SUFFIXES = (".safetensors", ".onnx", ".bin", ".model")
+"""What such a folder needs: an output file never replaces one of these."""
 
 
 def check_output_file(path: str | Path | None, inputs: list[str | Path], flag: str) -> None:
     """Refuse an output file (``predict --output``, ``report --out``, ``evaluate --out``) that is one
-    of the command's ``inputs``, or an existing file of a run, model or export folder: it replaced the
-    input, or a file the folder needs (its ``config.json``, ``metrics.json``…), and the command still
-    succeeded. A new file in such a folder (``RUN/eval-test.json``) is fine."""
+    of the command's ``inputs``, or a file a run, model or export folder needs (:data:`OWN_FILES`: its
+    ``config.json``, ``metrics.json``, weights…): it replaced it, and the command still succeeded.
+    Any other file there (``RUN/eval-test.json``, written again by the same command) is fine."""
     if path is None:
         return
     target = Path(path).resolve()
@@ -48,7 +52,8 @@ def check_output_file(path: str | Path | None, inputs: list[str | Path], flag: s
         if given is not None and Path(given).exists() and Path(given).resolve() == target:
             raise KdexamError(f"{flag} '{path}' is an input of this command; writing there would replace it — name another file.")
     folder = target.parent
-    if target.exists() and any((folder / m).exists() for m in MODEL_MARKERS):
+    own = target.name in OWN_FILES or target.name.endswith(OWN_SUFFIXES)
+    if own and any((folder / m).exists() for m in MODEL_MARKERS):
         raise KdexamError(f"{flag} '{path}' is a file of the run or model folder '{folder}'; writing there would replace "
                           "it — name a new file.")
 

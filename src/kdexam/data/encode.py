@@ -78,7 +78,7 @@ def encode(examples: list[Example], tokenizer, task: Task, max_length: int, batc
             if task.kind == "token-classification":
                 word_ids = enc.word_ids(j)
                 if empty := wordless(word_ids, len(e.text), len(row["input_ids"]) < max_length):
-                    one = tokenizer([[tokenizer.unk_token or "[UNK]" if w in empty else word for w, word in enumerate(e.text)]],
+                    one = tokenizer([[unknown_word(tokenizer) if w in empty else word for w, word in enumerate(e.text)]],
                                     is_split_into_words=True, truncation=True, max_length=max_length)
                     row, word_ids = {k: one[k][0] for k in MODEL_INPUTS if k in one}, one.word_ids(0)
                 row["word_ids"] = [-1 if w is None else w for w in word_ids]
@@ -89,6 +89,12 @@ def encode(examples: list[Example], tokenizer, task: Task, max_length: int, batc
                 row["labels"] = float(e.label) if task.kind == "regression" else label2id[str(e.label)]
             rows.append(row)
     return Features(rows)
+
+
+def unknown_word(tokenizer) -> str:
+    """What a word that tokenises to nothing is read as: the tokenizer's unknown token (recorded in
+    ``export.json`` for the torch-free predictor), ``[UNK]`` for one without."""
+    return tokenizer.unk_token or "[UNK]"
 
 
 def align_labels(word_ids: list[int | None], word_labels: list[int]) -> list[int]:

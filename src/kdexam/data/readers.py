@@ -122,8 +122,9 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
                       text_flag: str = "--text-column") -> list[Example]:
     """Turn table/JSON rows into examples; ``rows`` carries a location string for errors, and
     ``text_flag`` is the option that names the text column (for the error when it is missing).
-    A ``text_pair`` (or label) key in any row makes it a column of every row: JSON objects need
-    not all have the same keys, and a pair in row 2 onwards was dropped without a word."""
+    A ``text_pair`` (or label) key in any row is read from every row that has it: JSON objects need
+    not all have the same keys, and a pair in row 2 onwards was dropped without a word (a split
+    whose rows disagree is refused by :func:`check_splits_match`)."""
     if not rows:
         return []
     pair_col = cfg.text_pair_column or ("text_pair" if any("text_pair" in r for _, r in rows) else None)
@@ -139,10 +140,7 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
             raise KdexamError(f"File '{path}' {where} has an empty text; remove that row or fill it in.")
         check_encodable(str(text), path, where)
         pair = None
-        if pair_col and not cfg.text_pair_column and pair_col not in row:
-            raise KdexamError(f"File '{path}' {where} has no '{pair_col}' where other rows have one; give every row its "
-                              "second text, or none.")
-        if pair_col:
+        if pair_col and (cfg.text_pair_column or pair_col in row):  # (a split mixing both is refused by check_splits_match)
             pair = _column(row, pair_col, path, where, "--text-pair-column")
             if pair is None or not str(pair).strip():
                 raise KdexamError(f"File '{path}' {where} has an empty '{pair_col}'; remove that row or fill it in.")
@@ -161,14 +159,22 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
 def read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str = "--text-column") -> list[Example]:
     """CSV or TSV with a header row; a quoted field may span lines (RFC 4180). Quoting is read
     strictly: a quote that opens a field must close it, so that a text starting with ``"`` never
-    swallows the rows after it into one. A TSV that breaks those rules is read again with no
-    quoting at all (each line one row, quotes kept as text: GLUE's TSV files are written so)."""
+    swallows the rows after it into one. A TSV that breaks those rules, or whose quoted text spans
+    lines (a stray quote's match found rows later), is read again with no quoting at all (each line
+    one row, quotes kept as text: GLUE's TSV files are written so)."""
     try:
-        return _read_table(path, cfg, delimiter, text_flag, csv.QUOTE_MINIMAL)
+        rows = _read_table(path, cfg, delimiter, text_flag, csv.QUOTE_MINIMAL)
     except KdexamError as e:
         if delimiter != "\t" or "fix the quoting" not in str(e):
             raise
         return _read_table(path, cfg, delimiter, text_flag, csv.QUOTE_NONE)
+    if delimiter == "\t" and any("\n" in _text_of(e) for e in rows):
+        return _read_table(path, cfg, delimiter, text_flag, csv.QUOTE_NONE)
+    return rows
+
+
+def _text_of(e: Example) -> str:
+    return " ".join(e.text) if isinstance(e.text, list) else e.text + (e.text_pair or "")
 
 
 def _read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str, quoting: int) -> list[Example]:
@@ -509,6 +515,9 @@ def check_splits_match(splits: dict[str, list[Example]], cfg: DataConfig) -> Non
     training row equal to a held-out one slip past the leakage check)."""
     train = splits["train"]
     pair = train[0].text_pair is not None
+    if any((e.text_pair is not None) != pair for e in train):
+        raise KdexamError(f"The train split of '{cfg.name}' has a second text (text_pair) in some rows and not in others; "
+                          "give every row its second text, or none.")
     for split, examples in splits.items():
         if split == "train" or not examples:
             continue
@@ -525,6 +534,9 @@ def check_splits_match(splits: dict[str, list[Example]], cfg: DataConfig) -> Non
 def type_labels(splits: dict[str, list[Example]], kind: str, name) -> None:
     """Labels as the task reads them, in place: class names as strings, regression targets as
     finite floats that vary (:func:`check_targets`); tag lists stay as they are."""
+    labels = [e.label for examples in splits.values() for e in examples]
+    mixed = (any(isinstance(v, int) and not isinstance(v, bool) for v in labels)  # 1 and 1.0 in one dataset: one class
+             and any(isinstance(v, float) and v.is_integer() for v in labels))
     for split, examples in splits.items():
         for e in examples:
             if kind == "regression":
@@ -536,17 +548,16 @@ def type_labels(splits: dict[str, list[Example]], kind: str, name) -> None:
                 if isinstance(e.label, (list, dict)):
                     raise KdexamError(f"Dataset '{name}' {split} has label {e.label!r}, which is not a class name; tagged "
                                       "words and their tags go in a CoNLL file (token<TAB>tag lines).")
-                e.label = class_name(e.label)
+                e.label = class_name(e.label, mixed)
     if kind == "regression":
         check_targets(splits, name)
 
 
-def class_name(label: Any) -> str:
-    """A class label as a string, the same whatever file it came from: a JSON ``1.0`` is the class
-    ``1`` and a JSON ``true`` the class ``true`` (as a CSV spells them), not classes of their own."""
-    if isinstance(label, bool):
-        return "true" if label else "false"
-    if isinstance(label, float) and label.is_integer():
+def class_name(label: Any, integral_floats: bool = False) -> str:
+    """A class label as a string (``str``, as runs before have named their classes);
+    ``integral_floats``: a ``1.0`` is the class ``1`` (for data that spells one class both ways,
+    JSON ``1`` and ``1.0``, which were two classes)."""
+    if integral_floats and isinstance(label, float) and label.is_integer():
         return str(int(label))
     return str(label)
 

@@ -13,8 +13,8 @@ Rules, in order:
 1. Every example has a stable id (a hash of its text and pair) and a source tag.
 2. No leakage: every example whose text equals a validation or test example (all of them,
    not only the ``--max-eval`` first), exactly or after normalisation (:func:`normalise`:
-   NFKC, case-folded, letters, digits and marks only; a pair's sides in either order), is
-   dropped, gold rows included.
+   NFKC, case-folded, punctuation read as spaces, format characters dropped; a pair's sides
+   in either order), is dropped, gold rows included.
 3. A non-gold example that repeats an earlier example (normalised) is dropped; gold
    rows are the user's labelled data and are kept as they are.
 4. Segments stay contiguous by source (gold, unlabelled, then each augmenter), so each
@@ -57,22 +57,28 @@ def _text(value) -> str:
 
 
 def normalise(text: str) -> str:
-    """NFKC, case-folded, and only letters, digits and marks kept (punctuation, symbols, format
-    characters such as the soft hyphen, and every space dropped): ``"It's  GOOD!"``, ``"its good"``
-    and ``"It`s good"`` are all ``"itsgood"``, and ``"well-known"`` is ``"well known"``; so a CoNLL
-    sentence (``Peter 's car``) matches its raw text (``Peter's car``). A text of symbols alone
-    (emoji) keeps its symbols."""
+    """NFKC, case-folded, punctuation (and modifier symbols such as the backtick) read as a space,
+    format and control characters (a soft hyphen, a zero-width space) dropped, spaces collapsed:
+    ``"It's  GOOD!"`` → ``"it s good"``, and ``"good.It"``, ``"well-known"`` and the CoNLL ``"Peter 's
+    car"`` read as ``"good it"``, ``"well known"`` and ``"peter s car"``, as their spaced forms do.
+    Other symbols (emoji, ``<``, ``$``) are kept: they tell texts apart."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    kept = "".join(c for c in text if unicodedata.category(c)[0] in "LNM")
-    return kept or "".join(text.split())
+    text = "".join(" " if _category(c) in ("P", "Sk") else "" if _category(c) == "C" else c for c in text)
+    return " ".join(text.split())
 
 
-def example_key(e: Example, normalised: bool = True) -> str:
-    """The text (and pair) an example is compared by; normalised, the two sides in either order
-    (a pair swapped is the same two texts)."""
+def _category(c: str) -> str:
+    cat = unicodedata.category(c)
+    return cat if cat == "Sk" else cat[0]
+
+
+def example_key(e: Example, normalised: bool = True, either_order: bool = False) -> str:
+    """The text (and pair) an example is compared by; ``either_order``: a pair's two sides sorted,
+    for the leakage check (a pair swapped holds the same two texts together)."""
     if not normalised:
         return _text(e.text) + "\t" + _text(e.text_pair)
-    return "\t".join(sorted([normalise(_text(e.text)), normalise(_text(e.text_pair))]))
+    sides = [normalise(_text(e.text)), normalise(_text(e.text_pair))]
+    return "\t".join(sorted(sides) if either_order else sides)
 
 
 def example_id(e: Example) -> str:
@@ -146,7 +152,7 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
     """The transfer set of a run: ``data.train`` + ``cfg.unlabelled`` + ``cfg.augment`` (see the module doc)."""
     held_out = data.held_out or [e for split in ("validation", "test") for e in (data.split(split) or [])]
     exact = {example_key(e, normalised=False) for e in held_out}
-    normal = {example_key(e) for e in held_out}
+    normal = {example_key(e, either_order=True) for e in held_out}
     seen: set[str] = set()
     examples: list[Example] = []
     sources: list[str] = []
@@ -159,7 +165,7 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
             key = example_key(e)
             if example_key(e, normalised=False) in exact:
                 report["leaked_exact"][source] = report["leaked_exact"].get(source, 0) + 1
-            elif key in normal:
+            elif example_key(e, either_order=True) in normal:
                 report["leaked_normalised"][source] = report["leaked_normalised"].get(source, 0) + 1
             elif source != "gold" and key in seen:
                 report["duplicates"][source] = report["duplicates"].get(source, 0) + 1

@@ -165,10 +165,12 @@ def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, stor
             if run_dir.exists() and not any(run_dir.glob("checkpoint-stage*")) and not any(run_dir.glob("stage*-done")):
                 shutil.rmtree(run_dir)  # a start with neither a checkpoint nor a finished stage: nothing to keep
             api.distill(teacher=str(teacher_dir), out=str(run_dir), resume=True, **{**c.flags, "trust_remote_code": trust})
-        teacher_bench = (store.rows([c.teacher_id]) or [{}])[0].get("result") or {}
+        teacher_done = store.status(c.teacher_id) == "done"  # (not: its figures are of other settings, or none)
+        teacher_bench = ((store.rows([c.teacher_id]) or [{}])[0].get("result") or {}) if teacher_done else {}
         bench = (measure(run_dir, cfg.bench, teacher_bench.get("bench"), trust_remote_code=trust)
                  if cfg.bench.enabled and c.role == "student" else None)
-        store.finish(c.id, {**cell_row(run_dir, bench), "bench_settings": bench_settings(cfg)}, time.perf_counter() - started)
+        settings = bench_settings(cfg) if teacher_done else None  # None: measured again once the teacher is
+        store.finish(c.id, {**cell_row(run_dir, bench), "bench_settings": settings}, time.perf_counter() - started)
     except Exception as e:
         store.fail(c.id, _error(e), time.perf_counter() - started)
         console.print(f"[red]cell {c.label} failed:[/] {_error(e)}")

@@ -206,6 +206,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
     import onnxruntime
     import torch
 
+    from kdexam.data.encode import unknown_word
     from kdexam.paths import sha256_file, temp_prefix
 
     if quantize not in (None, *QUANTIZE):
@@ -242,6 +243,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
                    "weights_sha256": sha256_file(weights) if weights.is_file() else None},
         "task": tm.task.to_dict(), "max_length": tm.max_length, "padding_side": tm.tokenizer.padding_side,
         "truncation_side": getattr(tm.tokenizer, "truncation_side", "right"), "pad_token_id": tm.tokenizer.pad_token_id or 0,
+        "unk_token": unknown_word(tm.tokenizer),
         "inputs": inputs, "output": "logits", "crf": tm.crf is not None, "folded_head": tm is not unfolded,
         "files": {f: (out / f).stat().st_size for f in files},
         "export_seconds": round(time.perf_counter() - started, 2),

@@ -125,11 +125,14 @@ def _read_table(p: Path, task, quoting: int | None = None) -> list[dict]:
     delimiter = TABLE_EXTS[p.suffix.lower()]
     if quoting is None:
         try:
-            return _read_table(p, task, csv.QUOTE_MINIMAL)
+            items = _read_table(p, task, csv.QUOTE_MINIMAL)
         except KdexamError as e:
             if delimiter != "\t" or "fix the quoting" not in str(e):
                 raise
             return _read_table(p, task, csv.QUOTE_NONE)
+        if delimiter == "\t" and any("\n" in v for item in items for v in item.values()):  # a stray quote's match rows later
+            return _read_table(p, task, csv.QUOTE_NONE)
+        return items
     reader = csv.DictReader(io.StringIO(read_text(p), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     try:
         columns = reader.fieldnames or []

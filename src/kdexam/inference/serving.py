@@ -272,6 +272,8 @@ class ServingPredictor:
         self.tokenizer.enable_truncation(self.max_length, strategy="longest_first",
                                          direction=record.get("truncation_side", "right"))
         self.pad_id = int(record.get("pad_token_id") or 0)
+        self.unk_token = record.get("unk_token") or getattr(self.tokenizer.model, "unk_token", None) or "[UNK]"
+        """What a tagged word that tokenises to nothing is read as (training's :func:`kdexam.data.encode.unknown_word`)."""
         self.pad_left = record.get("padding_side", "right") == "left"
         self.session = onnx_session(path, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -304,7 +306,7 @@ class ServingPredictor:
         else:
             encodings = encode(items, is_pretokenized=tagging)
         if tagging:  # a word that tokenised to nothing is read as the unknown token, as training read it
-            unk = getattr(self.tokenizer.model, "unk_token", None) or "[UNK]"
+            unk = self.unk_token
             for i, (item, e) in enumerate(zip(items, encodings)):
                 if empty := wordless(e.word_ids, len(item), len(e.ids) < self.max_length):
                     encodings[i] = encode([[unk if w in empty else word for w, word in enumerate(item)]], is_pretokenized=True)[0]

@@ -45,17 +45,34 @@ console = Console(stderr=True)
 
 FINGERPRINTED = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt",  # weights, in any format
                  ".json", ".txt", ".model", ".py")  # configuration, tokenizer, the model's own code
+NOT_THE_MODEL = ("metrics.json", "kdexam_model.json", "export.json", "efficiency.json")
+"""JSON files of a run that say something about the model without being it."""
 
 
 def model_fingerprint(model_dir: Path) -> str:
     """SHA-256 over the teacher's weight, configuration, tokenizer and code files (content, not names
-    or dates), so that retrained weights in any format never reuse the old outputs."""
+    or dates), so that retrained weights in any format never reuse the old outputs. A JSON or text
+    file is part of the model only when it is one a model folder holds (``config.json``, the
+    tokenizer's, ``task.json``…), not a file a user or a command wrote beside it (``kdexam
+    evaluate --out RUN/eval-test.json`` made every teacher output be computed again, and an
+    exam distil every student of that teacher again)."""
     h = hashlib.sha256()
     for name in sorted(p.name for p in model_dir.iterdir()):
-        if name.endswith(FINGERPRINTED) and name not in ("metrics.json", "kdexam_model.json"):
-            h.update(name.encode())
-            h.update(sha256_file(model_dir / name).encode())
+        if not name.endswith(FINGERPRINTED) or name in NOT_THE_MODEL:
+            continue
+        if name.endswith((".json", ".txt")) and not _model_file(name):
+            continue
+        h.update(name.encode())
+        h.update(sha256_file(model_dir / name).encode())
     return h.hexdigest()
+
+
+def _model_file(name: str) -> bool:
+    """A JSON or text file name that a model folder holds: config, task, tokenizer (vocab, merges,
+    specials, added tokens), generation and preprocessing configs."""
+    return (name in ("config.json", "task.json", "vocab.txt", "merges.txt", "vocab.json")
+            or name.startswith(("tokenizer", "special_tokens", "added_tokens", "generation_config", "preprocessor_config",
+                                "sentence_bert", "config_sentence", "modules")))
 
 
 def hub_commit(repo_id: str) -> str | None:
