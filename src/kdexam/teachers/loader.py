@@ -76,6 +76,11 @@ def input_limit(model_dir: str | Path) -> int | None:
         limits.append(json.loads((Path(model_dir) / "tokenizer_config.json").read_text(encoding="utf-8")).get("model_max_length"))
     except (OSError, ValueError, AttributeError):
         pass
+    return smallest_limit(limits)
+
+
+def smallest_limit(limits: list) -> int | None:
+    """The smallest stated token limit (a tokenizer without one says 10³⁰, which is none)."""
     return min((n for n in limits if isinstance(n, int) and 0 < n < 1_000_000), default=None)
 
 
@@ -104,8 +109,7 @@ def fit_max_length(max_length: int, positions: int | None, tokenizer, name: str)
     """``max_length`` cut to what the model has ``positions`` for (its ``max_position_embeddings``), and
     to the tokenizer's ``model_max_length`` where it states one (RoBERTa's 514 positions hold 512
     tokens), with a note when cut: a longer input would crash the model's forward pass."""
-    limits = [positions, getattr(tokenizer, "model_max_length", None)]
-    limit = min((n for n in limits if isinstance(n, int) and 0 < n < 1_000_000), default=max_length)
+    limit = smallest_limit([positions, getattr(tokenizer, "model_max_length", None)]) or max_length
     if limit < max_length:
         from rich.console import Console
 
