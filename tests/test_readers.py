@@ -44,6 +44,24 @@ def test_conll_reader(tmp_path):
     assert read_conll(p, DataConfig())[0].label == ["B-ORG", "O"]
 
 
+def test_conll_sentence_starting_with_hash_token(tmp_path):
+    # '# NN O' at a sentence's start is the token '#' (shaped like the file's rows, a known tag);
+    # '# sent_id = 3' and '# newdoc' are comments
+    p = tmp_path / "d.conll"
+    p.write_text("EU NNP B-ORG\nrejects VBZ O\n\n# NN O\nwins VBZ O\n\n# sent_id = 3\nok JJ O\n\n# newdoc\nfine JJ O\n")
+    ex = read_conll(p, DataConfig())
+    assert [e.text for e in ex] == [["EU", "rejects"], ["#", "wins"], ["ok"], ["fine"]]
+    assert ex[1].label == ["O", "O"]
+
+
+def test_predict_conll_words_sentence_starting_with_hash(tmp_path):
+    from kdexam.inference.inputs import _read_conll_words
+
+    p = tmp_path / "words.conll"
+    p.write_text("EU\nrejects\n\n#\nwins\n\n# text = ok\nok\n")
+    assert _read_conll_words(p) == [{"tokens": ["EU", "rejects"]}, {"tokens": ["#", "wins"]}, {"tokens": ["ok"]}]
+
+
 @pytest.mark.parametrize("content,match", [
     ("text,label\nhello\n", "no value in label column"),
     ("text,label\n,pos\n", "empty text"),

@@ -226,12 +226,39 @@ def read_jsonl(path: Path, cfg: DataConfig, text_flag: str = "--text-column") ->
     return _rows_to_examples(read_json_objects(path), path, cfg, text_flag)
 
 
-def _is_comment(line: str, in_sentence: bool = False) -> bool:
+def _is_comment(line: str, in_sentence: bool = False, shape: "ConllShape | None" = None) -> bool:
     """CoNLL-U style comments (``# text = …``), which stand before a sentence: inside one, ``# O``
-    is the token ``#``; a token row such as ``#hashtag<TAB>NNP`` is never one."""
-    if in_sentence:
+    is the token ``#``; a token row such as ``#hashtag<TAB>NNP`` is never one. At a sentence's
+    start, a ``#`` row shaped like the file's token rows (as many columns, and a tag the file
+    uses elsewhere) is the token ``#`` too: ``# NN O`` in CoNLL-2003, ``#`` alone in a file of
+    one token per line."""
+    if in_sentence or not line.startswith("#") or "\t" in line:
         return False
-    return line.startswith("#") and "\t" not in line and (line.startswith("# ") or len(line.split()) < 2)
+    if shape is not None and shape.is_token_row(line.split()):
+        return False
+    return line.startswith("# ") or len(line.split()) < 2
+
+
+@dataclass(frozen=True)
+class ConllShape:
+    """The column counts and tags of a space-separated CoNLL file's rows that do not start with
+    ``#``, to tell a token ``#`` from a comment (:func:`_is_comment`). Rows of one column (a file
+    of words to tag) have no tag to compare."""
+    widths: frozenset
+    tags: frozenset
+    tag_column: int = -1
+
+    @classmethod
+    def of(cls, lines: list[str], tag_column: int = -1) -> "ConllShape":
+        rows = [line.split() for line in lines if line.strip() and not line.startswith("#") and "\t" not in line]
+        rows = [r for r in rows if r[0] != "-DOCSTART-"]
+        tags = frozenset(r[tag_column] for r in rows if len(r) > 1 and -len(r) <= tag_column < len(r))
+        return cls(frozenset(len(r) for r in rows), tags, tag_column)
+
+    def is_token_row(self, cols: list[str]) -> bool:
+        if len(cols) not in self.widths:
+            return False
+        return len(cols) == 1 or (-len(cols) <= self.tag_column < len(cols) and cols[self.tag_column] in self.tags)
 
 
 def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
@@ -240,8 +267,10 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
     out: list[Example] = []
     words: list[str] = []
     tags: list[str] = []
-    for i, line in enumerate(read_lines(path), start=1):
-        if not line.strip() or _is_comment(line, in_sentence=bool(words)):
+    lines = read_lines(path)
+    shape = ConllShape.of(lines, cfg.tag_column)
+    for i, line in enumerate(lines, start=1):
+        if not line.strip() or _is_comment(line, in_sentence=bool(words), shape=shape):
             if words:
                 out.append(Example(words, None, tags))
                 words, tags = [], []

@@ -160,12 +160,14 @@ def _read_table(p: Path, task, quoting: int | None = None) -> list[dict]:
 
 
 def _read_conll_words(p: Path) -> list[dict]:
-    from kdexam.data.readers import _is_comment
+    from kdexam.data.readers import ConllShape, _is_comment
 
     conllu = p.suffix.lower() == ".conllu"
     items, words = [], []
-    for line in read_lines(p):
-        if not line.strip() or _is_comment(line, in_sentence=bool(words)):
+    lines = read_lines(p)
+    shape = ConllShape.of(lines)  # (the last column, kdexam's default tag column)
+    for line in lines:
+        if not line.strip() or _is_comment(line, in_sentence=bool(words), shape=shape):
             if words:
                 items.append({"tokens": words})
                 words = []
