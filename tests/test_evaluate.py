@@ -11,7 +11,7 @@ from conftest import sentiment_examples, write_jsonl, write_sentiment_splits
 from kdexam import api
 from kdexam.cli import main
 from kdexam.errors import KdexamError
-from kdexam.evaluation.results import retention
+from kdexam.evaluation.results import ModelResult, RunResult, retention, retention_note
 from run_factory import runs  # noqa: F401  (fixture)
 
 
@@ -83,11 +83,15 @@ def test_every_task_kind_scores_with_loyalty(runs, task_name):  # noqa: F811
 
 
 def test_undefined_retention_is_none_with_a_note(runs):  # noqa: F811
-    """One example has a constant gold score, so both Pearson r are 0: no ratio, a note, no ZeroDivisionError."""
-    r = api.evaluate(runs.student("cnn", "reg"), split="validation", max_eval=1)
-    assert r["teacher"]["metrics"]["pearson"] == 0.0 and r["student"]["metrics"]["pearson"] == 0.0
-    assert "retention" not in r
-    assert any(n.startswith("no retention: the ratio of the student's pearson") for n in r["notes"])
+    """One example has a constant gold score: its Pearson r is undefined, so evaluating on it is
+    refused (it was reported as 0.0). A constant teacher (Pearson r 0) leaves the ratio undefined:
+    no retention, a note, no ZeroDivisionError."""
+    with pytest.raises(KdexamError, match="--max-eval 1 leaves 1 validation example"):
+        api.evaluate(runs.student("cnn", "reg"), split="validation", max_eval=1)
+    r = RunResult(ModelResult("t", 1, {"pearson": 0.0}), ModelResult("s", 1, {"pearson": 0.3}), primary_metric="pearson")
+    r.retention = retention(0.3, 0.0)
+    assert r.retention is None
+    assert retention_note(r) == ["no retention: the ratio of the student's pearson (0.3) to the teacher's (0) is undefined"]
 
 
 def test_retention_is_the_ratio_or_none_where_it_means_nothing():

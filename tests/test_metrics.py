@@ -82,3 +82,12 @@ def test_bilou_spans_are_scored_in_strict_bilou_mode():
 def test_a_diverged_regression_model_scores_nan_instead_of_crashing():
     m = regression_metrics([1.0, 2.0, 3.0], [1.0, 2.0, float("nan")])
     assert all(math.isnan(v) for v in m.values())
+
+
+def test_regression_correlations_are_undefined_on_constant_gold_and_zero_for_a_constant_prediction():
+    one = regression_metrics([2.0], [1.5])
+    assert math.isnan(one["pearson"]) and math.isnan(one["spearman"]) and one["mse"] == pytest.approx(0.25)
+    flat = regression_metrics([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])
+    assert math.isnan(flat["pearson"]) and math.isnan(flat["spearman"])
+    const = regression_metrics([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
+    assert (const["pearson"], const["spearman"]) == (0.0, 0.0)

@@ -135,6 +135,20 @@ def test_validation_carved_stratified_and_the_same_whatever_the_runs_seed(tmp_pa
             == [e.text for e in load_data(cfg(regression), seed=5).validation])
 
 
+def test_a_regression_eval_split_cut_to_one_target_is_refused(tmp_path):
+    """Pearson's r on one example was reported as 0.0; it is undefined."""
+    d = tmp_path / "d"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", [{"text": f"text {i}", "label": i / 7} for i in range(20)])
+    write_jsonl(d / "validation.jsonl", [{"text": f"held {i}", "label": i / 3} for i in range(5)])
+    assert len(load_data(cfg(d, max_eval=2)).validation) == 2
+    with pytest.raises(KdexamError, match=r"--max-eval 1 leaves 1 validation example.*raise --max-eval"):
+        load_data(cfg(d, max_eval=1))
+    write_jsonl(d / "validation.jsonl", [{"text": "held", "label": 0.5}])
+    with pytest.raises(KdexamError, match="The only target of the validation split"):
+        load_data(cfg(d))
+
+
 def test_the_label_set_is_the_whole_trains_not_the_max_train_subsets(tmp_path):
     rows = [{"text": f"common {i}", "label": "ab"[i % 2]} for i in range(40)] + [{"text": "the rare one", "label": "rare"}]
     d = tmp_path / "d"

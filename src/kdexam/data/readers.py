@@ -511,6 +511,12 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     if cfg.max_eval:
         val = val[: cfg.max_eval]
         test = test[: cfg.max_eval] if test else test
+        if kind == "regression":
+            for split, examples in (("validation", val), ("test", test or [])):
+                if examples and len({e.label for e in examples}) == 1:
+                    raise KdexamError(f"--max-eval {cfg.max_eval} leaves {len(examples)} {split} example(s) of '{cfg.name}', all with "
+                                      f"target {examples[0].label!r}; Pearson's and Spearman's correlations need targets that "
+                                      "vary: raise --max-eval.")
 
     labels = None
     if kind != "regression":
@@ -599,8 +605,9 @@ def check_targets(splits: dict[str, list[Example]], name) -> None:
             if not math.isfinite(e.label):
                 raise KdexamError(f"Dataset '{name}' {split} example {i + 1} has target {e.label!r}; regression targets must "
                                   "be finite numbers: fix or drop that row.")
-        if len(examples) > 1 and len({e.label for e in examples}) == 1:
-            raise KdexamError(f"Every target of the {split} split of '{name}' is {examples[0].label!r}; a regression "
+        if examples and len({e.label for e in examples}) == 1:
+            every = "Every target" if len(examples) > 1 else "The only target"
+            raise KdexamError(f"{every} of the {split} split of '{name}' is {examples[0].label!r}; a regression "
                               "split needs targets that vary (check --label-column).")
 
 

@@ -79,14 +79,19 @@ def tagging_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]
 
 
 def regression_metrics(gold: Sequence[float], pred: Sequence[float]) -> dict:
-    """Pearson's r, Spearman's ρ and MSE (correlations are 0 when a side is constant)."""
+    """Pearson's r, Spearman's ρ and MSE. A constant prediction has correlation 0 (it tells the
+    examples apart no better than chance); with constant gold targets (or one example) the
+    correlations are undefined and reported as NaN."""
     from scipy import stats
     from sklearn.metrics import mean_squared_error
 
     g, p = np.asarray(gold, dtype=float), np.asarray(pred, dtype=float)
     if not np.isfinite(p).all():
         return {"pearson": float("nan"), "spearman": float("nan"), "mse": float("nan")}
-    constant = np.ptp(g) == 0 or np.ptp(p) == 0
+    if g.size < 2 or np.ptp(g) == 0:
+        nan = float("nan")
+        return {"pearson": nan, "spearman": nan, "mse": float(mean_squared_error(g, p)) if g.size else nan}
+    constant = np.ptp(p) == 0
     return {
         "pearson": 0.0 if constant else float(stats.pearsonr(g, p)[0]),
         "spearman": 0.0 if constant else float(stats.spearmanr(g, p)[0]),
