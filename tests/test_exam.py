@@ -98,6 +98,15 @@ def test_grid_errors_are_one_sentence():
         cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [student], **extra})
         with pytest.raises(KdexamError, match=message):
             check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
+    # a missing data file or a misspelled built-in (data or unlabelled) is found before any teacher trains
+    for datasets, extra, message in [
+        (["movie-sentimnet"], {}, "The exam's datasets: Dataset 'movie-sentimnet' is not a built-in dataset; did you mean 'movie-sentiment'"),
+        (["./no/such/train.csv"], {}, "Data file './no/such/train.csv' does not exist"),
+        (["a"], {"transfer": [{"name": "x", "unlabelled": ["movie-dailog"]}]}, "Unlabelled text 'movie-dailog' .*did you mean 'movie-dialog'"),
+    ]:
+        cfg = ExamConfig.model_validate({"datasets": datasets, "students": ["cnn"], **extra})
+        with pytest.raises(KdexamError, match=message):
+            check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
     # a name in a recipe's or transfer setting's list that matches nothing would drop its cells silently
     with pytest.raises(ValueError, match="recipes entry 'hidden' lists student 'tl3', which the exam does not have; did you mean 'tl2'"):
         ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "teacher-layers:2", "name": "tl2"}],

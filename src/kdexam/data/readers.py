@@ -447,6 +447,22 @@ def _stratified_split(examples: list[Example], fraction: float, seed: int) -> tu
     return keep, carved
 
 
+def check_dataset_name(name: str) -> None:
+    """Refuse at once a ``--data`` that can be nothing: a path that does not exist, or a name
+    close to a built-in one. Any other bare name may be a Hugging Face dataset, found or not
+    when read (:func:`read_hf`)."""
+    from kdexam.data.builtin import BUILTIN_DATASETS
+
+    path = Path(name).expanduser()
+    if name in BUILTIN_DATASETS or path.exists():
+        return
+    if path.suffix.lower() in KNOWN_EXTS or "/" in name and path.parent.exists() or name.startswith((".", "~")):
+        raise KdexamError(f"Data file '{name}' does not exist; check the path given to --data.")
+    close = difflib.get_close_matches(name, list(BUILTIN_DATASETS), n=1, cutoff=0.6)
+    if close:
+        raise KdexamError(f"Dataset '{name}' is not a built-in dataset; did you mean '{close[0]}'? ('kdexam data list' shows all.)")
+
+
 def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     """Read, validate and split a dataset as ``cfg`` describes."""
     if not cfg.name:
@@ -455,18 +471,14 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
 
     manifest: dict = {}
     path = Path(cfg.name).expanduser()
+    check_dataset_name(cfg.name)
     if cfg.name in BUILTIN_DATASETS:
         splits, manifest = read_directory(prepare_dataset(cfg.name), cfg)
     elif path.is_file():
         splits = {"train": read_file(path, cfg)}
     elif path.is_dir():
         splits, manifest = read_directory(path, cfg)
-    elif path.suffix.lower() in KNOWN_EXTS or "/" in cfg.name and path.parent.exists() or cfg.name.startswith((".", "~")):
-        raise KdexamError(f"Data file '{cfg.name}' does not exist; check the path given to --data.")
     else:
-        close = difflib.get_close_matches(cfg.name, list(BUILTIN_DATASETS), n=1, cutoff=0.6)
-        if close:
-            raise KdexamError(f"Dataset '{cfg.name}' is not a built-in dataset; did you mean '{close[0]}'? ('kdexam data list' shows all.)")
         manifest = {"read_notes": []}
         splits = read_hf(cfg.name, cfg, notes=manifest["read_notes"])
     name = manifest.get("name") or (path.stem if path.exists() else cfg.name)

@@ -207,6 +207,20 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
     return TransferSet(examples, sources, [example_id(e) for e in examples], segments, report)
 
 
+def check_unlabelled_name(name: str) -> None:
+    """An unlabelled source is a built-in dataset or an existing file; anything else is refused
+    with the closest built-in name."""
+    import difflib
+
+    from kdexam.data.builtin import BUILTIN_DATASETS
+
+    if name in BUILTIN_DATASETS or Path(name).expanduser().is_file():
+        return
+    close = difflib.get_close_matches(name, list(BUILTIN_DATASETS), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else "pass a .txt, .csv, .tsv or .jsonl file or a built-in name such as movie-dialog."
+    raise KdexamError(f"Unlabelled text '{name}' is neither a built-in dataset nor an existing file; {hint}")
+
+
 def read_unlabelled(name: str, cfg: TransferConfig, task: Task, data_cfg: DataConfig) -> list[Example]:
     """The unlabelled examples of one source ``name`` (one of ``cfg.unlabelled``): a built-in dataset
     (its train split), a ``.txt`` file (one text per line), or a CSV/TSV/JSONL file
@@ -230,8 +244,7 @@ def read_unlabelled(name: str, cfg: TransferConfig, task: Task, data_cfg: DataCo
     elif path.is_file():
         examples = read_file(path, read_cfg, flag)
     else:
-        raise KdexamError(f"Unlabelled text '{name}' is neither a built-in dataset nor an existing file; "
-                          "pass a .txt, .csv, .tsv or .jsonl file or a built-in name such as movie-dialog.")
+        check_unlabelled_name(name)
     if task.text_pair and any(e.text_pair is None for e in examples):
         raise KdexamError(f"Unlabelled text '{name}' has no second text, but the task reads text pairs; "
                           "name its column with --text-pair-column.")

@@ -151,8 +151,16 @@ def check_cells(teachers: list[TeacherCell], grid: list[Cell]) -> None:
     """Build and check every run's config before anything runs (student kinds and settings,
     objectives, matches, augmenters too): a typo in any cell is found at once."""
     from kdexam import api
+    from kdexam.data.readers import check_dataset_name
+    from kdexam.data.transfer import check_unlabelled_name
     from kdexam.training.distill import check_run_config
 
+    for flags in [t.flags for t in teachers] + [c.flags for c in grid]:  # a missing or misspelled source, before any run
+        if flags.get("data"):
+            _build(lambda: check_dataset_name(str(flags["data"])), "datasets")
+        sources = flags.get("unlabelled") or []
+        for name in [sources] if isinstance(sources, str) else sources:
+            _build(lambda: check_unlabelled_name(str(name)), "transfer settings")
     for t in teachers:
         if t.run is None:
             _build(lambda: api.teacher_config(out="TEACHER", **t.flags), f"teacher '{t.teacher}' for '{t.dataset}'")
