@@ -399,6 +399,20 @@ def test_resume_of_a_finished_run_does_not_train_it_again(teacher, tmp_path, cap
     assert (out / "metrics.json").stat().st_mtime_ns == stamp and "is finished" in capsys.readouterr().err
 
 
+def test_resume_with_a_mistyped_out_says_it_starts_a_new_run(teacher, tmp_path, capsys):
+    """--resume into a folder with no run starts one (exams and scripts rely on it), but a user's
+    mistyped --out used to retrain from scratch without a word."""
+    shutil.copytree(teacher / "teacher", tmp_path / "student-cnn")
+    code, err = _exit(["distill", "--teacher", str(tmp_path / "no-teacher"), "--student", "cnn", "--out",
+                       str(tmp_path / "student-cmn"), "--resume"], capsys)
+    err = " ".join(err.split())
+    assert code == 2 and "holds no run to continue; starting a new run there" in err
+    assert f"Did you mean '{tmp_path / 'student-cnn'}'" in err
+    code, err = _exit(["distill", "--teacher", str(tmp_path / "no-teacher"), "--student", "cnn", "--out",
+                       str(tmp_path / "student-cnn"), "--resume"], capsys)
+    assert code == 2 and "holds no run" not in " ".join(err.split())
+
+
 def test_out_is_never_a_built_in_models_folder(tmp_path, capsys):
     from kdexam.teachers.builtin_models import model_dir
 

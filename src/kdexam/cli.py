@@ -35,7 +35,7 @@ from rich.table import Table
 from kdexam.api import DISTILL_FLAGS, MAX_TOKENS, TEACHER_FLAGS, Flag
 from kdexam.config import DistillRunConfig, TeacherRunConfig
 from kdexam.errors import KdexamError
-from kdexam.rundir import check_config_file
+from kdexam.rundir import check_config_file, note_nothing_to_resume
 
 app = typer.Typer(help="kdexam: distil fine-tuned transformers into small, fast students, and measure which is best, at what cost.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="List and prepare the built-in datasets.", no_args_is_help=True)
@@ -147,6 +147,7 @@ def teacher(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list
 
     cfg = api.teacher_config(config, set=sets, **flags)
     check_config_file(config, cfg.out, resume)
+    note_nothing_to_resume(cfg.out, resume)
     result = api.finetune_teacher(cfg, resume=resume, overwrite=overwrite)
     t = result["teacher"]
     rows = [{"metric": k, result["split"]: f"{v:.4f}"} for k, v in t["metrics"].items()]
@@ -176,6 +177,7 @@ def distill(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list
 
     cfg = api.distill_config(config, set=sets, **flags)
     check_config_file(config, cfg.out, resume)
+    note_nothing_to_resume(cfg.out, resume)
     r = api.distill(cfg, resume=resume, overwrite=overwrite)
     if r.get("general"):
         out.print(f"general distillation done; encoder saved in {cfg.out} (start a student from it with --init-from {cfg.out})")

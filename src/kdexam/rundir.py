@@ -109,6 +109,24 @@ def finished_run(out: Path, resume: bool) -> dict | None:
     return metrics if isinstance(metrics, dict) else None
 
 
+def note_nothing_to_resume(out: str | Path | None, resume: bool) -> None:
+    """A user's ``--resume`` whose ``--out`` holds no run starts a new one there (scripts and exams
+    rely on that); say so, with the closest run folder beside it, since a mistyped ``--out``
+    would otherwise retrain from scratch in silence."""
+    if not resume or out is None:
+        return
+    out = Path(out)
+    if out.is_dir() and any((out / f).exists() for f in RUN_FILES):
+        return
+    import difflib
+
+    runs = [d.name for d in (out.parent.iterdir() if out.parent.is_dir() else [])
+            if d.is_dir() and any((d / f).exists() for f in RUN_FILES)]
+    close = difflib.get_close_matches(out.name, runs, n=1, cutoff=0.6)
+    hint = f" Did you mean '{out.parent / close[0]}'?" if close else ""
+    Console(stderr=True).print(f"[yellow]--resume:[/] '{out}' holds no run to continue; starting a new run there.{hint}")
+
+
 def clear_replaced(out: Path, replace: bool, accelerator=None) -> None:
     """``--overwrite``: remove the old run in ``out`` (``replace``, from :func:`check_out`) now that
     the new run is set up; in a parallel launch the main process removes it and the others wait."""
