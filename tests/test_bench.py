@@ -213,6 +213,10 @@ def test_bench_cli_and_errors(pair_runs, tmp_path, capsys):
         (["bench", str(student), "--batch-sizes", "1,x"], "not a comma-separated list"),
         (["bench", str(student), "--batch-sizes", "0"], "batch_sizes"),
         (["bench", str(student), "--data", str(tmp_path / "no-such.jsonl")], "does not exist"),
+        # found before any timing (they failed after the first models' measurements)
+        (["bench", str(student), "--out", str(tmp_path)], "is a directory; name the JSON file"),
+        (["bench", str(student), "--out", str(student / "metrics.json")], "is a file of the run or model folder"),
+        (["bench", str(student), str(make_teacher_run(tmp_path / "cls", "cls"))], "bench models of one task together"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as e:

@@ -58,6 +58,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kdexam.errors import KdexamError
+from kdexam.rundir import check_output_file
 from kdexam.teachers.loader import allow_remote_code, remote_code
 
 MIN_REPEATS = 20
@@ -154,6 +155,20 @@ def resolve_models(runs: list[str | Path]) -> tuple[list[Path], dict[Path, Path 
     for t in order:
         ref[t] = t
     return order + listed, ref
+
+
+def check_same_task(runs: list[Path], data_task) -> None:
+    """Every model is timed on the same texts: one of another task kind or pair setting than the
+    data's is refused before anything is measured (it failed after the others' timings)."""
+    from kdexam.teachers.loader import read_task
+
+    for r in runs:
+        if (r / "task.json").is_file():
+            t = read_task(r)
+            if (t.kind, t.text_pair) != (data_task.kind, data_task.text_pair):
+                what = lambda t: f"{t.kind}{' of text pairs' if t.text_pair else ''}"  # noqa: E731
+                raise KdexamError(f"'{r}' does {what(t)} but the texts timed ('{data_task.dataset}', the first model's data "
+                                  f"or --data) are {what(data_task)}; bench models of one task together.")
 
 
 # ---- timing ----------------------------------------------------------------------------------------
@@ -545,9 +560,13 @@ def benchmark(cfg: BenchConfig) -> dict:
     allow_remote_code(cfg.trust_remote_code)
     console = _console()
     runs, ref = resolve_models(cfg.models)
+    if cfg.out and Path(cfg.out).is_dir():
+        raise KdexamError(f"--out '{cfg.out}' is a directory; name the JSON file to write.")
+    check_output_file(cfg.out, runs, "--out")
     examples, data_task = run_examples(cfg.models[0], cfg.data, cfg.n_texts)
     if not examples:
         raise KdexamError(f"The validation split of '{data_task.dataset}' is empty; pass --data with a dataset that has validation texts.")
+    check_same_task(runs, data_task)
     with bench_threads(cfg.threads), tempfile.TemporaryDirectory(prefix="kdexam-bench-") as tmp:
         models = [measure_model(r, examples, data_task, cfg, Path(tmp) / str(i), console) for i, r in enumerate(runs)]
     add_ratios(models, {str(k): (str(v) if v else None) for k, v in ref.items()})
