@@ -49,7 +49,7 @@ def main() -> None:
 
     from kdexam import api
     from kdexam.config import DistillRunConfig, load_config
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
 
     torch.set_num_threads(a.threads)
     cfg = load_config(DistillRunConfig, Path(a.students[0]) / "config.yaml", {})

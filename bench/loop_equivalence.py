@@ -48,7 +48,7 @@ def main() -> None:
 
     from kdexam import api
     from kdexam.data.builtin import BUILTIN_DATASETS, prepare_dataset
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.data.transfer import build_transfer_set
     from kdexam.students.registry import build_student
     from kdexam.teachers.teacher import Teacher

@@ -38,7 +38,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from kdexam.config import DistillRunConfig, load_config
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.evaluation.efficiency import _texts_for_child, peak_rss, text_batches
     from kdexam.inference.serving import load
 

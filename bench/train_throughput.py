@@ -40,7 +40,7 @@ def setup(teacher_dir: str, kind: str, max_train: int, batch_size: int, seed: in
     """Everything a training step of ``kind`` needs, built the way ``kdexam distill`` builds it."""
     from kdexam import api
     from kdexam.data.encode import encode, make_loader
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.data.transfer import build_transfer_set
     from kdexam.objectives import ModelShape
     from kdexam.students.registry import build_student

@@ -4,7 +4,7 @@ import json, sys, torch
 from pathlib import Path
 from kdexam import api
 from kdexam.data.encode import Collator, encode
-from kdexam.data.readers import load_data
+from kdexam.data.splits import load_data
 from kdexam.students.registry import load_student
 from kdexam.students.transformer import trim_word_embeddings
 from kdexam.training.distill import with_teacher_data

@@ -170,7 +170,7 @@ def main() -> None:
     import tempfile
 
     from kdexam.config import TeacherRunConfig, load_config
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.teachers.builtin_models import resolve_model
 
     cfg = load_config(TeacherRunConfig, Path(a.teacher) / "config.yaml", {})

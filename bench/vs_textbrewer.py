@@ -197,7 +197,7 @@ def prepare(a, work: Path) -> tuple[str, dict[str, dict]]:
 
     from kdexam import api
     from kdexam.data.builtin import BUILTIN_DATASETS, prepare_dataset
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.data.transfer import build_transfer_set
     from kdexam.students.registry import build_student
     from kdexam.teachers.teacher import Teacher

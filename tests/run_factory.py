@@ -54,7 +54,7 @@ def write_data(root: Path, task_name: str, n_val: int = 12) -> Path:
 
 def _task(data: Path):
     from kdexam.config import DataConfig
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
 
     return load_data(DataConfig(name=str(data))).task
 
@@ -92,7 +92,7 @@ def make_student_run(teacher: Path, kind: str, name: str | None = None, **spec_k
     """A 'kdexam distill'-shaped run of an untrained student of ``kind`` (its padding row made
     non-zero, so any read of padding shows in the logits)."""
     from kdexam.config import DataConfig, DistillRunConfig, save_config
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.paths import atomic_write_json
     from kdexam.students.registry import StudentSpec, build_student, count_parameters, save_student
 

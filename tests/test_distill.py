@@ -102,7 +102,7 @@ def test_changed_input_gives_a_new_key_and_corruption_is_rebuilt(teacher_run, tm
 
 def test_cached_logits_equal_the_teachers(teacher_run, tmp_path):
     from kdexam.config import DataConfig
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.teachers.teacher import Teacher
 
     data = load_data(DataConfig(name=str(teacher_run / "data"), max_train=20))
@@ -222,7 +222,7 @@ def test_bf16_teacher_labels_the_transfer_set_apart_and_the_teacher_is_scored_in
     forward, close to the fp32 ones but not equal, cached under their own key (the fp32 cache is
     neither hit nor overwritten); the teacher's test score is the fp32 one."""
     from kdexam.config import DataConfig
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.teachers.teacher import Teacher
 
     runs = {p: api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / p,

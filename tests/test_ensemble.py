@@ -331,7 +331,7 @@ def test_confidence_weighting_is_refused_for_regression(tmp_path):
 
 def test_online_ensemble_outputs_equal_the_cached_ones(teachers):
     from kdexam.config import DataConfig, EnsembleConfig
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.teachers.ensemble import Ensemble
 
     examples = load_data(DataConfig(name=str(teachers / "data"))).train[:40]

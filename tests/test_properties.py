@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kdexam.config import DataConfig, DistillRunConfig, load_config
-from kdexam.data.readers import load_data
+from kdexam.data.splits import load_data
 from kdexam.errors import KdexamError
 from kdexam.tasks import Task
 

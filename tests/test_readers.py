@@ -4,7 +4,8 @@ import pytest
 
 from conftest import sentiment_examples, tagging_sentences, write_conll, write_jsonl
 from kdexam.config import DataConfig
-from kdexam.data.readers import Example, infer_task, load_data, read_conll, read_file
+from kdexam.data.readers import Example, read_conll, read_file
+from kdexam.data.splits import infer_task, load_data
 from kdexam.errors import KdexamError
 
 

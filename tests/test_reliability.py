@@ -144,7 +144,7 @@ CACHE_JOB = """
 import sys
 import numpy as np
 from kdexam.config import DataConfig
-from kdexam.data.readers import load_data
+from kdexam.data.splits import load_data
 from kdexam.teachers.teacher import Teacher
 
 teacher, data, out = sys.argv[1:]
@@ -512,7 +512,7 @@ def test_a_kdexam_home_that_is_a_file_is_one_sentence(tmp_path, capsys, monkeypa
 
 def test_json_values_that_are_not_text_are_refused(tmp_path):
     from kdexam.config import DataConfig
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
 
     from conftest import write_jsonl
 

@@ -262,7 +262,7 @@ def test_static_student_trains_by_distillation(runs, tmp_path):
     assert student["name"] == "static" and student["params"] > 0 and result["split"] == "validation"
     # the saved student reproduces the score distill() reported
     from kdexam.config import DataConfig
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
     from kdexam.inference.predictor import load_student as serve
 
     examples = load_data(DataConfig(name=data)).validation

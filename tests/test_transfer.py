@@ -15,7 +15,8 @@ from conftest import sentiment_examples, write_jsonl, write_sentiment_splits
 from kdexam import api
 from kdexam.config import DataConfig, TransferConfig
 from kdexam.data.encode import Collator, encode
-from kdexam.data.readers import DataSplits, Example, load_data
+from kdexam.data.readers import Example
+from kdexam.data.splits import DataSplits, load_data
 from kdexam.data.transfer import build_transfer_set, confidence, normalise
 from kdexam.errors import KdexamError
 from kdexam.objectives import build_objectives

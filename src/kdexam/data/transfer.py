@@ -41,7 +41,8 @@ import numpy as np
 from rich.console import Console
 
 from kdexam.config import DataConfig, TransferConfig
-from kdexam.data.readers import DataSplits, Example, read_directory, read_file, read_lines
+from kdexam.data.readers import Example, read_directory, read_file, read_lines
+from kdexam.data.splits import DataSplits
 from kdexam.errors import KdexamError
 from kdexam.paths import atomic_write_text
 from kdexam.tasks import Task

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from kdexam.config import DataConfig
-from kdexam.data.readers import Example, infer_task, load_data, read_file, type_labels
+from kdexam.data.readers import Example, read_file
+from kdexam.data.splits import infer_task, load_data, type_labels
 from kdexam.errors import KdexamError
 from kdexam.evaluation.loyalty import compare
 from kdexam.evaluation.predict import decode

@@ -151,7 +151,7 @@ def check_cells(teachers: list[TeacherCell], grid: list[Cell]) -> None:
     """Build and check every run's config before anything runs (student kinds and settings,
     objectives, matches, augmenters too): a typo in any cell is found at once."""
     from kdexam import api
-    from kdexam.data.readers import check_dataset_name
+    from kdexam.data.splits import check_dataset_name
     from kdexam.data.transfer import check_unlabelled_name
     from kdexam.training.distill import check_run_config
 

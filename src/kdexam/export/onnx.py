@@ -79,7 +79,7 @@ def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None
     import yaml
 
     from kdexam.config import DataConfig
-    from kdexam.data.readers import load_data
+    from kdexam.data.splits import load_data
 
     raw: dict = {}
     p = Path(run_dir) / "config.yaml"

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from kdexam.config import TeacherRunConfig, save_config
 from kdexam.data.encode import encode, make_loader
-from kdexam.data.readers import load_data
+from kdexam.data.splits import load_data
 from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.predict import evaluate

@@ -29,7 +29,7 @@ from rich.console import Console
 
 from kdexam.config import DataConfig, DistillRunConfig, ObjectiveSpec, save_config
 from kdexam.data.encode import encode, first_subwords, make_loader
-from kdexam.data.readers import DataSplits, load_data
+from kdexam.data.splits import DataSplits, load_data
 from kdexam.data.transfer import TransferSet, build_transfer_set
 from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card

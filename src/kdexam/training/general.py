@@ -26,7 +26,7 @@ from rich.console import Console
 
 from kdexam.config import DistillRunConfig, save_config
 from kdexam.data.encode import make_loader
-from kdexam.data.readers import load_texts
+from kdexam.data.splits import load_texts
 from kdexam.errors import KdexamError
 from kdexam.rundir import check_out, clear_replaced, finished_run
 from kdexam.evaluation.results import ModelResult, RunResult
