@@ -1,7 +1,8 @@
 """Teacher outputs, computed once and cached on disk, by name.
 
 The teacher runs once per (teacher weights, tokenizer, texts, task, max length): a
-fingerprint of those keys names a directory under ``$KDEXAM_HOME/cache/teacher/``.
+fingerprint of those keys names a directory under ``$KDEXAM_HOME/cache/teacher/``. A
+``kdexam teacher`` run leaves there the logits it scored its evaluation split with.
 Inside it every named output (:mod:`kdexam.outputs`) has its own files and its own
 manifest, so a run that needs another output (say ``attention.6`` after ``logits``)
 adds it without recomputing the rest, and a partial or corrupted output (missing

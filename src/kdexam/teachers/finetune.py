@@ -3,7 +3,9 @@
 AdamW with linear warmup and decay, early stopping on the validation metric, the
 best checkpoint restored, then metrics on test. The run directory gets
 ``config.yaml``, ``metrics.json``, ``task.json``, ``train_log.jsonl`` and the model
-(``model.safetensors`` + ``config.json`` + tokenizer files).
+(``model.safetensors`` + ``config.json`` + tokenizer files). Its logits on the scored split go to
+the teacher cache (:func:`kdexam.teachers.teacher.store_scored_logits`), where a student run
+reads them instead of running the teacher on that split again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from kdexam.paths import atomic_write_json, plain_mode, temp_prefix
 from kdexam.rundir import check_out, clear_replaced, finished_run
 from kdexam.students.registry import count_parameters
 from kdexam.teachers.loader import allow_remote_code, fit_max_length, load_for_task, load_tokenizer
+from kdexam.teachers.teacher import store_scored_logits
 from kdexam.training.checkpoint import load_stage, save_stage
 from kdexam.training.trainer import fit, make_accelerator
 
@@ -87,7 +90,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
     model = accelerator.unwrap_model(model)
 
     split = data.eval_split
-    metrics, _ = evaluate(model, enc[split], data.split(split), tokenizer, task, cfg.train.eval_batch_size)
+    metrics, logits = evaluate(model, enc[split], data.split(split), tokenizer, task, cfg.train.eval_batch_size)
     result = {
         "task": task.kind, "dataset": data.name, "split": split, "primary_metric": task.primary_metric,
         "teacher": {"name": str(cfg.model), "params": count_parameters(model),
@@ -100,6 +103,8 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
     if accelerator.is_main_process:  # in a parallel launch, one process writes the run's files
         save_model(model, tokenizer, out)
         atomic_write_json(out / "task.json", task.to_dict())
+        if accelerator.mixed_precision == "no":  # (fp32 logits: what a student's teacher pass would compute)
+            store_scored_logits(out, data.split(split), enc[split], logits, task, max_length)
         atomic_write_json(out / "metrics.json", result)
         if not cfg.train.keep_checkpoint:
             shutil.rmtree(trained, ignore_errors=True)

@@ -306,6 +306,21 @@ def stored_form(name: str, tensor: torch.Tensor, row: dict, task: Task | None) -
     return t[:n].astype(np.float16)
 
 
+def store_scored_logits(run_dir: Path, examples: list[Example], features: Features, logits: list[np.ndarray],
+                        task: Task, max_length: int) -> Path:
+    """A fine-tuned teacher's logits on the split it was scored on (fp32, ``features`` encoded with
+    its tokenizer at ``max_length``), written to the cache under the key :meth:`Teacher.outputs`
+    computes for the same examples: a student run of this teacher reads them for its loyalty and
+    retention instead of running the teacher on that split again. Call it once the run's files
+    are written (the key is their fingerprint). Returns the cache folder."""
+    order = sorted(range(len(examples)), key=lambda i: content_key(examples[i]))
+    d = cache_dir(fingerprint(model_fingerprint(Path(run_dir)), [examples[i] for i in order], task, max_length))
+    if read_output(d, "logits") is None:
+        write_output(d, "logits", pack("logits", [stored_form("logits", torch.from_numpy(np.asarray(logits[i])),
+                                                              features.rows[i], task) for i in order]))
+    return d
+
+
 # ---- laying teacher outputs out like the student's batch ------------------------------------------------
 
 
