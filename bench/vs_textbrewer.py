@@ -5,9 +5,12 @@ For each student — ``bert-mini`` from scratch and ``bilstm`` with logit KD, an
 subset, initial student weights (built by kdexam's own code, same seed), epochs, batch size,
 learning rate (kdexam's default for the kind), schedule and loss, trained by:
 
-- ``kdexam``: ``kdexam distill`` (``api.distill``) with an empty teacher cache of its own, so
-  its time includes filling the cache (the teacher's one pass over the training set, and over
-  the test split for loyalty); the cache fill is also timed alone (``Teacher.outputs*`` wrapped);
+- ``kdexam``: ``kdexam distill`` (``api.distill``) with a teacher cache of its own that holds only
+  what ``kdexam teacher`` leaves there — its logits on the test split it was scored on, found in
+  the user's cache when the teacher was trained by a kdexam that stores them — so its time
+  includes filling the cache (the teacher's one pass over the training set; over the test split
+  too, for loyalty, with ``--cold-cache`` or a teacher trained before 2026-12-03); the cache fill
+  is also timed alone (``Teacher.outputs*`` wrapped);
 - ``textbrewer-fixed``: TextBrewer's ``GeneralDistiller`` as its examples use it — inputs padded
   to 128 tokens, the teacher run on every batch (``bench/textbrewer_peer.py`` in ``.venv-tb``);
 - ``textbrewer-bucketed``: the same, fed kdexam's length-bucketed dynamic batches;
@@ -145,8 +148,11 @@ def summary(rows: list[dict]) -> dict:
 
 
 def kdexam_child(spec: dict) -> None:
-    """Run ``kdexam distill`` with an empty private cache; print its timings as JSON."""
+    """Run ``kdexam distill`` with a private cache holding only the teacher run's scored logits
+    (``spec["teacher_run_cache"]``, copied in before the clock starts; none: empty); print its
+    timings as JSON."""
     import resource
+    import shutil
 
     import torch
 
@@ -155,7 +161,9 @@ def kdexam_child(spec: dict) -> None:
     from kdexam.teachers.teacher import Teacher
 
     torch.set_num_threads(1)
-    os.environ["KDEXAM_HOME"] = tempfile.mkdtemp(prefix="kdexam-vs-tb-")  # cold cache (data is passed as a path)
+    os.environ["KDEXAM_HOME"] = tempfile.mkdtemp(prefix="kdexam-vs-tb-")  # a private cache (data is passed as a path)
+    if seed := spec.pop("teacher_run_cache", None):
+        shutil.copytree(seed, Path(os.environ["KDEXAM_HOME"]) / "cache" / "teacher" / Path(seed).name)
     fill, depth = {"seconds": 0.0}, {"n": 0}
     for name in ("outputs_of_segments", "outputs"):  # the first calls the second: time the outermost call only
         original = getattr(Teacher, name)
@@ -234,17 +242,27 @@ def prepare(a, work: Path) -> tuple[str, dict[str, dict]]:
         inits[name] = {"kind": kind, "pairs": pairs, "init": str(d), "lr": c.train.learning_rate}
     print(f"data: {len(transfer.examples)} train, {len(data.validation)} validation, {len(data.test)} test "
           f"({data_path}); students initialised in {work / 'init'}", flush=True)
-    return data_path, inits
+    return data_path, inits, None if a.cold_cache else scored_logits(teacher, data.split(data.eval_split))
 
 
-def run_cell(a, student: str, system: str, s: dict, data_path: str, work: Path) -> dict:
+def scored_logits(teacher, examples) -> str | None:
+    """The cache folder where ``kdexam teacher`` left its logits on ``examples`` (the split it was
+    scored on, which is the student runs' too), or None when it holds none (a teacher trained
+    before kdexam stored them)."""
+    from kdexam.teachers.cache import cache_dir, content_key, fingerprint, read_output
+
+    d = cache_dir(fingerprint(teacher.key, sorted(examples, key=content_key), teacher.task, teacher.max_length))
+    return str(d) if read_output(d, "logits") is not None else None
+
+
+def run_cell(a, student: str, system: str, s: dict, data_path: str, work: Path, teacher_run_cache: str | None = None) -> dict:
     env = dict(os.environ)
     base = {"student": student, "system": system, "kind": s["kind"], "lr": s["lr"]}
     if system.startswith("kdexam"):
         spec = dict(teacher=a.teacher, data=data_path, student=s["kind"], out=str(work / "runs" / f"{student}-{system}".replace(":", "-")),
                     max_train=a.max_train, max_eval=a.max_eval, epochs=a.epochs, batch_size=a.batch_size, patience=a.epochs + 1,
                     seed=a.seed, num_threads=1, **kd_kwargs(s["pairs"], labels_only=system == "kdexam-labels-only"),
-                    **({"set": a.kdexam_set} if a.kdexam_set else {}))
+                    **({"set": a.kdexam_set} if a.kdexam_set else {}), teacher_run_cache=teacher_run_cache)
         cmd = [sys.executable, __file__, "--kdexam-child", json.dumps(spec)]
         marker = "KDEXAM_RESULT "
     else:
@@ -290,6 +308,9 @@ def main() -> None:
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     ap.add_argument("--kdexam-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config setting for the kdexam runs only (repeatable), e.g. student.trim_vocab=true")
+    ap.add_argument("--cold-cache", action="store_true",
+                    help="kdexam's runs start from an empty teacher cache: the teacher's test-split logits are computed "
+                         "in the timed run too (the protocol before 2026-12-03)")
     ap.add_argument("--peer-python", default=str(ROOT / ".venv-tb" / "bin" / "python"))
     ap.add_argument("--out", default="bench/results/vs_textbrewer.json")
     ap.add_argument("--summarize", action="store_true", help="recompute the table and summary of --out from its rows; no runs")
@@ -311,7 +332,7 @@ def main() -> None:
     a.teacher = str(Path(a.teacher).resolve())
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="vs-tb-"))
-    data_path, inits = prepare(a, work)
+    data_path, inits, teacher_run_cache = prepare(a, work)
     probe = ("import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
              "('textbrewer', 'torch', 'transformers', 'tokenizers', 'tensorboard', 'numpy')}))")
     peer_versions = subprocess.run([a.peer_python, "-c", probe], capture_output=True, text=True, check=False).stdout.strip()
@@ -319,6 +340,7 @@ def main() -> None:
 
     report = {"benchmark": "vs_textbrewer", "data": a.data, "max_train": a.max_train, "max_eval": a.max_eval, "epochs": a.epochs,
               "batch_size": a.batch_size, "seed": a.seed, "threads": 1, "teacher": a.teacher, "kdexam_set": a.kdexam_set,
+              "teacher_run_logits": teacher_run_cache,
               "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                           "platform": platform.platform(), "python": platform.python_version()},
               "versions": {"kdexam_env": {p: md.version(p) for p in ("kdexam", "torch", "transformers", "accelerate", "tokenizers")},
@@ -326,7 +348,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "work": str(work), "rows": []}
     for student in a.students:
         for system in a.systems:
-            report["rows"].append(run_cell(a, student, system, inits[student], data_path, work))
+            report["rows"].append(run_cell(a, student, system, inits[student], data_path, work, teacher_run_cache))
             report["table"] = table(report["rows"])
             report.update(summary(report["rows"]))
             report["seconds"] = round(time.perf_counter() - started, 1)
