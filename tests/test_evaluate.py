@@ -83,11 +83,17 @@ def test_every_task_kind_scores_with_loyalty(runs, task_name):  # noqa: F811
 
 
 def test_undefined_retention_is_none_with_a_note(runs):  # noqa: F811
-    """One example has a constant gold score: its Pearson r is undefined, so evaluating on it is
-    refused (it was reported as 0.0). A constant teacher (Pearson r 0) leaves the ratio undefined:
-    no retention, a note, no ZeroDivisionError."""
-    with pytest.raises(KdexamError, match="--max-eval 1 leaves 1 validation example"):
-        api.evaluate(runs.student("cnn", "reg"), split="validation", max_eval=1)
+    """One example has a constant gold score: both Pearson r are undefined (NaN; they were reported
+    as 0.0), so no retention, and notes say why. A constant teacher (Pearson r 0) leaves the ratio
+    undefined too: no retention, a note, no ZeroDivisionError."""
+    import math
+
+    r = api.evaluate(runs.student("cnn", "reg"), split="validation", max_eval=1)
+    assert math.isnan(r["teacher"]["metrics"]["pearson"]) and math.isnan(r["student"]["metrics"]["pearson"])
+    assert "retention" not in r
+    assert any(n.startswith("no retention: the ratio of the student's pearson") for n in r["notes"])
+    assert any("undefined (NaN)" in n for n in r["notes"])
+    assert api.evaluate(runs.student("cnn", "reg"), split="train", max_eval=1)["evaluated"]["examples"] == 1
     r = RunResult(ModelResult("t", 1, {"pearson": 0.0}), ModelResult("s", 1, {"pearson": 0.3}), primary_metric="pearson")
     r.retention = retention(0.3, 0.0)
     assert r.retention is None

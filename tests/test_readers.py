@@ -53,14 +53,19 @@ def test_conll_sentence_starting_with_hash_token(tmp_path):
     ex = read_conll(p, DataConfig())
     assert [e.text for e in ex] == [["EU", "rejects"], ["#", "wins"], ["ok"], ["fine"]]
     assert ex[1].label == ["O", "O"]
+    # a comment after such a row is no token row (its column count is none of the file's): skipped, not
+    # read as the token '#' tagged with its last word; a hashtag row with a tag only hashtags have stays
+    p.write_text("# NN O O\n# text = x y z\ngood JJ B-NP O\n\n#love HT B-NP HT\nit PRP B-NP O\n#tbt HT B-NP HT\n")
+    ex = read_conll(p, DataConfig())
+    assert [(e.text, e.label) for e in ex] == [(["#", "good"], ["O", "O"]), (["#love", "it", "#tbt"], ["HT", "O", "HT"])]
 
 
 def test_predict_conll_words_sentence_starting_with_hash(tmp_path):
     from kdexam.inference.inputs import _read_conll_words
 
     p = tmp_path / "words.conll"
-    p.write_text("EU\nrejects\n\n#\nwins\n\n# text = ok\nok\n")
-    assert _read_conll_words(p) == [{"tokens": ["EU", "rejects"]}, {"tokens": ["#", "wins"]}, {"tokens": ["ok"]}]
+    p.write_text("EU\nrejects\n\n#\nwins\n\n# text = ok\nok\n\n#sent-1\nbar\n")
+    assert _read_conll_words(p) == [{"tokens": ["EU", "rejects"]}, {"tokens": ["#", "wins"]}, {"tokens": ["ok"]}, {"tokens": ["bar"]}]
 
 
 @pytest.mark.parametrize("content,match", [
@@ -136,18 +141,20 @@ def test_validation_carved_stratified_and_the_same_whatever_the_runs_seed(tmp_pa
             == [e.text for e in load_data(cfg(regression), seed=5).validation])
 
 
-def test_a_regression_eval_split_cut_to_one_target_is_refused(tmp_path):
-    """Pearson's r on one example was reported as 0.0; it is undefined."""
+def test_a_regression_eval_split_of_one_target_is_read_with_a_note(tmp_path):
+    """Pearson's r on one example was reported as 0.0; it is undefined (NaN), and the data says so.
+    A split of one example is read (a small file carves a one-row validation split)."""
     d = tmp_path / "d"
     d.mkdir()
     write_jsonl(d / "train.jsonl", [{"text": f"text {i}", "label": i / 7} for i in range(20)])
     write_jsonl(d / "validation.jsonl", [{"text": f"held {i}", "label": i / 3} for i in range(5)])
-    assert len(load_data(cfg(d, max_eval=2)).validation) == 2
-    with pytest.raises(KdexamError, match=r"--max-eval 1 leaves 1 validation example.*raise --max-eval"):
-        load_data(cfg(d, max_eval=1))
-    write_jsonl(d / "validation.jsonl", [{"text": "held", "label": 0.5}])
-    with pytest.raises(KdexamError, match="The only target of the validation split"):
-        load_data(cfg(d))
+    assert not any("undefined" in n for n in load_data(cfg(d, max_eval=2)).notes)
+    one = load_data(cfg(d, max_eval=1))
+    assert len(one.validation) == 1
+    assert any(n.startswith("the validation split holds 1 example(s) with one target value") for n in one.notes)
+    small = write_jsonl(tmp_path / "small.jsonl", [{"text": f"text {i}", "label": i / 7} for i in range(10)])
+    carved = load_data(cfg(small))
+    assert (len(carved.train), len(carved.validation)) == (9, 1) and any("undefined (NaN)" in n for n in carved.notes)
 
 
 def test_the_label_set_is_the_whole_trains_not_the_max_train_subsets(tmp_path):

@@ -413,6 +413,26 @@ def test_resume_with_a_mistyped_out_says_it_starts_a_new_run(teacher, tmp_path, 
     assert code == 2 and "holds no run" not in " ".join(err.split())
 
 
+
+def test_the_resume_note_survives_a_folder_it_may_not_read(tmp_path, capsys, monkeypatch):
+    """/tmp holds root-only folders (systemd-private-*): Path.exists raised PermissionError there."""
+    import pathlib
+
+    from kdexam.rundir import note_nothing_to_resume
+
+    (tmp_path / "locked").mkdir()
+    exists = pathlib.Path.exists
+
+    def guarded(self, *args, **kwargs):
+        if "locked" in self.parts:
+            raise PermissionError(13, "Permission denied", str(self))
+        return exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "exists", guarded)
+    note_nothing_to_resume(tmp_path / "new-run", resume=True)
+    assert "holds no run to continue" in " ".join(capsys.readouterr().err.split())
+
+
 def test_out_is_never_a_built_in_models_folder(tmp_path, capsys):
     from kdexam.teachers.builtin_models import model_dir
 

@@ -249,3 +249,14 @@ def test_a_teachers_scored_logits_are_in_the_cache_for_its_students(kind, tiny_b
     fresh = teacher.compute(list(reversed(examples)), ["logits"])["logits"]
     for i in range(len(examples)):
         assert np.allclose(stored.example(i), fresh[i], atol=1e-5)
+
+
+def test_a_cache_that_cannot_take_the_scored_logits_never_fails_the_teacher_run(tiny_bert_dir, sentiment_dir, tmp_path, monkeypatch):
+    import kdexam.teachers.finetune as finetune
+
+    def refuse(*args, **kwargs):
+        raise KdexamError("KDEXAM_HOME '/x' is a file")  # what kdexam_home() says of a home that is a file
+
+    monkeypatch.setattr(finetune, "store_scored_logits", refuse)
+    r = api.finetune_teacher(data=sentiment_dir, model=tiny_bert_dir, out=tmp_path / "run", epochs=1, max_train=32)
+    assert (tmp_path / "run" / "metrics.json").is_file() and r["teacher"]["metrics"]["accuracy"] > 0

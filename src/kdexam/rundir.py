@@ -120,8 +120,11 @@ def note_nothing_to_resume(out: str | Path | None, resume: bool) -> None:
         return
     import difflib
 
-    runs = [d.name for d in (out.parent.iterdir() if out.parent.is_dir() else [])
-            if d.is_dir() and any((d / f).exists() for f in RUN_FILES)]
+    try:
+        runs = [d.name for d in (out.parent.iterdir() if out.parent.is_dir() else [])
+                if d.is_dir() and any((d / f).exists() for f in RUN_FILES)]
+    except OSError:  # (a folder beside it this user may not read: /tmp's systemd-private-*)
+        runs = []
     close = difflib.get_close_matches(out.name, runs, n=1, cutoff=0.6)
     hint = f" Did you mean '{out.parent / close[0]}'?" if close else ""
     Console(stderr=True).print(f"[yellow]--resume:[/] '{out}' holds no run to continue; starting a new run there.{hint}")

@@ -192,16 +192,20 @@ def read_jsonl(path: Path, cfg: DataConfig, text_flag: str = "--text-column") ->
 
 
 def _is_comment(line: str, in_sentence: bool = False, shape: "ConllShape | None" = None) -> bool:
-    """CoNLL-U style comments (``# text = …``), which stand before a sentence: inside one, ``# O``
-    is the token ``#``; a token row such as ``#hashtag<TAB>NNP`` is never one. At a sentence's
-    start, a ``#`` row shaped like the file's token rows (as many columns, and a tag the file
-    uses elsewhere) is the token ``#`` too: ``# NN O`` in CoNLL-2003, ``#`` alone in a file of
-    one token per line."""
-    if in_sentence or not line.startswith("#") or "\t" in line:
+    """CoNLL-U style comments (``# text = …``), which stand before a sentence; a token row such as
+    ``#hashtag<TAB>NNP`` is never one. Space-separated files, with ``shape``: at a sentence's
+    start a ``#`` row shaped like the file's token rows (as many columns and a tag the file uses
+    elsewhere; in a file of words to tag, ``#`` alone) is the token ``#`` (``# NN O`` in
+    CoNLL-2003); inside a sentence a ``#`` row is a token unless no token row has its column
+    count (a stray ``# text = …``, skipped)."""
+    if not line.startswith("#") or "\t" in line:
         return False
-    if shape is not None and shape.is_token_row(line.split()):
+    cols = line.split()
+    if in_sentence:
+        return shape is not None and len(cols) not in shape.widths
+    if shape is not None and shape.is_token_row(cols):
         return False
-    return line.startswith("# ") or len(line.split()) < 2
+    return line.startswith("# ") or len(cols) < 2
 
 
 @dataclass(frozen=True)
@@ -223,7 +227,9 @@ class ConllShape:
     def is_token_row(self, cols: list[str]) -> bool:
         if len(cols) not in self.widths:
             return False
-        return len(cols) == 1 or (-len(cols) <= self.tag_column < len(cols) and cols[self.tag_column] in self.tags)
+        if len(cols) == 1:
+            return cols[0] == "#"  # ('#tag' alone stays a comment, as before)
+        return -len(cols) <= self.tag_column < len(cols) and cols[self.tag_column] in self.tags
 
 
 def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
@@ -235,7 +241,9 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
     lines = read_lines(path)
     shape = ConllShape.of(lines, cfg.tag_column)
     for i, line in enumerate(lines, start=1):
-        if not line.strip() or _is_comment(line, in_sentence=bool(words), shape=shape):
+        if _is_comment(line, in_sentence=bool(words), shape=shape):
+            continue
+        if not line.strip():
             if words:
                 out.append(Example(words, None, tags))
                 words, tags = [], []

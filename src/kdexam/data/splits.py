@@ -182,13 +182,13 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
     if cfg.max_eval:
         val = val[: cfg.max_eval]
         test = test[: cfg.max_eval] if test else test
-        if kind == "regression":
-            for split, examples in (("validation", val), ("test", test or [])):
-                if examples and len({e.label for e in examples}) == 1:
-                    raise KdexamError(f"--max-eval {cfg.max_eval} leaves {len(examples)} {split} example(s) of '{cfg.name}', all with "
-                                      f"target {examples[0].label!r}; Pearson's and Spearman's correlations need targets that "
-                                      "vary: raise --max-eval.")
 
+    if kind == "regression":
+        for split, examples in (("validation", val), ("test", test or [])):
+            if examples and len({e.label for e in examples}) == 1:
+                notes.append(f"the {split} split holds {len(examples)} example(s) with one target value: Pearson's and "
+                             "Spearman's r are undefined (NaN) on it, so they neither choose a checkpoint nor score a "
+                             "model there; give more examples (--max-eval) or --set data.primary_metric=mse")
     labels = None
     if kind != "regression":
         counts = Counter(t for e in full_train for t in (e.label if isinstance(e.label, list) else [e.label]))
@@ -276,9 +276,8 @@ def check_targets(splits: dict[str, list[Example]], name) -> None:
             if not math.isfinite(e.label):
                 raise KdexamError(f"Dataset '{name}' {split} example {i + 1} has target {e.label!r}; regression targets must "
                                   "be finite numbers: fix or drop that row.")
-        if examples and len({e.label for e in examples}) == 1:
-            every = "Every target" if len(examples) > 1 else "The only target"
-            raise KdexamError(f"{every} of the {split} split of '{name}' is {examples[0].label!r}; a regression "
+        if len(examples) > 1 and len({e.label for e in examples}) == 1:
+            raise KdexamError(f"Every target of the {split} split of '{name}' is {examples[0].label!r}; a regression "
                               "split needs targets that vary (check --label-column).")
 
 

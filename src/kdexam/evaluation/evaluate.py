@@ -86,6 +86,9 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
     logits = batched_logits(TorchRunner(model.module), features, model.tokenizer, task, batch_size)
     gold = [e.label for e in examples]
     notes: list[str] = []
+    if task.kind == "regression" and len(set(gold)) < 2:
+        notes.append(f"the {len(gold)} evaluated example(s) have one target value: Pearson's and Spearman's r are "
+                     "undefined (NaN) on them")
     stored = _stored_result(run)
     teacher_dir, teacher_model = None, None
     if model.role != "teacher" and teacher is None and recorded.get("teachers"):

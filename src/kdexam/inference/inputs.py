@@ -167,7 +167,9 @@ def _read_conll_words(p: Path) -> list[dict]:
     lines = read_lines(p)
     shape = ConllShape.of(lines)  # (the last column, kdexam's default tag column)
     for line in lines:
-        if not line.strip() or _is_comment(line, in_sentence=bool(words), shape=shape):
+        if _is_comment(line, in_sentence=bool(words), shape=shape):
+            continue
+        if not line.strip():
             if words:
                 items.append({"tokens": words})
                 words = []

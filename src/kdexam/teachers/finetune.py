@@ -106,7 +106,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
         if accelerator.mixed_precision == "no":  # (fp32 logits: what a student's teacher pass would compute)
             try:
                 store_scored_logits(out, data.split(split), enc[split], logits, task, max_length)
-            except OSError as e:  # (a saving for later runs: never the teacher run's failure)
+            except (OSError, KdexamError) as e:  # (a saving for later runs: never the teacher run's failure)
                 console.print(f"[yellow]teacher cache:[/] the {split} logits were not stored ({e}); student runs compute them")
         atomic_write_json(out / "metrics.json", result)
         if not cfg.train.keep_checkpoint:
