@@ -249,9 +249,9 @@ def scored_logits(teacher, examples) -> str | None:
     """The cache folder where ``kdexam teacher`` left its logits on ``examples`` (the split it was
     scored on, which is the student runs' too), or None when it holds none (a teacher trained
     before kdexam stored them)."""
-    from kdexam.teachers.cache import cache_dir, content_key, fingerprint, read_output
+    from kdexam.teachers.cache import cache_dir, content_order_key, read_output
 
-    d = cache_dir(fingerprint(teacher.key, sorted(examples, key=content_key), teacher.task, teacher.max_length))
+    d = cache_dir(content_order_key(teacher.key, examples, teacher.task, teacher.max_length)[1])
     return str(d) if read_output(d, "logits") is not None else None
 
 

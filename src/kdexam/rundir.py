@@ -79,7 +79,7 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
         raise KdexamError("--resume continues the run in --out and --overwrite replaces it; pass one of them.")
     for d in [out, *out.glob("checkpoint*")] if out.is_dir() else []:
         sweep_stale(d)  # temporary files of a run that was killed mid-write
-    if not out.is_dir() or not any((out / f).exists() for f in RUN_FILES):
+    if not holds_run(out):
         return False
     recorded = _recorded(out, type(cfg))
     differ = differing_keys(recorded, cfg.model_dump(mode="json")) if recorded is not None else ["config.yaml (missing)"]
@@ -109,6 +109,11 @@ def finished_run(out: Path, resume: bool) -> dict | None:
     return metrics if isinstance(metrics, dict) else None
 
 
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a run: one of its :data:`RUN_FILES`."""
+    return folder.is_dir() and any((folder / f).exists() for f in RUN_FILES)
+
+
 def note_nothing_to_resume(out: str | Path | None, resume: bool) -> None:
     """A user's ``--resume`` whose ``--out`` holds no run starts a new one there (scripts and exams
     rely on that); say so, with the closest run folder beside it, since a mistyped ``--out``
@@ -116,13 +121,12 @@ def note_nothing_to_resume(out: str | Path | None, resume: bool) -> None:
     if not resume or out is None:
         return
     out = Path(out)
-    if out.is_dir() and any((out / f).exists() for f in RUN_FILES):
+    if holds_run(out):
         return
     import difflib
 
     try:
-        runs = [d.name for d in (out.parent.iterdir() if out.parent.is_dir() else [])
-                if d.is_dir() and any((d / f).exists() for f in RUN_FILES)]
+        runs = [d.name for d in (out.parent.iterdir() if out.parent.is_dir() else []) if holds_run(d)]
     except OSError:  # (a folder beside it this user may not read: /tmp's systemd-private-*)
         runs = []
     close = difflib.get_close_matches(out.name, runs, n=1, cutoff=0.6)

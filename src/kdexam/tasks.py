@@ -49,6 +49,11 @@ class Task:
         return "accuracy"
 
     @property
+    def shape(self) -> str:
+        """What the task reads and predicts, in words: ``classification of text pairs``."""
+        return f"{self.kind}{' of text pairs' if self.text_pair else ''}"
+
+    @property
     def greater_is_better(self) -> bool:
         return HIGHER_IS_BETTER.get(self.primary_metric, True)
 

@@ -368,15 +368,20 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
 }
 
 
+def closest_dataset(name: str, cutoff: float = 0.6) -> str | None:
+    """The built-in dataset name closest to ``name`` (difflib ratio at least ``cutoff``), or None."""
+    close = difflib.get_close_matches(name, list(BUILTIN_DATASETS), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def get_dataset(name: str) -> BuiltinDataset:
     """The built-in dataset ``name``; an unknown name is an error naming the closest."""
     if name in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[name]
-    names = list(BUILTIN_DATASETS)
-    closest = difflib.get_close_matches(name, names, n=1, cutoff=0.0)
-    hint = f"did you mean {closest[0]!r}? " if closest else ""
+    closest = closest_dataset(name, cutoff=0.0)
+    hint = f"did you mean {closest!r}? " if closest else ""
     raise KdexamError(
-        f"There is no built-in dataset {name!r}; {hint}choose one of {', '.join(names)} "
+        f"There is no built-in dataset {name!r}; {hint}choose one of {', '.join(BUILTIN_DATASETS)} "
         f"(see `kdexam data list`)."
     )
 

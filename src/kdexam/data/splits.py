@@ -17,7 +17,6 @@ in validation/test that train lacks is an error.
 
 from __future__ import annotations
 
-import difflib
 import math
 import random
 from collections import Counter
@@ -110,16 +109,15 @@ def check_dataset_name(name: str) -> None:
     """Refuse at once a ``--data`` that can be nothing: a path that does not exist, or a name
     close to a built-in one. Any other bare name may be a Hugging Face dataset, found or not
     when read (:func:`read_hf`)."""
-    from kdexam.data.builtin import BUILTIN_DATASETS
+    from kdexam.data.builtin import BUILTIN_DATASETS, closest_dataset
 
     path = Path(name).expanduser()
     if name in BUILTIN_DATASETS or path.exists():
         return
     if path.suffix.lower() in KNOWN_EXTS or "/" in name and path.parent.exists() or name.startswith((".", "~")):
         raise KdexamError(f"Data file '{name}' does not exist; check the path given to --data.")
-    close = difflib.get_close_matches(name, list(BUILTIN_DATASETS), n=1, cutoff=0.6)
-    if close:
-        raise KdexamError(f"Dataset '{name}' is not a built-in dataset; did you mean '{close[0]}'? ('kdexam data list' shows all.)")
+    if close := closest_dataset(name):
+        raise KdexamError(f"Dataset '{name}' is not a built-in dataset; did you mean '{close}'? ('kdexam data list' shows all.)")
 
 
 def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:

@@ -73,13 +73,17 @@ def _category(c: str) -> str:
     return cat if cat == "Sk" else cat[0]
 
 
-def example_key(e: Example, normalised: bool = True, either_order: bool = False) -> str:
-    """The text (and pair) an example is compared by; ``either_order``: a pair's two sides sorted,
-    for the leakage check (a pair swapped holds the same two texts together)."""
+def example_key(e: Example, normalised: bool = True) -> str:
+    """The text (and pair) an example is compared by: ``text<TAB>pair``, normalised or not."""
     if not normalised:
         return _text(e.text) + "\t" + _text(e.text_pair)
-    sides = [normalise(_text(e.text)), normalise(_text(e.text_pair))]
-    return "\t".join(sorted(sides) if either_order else sides)
+    return normalise(_text(e.text)) + "\t" + normalise(_text(e.text_pair))
+
+
+def either_order(key: str) -> str:
+    """A normalised :func:`example_key` with the pair's two sides sorted, for the leakage check (a
+    pair swapped holds the same two texts together); a normalised side holds no tab."""
+    return "\t".join(sorted(key.split("\t")))
 
 
 def example_id(e: Example) -> str:
@@ -153,7 +157,7 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
     """The transfer set of a run: ``data.train`` + ``cfg.unlabelled`` + ``cfg.augment`` (see the module doc)."""
     held_out = data.held_out or [e for split in ("validation", "test") for e in (data.split(split) or [])]
     exact = {example_key(e, normalised=False) for e in held_out}
-    normal = {example_key(e, either_order=True) for e in held_out}
+    normal = {either_order(example_key(e)) for e in held_out}
     seen: set[str] = set()
     examples: list[Example] = []
     sources: list[str] = []
@@ -166,7 +170,7 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
             key = example_key(e)
             if example_key(e, normalised=False) in exact:
                 report["leaked_exact"][source] = report["leaked_exact"].get(source, 0) + 1
-            elif example_key(e, either_order=True) in normal:
+            elif either_order(key) in normal:
                 report["leaked_normalised"][source] = report["leaked_normalised"].get(source, 0) + 1
             elif source != "gold" and key in seen:
                 report["duplicates"][source] = report["duplicates"].get(source, 0) + 1
@@ -211,14 +215,12 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
 def check_unlabelled_name(name: str) -> None:
     """An unlabelled source is a built-in dataset or an existing file; anything else is refused
     with the closest built-in name."""
-    import difflib
-
-    from kdexam.data.builtin import BUILTIN_DATASETS
+    from kdexam.data.builtin import BUILTIN_DATASETS, closest_dataset
 
     if name in BUILTIN_DATASETS or Path(name).expanduser().is_file():
         return
-    close = difflib.get_close_matches(name, list(BUILTIN_DATASETS), n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else "pass a .txt, .csv, .tsv or .jsonl file or a built-in name such as movie-dialog."
+    close = closest_dataset(name)
+    hint = f"did you mean '{close}'?" if close else "pass a .txt, .csv, .tsv or .jsonl file or a built-in name such as movie-dialog."
     raise KdexamError(f"Unlabelled text '{name}' is neither a built-in dataset nor an existing file; {hint}")
 
 

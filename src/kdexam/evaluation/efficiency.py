@@ -165,10 +165,9 @@ def check_same_task(runs: list[Path], data_task) -> None:
     for r in runs:
         if (r / "task.json").is_file():
             t = read_task(r)
-            if (t.kind, t.text_pair) != (data_task.kind, data_task.text_pair):
-                what = lambda t: f"{t.kind}{' of text pairs' if t.text_pair else ''}"  # noqa: E731
-                raise KdexamError(f"'{r}' does {what(t)} but the texts timed ('{data_task.dataset}', the first model's data "
-                                  f"or --data) are {what(data_task)}; bench models of one task together.")
+            if t.shape != data_task.shape:
+                raise KdexamError(f"'{r}' does {t.shape} but the texts timed ('{data_task.dataset}', the first model's data "
+                                  f"or --data) are {data_task.shape}; bench models of one task together.")
 
 
 # ---- timing ----------------------------------------------------------------------------------------

@@ -107,11 +107,8 @@ def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None
 
 def check_task(data_task, model_task, name: str) -> None:
     """A :class:`KdexamError` when the data's task kind or pair setting is not the model's."""
-    def what(t):
-        return f"{t.kind}{' of text pairs' if t.text_pair else ''}"
-
-    if data_task.kind != model_task.kind or data_task.text_pair != model_task.text_pair:
-        raise KdexamError(f"Dataset '{name}' is {what(data_task)} but the model does {what(model_task)}; pass --data with the model's task.")
+    if data_task.shape != model_task.shape:
+        raise KdexamError(f"Dataset '{name}' is {data_task.shape} but the model does {model_task.shape}; pass --data with the model's task.")
 
 
 # ---- writing the ONNX files -----------------------------------------------------------------------

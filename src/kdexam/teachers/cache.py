@@ -119,6 +119,14 @@ def fingerprint(model_key: str, examples: list[Example], task: Task | None, max_
     return h.hexdigest()[:32]
 
 
+def content_order_key(model_key: str, examples: list[Example], task: Task | None, max_length: int) -> tuple[list[int], str]:
+    """``(order, key)``: the indices of ``examples`` in content order (:func:`content_key`), as a
+    cache stores them, and the :func:`fingerprint` of that sorted list — so the same examples in
+    another order (another seed's shuffle) share one cache."""
+    order = sorted(range(len(examples)), key=lambda i: content_key(examples[i]))
+    return order, fingerprint(model_key, [examples[i] for i in order], task, max_length)
+
+
 def cache_dir(key: str) -> Path:
     return kdexam_home() / "cache" / "teacher" / key
 

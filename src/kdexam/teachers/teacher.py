@@ -31,7 +31,7 @@ from kdexam.errors import KdexamError
 from kdexam.outputs import encoder_outputs, model_shape, parse_name
 from kdexam.parallel import barrier, my_share, process_device, rank_and_world
 from kdexam.tasks import Task
-from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_key, fingerprint, hub_commit, hub_model_key,
+from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_order_key, hub_commit, hub_model_key,
                                    model_fingerprint, pack, read_output, write_output)
 from kdexam.teachers.loader import remote_code
 
@@ -165,11 +165,11 @@ class Teacher:
             raise KdexamError(f"Teacher precision '{precision}' is not one of {', '.join(PRECISIONS)}.")
         names = sorted(set(names))
         # keyed and stored by content: the same examples in another order (another seed's shuffle) hit
-        order = sorted(range(len(examples)), key=lambda i: content_key(examples[i]))
+        order, key = content_order_key(self.key if precision == "fp32" else f"{self.key}+{precision}", examples, self.task,
+                                       self.max_length)
         examples = [examples[i] for i in order]
         rows = np.empty(len(order), dtype=np.int64)
         rows[order] = np.arange(len(order))
-        key = fingerprint(self.key if precision == "fp32" else f"{self.key}+{precision}", examples, self.task, self.max_length)
         d = cache_dir(key)
         stored = {n: s for n in names if cache and (s := read_output(d, n)) is not None}
         missing = [n for n in names if n not in stored]
@@ -313,8 +313,8 @@ def store_scored_logits(run_dir: Path, examples: list[Example], features: Featur
     computes for the same examples: a student run of this teacher reads them for its loyalty and
     retention instead of running the teacher on that split again. Call it once the run's files
     are written (the key is their fingerprint). Returns the cache folder."""
-    order = sorted(range(len(examples)), key=lambda i: content_key(examples[i]))
-    d = cache_dir(fingerprint(model_fingerprint(Path(run_dir)), [examples[i] for i in order], task, max_length))
+    order, key = content_order_key(model_fingerprint(Path(run_dir)), examples, task, max_length)
+    d = cache_dir(key)
     if read_output(d, "logits") is None:
         write_output(d, "logits", pack("logits", [stored_form("logits", torch.from_numpy(np.asarray(logits[i])),
                                                               features.rows[i], task) for i in order]))
