@@ -37,7 +37,7 @@ def test_normalise():
     # variants of one text that the old normalisation (punctuation dropped, spaces collapsed) told apart
     for a, b in [("The plot was good. It was fun", "The plot was good.It was fun"), ("A well known actor", "A well-known actor"),
                  ("great movie", "gre\u00adat movie"), ("Peter 's car is red .", "Peter's car is red."),
-                 ("New York - based firm", "New York-based firm")]:
+                 ("New York - based firm", "New York-based firm"), ("good film", "good\tfilm"), ("good film", "good\nfilm")]:
         assert normalise(a) == normalise(b), (a, b)
     # symbols tell texts apart, and so do word boundaries
     for a, b in [("great movie 👍", "great movie 👎"), ("x > y", "x < y"), ("$5", "5"), ("a bc", "ab c")]:

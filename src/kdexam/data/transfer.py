@@ -59,12 +59,13 @@ def _text(value) -> str:
 
 def normalise(text: str) -> str:
     """NFKC, case-folded, punctuation (and modifier symbols such as the backtick) read as a space,
-    format and control characters (a soft hyphen, a zero-width space) dropped, spaces collapsed:
+    format and control characters (a soft hyphen, a zero-width space) dropped, every kind of space
+    (tabs and line breaks too) collapsed to one:
     ``"It's  GOOD!"`` → ``"it s good"``, and ``"good.It"``, ``"well-known"`` and the CoNLL ``"Peter 's
     car"`` read as ``"good it"``, ``"well known"`` and ``"peter s car"``, as their spaced forms do.
     Other symbols (emoji, ``<``, ``$``) are kept: they tell texts apart."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(" " if _category(c) in ("P", "Sk") else "" if _category(c) == "C" else c for c in text)
+    text = "".join(" " if c.isspace() or _category(c) in ("P", "Sk") else "" if _category(c) == "C" else c for c in text)
     return " ".join(text.split())
 
 
