@@ -218,7 +218,10 @@ class ConllShape:
     tag_column: int = -1
 
     @classmethod
-    def of(cls, lines: list[str], tag_column: int = -1) -> "ConllShape":
+    def of(cls, lines: list[str], tag_column: int = -1) -> "ConllShape | None":
+        """The shape of ``lines``; None when no row starts with ``#`` (nothing to tell apart)."""
+        if not any(line.startswith("#") for line in lines):
+            return None
         rows = [line.split() for line in lines if line.strip() and not line.startswith("#") and "\t" not in line]
         rows = [r for r in rows if r[0] != "-DOCSTART-"]
         tags = frozenset(r[tag_column] for r in rows if len(r) > 1 and -len(r) <= tag_column < len(r))
