@@ -11,7 +11,7 @@ from conftest import sentiment_examples, write_jsonl, write_sentiment_splits
 from kdexam import api
 from kdexam.cli import main
 from kdexam.errors import KdexamError
-from kdexam.evaluation.results import ModelResult, RunResult, retention, retention_note
+from kdexam.evaluation.results import ModelResult, RunResult, read_result, retention, retention_note
 from run_factory import runs  # noqa: F401  (fixture)
 
 
@@ -82,14 +82,21 @@ def test_every_task_kind_scores_with_loyalty(runs, task_name):  # noqa: F811
     assert r["evaluated"]["examples"] == 12 + (task_name == "tag")
 
 
-def test_undefined_retention_is_none_with_a_note(runs):  # noqa: F811
+def test_undefined_retention_is_none_with_a_note(runs, tmp_path):  # noqa: F811
     """One example has a constant gold score: both Pearson r are undefined (NaN; they were reported
     as 0.0), so no retention, and notes say why. A constant teacher (Pearson r 0) leaves the ratio
     undefined too: no retention, a note, no ZeroDivisionError."""
     import math
 
-    r = api.evaluate(runs.student("cnn", "reg"), split="validation", max_eval=1)
+    r = api.evaluate(runs.student("cnn", "reg"), split="validation", max_eval=1, out=tmp_path / "one" / "metrics.json")
     assert math.isnan(r["teacher"]["metrics"]["pearson"]) and math.isnan(r["student"]["metrics"]["pearson"])
+
+    def strict(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    written = json.loads((tmp_path / "one" / "metrics.json").read_text(encoding="utf-8"), parse_constant=strict)  # was a bare NaN
+    assert written["teacher"]["metrics"]["pearson"] is None and written["student"]["metrics"]["spearman"] is None
+    assert read_result(tmp_path / "one").score is None  # (null reads back as no score)
     assert "retention" not in r
     assert any(n.startswith("no retention: the ratio of the student's pearson") for n in r["notes"])
     assert any("undefined (NaN)" in n for n in r["notes"])

@@ -91,3 +91,19 @@ def test_regression_correlations_are_undefined_on_constant_gold_and_zero_for_a_c
     assert math.isnan(flat["pearson"]) and math.isnan(flat["spearman"])
     const = regression_metrics([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
     assert (const["pearson"], const["spearman"]) == (0.0, 0.0)
+
+
+def test_undefined_metrics_are_written_as_json_null(tmp_path):
+    """Python's json writes NaN as a bare ``NaN``, which strict parsers (JavaScript, jq, Go) reject;
+    kdexam's files hold ``null`` there, nested or not, and ±inf alike."""
+    import json
+
+    from kdexam.paths import atomic_write_json, finite_or_null
+
+    m = regression_metrics([1.0, 2.0, 3.0], [1.0, 2.0, float("nan")])
+    atomic_write_json(tmp_path / "m.json", {"metrics": m, "curve": (0.5, float("inf")), "n": 3, "ok": True})
+    text = (tmp_path / "m.json").read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"metrics": {"pearson": None, "spearman": None, "mse": None}, "curve": [0.5, None],
+                                "n": 3, "ok": True}
+    assert finite_or_null([[-float("inf"), 1.5], {"a": float("nan")}]) == [[None, 1.5], {"a": None}]

@@ -342,14 +342,13 @@ def predict(
     trust: bool = TrustOpt,
 ) -> None:
     """Predict labels, scores, values or tags for every input of a file; writes JSONL."""
-    import json
-
     from kdexam import api
+    from kdexam.paths import json_text
 
     records = api.predict(model, input_file, output=output, backend=backend, quantized=quantized, batch_size=batch_size,
                           max_tokens=max_tokens or None, trust_remote_code=trust)
     if output is None:
-        sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        sys.stdout.write("".join(json_text(r, ensure_ascii=False) + "\n" for r in records))
     else:
         err.print(f"{len(records)} predictions written to {output}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -124,8 +125,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def finite_or_null(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (in nested dicts, lists and tuples) replaced by
+    ``None``, so that it dumps as strict JSON: ``null`` marks an undefined value (a correlation of
+    constant targets, a diverged model's metrics) where Python would write the non-standard ``NaN``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of :func:`finite_or_null` (``obj``): strict JSON that any parser reads."""
+    return json.dumps(finite_or_null(obj), allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json_text(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -420,7 +420,7 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
     """Predict every input of a file; returns the JSONL records (the input fields, then the
     prediction) and writes them to ``output`` when given (atomically)."""
     from kdexam.inference.inputs import read_inputs
-    from kdexam.paths import atomic_write_text
+    from kdexam.paths import atomic_write_text, json_text
     from kdexam.rundir import check_output_file
 
     if batch_size < 1:
@@ -435,5 +435,5 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
     for item, pred in zip(items, preds):
         records.append({**{k: v for k, v in item.items() if k != "tokens"}, **pred})
     if output is not None:
-        atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        atomic_write_text(output, "".join(json_text(r, ensure_ascii=False) + "\n" for r in records))
     return records

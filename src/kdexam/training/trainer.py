@@ -9,7 +9,6 @@ moving average of the weights (``ema_decay``), and full checkpoints for ``--resu
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -25,6 +24,7 @@ from transformers import get_scheduler
 
 from kdexam.config import TrainConfig
 from kdexam.errors import KdexamError
+from kdexam.paths import json_text
 from kdexam.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 
 console = Console(stderr=True)
@@ -283,7 +283,7 @@ def fit(
                               "seconds": round(time.perf_counter() - start, 2)}
                     pos["history"].append(record)
                     if log:
-                        log.write(json.dumps(record) + "\n")
+                        log.write(json_text(record) + "\n")
                         log.flush()
                     bar.console.print(f"[dim]{desc}[/] epoch {epoch + 1} step {step}: train loss {train_loss:.4f}, "
                                       f"validation {primary_metric} {score:.4f}")
