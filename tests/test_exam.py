@@ -137,9 +137,9 @@ def test_builtin_exams_are_valid():
 # --- leaderboard, warnings, Pareto, recommendation on known rows ----------------------------------
 
 
-def _row(role, student, seed, score, cost=None, recipe="kd", transfer="none", status="done", dataset="d"):
+def _row(role, student, seed, score, cost=None, recipe="kd", transfer="none", status="done", dataset="d", teacher_score=0.9):
     result = {"model": student, "primary_metric": "accuracy", "greater_is_better": True, "score": score,
-              "teacher_score": 0.9, "retention": score / 0.9, "loyalty": {"label": score}, "params": 1000,
+              "teacher_score": teacher_score, "retention": score / teacher_score, "loyalty": {"label": score}, "params": 1000,
               "train_seconds": 60, "citations": [], "objectives": ["gold"] if role == "control" else ["gold", "kl"]}
     if cost:
         result["cost"] = {"backend": "onnx", "e2e_ms_b1": cost[0], "size_mb": cost[1], "speedup": 10 / cost[0],
@@ -150,9 +150,15 @@ def _row(role, student, seed, score, cost=None, recipe="kd", transfer="none", st
 
 
 def _teacher(score=0.9):
-    r = _row("teacher", "t", 42, score, cost=(10.0, 90.0))
+    r = _row("teacher", "t", 42, score, cost=(10.0, 90.0), teacher_score=score)
     r["student"] = None
     return r
+
+
+def _taught(rows, teacher_score):
+    """``rows`` as the students of a teacher that scores ``teacher_score`` on their split."""
+    return [{**r, "result": {**r["result"], "teacher_score": teacher_score, "retention": r["result"]["score"] / teacher_score}}
+            if r["result"] else r for r in rows]
 
 
 ROWS = [
@@ -182,7 +188,7 @@ def test_summary_means_gain_pareto_and_warnings():
     one_seed = leaderboard.summarise([_teacher(), _row("student", "x", 1, 0.800, (0.1, 2.0)), _row("control", "x", 1, 0.806),
                                       _row("student", "y", 1, 0.780, (0.1, 2.0)), _row("control", "y", 1, 0.806)])
     assert [w.split(" (")[0] for w in one_seed["datasets"]["d"]["warnings"]] == ["Distillation hurt y"]  # -0.6 points: noise
-    weak = leaderboard.summarise([_teacher(0.885)] + ROWS[1:])
+    weak = leaderboard.summarise([_teacher(0.885)] + _taught(ROWS[1:], 0.885))
     assert any("is only 0.5 points above slow trained on labels alone" in w for w in weak["datasets"]["d"]["warnings"])
     md = leaderboard.markdown(s)
     assert "| fast * s | kd | none | 0.8100 ± 0.0141 |" in md and "slow (labels only)" in md and "it broke" in md
@@ -200,7 +206,7 @@ def test_recommendation_within_budget():
     assert recommend(s, {})["d"]["choice"]["student"] == "slow"
     assert "next best within the budget, fast" in recommend(s, {})["d"]["text"]
     assert "But distillation cost it 2.0 points: the same student trained on labels alone scores 0.8800" in recommend(s, {})["d"]["text"]
-    weak = recommend(leaderboard.summarise([_teacher(0.84)] + ROWS[1:]), {})["d"]["text"]
+    weak = recommend(leaderboard.summarise([_teacher(0.84)] + _taught(ROWS[1:], 0.84)), {})["d"]["text"]
     assert "It beats the teacher t (0.8400) by 2.0 points of accuracy" in weak
     none = recommend(s, {"max_latency_ms": 0.01})["d"]
     assert none["choice"] is None and "no student meets the budget (latency ≤ 0.01 ms)" in none["text"]
@@ -211,6 +217,22 @@ def test_recommendation_within_budget():
         assert "slow" in text and "retention" not in text
 
 
+def test_a_given_teacher_runs_row_is_its_score_on_its_students_split():
+    """A ``{run: DIR}`` teacher scored itself on its whole test file (0.8566) while the exam's
+    ``max_eval`` scored its students, and it beside them, on 32 examples (0.8125): the row, the
+    recommendation's gap and the retention must all use the teacher on the students' split."""
+    own = _teacher(0.8566)
+    rows = [own, *_taught([_row("student", "cnn", 1, 0.4844, (0.1, 2.0)), _row("student", "cnn", 2, 0.5000, (0.1, 2.0))], 0.8125)]
+    s = leaderboard.summarise(rows)
+    t = s["datasets"]["d"]["teachers"][0]
+    assert (t["score"], t["own_score"]) == (pytest.approx(0.8125), 0.8566)
+    assert "| teacher t | | | 0.8125 |" in leaderboard.markdown(s).replace("  ", " ")
+    assert any(w.startswith("The teacher t on d scored 0.8566 in its own run") for w in s["datasets"]["d"]["warnings"])
+    assert "gives up 32.0 points of accuracy to the teacher t (0.8125)" in recommend(s, {})["d"]["text"]
+    same = leaderboard.summarise([_teacher(0.8125), *rows[1:]])["datasets"]["d"]  # a teacher the exam trained: no note
+    assert "own_score" not in same["teachers"][0] and not any("its own run" in w for w in same["warnings"])
+
+
 def test_several_teachers_each_student_is_compared_with_its_own():
     """Two teachers on one dataset: rows say which teacher, the recommendation and the teacher
     warnings compare each with its own teacher and controls, and the overall table counts datasets."""
@@ -218,8 +240,8 @@ def test_several_teachers_each_student_is_compared_with_its_own():
         return {**row, "teacher": teacher, "id": f"{row['id']}-{teacher}"}
 
     big, small = of(_teacher(0.95), "big"), of(_teacher(0.70), "small")
-    rows = [big, small, of(_row("student", "cnn", 1, 0.80, (0.1, 2.0)), "big"), of(_row("control", "cnn", 1, 0.79), "big"),
-            of(_row("student", "cnn", 1, 0.85, (0.1, 2.0)), "small"), of(_row("control", "cnn", 1, 0.695), "small")]
+    rows = [big, small, *_taught([of(_row("student", "cnn", 1, 0.80, (0.1, 2.0)), "big"), of(_row("control", "cnn", 1, 0.79), "big")], 0.95),
+            *_taught([of(_row("student", "cnn", 1, 0.85, (0.1, 2.0)), "small"), of(_row("control", "cnn", 1, 0.695), "small")], 0.70)]
     s = leaderboard.summarise(rows)
     header, table = leaderboard.dataset_tables(s["datasets"]["d"])
     assert header[:2] == ["student", "teacher"]

@@ -55,6 +55,9 @@ def summarise(rows: list[dict]) -> dict:
             controls[(r["dataset"], r["teacher"], r["student"])].append(r)
         else:
             groups[tuple(r[k] for k in GROUP)].append(r)
+    for ds in out["datasets"].values():
+        for t in ds["teachers"]:
+            scored_with(t, rows)
     for key, members in controls.items():
         out["datasets"][key[0]]["controls"].append(_entry(dict(zip(GROUP, (*key, members[0]["kind"], "gold", "none"))), members))
     for key, members in groups.items():
@@ -82,6 +85,24 @@ def _teacher_entry(r: dict) -> dict:
             "primary_metric": res["primary_metric"], "greater_is_better": res["greater_is_better"], "score": res["score"],
             "params": res["params"], "e2e_ms_b1": cost.get("e2e_ms_b1"), "e2e_ms_per_text": cost.get("e2e_ms_per_text"),
             "size_mb": cost.get("size_mb"), "peak_mb": cost.get("peak_mb"), "train_minutes": _minutes(res.get("train_seconds"))}
+
+
+def scored_with(teacher: dict, rows: list[dict]) -> None:
+    """The teacher's score on the split its students were scored on: the mean of the teacher score
+    their runs recorded (one value: the same examples). A given teacher run (``{run: DIR}``) scored
+    itself on its own split, e.g. the whole test file where the exam's ``max_eval`` keeps 500, so
+    its own figure would not be comparable with the students' or their retention; it stays as
+    ``own_score`` where it differs."""
+    seen = [r["result"]["teacher_score"] for r in rows
+            if r["status"] == "done" and r["role"] != "teacher" and r["result"]
+            and (r["dataset"], r["teacher"]) == (teacher["dataset"], teacher["teacher"])
+            and r["result"].get("teacher_score") is not None]
+    if not seen:
+        return
+    score = statistics.fmean(seen)
+    if teacher["score"] is None or abs(score - teacher["score"]) > 1e-9:
+        teacher["own_score"] = teacher["score"]
+    teacher["score"] = score
 
 
 def _minutes(seconds) -> float | None:
@@ -144,7 +165,8 @@ def noise(e: dict) -> float:
 
 def warnings(ds: dict) -> list[str]:
     """Plain sentences: where distillation hurt (beyond :func:`noise`), and where the teacher is
-    barely better than a student trained on labels alone (within one point of the primary metric)."""
+    barely better than a student trained on labels alone (within one point of the primary metric);
+    a given teacher run whose own score (another split) is not the one its row shows."""
     out = []
     for e in ds["students"]:
         gain = e.get("kd_gain")
@@ -153,6 +175,10 @@ def warnings(ds: dict) -> list[str]:
                        f"{_fmt(e['score'])} against {_fmt(e['control_score'])} for the same student trained on labels alone "
                        f"({gain:+.4f}); prefer the labels-only student or another recipe.")
     for t in ds["teachers"]:
+        if t.get("own_score") is not None:
+            out.append(f"The teacher {t['teacher']} on {t['dataset']} scored {_fmt(t['own_score'])} in its own run, on "
+                       f"another split than the exam's; its row gives {_fmt(t['score'])}, its score on the examples its "
+                       "students were scored on.")
         best = max((c for c in ds["controls"] if c.get("score") is not None and c["teacher"] == t["teacher"]),
                    key=lambda c: c["score"] if c["greater_is_better"] else -c["score"], default=None)
         if best is None or t["score"] is None:
