@@ -203,4 +203,5 @@ def test_card_of_a_pair_model_and_of_a_lower_is_better_metric(runs, tmp_path):  
     m["retention"] = retention(1.0, 0.5, greater_is_better=False)
     (d / "metrics.json").write_text(json.dumps(m))
     card = render_card(d)
-    assert "50.0% of the teacher's" not in card and "Retention (teacher / student: lower is better mse): 0.500." in card
+    assert "50.0% of the teacher's" not in card and "Retention (teacher / student mse, as lower is better; above 1: better than the teacher): 0.500." in card
+    assert "retention 0.500 against the teacher's 0.5000 (teacher / student, as lower mse is better" in card

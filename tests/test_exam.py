@@ -202,10 +202,10 @@ def test_recommendation_within_budget():
     rec = recommend(s, {"max_latency_ms": 0.5})["d"]
     assert rec["choice"]["student"] == "fast"
     assert "choose **fast**" in rec["text"] and "Outside the budget, slow would score 0.8600" in rec["text"]
-    assert "gives up 9.0 points" in rec["text"] and "gained 4.0 points" in rec["text"]
+    assert "gives up 9.0 points of accuracy" in rec["text"] and "gained 4.0 points of accuracy" in rec["text"]
     assert recommend(s, {})["d"]["choice"]["student"] == "slow"
     assert "next best within the budget, fast" in recommend(s, {})["d"]["text"]
-    assert "But distillation cost it 2.0 points: the same student trained on labels alone scores 0.8800" in recommend(s, {})["d"]["text"]
+    assert "But distillation cost it 2.0 points of accuracy: the same student trained on labels alone scores 0.8800" in recommend(s, {})["d"]["text"]
     weak = recommend(leaderboard.summarise([_teacher(0.84)] + _taught(ROWS[1:], 0.84)), {})["d"]["text"]
     assert "It beats the teacher t (0.8400) by 2.0 points of accuracy" in weak
     none = recommend(s, {"max_latency_ms": 0.01})["d"]
@@ -509,6 +509,36 @@ def test_readme_section_is_generated_between_markers(measured_exam, tmp_path):
         update(out, tmp_path / "plain.md")
 
 
+def test_an_exam_that_would_train_no_student_or_drop_keys_is_refused():
+    """Empty grids ran nothing and reported success (exit 0); a given teacher run's flags, and the
+    datasets' teacher flags when every teacher is a run, were dropped without a word; keys the exam
+    sets itself were reported as an unknown key '' or 'resume' (did you mean 'recipe'?)."""
+    base = {"datasets": ["a"], "students": ["cnn"]}
+    for key in ("teachers", "recipes", "transfer", "students", "datasets"):
+        with pytest.raises(ValueError, match=f"{key}\n.*must name at least one entry"):
+            ExamConfig.model_validate({**base, key: []})
+    with pytest.raises(ValueError, match=r"teacher 'ms' is a given run \(run: runs/ms\), used as it is: its keys epocs, "
+                                         r"learning_rate would have no effect"):
+        ExamConfig.model_validate({**base, "teachers": [{"run": "runs/ms", "epocs": 3, "learning_rate": "banana"}]})
+    with pytest.raises(ValueError, match=r"datasets entry 'a' has teacher flags \(epochs\), but every teacher is a given run"):
+        ExamConfig.model_validate({**base, "datasets": [{"name": "a", "teacher": {"epochs": 3}}], "teachers": [{"run": "runs/ms"}]})
+    ExamConfig.model_validate({**base, "datasets": [{"name": "a", "teacher": {"epochs": 3}}],  # (they reach the model teacher)
+                               "teachers": [{"run": "runs/ms"}, {"model": "minilm-l6"}]})
+    for entry, message in [({"students": [{"kind": "cnn", "teacher": "x"}]}, "students entry 'cnn' sets 'teacher', which the exam gives"),
+                           ({"students": [{"kind": "cnn", "out": "/tmp/x"}]}, "students entry 'cnn' sets 'out', which the exam names"),
+                           ({"train": {"resume": False}}, "train sets 'resume', which the exam resumes its runs itself")]:
+        with pytest.raises(ValueError, match=message):
+            ExamConfig.model_validate({**base, **entry})
+    cfg = ExamConfig.model_validate({**base, "train": {"embedding_dim": 64}})  # a distill flag reaches the teacher too
+    with pytest.raises(KdexamError, match="teacher 'minilm-l6' for 'a' has an unknown key 'embedding_dim'; it is a 'kdexam "
+                                          "distill' flag, which 'kdexam teacher' does not take; the exam's train flags"):
+        check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
+    cfg = ExamConfig.model_validate({"datasets": ["a", "b"], "students": ["cnn"], "control": False,
+                                     "transfer": [{"name": "x", "datasets": ["a"]}]})
+    with pytest.raises(KdexamError, match="no student cell for dataset 'b'"):
+        check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
+
+
 def test_a_given_teacher_run_retrained_in_place_gets_new_cells(tmp_path):
     """``teachers: [{run: DIR}]`` named its cells by the folder's path alone: a teacher re-trained in
     the same folder kept every student cell 'done', reported against the old teacher's outputs."""
@@ -526,3 +556,38 @@ def test_a_given_teacher_run_retrained_in_place_gets_new_cells(tmp_path):
     after_teacher = teacher_cells(cfg)
     assert after_teacher[0].id != before_teacher[0].id
     assert not before & {c.id for c in cells(cfg, after_teacher)}
+
+
+def test_a_relative_teacher_run_is_recorded_absolute(tmp_path, monkeypatch):
+    """``{run: runs/teacher}`` was kept relative: the exam's student runs recorded ``teacher:
+    runs/teacher`` and lost their teacher (no loyalty, no retention) in 'kdexam evaluate' run from
+    any other folder."""
+    from kdexam.exam.runner import Progress, run_teacher
+    from kdexam.exam.store import Store
+    from kdexam.evaluation.results import ModelResult, RunResult
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "teacher").mkdir(parents=True)
+    RunResult(ModelResult("t", 10, {"accuracy": 0.9}), task="classification", primary_metric="accuracy").write("runs/teacher")
+    cfg = ExamConfig.model_validate({"datasets": ["a"], "teachers": [{"run": "runs/teacher"}], "students": ["cnn"],
+                                     "bench": {"enabled": False}})
+    t = teacher_cells(cfg)[0]
+    store = Store(tmp_path / "exam" / "results.sqlite")
+    got = run_teacher(t, cfg, tmp_path / "exam", store, Progress(store, [t], []))
+    assert got == tmp_path / "runs" / "teacher" and got.is_absolute()
+    assert store.rows([t.id])[0]["run_dir"] == str(tmp_path / "runs" / "teacher")
+    assert run_teacher(t, cfg, tmp_path / "exam", store, Progress(store, [t], [])) == got  # (done: the same path)
+
+
+def test_an_error_metrics_gaps_are_not_points():
+    """For mse (lower is better) the recommendation said 'by 0.2 points of mse' (× 100 of an
+    unbounded error) and the header called the KD gain 'score minus' the control's."""
+    def mse(rows):
+        return [{**r, "result": {**r["result"], "primary_metric": "mse", "greater_is_better": False}} for r in rows]
+
+    rows = mse([_teacher(0.50), *_taught([_row("student", "cnn", 1, 0.62, (0.1, 2.0)), _row("control", "cnn", 1, 0.70)], 0.50)])
+    s = leaderboard.summarise(rows)
+    assert s["datasets"]["d"]["students"][0]["kd_gain"] == pytest.approx(0.08)
+    text = recommend(s, {})["d"]["text"]
+    assert "gives up 0.12 of mse to the teacher t (0.5000)" in text and "Distillation gained 0.08 of mse" in text
+    assert "points" not in text and "its score minus score where lower is better" in leaderboard.markdown(s)

@@ -38,6 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from kdexam.config.runs import MAX_SEED, MAX_THREADS
 
 
+RESERVED_KEYS = {"teacher": "the exam gives each cell its teacher", "teachers": "the exam gives each cell its teacher",
+                 "out": "the exam names each run's folder", "resume": "the exam resumes its runs itself",
+                 "overwrite": "the exam never replaces a run", "config": "an entry's keys are the run's flags"}
+"""Run keywords an entry may not set, and why (they named an empty key, or suggested another flag)."""
+
+
 class _Entry(BaseModel):
     """A grid entry: a ``name`` and flags (``kdexam teacher``/``distill`` keywords)."""
 
@@ -83,6 +89,9 @@ class TeacherEntry(_Entry):
             from pathlib import Path
 
             self.name = self.model or Path(self.run).name
+        if self.run is not None and self.flags:  # they were dropped without a word
+            raise ValueError(f"teacher '{self.name}' is a given run (run: {self.run}), used as it is: its keys "
+                             f"{', '.join(sorted(self.flags))} would have no effect; remove them, or fine-tune one with 'model'")
         return self
 
 
@@ -182,12 +191,29 @@ class ExamConfig(BaseModel):
     """Let models that bring their own Python code (``auto_map`` in config.json) run it: every
     teacher, cell and measurement of the exam (``kdexam exam --trust-remote-code``). Off by default."""
 
-    @field_validator("datasets", "students", "seeds")
+    @field_validator("datasets", "teachers", "students", "recipes", "transfer", "seeds")
     @classmethod
     def _not_empty(cls, v: list) -> list:
-        if not v:
-            raise ValueError("must name at least one entry")
+        if not v:  # (an empty list ran no student and reported success)
+            raise ValueError("must name at least one entry (leave the key out for its default)")
         return v
+
+    @model_validator(mode="after")
+    def _no_reserved_keys(self):
+        entries = [("train", "train", self.train)]
+        for what in ("datasets", "teachers", "students", "recipes", "transfer"):
+            entries += [(what, e.name, e.flags) for e in getattr(self, what)]
+        entries += [("datasets", f"{d.name}'s teacher", d.teacher) for d in self.datasets]
+        for what, name, flags in entries:
+            for key in sorted(set(flags) & set(RESERVED_KEYS)):
+                where = "train" if what == "train" else f"{what} entry '{name}'"
+                raise ValueError(f"{where} sets '{key}', which {RESERVED_KEYS[key]}; remove it")
+        if all(t.run for t in self.teachers):
+            for d in self.datasets:
+                if d.teacher:
+                    raise ValueError(f"datasets entry '{d.name}' has teacher flags ({', '.join(sorted(d.teacher))}), but every "
+                                     "teacher is a given run, used as it is; remove them")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self):

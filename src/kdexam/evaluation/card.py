@@ -104,7 +104,8 @@ def _summary(r: RunResult) -> str:
     if r.retention is not None:
         teacher = _f(t.metrics.get(r.primary_metric or ""))
         parts.append(f"{r.retention:.1%} of the teacher's {teacher} (retention {r.retention:.3f})" if _higher_is_better(r) else
-                     f"retention {r.retention:.3f} against the teacher's {teacher} (teacher / student: lower is better)")
+                     f"retention {r.retention:.3f} against the teacher's {teacher} (teacher / student, as lower "
+                     f"{r.primary_metric} is better; above 1: better than the teacher)")
     if r.compression:
         ratio = f"{r.compression:.1f}x fewer" if r.compression >= 1 else f"{1 / r.compression:.1f}x more"
         parts.append(f"with {ratio} parameters ({s.params:,} against {t.params:,})")
@@ -128,8 +129,9 @@ def _results(r: RunResult) -> list[str]:
         out += ["Loyalty to the teacher (agreement with its predictions, not with the gold labels):", ""]
         out += [f"- {k}: {_f(v)}" for k, v in loyal.items()] + [""]
     if r.retention is not None:
-        ratio = "student / teacher" if _higher_is_better(r) else "teacher / student: lower is better"
-        out += [f"Retention ({ratio} {r.primary_metric}): {r.retention:.3f}.", ""]
+        ratio = (f"student / teacher {r.primary_metric}" if _higher_is_better(r) else
+                 f"teacher / student {r.primary_metric}, as lower is better; above 1: better than the teacher")
+        out += [f"Retention ({ratio}): {r.retention:.3f}.", ""]
     return out
 
 

@@ -163,7 +163,11 @@ def check_cells(teachers: list[TeacherCell], grid: list[Cell]) -> None:
             _build(lambda: check_unlabelled_name(str(name)), "transfer settings")
     for t in teachers:
         if t.run is None:
-            _build(lambda: api.teacher_config(out="TEACHER", **t.flags), f"teacher '{t.teacher}' for '{t.dataset}'")
+            _build(lambda: api.teacher_config(out="TEACHER", **t.flags), f"teacher '{t.teacher}' for '{t.dataset}'", "teacher")
+    for dataset in dict.fromkeys(t.dataset for t in teachers):  # (recipes' and transfer settings' filters can leave none)
+        if not any(c.role == "student" and c.dataset == dataset for c in grid):
+            raise KdexamError(f"The exam has no student cell for dataset '{dataset}': the recipes' and transfer settings' "
+                              "'students'/'datasets' lists leave none; widen them or remove the dataset.")
     seen = set()
     for c in grid:
         if c.id in seen:
@@ -172,17 +176,26 @@ def check_cells(teachers: list[TeacherCell], grid: list[Cell]) -> None:
         _build(lambda: check_run_config(api.distill_config(teacher="TEACHER", out="OUT", **c.flags)), f"cell {c.label}")
 
 
-def _build(make, where: str) -> None:
+def _build(make, where: str, command: str = "distill") -> None:
+    """Run ``make`` (a config build or check); its errors become one sentence naming ``where``.
+    ``command``: the run it builds (``distill`` or ``teacher``), whose flags a hint may name."""
     try:
         make()
-    except TypeError as e:  # an unknown keyword: name it, with the closest flag
+    except TypeError as e:  # an unknown keyword (api: "unknown argument(s): a, b"): name it, with the closest flag
         import difflib
 
         from kdexam.api import DISTILL_FLAGS, TEACHER_FLAGS
 
         bad = str(e).partition(": ")[2].split(",")[0].strip()
-        close = difflib.get_close_matches(bad, [*DISTILL_FLAGS, *TEACHER_FLAGS], n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'?" if close else "use the flag names of 'kdexam distill --help' with underscores."
+        own, other, other_name = ((TEACHER_FLAGS, DISTILL_FLAGS, "distill") if command == "teacher"
+                                  else (DISTILL_FLAGS, TEACHER_FLAGS, "teacher"))
+        if bad in other:
+            hint = (f"it is a 'kdexam {other_name}' flag, which 'kdexam {command}' does not take"
+                    + ("; the exam's train flags reach every run, teachers included: put it in the students' entries"
+                       if command == "teacher" else "; put it in the teacher's entry or the dataset's 'teacher' flags") + ".")
+        else:
+            close = difflib.get_close_matches(bad, list(own), n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else f"use the flag names of 'kdexam {command} --help' with underscores."
         raise KdexamError(f"The exam's {where} has an unknown key '{bad}'; {hint}") from None
     except KdexamError as e:
         raise KdexamError(f"The exam's {where}: {e}") from None

@@ -5,8 +5,9 @@ and overall, with its gain over the same student trained on labels alone and the
 - **retention** = student score / teacher score; **loyalty** = agreement with the teacher's labels
   (``label``; for regression 1 − mean |teacher − student| / the teacher's range) on the same split
   (see :mod:`kdexam.evaluation.loyalty`);
-- **KD gain** = score − the control's score: the same student, data and seeds trained on gold
-  labels only (positive: distillation helped);
+- **KD gain** = score − the control's score (the control's − the student's where lower is better):
+  the control is the same student, data and seeds trained on gold labels only (positive:
+  distillation helped);
 - **cost**, of the fastest CPU backend at batch 1 end to end (text in, prediction out):
   p50 latency at batch 1, latency per text at the largest batch, speedup over the teacher's
   PyTorch p50 (same run), model file size, serving peak memory; training minutes;
@@ -292,8 +293,8 @@ def overall_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
 def markdown(summary: dict) -> str:
     parts = ["# Leaderboard", "",
              "Score: the primary metric on the test split, mean ± std over seeds. `*`: Pareto-optimal in score against "
-             "end-to-end CPU latency at batch 1; `s`: against file size. KD gain: score minus the same student trained on "
-             "labels alone. Latency, size and memory are of the fastest CPU backend (text in, prediction out).", ""]
+             "end-to-end CPU latency at batch 1; `s`: against file size. KD gain: how much better than the same student "
+             "trained on labels alone (score minus its score; its score minus score where lower is better). Latency, size and memory are of the fastest CPU backend (text in, prediction out).", ""]
     for name, ds in summary["datasets"].items():
         metric = (ds["teachers"] or ds["students"] or [{}])[0].get("primary_metric", "score")
         parts += [f"## {name} ({metric})", "", md_table(*dataset_tables(ds)), ""]

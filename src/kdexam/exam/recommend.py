@@ -14,6 +14,12 @@ from pathlib import Path
 from kdexam.errors import KdexamError
 
 
+def amount(value: float, metric: str, greater_is_better: bool) -> str:
+    """A difference of scores in words: points (× 100) of a bounded score such as accuracy or
+    Pearson's r; the plain difference of an error such as mse, where points would mean nothing."""
+    return f"{value * 100:.1f} points of {metric}" if greater_is_better else f"{value:.4g} of {metric}"
+
+
 def _better(e: dict) -> tuple:
     s = e["score"] if e["greater_is_better"] else -e["score"]
     return (s, -(e.get("e2e_ms_b1") or float("inf")))
@@ -78,14 +84,17 @@ def recommend(summary: dict, budget: dict) -> dict[str, dict]:
                 + f"; {_cost(c)}.")
         if teacher and teacher.get("score") is not None:
             gap = (teacher["score"] - c["score"]) * (1 if c["greater_is_better"] else -1)
-            text += (f" It gives up {gap * 100:.1f} points of {metric} to the teacher {teacher['teacher']} ({teacher['score']:.4f})."
-                     if gap >= 0 else f" It beats the teacher {teacher['teacher']} ({teacher['score']:.4f}) by {-gap * 100:.1f} points "
-                     f"of {metric}: the teacher is weak here.")
+            up = c["greater_is_better"]
+            text += (f" It gives up {amount(gap, metric, up)} to the teacher {teacher['teacher']} ({teacher['score']:.4f})."
+                     if gap >= 0 else f" It beats the teacher {teacher['teacher']} ({teacher['score']:.4f}) by "
+                     f"{amount(-gap, metric, up)}: the teacher is weak here.")
         if c.get("kd_gain") is not None:
             if c["kd_gain"] >= 0:
-                text += f" Distillation gained {c['kd_gain'] * 100:.1f} points over the same student trained on labels alone."
+                text += (f" Distillation gained {amount(c['kd_gain'], metric, c['greater_is_better'])} over the same student "
+                         "trained on labels alone.")
             else:
-                text += (f" But distillation cost it {-c['kd_gain'] * 100:.1f} points: the same student trained on labels alone "
+                text += (f" But distillation cost it {amount(-c['kd_gain'], metric, c['greater_is_better'])}: the same student "
+                         "trained on labels alone "
                          f"scores {c['score'] - c['kd_gain'] * (1 if c['greater_is_better'] else -1):.4f} at the same cost, so "
                          "train that one (or a better teacher) instead.")
         if len(ok) > 1:

@@ -115,7 +115,7 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
     """The teacher's run directory, fine-tuned (or checked) and measured once; ``None`` if it failed."""
     from kdexam import api
 
-    run_dir = Path(t.run) if t.run else out / "teachers" / t.id
+    run_dir = Path(t.run).resolve() if t.run else out / "teachers" / t.id  # (its students' configs hold it from anywhere)
     if store.status(t.id) == "done":
         try:
             if remeasure(t.id, run_dir, cfg, store, None, _trusted(cfg, t.flags), teacher=True, save=t.run is None):
