@@ -40,7 +40,7 @@ from kdexam.config.runs import MAX_SEED, MAX_THREADS
 
 RESERVED_KEYS = {"teacher": "the exam gives each cell its teacher", "teachers": "the exam gives each cell its teacher",
                  "out": "the exam names each run's folder", "resume": "the exam resumes its runs itself",
-                 "overwrite": "the exam never replaces a run", "config": "an entry's keys are the run's flags"}
+                 "overwrite": "the exam never replaces a run"}
 """Run keywords an entry may not set, and why (they named an empty key, or suggested another flag)."""
 
 
