@@ -15,6 +15,7 @@ import torch
 from kdexam.errors import KdexamError
 from kdexam.export.onnx import PARITY_ATOL, agreement, export_onnx
 from run_factory import STUDENT_KINDS, TASK_NAMES, runs  # noqa: F401  (fixture)
+from conftest import write_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -135,11 +136,19 @@ def test_export_cli_and_errors(runs, tmp_path, capsys):
         (["export", str(run), "--data", str(runs.root / "data-tag"), "--out", str(tmp_path / "t")], "token-classification"),
         (["export", str(run), "--data", str(runs.root / "data-cls"), "--out", str(tmp_path / "t")], "of text pairs"),
     ]
+    other = write_jsonl(tmp_path / "other.jsonl", [{"text": f"a {i}", "text_pair": "b", "label": ["yes", "never"][i % 2]}
+                                                   for i in range(12)])
+    cases += [  # refused before the export that works is touched (its export.json was deleted first)
+        (["export", str(run), "--quantize", "int4", "--out", str(tmp_path / "o")], "Unknown quantization"),
+        (["export", str(run), "--data", str(other), "--out", str(tmp_path / "o")],  # (a KeyError traceback)
+         "Labels ['never'] of dataset"),
+    ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
+    assert (tmp_path / "o" / "export.json").is_file()  # the earlier export still serves
     assert [f.name for f in (tmp_path / "mine").iterdir()] == ["model.onnx"]
     assert (tmp_path / "mine" / "model.onnx").read_text() == "a user's own model"
 

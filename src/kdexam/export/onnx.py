@@ -106,9 +106,14 @@ def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None
 
 
 def check_task(data_task, model_task, name: str) -> None:
-    """A :class:`KdexamError` when the data's task kind or pair setting is not the model's."""
+    """A :class:`KdexamError` when the data's task kind or pair setting is not the model's, or it
+    holds labels the model's head does not know (they ended in a KeyError while encoding)."""
     if data_task.shape != model_task.shape:
         raise KdexamError(f"Dataset '{name}' is {data_task.shape} but the model does {model_task.shape}; pass --data with the model's task.")
+    extra = set(data_task.labels or []) - set(model_task.labels or [])
+    if extra:
+        raise KdexamError(f"Labels {sorted(extra)} of dataset '{name}' are unknown to the model (it knows {model_task.labels}); "
+                          "pass --data with its label set.")
 
 
 # ---- writing the ONNX files -----------------------------------------------------------------------
@@ -304,6 +309,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
     from kdexam.data.encode import encode
     from kdexam.paths import atomic_write_json
 
+    if quantize not in (None, *QUANTIZE):  # (before anything in the folder is touched)
+        raise KdexamError(f"Unknown quantization '{quantize}'; use --quantize int8 or leave it out.")
     tm = load_torch_model(run_dir)
     examples, data_task = run_examples(run_dir, data, max_examples, tm.task)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / ONNX_DIR
@@ -314,8 +321,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
     if out.is_dir() and any(out.iterdir()) and not (out / SERVING_FILE).is_file():
         raise KdexamError(f"Output folder '{out}' already holds files and is not a kdexam export folder (it has no "
                           f"{SERVING_FILE}); pass a new or empty folder to --out, or an earlier export folder to rewrite it.")
-    (out / EXPORT_FILE).unlink(missing_ok=True)  # the folder is incomplete until export.json is written again
     features = encode(examples, tm.tokenizer, tm.task, tm.max_length)
+    (out / EXPORT_FILE).unlink(missing_ok=True)  # the folder is incomplete until export.json is written again
     record = write_export_dir(tm, features, out, quantize, opset)
 
     task = tm.task
