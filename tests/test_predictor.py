@@ -145,6 +145,8 @@ def test_input_errors(runs, tmp_path):
     for call, message in cases:
         with pytest.raises(KdexamError, match=message):
             call()
+    with pytest.raises(ValueError, match="has an empty text"):  # as documented, and as the standalone script raises
+        cls.predict([""])
 
 
 # ---- files and the command line ------------------------------------------------------------------
@@ -225,7 +227,16 @@ def test_predict_file_errors(exported, tmp_path, capsys):
         ([cls, "--input", str(tmp_path / "half.jsonl")], "line 1 is not valid Unicode (a lone surrogate"),
         ([cls, "--input", str(tmp_path / "one.txt"), "--output", str(tmp_path / "file" / "out.jsonl")], "Cannot write"),
         ([cls, "--input", str(tmp_path / "one.txt"), "--backend", "pytorch", "--quantized"], "int8 model is an ONNX export"),
+        # a label column read into the pair, a header read as a pair, a row without its text dropped (outputs misaligned)
+        ([pair, "--input", str(tmp_path / "three.txt")], "line 1 is not 'text<TAB>text_pair' (one tab)"),
+        ([pair, "--input", str(tmp_path / "glue.tsv")], "has the header row sentence1, sentence2; name its input columns"),
+        ([pair, "--input", str(tmp_path / "labelled.tsv")], "line 1 is not 'text<TAB>text_pair' (one tab)"),
+        ([cls, "--input", str(tmp_path / "gap.csv")], "line 3"),
     ]
+    (tmp_path / "three.txt").write_text("good film\tbad plot\tdiff\n", encoding="utf-8")
+    (tmp_path / "glue.tsv").write_text("sentence1\tsentence2\ngood film\tbad plot\n", encoding="utf-8")
+    (tmp_path / "labelled.tsv").write_text("good film\tbad plot\tdiff\n", encoding="utf-8")
+    (tmp_path / "gap.csv").write_text("text,label\ngood film,pos\n,neg\n\nbad film,neg\n", encoding="utf-8")
     for argv, message in cases:
         code, _, err = _run_cli(["predict", *argv], capsys)
         assert code == 2 and message in " ".join(err.split()), (argv, err)

@@ -112,6 +112,22 @@ def test_standalone_errors_are_sentences_with_exit_code_2(exported, tmp_path):
     done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(tmp_path)], input="x\n",
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "export.json" in done.stderr
+    done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(folder)], input="good\tbad plot\tdiff\n",
+                          capture_output=True, text=True, timeout=120)  # a label column joined the pair
+    assert done.returncode == 2 and "Input line 1 has more than one tab" in done.stderr
+    single = exported["bilstm", "cls"] / "onnx"
+    done = subprocess.run([sys.executable, str(single / SERVING_FILE), str(single)], input="one\rtwo\n",
+                          capture_output=True, text=True, timeout=120)  # a lone CR ends a line, as in 'kdexam predict'
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 2
+    for name, text in (("model.onnx", "version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 3340000\n"),
+                       ("tokenizer.json", '{"truncated'), ("crf.safetensors", "short")):  # damaged files: one sentence
+        damaged = shutil.copytree(exported["bilstm", "tag"] / "onnx", tmp_path / f"damaged-{name}")
+        (damaged / name).write_text(text, encoding="utf-8")
+        done = subprocess.run([sys.executable, str(damaged / SERVING_FILE), str(damaged)], input="a b\n",
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and f"{name}' is damaged" in done.stderr and "Traceback" not in done.stderr, done.stderr
+        with pytest.raises(KdexamError, match=f"{name}' is damaged"):
+            load_student(damaged)
     broken = shutil.copytree(folder, tmp_path / "no-tokenizer")
     (broken / "tokenizer.json").unlink()
     done = subprocess.run([sys.executable, str(broken / SERVING_FILE), str(broken)], input="x\tb\n",

@@ -175,19 +175,51 @@ def write_onnx(tm: TorchModel, sample: dict, path: Path, opset: int = OPSET) -> 
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization (int8 weights, activations quantized at run time)."""
+    """Dynamic int8 quantization (int8 weights, activations quantized at run time), after
+    :func:`inline_shared_weights`."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp, shared = dst.with_name(f".{dst.name}.tmp"), dst.with_name(f".{dst.name}.shared.tmp")
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
     try:
+        model = onnx.load(str(src))
+        if inline_shared_weights(model):
+            onnx.save(model, str(shared))
+            src = shared
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
         os.replace(tmp, dst)
     finally:
         root.setLevel(level)
         tmp.unlink(missing_ok=True)
+        shared.unlink(missing_ok=True)
+
+
+def inline_shared_weights(model) -> bool:
+    """Point every consumer of an ``Identity`` of a weight at the weight itself, and drop the
+    ``Identity``; True if any was. The exporter writes a weight used twice (the one LSTM of a
+    siamese BiLSTM, run on each text of a pair) as the weight plus ``Identity`` copies, and
+    ``quantize_dynamic`` quantizes an operator only when its weights are initializers: the
+    second LSTM stayed fp32, beside its fp32 weights. Graphs with subgraphs are left as they are."""
+    import onnx
+
+    graph = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return False
+    weights, outputs = {i.name for i in graph.initializer}, {o.name for o in graph.output}
+    alias = {n.output[0]: n.input[0] for n in graph.node
+             if n.op_type == "Identity" and n.input[0] in weights and n.output[0] not in outputs}
+    if not alias:
+        return False
+    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for n in kept:
+        for i, name in enumerate(n.input):
+            n.input[i] = alias.get(name, name)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return True
 
 
 def folded_for_export(tm: TorchModel) -> TorchModel:

@@ -15,6 +15,9 @@ TEXT_EXTS = {".txt", ".text"}
 JSONL_EXTS = {".jsonl", ".json", ".ndjson"}
 CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob"}
 TABLE_EXTS = {".tsv": "\t", ".csv": ","}
+PAIR_HEADERS = {"sentence1", "sentence2", "sentence", "question", "question1", "question2", "premise", "hypothesis",
+                "text_a", "text_b", "query", "passage", "label", "labels"}
+"""Header names of pair datasets (GLUE, SNLI): a ``.tsv`` first row holding one is a header, not a pair."""
 
 
 def input_format(path: Path) -> str:
@@ -87,8 +90,9 @@ def _read_text(p: Path, task) -> list[dict]:
             items.append({"tokens": line.split()})
         elif task.text_pair:
             text, tab, pair = line.partition("\t")
-            if not tab or not text.strip() or not pair.strip():
-                raise KdexamError(f"File '{p}' line {i} is not 'text<TAB>text_pair'; the model reads text pairs.")
+            if not tab or not text.strip() or not pair.strip() or "\t" in pair:  # (a third column, a label, joined the pair)
+                raise KdexamError(f"File '{p}' line {i} is not 'text<TAB>text_pair' (one tab); the model reads text pairs. "
+                                  "A table with more columns needs a header row naming text and text_pair.")
             items.append({"text": text, "text_pair": pair})
         else:
             items.append({"text": line})
@@ -142,6 +146,9 @@ def _read_table(p: Path, task, quoting: int | None = None) -> list[dict]:
         raise KdexamError(f"File '{p}' names the column '{twice[0]}' twice in its header row; give each column one name.")
     wanted = ["text", "text_pair"] if task.text_pair else ["text"]
     if "text" not in columns and delimiter == "\t" and task.text_pair:
+        if {c.strip().lower() for c in columns} & PAIR_HEADERS:  # a header with other names, not a first pair
+            raise KdexamError(f"File '{p}' has the header row {', '.join(columns)}; name its input columns text and "
+                              "text_pair, or give 'text<TAB>text_pair' lines without a header.")
         return _read_text(p, task)
     missing = [c for c in wanted if c not in columns]
     if missing:
@@ -150,8 +157,8 @@ def _read_table(p: Path, task, quoting: int | None = None) -> list[dict]:
     items = []
     try:
         for row in reader:
-            if all(not (row.get(c) or "").strip() for c in wanted):
-                continue
+            if all(not (v or "").strip() for v in row.values() if isinstance(v, str)):  # a blank row; one with other
+                continue  # fields (a gold label) but no text is refused below, as in JSONL: outputs follow the rows
             items.append({c: row.get(c) or "" for c in wanted})
             to_example(items[-1], task, f"file '{p}' line {reader.line_num}")  # errors name the line
     except csv.Error as e:

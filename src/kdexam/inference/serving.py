@@ -56,7 +56,7 @@ MAX_TOKENS = 512
 """Padded positions (rows × longest row) per model call by default; see :func:`capped_batches`."""
 
 if __name__ == "kdexam.inference.serving":  # inside kdexam: its error (the CLI's exit code 2) and Task
-    from kdexam.errors import KdexamError as InputError
+    from kdexam.errors import InputError
     from kdexam.tasks import Task
 else:  # the copy in an export folder imports nothing of kdexam, installed or not
     class InputError(ValueError):
@@ -241,6 +241,16 @@ def check_unicode(texts, where: str) -> None:
 # ---- the predictor -------------------------------------------------------------------------------
 
 
+def _load(d: Path, name: str, read):
+    """``read(d / name)``; a file that cannot be read (cut short, a Git LFS pointer checked out in
+    its place, another file under its name) is an :class:`InputError` naming it."""
+    try:
+        return read(d / name)
+    except Exception as e:  # (onnxruntime, tokenizers and json raise their own kinds)
+        raise InputError(f"'{d / name}' is damaged or not the file the export wrote ({type(e).__name__}); export the "
+                         "model again, or copy the whole export folder again (a Git LFS pointer is not the file).") from None
+
+
 class ServingPredictor:
     """Predictions from an export folder (``model.onnx`` or ``model.int8.onnx``, ``tokenizer.json``,
     ``export.json``). Attributes as :class:`kdexam.inference.predictor.Predictor`: ``task``,
@@ -265,7 +275,7 @@ class ServingPredictor:
         self.name = (record.get("source") or {}).get("name", "")
         if not (d / TOKENIZER_FILE).is_file():
             raise InputError(f"'{d}' has no {TOKENIZER_FILE}; export the model again with 'kdexam export' (a fast tokenizer is needed).")
-        self.tokenizer = Tokenizer.from_file(str(d / TOKENIZER_FILE))
+        self.tokenizer = _load(d, TOKENIZER_FILE, lambda f: Tokenizer.from_file(str(f)))
         if self.task.kind == "token-classification":
             space_before_words(self.tokenizer)  # as training encoded the words (kdexam.data.encode)
         self.tokenizer.no_padding()
@@ -275,9 +285,9 @@ class ServingPredictor:
         self.unk_token = record.get("unk_token") or getattr(self.tokenizer.model, "unk_token", None) or "[UNK]"
         """What a tagged word that tokenises to nothing is read as (training's :func:`kdexam.data.encode.unknown_word`)."""
         self.pad_left = record.get("padding_side", "right") == "left"
-        self.session = onnx_session(path, threads)
+        self.session = _load(d, path.name, lambda f: onnx_session(f, threads))
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.crf = read_safetensors(d / CRF_FILE) if (d / CRF_FILE).is_file() else None
+        self.crf = _load(d, CRF_FILE, read_safetensors) if (d / CRF_FILE).is_file() else None
         labels = self.task.labels or []
         self.fill = labels.index("O") if "O" in labels else 0
 
@@ -446,11 +456,13 @@ def main(argv: list[str] | None = None) -> int:
             raw = sys.stdin.buffer.read().decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise InputError(f"The input is not valid UTF-8 (byte {e.start}); send UTF-8 text.") from None
-        numbered = [(i, l) for i, l in enumerate(raw.replace("\r\n", "\n").split("\n"), start=1) if l.strip()]
+        lines = raw.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # (line ends as 'kdexam predict' reads them)
+        numbered = [(i, l) for i, l in enumerate(lines, start=1) if l.strip()]
         if clf.task.text_pair:
             for i, line in numbered:
-                if "\t" not in line:
-                    raise InputError(f"Input line {i} has no tab; the model reads text pairs, write 'text<TAB>text_pair'.")
+                if (tabs := line.count("\t")) != 1:
+                    raise InputError(f"Input line {i} has {'no tab' if tabs == 0 else 'more than one tab'}; the model reads "
+                                     "text pairs, write 'text<TAB>text_pair' (no label column).")
         lines = [tuple(l.split("\t", 1)) if clf.task.text_pair else l for _, l in numbered]
         for pred in clf.predict(lines, a.batch_size, max_tokens):
             print(json.dumps(pred, ensure_ascii=False))
