@@ -364,3 +364,23 @@ def test_regression_ensemble_end_to_end(tmp_path):
     members = r["teacher"]["ensemble"]["members"]
     assert [m["weight"] for m in members] == pytest.approx([0.75, 0.25])
     assert set(members[0]["student_loyalty"]) == {"regression", "pearson"}
+
+
+def test_validation_weights_online_and_with_a_member_below_zero(teachers, monkeypatch):
+    """``--online-teacher --weighting validation`` ended in a KeyError (the members' validation
+    logits were read from a cache that online outputs do not fill); and a member scoring below 0
+    (a negative Pearson r) made the weights 'undefined' although the other scored above 0."""
+    from kdexam.config import DataConfig, EnsembleConfig
+    from kdexam.data.splits import load_data
+    from kdexam.teachers.ensemble import Ensemble
+
+    validation = load_data(DataConfig(name=str(teachers / "data"))).validation[:30]
+    ens = Ensemble([str(teachers / "wordpiece"), str(teachers / "wordlevel")], EnsembleConfig(weighting="validation"))
+    cached, cached_weights = dict(ens.weigh_by_validation(validation)), dict(ens.weights)
+    assert ens.weigh_by_validation(validation, cache=False) == cached and ens.weights == pytest.approx(cached_weights)
+    scores = iter([-0.137, 0.137, -0.3, -0.4])
+    monkeypatch.setattr(Task, "metrics", lambda self, gold, predicted: {self.primary_metric: next(scores)})
+    ens.weigh_by_validation(validation)
+    assert ens.weights == {"wordpiece": 0.0, "wordlevel": 1.0}
+    with pytest.raises(KdexamError, match="No member scores above 0 accuracy"):
+        ens.weigh_by_validation(validation)

@@ -42,6 +42,7 @@ student's loyalty to each teacher; ``distill`` does the same (``metrics.json``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -267,15 +268,15 @@ class Ensemble:
             raise KdexamError("ensemble.weighting validation needs a validation split; the data has none.")
         gold = [e.label for e in validation]
         out = self.outputs(validation, ["logits"], cache)
-        for m, part in out.parts.items():
-            rows = out.member_logits(m, [part.example(i) for i in range(len(validation))])
+        for m, part in out.parts.items():  # (gather: cached rows, or computed now with --online-teacher)
+            rows = out.member_logits(m, part.gather(list(range(len(validation))), ["logits"])["logits"])
             self.validation_scores[m] = float(self.task.metrics(gold, teacher_predictions(self.task, rows))[self.task.primary_metric])
         s = {m: (v if self.task.greater_is_better else 1.0 / max(v, 1e-12)) for m, v in self.validation_scores.items()}
-        if not sum(s.values()) > 0:
-            raise KdexamError(f"Every member scores 0 {self.task.primary_metric} on the validation split, so validation "
+        total = sum(max(v, 0.0) for v in s.values() if math.isfinite(v))
+        if not total > 0:  # (a member below 0, a negative Pearson r, gets weight 0; one above 0 is enough)
+            raise KdexamError(f"No member scores above 0 {self.task.primary_metric} on the validation split, so validation "
                               "weights are undefined; use ensemble.weighting equal.")
-        total = sum(max(v, 0.0) for v in s.values())
-        self.weights = {m: max(v, 0.0) / total for m, v in s.items()}
+        self.weights = {m: max(v, 0.0) / total if math.isfinite(v) else 0.0 for m, v in s.items()}
         return self.validation_scores
 
     def describe(self) -> dict:
