@@ -63,6 +63,13 @@ def test_bad_input_exits_2_with_a_sentence(case, files, capsys):
     assert match in one_sentence_error(err)
 
 
+def test_brackets_in_an_error_are_printed(files, capsys):
+    """The sentence went through Rich markup: '[draft]' in a path, or the '[teacher_layer,
+    student_layer]' of a fix, vanished as an unknown tag."""
+    code, _, err = run_cli(["teacher", "--data", files / "[draft]" / "nope.csv", "--out", files / "run"], capsys)
+    assert code == 2 and "[draft]/nope.csv" in one_sentence_error(err)
+
+
 def test_missing_out(files, capsys):
     code, _, err = run_cli(["teacher", "--data", files / "sentiment"], capsys)
     assert code == 2 and "--out" in one_sentence_error(err)

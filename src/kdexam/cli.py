@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     except KdexamError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # (a "[...]" is text
         sys.exit(e.exit_code)
     except CLICK_ERRORS as e:
         e.show()

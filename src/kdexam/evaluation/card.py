@@ -45,8 +45,9 @@ def refresh_card(run_dir: str | Path) -> Path | None:
         return write_card(run_dir)
     except Exception as e:  # noqa: BLE001 - the card is a by-product; say why and go on
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[yellow]warning:[/] no model card written for {run_dir} ({type(e).__name__}: {e})")
+        Console(stderr=True).print(f"[yellow]warning:[/] no model card written for {run_dir} ({type(e).__name__}: {escape(str(e))})")
         return None
 
 

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from kdexam.config.exam import ExamBench, ExamConfig
 from kdexam.errors import KdexamError
@@ -138,7 +139,7 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
         return run_dir
     except Exception as e:  # recorded; the cells of this teacher fail with a pointer to it
         store.fail(t.id, _error(e), time.perf_counter() - started)
-        console.print(f"[red]teacher {t.teacher} on {t.dataset} failed:[/] {_error(e)}")
+        console.print(f"[red]teacher {t.teacher} on {t.dataset} failed:[/] {escape(_error(e))}")
         return None
 
 
@@ -173,7 +174,7 @@ def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, stor
         store.finish(c.id, {**cell_row(run_dir, bench), "bench_settings": settings}, time.perf_counter() - started)
     except Exception as e:
         store.fail(c.id, _error(e), time.perf_counter() - started)
-        console.print(f"[red]cell {c.label} failed:[/] {_error(e)}")
+        console.print(f"[red]cell {c.label} failed:[/] {escape(_error(e))}")
 
 
 def remeasure(cell_id: str, run_dir: Path, cfg: ExamConfig, store: Store, teacher_id: str | None, trust: bool,
@@ -199,7 +200,7 @@ def remeasure_failed(cell_id: str, label: str, store: Store, e: Exception) -> No
     measures it again, without training), and the exam goes on."""
     seconds = (store.rows([cell_id]) or [{}])[0].get("seconds") or 0.0
     store.fail(cell_id, f"measuring with the exam's bench settings failed: {_error(e)}", seconds)
-    console.print(f"[red]{label}: measuring with the exam's bench settings failed:[/] {_error(e)}")
+    console.print(f"[red]{label}: measuring with the exam's bench settings failed:[/] {escape(_error(e))}")
 
 
 def backfill_bench_settings(store: Store) -> None:

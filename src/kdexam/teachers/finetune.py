@@ -17,6 +17,7 @@ from pathlib import Path
 
 from accelerate.utils import set_seed
 from rich.console import Console
+from rich.markup import escape
 
 from kdexam.config import TeacherRunConfig, save_config
 from kdexam.data.encode import encode, make_loader
@@ -107,7 +108,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
             try:
                 store_scored_logits(out, data.split(split), enc[split], logits, task, max_length)
             except (OSError, KdexamError) as e:  # (a saving for later runs: never the teacher run's failure)
-                console.print(f"[yellow]teacher cache:[/] the {split} logits were not stored ({e}); student runs compute them")
+                console.print(f"[yellow]teacher cache:[/] the {split} logits were not stored ({escape(str(e))}); student runs compute them")
         atomic_write_json(out / "metrics.json", result)
         if not cfg.train.keep_checkpoint:
             shutil.rmtree(trained, ignore_errors=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from kdexam.data.encode import MODEL_INPUTS, Features, encode, first_subwords, make_loader
 from kdexam.data.readers import Example
@@ -189,7 +190,7 @@ class Teacher:
             if online:
                 msg = (f"teacher outputs {', '.join(online)} ({sum(sizes[n] for n in online) / 1e9:.2f} GB) are computed "
                        f"online for each batch: caching them would exceed the {budget_gb:g} GB cache budget (cache_budget_gb)")
-                console.print(f"[yellow]{msg}[/]")
+                console.print(f"[yellow]{escape(msg)}[/]")
                 notes.append(msg)
         to_cache = [n for n in missing if n not in online]
         if to_cache:
