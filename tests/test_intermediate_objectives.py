@@ -618,6 +618,15 @@ def test_each_match_compiles_to_its_objective(feature, loss, name):
     assert composite.objectives[0].pairs == [(4, 2)]
 
 
+def test_a_relations_match_between_widths_the_teachers_heads_do_not_divide():
+    """MiniLM-L6 (12 heads of 384) against bert-mini's width 256: a ``relations`` match (it names no
+    parameters) was refused with 'set relation_heads to 8', which a match cannot set."""
+    teacher, student = ModelShape(num_layers=6, hidden_size=384, num_heads=12), ModelShape(num_layers=4, hidden_size=256, num_heads=4)
+    match = [{"teacher_layer": 6, "student_layer": 4, "feature": "relations", "loss": "kl"}]
+    assert build_objectives([], "general", teacher, student, matches=match).objectives[0].relation_heads == 8
+    assert build_objectives([], "general", teacher, teacher, matches=match).objectives[0].relation_heads == 12  # its own
+
+
 def test_match_errors():
     def build(*matches):
         return build_objectives([{"name": "gold"}], "classification", TEACHER, SAME, matches=list(matches))

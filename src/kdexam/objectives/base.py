@@ -131,6 +131,11 @@ class Objective(nn.Module):
         """No parameters besides ``name`` and ``weight``."""
 
     @classmethod
+    def match_params(cls, ctx: BuildContext) -> ObjectiveParams:
+        """The parameters of a declarative match group (``--match``), which names none: the defaults."""
+        return cls.Params()
+
+    @classmethod
     def build(cls, params: ObjectiveParams, ctx: BuildContext) -> "Objective":
         """The instance for a run; by default ``cls(**params)``."""
         return cls(**params.model_dump())

@@ -206,7 +206,7 @@ def build_objectives(specs: list[ObjectiveSpec | dict], task_kind: str, teacher:
             continue
         cls = OBJECTIVES[name]
         ctx = BuildContext(f"Match group 'match:{name}'", task_kind, teacher, student)
-        objective = cls.build(cls.Params(), ctx, pairs=[group["pairs"][k] for k in keep],
+        objective = cls.build(cls.match_params(ctx), ctx, pairs=[group["pairs"][k] for k in keep],
                               pair_weights=[group["weights"][k] for k in keep],
                               projections=[group["projections"][k] for k in keep])
         objective.name = f"match:{name}"

@@ -160,6 +160,13 @@ class RelationsLoss(LayerObjective):
         return f"pairs={self.pairs}, relations={self.relations}, relation_heads={self.relation_heads}"
 
     @classmethod
+    def match_params(cls, ctx: BuildContext):
+        """A ``relations`` match has no parameters to set: its relation heads are the teacher's head
+        count when it divides both widths, else :func:`suggest_relation_heads` (the refusal's own
+        suggestion; MiniLM-L6's 12 heads divide no ``bert-*`` preset's width)."""
+        return cls.Params(relation_heads=suggest_relation_heads(ctx.teacher, ctx.student))
+
+    @classmethod
     def create(cls, params, ctx: BuildContext, pairs, pair_weights, projections) -> "RelationsLoss":
         widths = (ctx.teacher.hidden_size, ctx.student.hidden_size)
         heads = params.relation_heads
