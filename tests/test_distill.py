@@ -276,3 +276,25 @@ def test_inputs_longer_than_the_teachers_positions_are_cut_everywhere(teacher_ru
     teacher = load_student(teacher_run / "run", backend="pytorch")
     assert teacher.max_length == 64
     assert [p["label"] in ("pos", "neg") for p in teacher.predict([long_text, "good"])] == [True, True]
+
+
+def test_a_crf_taggers_transitions_are_in_its_head_group():
+    """A BiLSTM-CRF's children are embeddings, lstms, crf, classifier: 'unfreeze 2' (XtremeDistil's
+    'logits-top2' stage) trained the classifier and the CRF's transitions alone, never the LSTM."""
+    import torch
+    from torch import nn
+
+    from kdexam.training.stages import apply_unfreeze, layer_groups
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embeddings, self.lstms = nn.Embedding(10, 4), nn.LSTM(4, 3)
+            self.crf, self.dropout, self.classifier = nn.Linear(2, 2, bias=False), nn.Dropout(), nn.Linear(3, 2)
+
+    model = Tagger()
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    groups = layer_groups(model)
+    assert groups[:2] == [model.embeddings, model.lstms] and isinstance(groups[2], torch.nn.ModuleList) and len(groups) == 3
+    assert apply_unfreeze(model, 1) == size(model.classifier) + size(model.crf)
+    assert apply_unfreeze(model, 2) == size(model.classifier) + size(model.crf) + size(model.lstms)

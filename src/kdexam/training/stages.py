@@ -42,20 +42,28 @@ def stage_train_config(stage: StageConfig, train: TrainConfig) -> TrainConfig:
 def layer_groups(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The student's parameter groups from input to output: embeddings, each encoder layer, then the
     head (pooler and classifier) of a transformer; each top-level block of a BiLSTM, CNN or static
-    student. Modules without parameters (dropout) are no group."""
+    student, a CRF tagger's transitions in one group with its classifier (the "top two groups" of
+    a BiLSTM-CRF were the classifier and the 24 transitions, which a KL stage does not train).
+    Modules without parameters (dropout) are no group."""
     from kdexam.students.transformer import find_layer_list
 
     def trained(groups):  # a module without parameters (a dropout) is no group
         return [g for g in groups if any(True for _ in g.parameters())]
 
+    def blocks(model):  # a CRF's transitions and the classifier under them are one head group
+        named = [(n, m) for n, m in model.named_children() if any(True for _ in m.parameters())]
+        crf = [m for n, m in named if n == "crf"]
+        rest = [m for n, m in named if n != "crf"]
+        return rest[:-1] + [torch.nn.ModuleList([rest[-1], *crf])] if crf and rest else [m for _, m in named]
+
     inner = getattr(model, "model", model)  # HF students are wrapped
     base = getattr(inner, "base_model", None)
     if base is None or base is inner:
-        return trained(model.children())
+        return trained(blocks(model))
     try:
         _, _, layers = find_layer_list(inner)
     except KdexamError:
-        return trained(model.children())
+        return trained(blocks(model))
     before, after, seen = [], [], False
     for child in base.children():  # (embeddings) [the module holding the layers] (pooler), in order
         if any(m is layers for m in child.modules()):
