@@ -504,6 +504,17 @@ def test_parameter_values_are_checked():
         build_objectives([{"name": "relations", "relations": ["qq", "qq"]}], "general", TEACHER, SAME)
     with pytest.raises(KdexamError, match="parameter 'relations' is invalid"):
         build_objectives([{"name": "relations", "relations": ["kq"]}], "general", TEACHER, SAME)
+    # true/false where a number is meant: pydantic read true as 1 (T = 1, student layer 1) without a word
+    with pytest.raises(KdexamError, match="parameter 'temperature' is invalid: it takes a number or a name, not true/false"):
+        build_objectives([{"name": "kl", "temperature": True}], "classification")
+    with pytest.raises(KdexamError, match="parameter 'layers' is invalid"):
+        build_objectives([{"name": "hidden_mse", "layers": [[4, True]]}], "classification", TEACHER, SAME)
+    assert build_objectives([{"name": "hidden_mse", "embeddings": True}], "classification", TEACHER, SAME).names  # a switch
+    for bad in ({"name": "kl", "weight": True}, ):
+        with pytest.raises(ValueError, match="weight is a number, not true"):
+            ObjectiveSpec.model_validate(bad)
+    with pytest.raises(ValueError, match="a number is needed, not true"):
+        MatchSpec.model_validate({"teacher_layer": True, "student_layer": 1})
 
 
 def test_layer_mapping_errors_name_the_objective():

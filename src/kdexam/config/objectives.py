@@ -36,6 +36,13 @@ class ObjectiveSpec(BaseModel):
     weight: float = 1.0
     """Weight of this loss in the sum; >= 0 (0 switches it off)."""
 
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _not_bool(cls, weight):
+        if isinstance(weight, bool):  # (pydantic reads true as 1.0)
+            raise ValueError(f"an objective's weight is a number, not {str(weight).lower()}")
+        return weight
+
     @field_validator("weight")
     @classmethod
     def _nonnegative_weight(cls, weight: float) -> float:
@@ -68,3 +75,10 @@ class MatchSpec(BaseModel):
     """Learned linear map from the student's width to the teacher's: auto adds one when widths differ."""
     teacher: str | None = None
     """The ensemble member this match reads (several teachers; one teacher: leave empty)."""
+
+    @field_validator("teacher_layer", "student_layer", "weight", mode="before")
+    @classmethod
+    def _not_bool(cls, value):
+        if isinstance(value, bool):  # (pydantic reads true as 1)
+            raise ValueError(f"a number is needed, not {str(value).lower()}")
+        return value

@@ -39,10 +39,10 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from kdexam.errors import KdexamError
@@ -103,10 +103,24 @@ class BuildContext:
     student: ModelShape
 
 
+def holds_bool(value: Any) -> bool:
+    """A ``true``/``false`` in ``value`` (or in its nested lists): pydantic reads it as 1 or 0
+    where a number is declared, so ``temperature=true`` trained at T = 1 without a word."""
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(holds_bool(v) for v in value))
+
+
 class ObjectiveParams(BaseModel):
-    """Base of every objective's ``Params``: unknown keys are an error."""
+    """Base of every objective's ``Params``: unknown keys are an error, and so is ``true``/``false``
+    given for a parameter that is not a switch."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if cls.model_fields[info.field_name].annotation is not bool and holds_bool(value):
+            raise ValueError("it takes a number or a name, not true/false")
+        return value
 
 
 class Objective(nn.Module):
