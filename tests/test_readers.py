@@ -283,6 +283,10 @@ def test_infer_task_rules():
     assert infer_task([Example("a", None, "1"), Example("b", None, "0")] * 10) == "classification"
     assert infer_task([Example("a", None, "pos")]) == "classification"
     assert infer_task([Example(["a"], None, ["X"])]) == "token-classification"
+    # integer codes: a small 3-class or 12-intent file is classification (it was regression), a 0-100 score is not
+    assert infer_task([Example(f"s{i}", None, i % 3) for i in range(25)]) == "classification"
+    assert infer_task([Example(f"s{i}", None, i % 12) for i in range(100)]) == "classification"
+    assert infer_task([Example(f"s{i}", None, i % 101) for i in range(300)]) == "regression"
 
 
 def test_lines_end_at_line_breaks_only(tmp_path):
@@ -360,8 +364,9 @@ def test_hf_tag_id_minus_one_is_not_the_last_tag(tmp_path):
 
 
 def test_integer_labels_read_as_regression_say_so(tmp_path):
-    rows = [{"text": f"text number {i}", "label": i % 3} for i in range(29)]
+    rows = [{"text": f"text number {i}", "label": i % 25} for i in range(75)]  # (i % 3 is three classes since 12-03)
     write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "validation.jsonl", [{"text": f"held {i}", "label": i % 25} for i in range(25)])
     d = load_data(cfg(tmp_path))
     assert d.task.kind == "regression" and any("pass --task classification" in n for n in d.notes)
     d = load_data(cfg(tmp_path, task="classification"))
@@ -373,3 +378,49 @@ def test_span_metric_needs_entity_tags(tmp_path):
     assert load_data(cfg(tmp_path / "pos.conll")).task.primary_metric == "accuracy"
     with pytest.raises(KdexamError, match="scores entity spans, but the tags .* are not BIO"):
         load_data(cfg(tmp_path / "pos.conll", primary_metric="span_f1"))
+
+
+def test_conllu_is_read_by_its_form_and_upos_columns(tmp_path):
+    """A .conllu was read as its ID and MISC columns (words '1', '2', tags '_', 'SpaceAfter=No'),
+    and its multiword-token rows as words; 'kdexam predict' read the same file by FORM."""
+    p = tmp_path / "t.conllu"
+    p.write_text("# sent_id = 1\n1\tThe\tthe\tDET\tDT\t_\t2\tdet\t_\t_\n2\tcat\tcat\tNOUN\tNN\t_\t0\troot\t_\tSpaceAfter=No\n\n"
+                 "1-2\tdel\t_\t_\t_\t_\t_\t_\t_\t_\n1\tde\tde\tADP\tIN\t_\t2\tcase\t_\t_\n2\tel\tel\tDET\tDT\t_\t0\troot\t_\t_\n"
+                 "2.1\tx\tx\tNOUN\tNN\t_\t_\t_\t_\t_\n\n", encoding="utf-8")
+    got = read_conll(p, cfg(p))
+    assert [(e.text, e.label) for e in got] == [(["The", "cat"], ["DET", "NOUN"]), (["de", "el"], ["ADP", "DET"])]
+    xpos = read_conll(p, cfg(p, token_column=1, tag_column=4))  # explicit columns are the user's
+    assert xpos[0].label == ["DT", "NN"]
+
+
+def test_awkward_but_valid_files_are_read(tmp_path):
+    """A text over csv's 131,072-character field limit was refused as bad quoting; a tagging .tsv
+    with --task token-classification was read as a table ('no column text'); general distillation's
+    texts refused a row without a label although labels are ignored there."""
+    import csv
+
+    from kdexam.data.splits import load_texts
+
+    with open(tmp_path / "long.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows([["word " * 30000, "pos"], ["short", "neg"]] * 5)
+    assert len(read_file(tmp_path / "long.csv", cfg(tmp_path / "long.csv"))[0].text) == 150000
+    (tmp_path / "ner.tsv").write_text("".join(f"W{i}\tB-PER\nsaid\tO\n\n" for i in range(30)), encoding="utf-8")
+    tagged = read_file(tmp_path / "ner.tsv", cfg(tmp_path / "ner.tsv", task="token-classification"))
+    assert len(tagged) == 30 and tagged[0].label == ["B-PER", "O"]
+    (tmp_path / "p.csv").write_text("text,label\nhello there,pos\nsecond text,\nthird one,neg\n", encoding="utf-8")
+    assert sorted(e.text for e in [*load_texts(cfg(tmp_path / "p.csv"))[0], *load_texts(cfg(tmp_path / "p.csv"))[1]]) == [
+        "hello there", "second text", "third one"]
+    (tmp_path / "semi.csv").write_text("text;label\ngood;pos\nbad;neg\n", encoding="utf-8")
+    with pytest.raises(KdexamError, match="Its header looks separated by ';'"):
+        read_file(tmp_path / "semi.csv", cfg(tmp_path / "semi.csv"))
+
+
+def test_a_saved_tagging_dataset_without_a_known_tag_column_is_a_sentence(tmp_path):
+    import datasets
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"tokens": [["a", "b"], ["c"]] * 10,
+                                                               "labels": [["O", "B-X"], ["O"]] * 10})}).save_to_disk(tmp_path / "hf")
+    with pytest.raises(KdexamError, match=r"has no tag column kdexam knows \(it has: tokens, labels\); pass --label-column NAME"):
+        load_data(cfg(tmp_path / "hf"))
+    assert load_data(cfg(tmp_path / "hf", label_column="labels")).train[0].label in (["O", "B-X"], ["O"])

@@ -29,6 +29,10 @@ SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val",
 TABLE_EXTS = {".csv": ",", ".tsv": "\t"}
 JSON_EXTS = {".jsonl", ".json", ".ndjson"}
 CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob", ".txt"}
+CONLLU_FORM, CONLLU_UPOS = 1, 3
+"""CoNLL-U's columns (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC) a ``.conllu`` is read by."""
+FIELD_LIMIT = 2**31 - 1
+"""The csv module's largest field (its default, 131,072 characters, refused a long text as bad quoting)."""
 KNOWN_EXTS = set(TABLE_EXTS) | JSON_EXTS | CONLL_EXTS
 
 
@@ -79,6 +83,8 @@ def _column(row: dict, column: str, path: Path, where: str, flag: str) -> Any:
         close = difflib.get_close_matches(column, list(map(str, row)), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         name = flag if flag.endswith("NAME") else f"{flag} NAME"
+        if len(row) == 1 and ";" in str(next(iter(row))):  # (Excel's CSV in many locales)
+            hint += " Its header looks separated by ';': save the file with ',' between fields, or as .tsv."
         raise KdexamError(f"File '{path}' has no column '{column}' (it has: {cols}); pass {name}.{hint}")
     return row[column]
 
@@ -143,6 +149,7 @@ def _text_of(e: Example) -> str:
 
 
 def _read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str, quoting: int) -> list[Example]:
+    csv.field_size_limit(FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     rows = []
     try:
@@ -237,12 +244,19 @@ class ConllShape:
 
 def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
     """CoNLL: one token per line with its tag in a column, a blank line between
-    sentences, ``-DOCSTART-`` lines skipped. Columns are split on tabs, else on spaces."""
+    sentences, ``-DOCSTART-`` lines skipped. Columns are split on tabs, else on spaces.
+    CoNLL-U (``.conllu``): the word is the FORM column and the tag the UPOS column unless
+    ``token_column``/``tag_column`` say otherwise; multiword-token (``1-2``) and empty-node
+    (``8.1``) rows are not words (the defaults read the ID and MISC columns)."""
     out: list[Example] = []
     words: list[str] = []
     tags: list[str] = []
     lines = read_lines(path)
-    shape = ConllShape.of(lines, cfg.tag_column)
+    conllu = path.suffix.lower() == ".conllu"
+    token_column, tag_column = cfg.token_column, cfg.tag_column
+    if conllu and (token_column, tag_column) == (0, -1):  # (the defaults: ID and MISC in CoNLL-U)
+        token_column, tag_column = CONLLU_FORM, CONLLU_UPOS
+    shape = ConllShape.of(lines, tag_column)
     for i, line in enumerate(lines, start=1):
         if _is_comment(line, in_sentence=bool(words), shape=shape):
             continue
@@ -253,10 +267,10 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
             continue
         cols = line.split("\t") if "\t" in line else line.strip(" \r\n").split(" ")
         cols = cols if "\t" in line else [c for c in cols if c]  # (spaces only: a no-break space stays inside a token)
-        if cols[0] == "-DOCSTART-":
+        if cols[0] == "-DOCSTART-" or (conllu and ("-" in cols[0] or "." in cols[0])):
             continue
         try:
-            word, tag = cols[cfg.token_column], cols[cfg.tag_column]
+            word, tag = cols[token_column], cols[tag_column]
         except IndexError:
             word, tag = None, None
         if len(cols) < 2 or not word or not tag or not tag.strip():
@@ -273,7 +287,9 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
 def read_file(path: Path, cfg: DataConfig, text_flag: str = "--text-column") -> list[Example]:
     """Read one split file by its extension (``text_flag``: the option that names its text column)."""
     ext = path.suffix.lower()
-    if ext in TABLE_EXTS:
+    if ext == ".tsv" and cfg.task == "token-classification":  # (as 'kdexam predict' reads a tagger's .tsv)
+        examples = read_conll(path, cfg)
+    elif ext in TABLE_EXTS:
         examples = read_table(path, cfg, TABLE_EXTS[ext], text_flag)
     elif ext in JSON_EXTS:
         examples = read_jsonl(path, cfg, text_flag)
@@ -347,6 +363,10 @@ def read_hf(name: str, cfg: DataConfig, local: bool = False, notes: list[str] | 
         if cfg.task == "token-classification" or ("tokens" in d.column_names and "text" not in d.column_names):
             tok_col = "tokens" if "tokens" in d.column_names else cfg.text_column
             tag_col = next((c for c in ("ner_tags", "pos_tags", "tags", cfg.label_column) if c in d.column_names), None)
+            if tag_col is None or tok_col not in d.column_names:
+                raise KdexamError(f"Dataset '{name}' {key} has no {'tag' if tok_col in d.column_names else 'token'} column "
+                                  f"kdexam knows (it has: {', '.join(d.column_names)}); pass "
+                                  f"{'--label-column' if tok_col in d.column_names else '--text-column'} NAME.")
             feat = d.features.get(tag_col)
             names = getattr(getattr(feat, "feature", None), "names", None)
             examples = []

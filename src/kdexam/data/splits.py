@@ -61,8 +61,15 @@ class DataSplits:
 # ---------------------------------------------------------------------------- task
 
 
+INFERRED_CLASSES = 20
+"""Integer labels are classes when there are at most this many distinct values (or at most one per
+ten examples): a 3-class or 12-intent file coded 0..N stays classification, a 0-100 score with few
+repeats is regression."""
+
+
 def infer_task(train: list[Example]) -> str:
-    """Tagging when texts are word lists; regression when labels are non-integral numbers."""
+    """Tagging when texts are word lists; regression when labels are non-integral numbers, or
+    integers with more distinct values than :data:`INFERRED_CLASSES` and than a tenth of the examples."""
     if isinstance(train[0].text, list):
         return "token-classification"
     labels = [e.label for e in train]
@@ -73,7 +80,7 @@ def infer_task(train: list[Example]) -> str:
     except (TypeError, ValueError):
         return "classification"
     integral = all(v.is_integer() for v in values)
-    return "classification" if integral and len(set(values)) <= max(2, len(values) // 10) else "regression"
+    return "classification" if integral and len(set(values)) <= max(INFERRED_CLASSES, len(values) // 10) else "regression"
 
 
 def _integral(value) -> bool:
@@ -291,6 +298,7 @@ def load_texts(cfg: DataConfig, seed: int = 42, default: str = "movie-dialog") -
 
     name = cfg.name or default
     path = Path(name).expanduser()
+    cfg = cfg.model_copy(update={"label_column": "\0no label column"})  # labels are ignored (a row without one too)
     if name in BUILTIN_DATASETS:
         examples = read_directory(prepare_dataset(name), cfg)[0]["train"]
     elif path.is_file() and path.suffix.lower() == ".txt":

@@ -137,6 +137,9 @@ def _read_table(p: Path, task, quoting: int | None = None) -> list[dict]:
         if delimiter == "\t" and any("\n" in v for item in items for v in item.values()):  # a stray quote's match rows later
             return _read_table(p, task, csv.QUOTE_NONE)
         return items
+    from kdexam.data.readers import FIELD_LIMIT
+
+    csv.field_size_limit(FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(read_text(p), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     try:
         columns = reader.fieldnames or []
