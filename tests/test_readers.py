@@ -424,3 +424,19 @@ def test_a_saved_tagging_dataset_without_a_known_tag_column_is_a_sentence(tmp_pa
     with pytest.raises(KdexamError, match=r"has no tag column kdexam knows \(it has: tokens, labels\); pass --label-column NAME"):
         load_data(cfg(tmp_path / "hf"))
     assert load_data(cfg(tmp_path / "hf", label_column="labels")).train[0].label in (["O", "B-X"], ["O"])
+
+
+def test_a_carved_tagging_split_leaves_every_tag_in_train(tmp_path):
+    """One CoNLL file whose rare tag fell into kdexam's own carved validation was refused ('never in
+    train; remove it from that split'): a split the user has no file of."""
+    import random
+
+    from kdexam.data.splits import CARVE_SEED
+
+    order = list(range(30))
+    random.Random(CARVE_SEED).shuffle(order)  # the carve's own shuffle: order[0] is carved
+    rare = order[0]
+    write_conll(tmp_path / "rare.conll", [([f"W{i}", "said"], ["B-RARE" if i == rare else "B-PER", "O"]) for i in range(30)])
+    d = load_data(cfg(tmp_path / "rare.conll"))
+    assert "B-RARE" in d.task.labels and len(d.validation) == 2 and len(d.train) == 28
+    assert not any("B-RARE" in e.label for e in d.validation) and any("B-RARE" in e.label for e in d.train)

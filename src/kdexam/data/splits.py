@@ -170,6 +170,14 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
             random.Random(CARVE_SEED).shuffle(shuffled)
             n = int(round(len(shuffled) * cfg.validation_fraction))
             val, train = shuffled[:n], shuffled[n:]
+            if kind == "token-classification":  # a tag only carved sentences hold goes back to train, with them
+                seen = {t for e in train for t in e.label}
+                back = []
+                for e in val:
+                    if not seen.issuperset(e.label):
+                        back.append(e)
+                        seen.update(e.label)
+                val, train = [e for e in val if all(e is not b for b in back)], train + back
         if not val:
             raise KdexamError(f"Dataset '{cfg.name}' is too small to carve a validation split; add a validation file.")
         splits["validation"] = val
