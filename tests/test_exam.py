@@ -231,6 +231,10 @@ def test_a_given_teacher_runs_row_is_its_score_on_its_students_split():
     assert "gives up 32.0 points of accuracy to the teacher t (0.8125)" in recommend(s, {})["d"]["text"]
     same = leaderboard.summarise([_teacher(0.8125), *rows[1:]])["datasets"]["d"]  # a teacher the exam trained: no note
     assert "own_score" not in same["teachers"][0] and not any("its own run" in w for w in same["warnings"])
+    mixed = [_teacher(0.5), *_taught([_row("student", "cnn", 1, 0.5, (0.1, 2.0))], 0.5),  # a student's own max_eval:
+             *_taught([_row("student", "cnn16", 1, 0.4, (0.1, 2.0))], 0.375)]  # no one split, the teacher's own score
+    t = leaderboard.summarise(mixed)["datasets"]["d"]["teachers"][0]
+    assert t["score"] == 0.5 and "own_score" not in t
 
 
 def test_several_teachers_each_student_is_compared_with_its_own():

@@ -234,6 +234,12 @@ def test_predict_file_errors(exported, tmp_path, capsys):
         ([cls, "--input", str(tmp_path / "gap.csv")], "line 3"),
     ]
     (tmp_path / "three.txt").write_text("good film\tbad plot\tdiff\n", encoding="utf-8")
+    from kdexam.tasks import Task
+
+    pairs = Task("classification", ["a", "b"], text_pair=True)  # still read: an empty trailing column, a first text 'Query'
+    (tmp_path / "trailing.tsv").write_text("Query\tthe passage\t\nb\tc\n", encoding="utf-8")
+    assert read_inputs(tmp_path / "trailing.tsv", pairs) == [{"text": "Query", "text_pair": "the passage"},
+                                                             {"text": "b", "text_pair": "c"}]
     (tmp_path / "glue.tsv").write_text("sentence1\tsentence2\ngood film\tbad plot\n", encoding="utf-8")
     (tmp_path / "labelled.tsv").write_text("good film\tbad plot\tdiff\n", encoding="utf-8")
     (tmp_path / "gap.csv").write_text("text,label\ngood film,pos\n,neg\n\nbad film,neg\n", encoding="utf-8")

@@ -440,3 +440,11 @@ def test_a_carved_tagging_split_leaves_every_tag_in_train(tmp_path):
     d = load_data(cfg(tmp_path / "rare.conll"))
     assert "B-RARE" in d.task.labels and len(d.validation) == 2 and len(d.train) == 28
     assert not any("B-RARE" in e.label for e in d.validation) and any("B-RARE" in e.label for e in d.train)
+
+
+def test_another_tools_dataset_json_does_not_hide_the_split_files(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"text": f"good {i}", "label": "ab"[i % 2]} for i in range(20)])
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "fine", "label": "a"}])
+    (tmp_path / "dataset.json").write_text('{"name": "mine", "task": "text-classification"}', encoding="utf-8")
+    d = load_data(cfg(tmp_path))  # was: "has no train.csv/.tsv/.jsonl/.conll file"
+    assert len(d.train) + len(d.validation) == 20 and len(d.test) == 1

@@ -321,6 +321,8 @@ def read_directory(directory: Path, cfg: DataConfig) -> tuple[dict[str, list[Exa
         try:
             manifest = json.loads((directory / "dataset.json").read_text(encoding="utf-8"))
             files = {split: directory / f for split, f in manifest.get("files", {}).items()}
+            if not files:  # another tool's dataset.json (no 'files'): the split files are read by name
+                manifest, files = {}, _find_split_files(directory)
         except (ValueError, AttributeError, TypeError) as e:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
             raise KdexamError(f"'{directory / 'dataset.json'}' is not a valid dataset manifest ({type(e).__name__}); "
                               "remove it to read the split files directly, or prepare the dataset again with --force.") from None

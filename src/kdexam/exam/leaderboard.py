@@ -89,21 +89,21 @@ def _teacher_entry(r: dict) -> dict:
 
 
 def scored_with(teacher: dict, rows: list[dict]) -> None:
-    """The teacher's score on the split its students were scored on: the mean of the teacher score
-    their runs recorded (one value: the same examples). A given teacher run (``{run: DIR}``) scored
+    """The teacher's score on the split its students were scored on, when they all were scored on
+    one (the teacher score their runs recorded agrees). A given teacher run (``{run: DIR}``) scored
     itself on its own split, e.g. the whole test file where the exam's ``max_eval`` keeps 500, so
     its own figure would not be comparable with the students' or their retention; it stays as
-    ``own_score`` where it differs."""
+    ``own_score`` where it differs. Students scored on different examples (a student's own
+    ``max_eval``) leave the teacher's own score: no one figure is theirs."""
     seen = [r["result"]["teacher_score"] for r in rows
             if r["status"] == "done" and r["role"] != "teacher" and r["result"]
             and (r["dataset"], r["teacher"]) == (teacher["dataset"], teacher["teacher"])
             and r["result"].get("teacher_score") is not None]
-    if not seen:
+    if not seen or max(seen) - min(seen) > 1e-9:
         return
-    score = statistics.fmean(seen)
-    if teacher["score"] is None or abs(score - teacher["score"]) > 1e-9:
+    if teacher["score"] is None or abs(seen[0] - teacher["score"]) > 1e-9:
         teacher["own_score"] = teacher["score"]
-    teacher["score"] = score
+    teacher["score"] = seen[0]
 
 
 def _minutes(seconds) -> float | None:

@@ -101,15 +101,21 @@ def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None
     splits = load_data(cfg, int(raw.get("seed", 42)) if isinstance(raw, dict) else 42)
     if task is not None:
         check_task(splits.task, task, str(cfg.name))
+        check_labels(splits.task, task, str(cfg.name))
     examples = splits.validation[:limit] if limit else splits.validation
     return examples, splits.task
 
 
 def check_task(data_task, model_task, name: str) -> None:
-    """A :class:`KdexamError` when the data's task kind or pair setting is not the model's, or it
-    holds labels the model's head does not know (they ended in a KeyError while encoding)."""
+    """A :class:`KdexamError` when the data's task kind or pair setting is not the model's."""
     if data_task.shape != model_task.shape:
         raise KdexamError(f"Dataset '{name}' is {data_task.shape} but the model does {model_task.shape}; pass --data with the model's task.")
+
+
+def check_labels(data_task, model_task, name: str) -> None:
+    """A :class:`KdexamError` when the data holds labels the model's head does not know (the export
+    scores the model on them; they ended in a KeyError while encoding). ``kdexam bench`` times texts
+    alone and does not ask this."""
     extra = set(data_task.labels or []) - set(model_task.labels or [])
     if extra:
         raise KdexamError(f"Labels {sorted(extra)} of dataset '{name}' are unknown to the model (it knows {model_task.labels}); "
@@ -198,25 +204,29 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
 
 def inline_shared_weights(model) -> bool:
-    """Point every consumer of an ``Identity`` of a weight at the weight itself, and drop the
-    ``Identity``; True if any was. The exporter writes a weight used twice (the one LSTM of a
+    """Turn every ``Identity`` of a weight into a weight of its own (a copy under the ``Identity``'s
+    output name); True if any was. The exporter writes a weight used twice (the one LSTM of a
     siamese BiLSTM, run on each text of a pair) as the weight plus ``Identity`` copies, and
-    ``quantize_dynamic`` quantizes an operator only when its weights are initializers: the
-    second LSTM stayed fp32, beside its fp32 weights. Graphs with subgraphs are left as they are."""
+    ``quantize_dynamic`` quantizes an operator only when its weights are initializers: the second
+    LSTM stayed fp32, beside its fp32 weights. Each consumer gets its own copy, not the shared
+    original: ONNX Runtime's LSTM quantizer transposes a weight it has quantized in place, so two
+    LSTMs reading one initializer scrambled each other's weights. Graphs with subgraphs are left as
+    they are."""
     import onnx
 
     graph = model.graph
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
         return False
-    weights, outputs = {i.name for i in graph.initializer}, {o.name for o in graph.output}
-    alias = {n.output[0]: n.input[0] for n in graph.node
-             if n.op_type == "Identity" and n.input[0] in weights and n.output[0] not in outputs}
-    if not alias:
+    weights, outputs = {i.name: i for i in graph.initializer}, {o.name for o in graph.output}
+    copies = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in weights and n.output[0] not in outputs]
+    if not copies:
         return False
-    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
-    for n in kept:
-        for i, name in enumerate(n.input):
-            n.input[i] = alias.get(name, name)
+    for n in copies:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(weights[n.input[0]])
+        copy.name = n.output[0]
+        graph.initializer.append(copy)
+    kept = [n for n in graph.node if all(n is not c for c in copies)]
     del graph.node[:]
     graph.node.extend(kept)
     return True

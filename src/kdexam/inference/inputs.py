@@ -89,7 +89,7 @@ def _read_text(p: Path, task) -> list[dict]:
         if task.kind == "token-classification":
             items.append({"tokens": line.split()})
         elif task.text_pair:
-            text, tab, pair = line.partition("\t")
+            text, tab, pair = line.rstrip("\t").partition("\t")  # (a spreadsheet's empty trailing column is none)
             if not tab or not text.strip() or not pair.strip() or "\t" in pair:  # (a third column, a label, joined the pair)
                 raise KdexamError(f"File '{p}' line {i} is not 'text<TAB>text_pair' (one tab); the model reads text pairs. "
                                   "A table with more columns needs a header row naming text and text_pair.")
@@ -149,7 +149,8 @@ def _read_table(p: Path, task, quoting: int | None = None) -> list[dict]:
         raise KdexamError(f"File '{p}' names the column '{twice[0]}' twice in its header row; give each column one name.")
     wanted = ["text", "text_pair"] if task.text_pair else ["text"]
     if "text" not in columns and delimiter == "\t" and task.text_pair:
-        if {c.strip().lower() for c in columns} & PAIR_HEADERS:  # a header with other names, not a first pair
+        names = {c.strip().lower() for c in columns if c.strip()}
+        if names and names <= PAIR_HEADERS:  # every field a column name (sentence1, sentence2): a header, not a first pair
             raise KdexamError(f"File '{p}' has the header row {', '.join(columns)}; name its input columns text and "
                               "text_pair, or give 'text<TAB>text_pair' lines without a header.")
         return _read_text(p, task)
