@@ -17,7 +17,7 @@ CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob"}
 TABLE_EXTS = {".tsv": "\t", ".csv": ","}
 PAIR_HEADERS = {"sentence1", "sentence2", "sentence", "question", "question1", "question2", "premise", "hypothesis",
                 "text_a", "text_b", "query", "passage", "label", "labels"}
-"""Header names of pair datasets (GLUE, SNLI): a ``.tsv`` first row holding one is a header, not a pair."""
+"""Header names of pair datasets (GLUE, SNLI): a ``.tsv`` first row of them alone is a header, not a pair."""
 
 
 def input_format(path: Path) -> str:
