@@ -31,6 +31,8 @@ JSON_EXTS = {".jsonl", ".json", ".ndjson"}
 CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob", ".txt"}
 CONLLU_FORM, CONLLU_UPOS = 1, 3
 """CoNLL-U's columns (ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC) a ``.conllu`` is read by."""
+NO_LABEL_COLUMN = "\0no label column"
+"""A ``label_column`` no file has: the rows are read as unlabelled text (labels ignored, a row without one too)."""
 FIELD_LIMIT = 2**31 - 1
 """The csv module's largest field (its default, 131,072 characters, refused a long text as bad quoting)."""
 KNOWN_EXTS = set(TABLE_EXTS) | JSON_EXTS | CONLL_EXTS

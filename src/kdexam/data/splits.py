@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kdexam.config import DataConfig
-from kdexam.data.readers import KNOWN_EXTS, Example, read_directory, read_file, read_hf, read_lines
+from kdexam.data.readers import KNOWN_EXTS, NO_LABEL_COLUMN, Example, read_directory, read_file, read_hf, read_lines
 from kdexam.errors import KdexamError
 from kdexam.evaluation.metrics import is_bio_scheme
 from kdexam.tasks import Task
@@ -177,7 +177,8 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
                     if not seen.issuperset(e.label):
                         back.append(e)
                         seen.update(e.label)
-                val, train = [e for e in val if all(e is not b for b in back)], train + back
+                moved = {id(e) for e in back}
+                val, train = [e for e in val if id(e) not in moved], train + back
         if not val:
             raise KdexamError(f"Dataset '{cfg.name}' is too small to carve a validation split; add a validation file.")
         splits["validation"] = val
@@ -306,7 +307,7 @@ def load_texts(cfg: DataConfig, seed: int = 42, default: str = "movie-dialog") -
 
     name = cfg.name or default
     path = Path(name).expanduser()
-    cfg = cfg.model_copy(update={"label_column": "\0no label column"})  # labels are ignored (a row without one too)
+    cfg = cfg.model_copy(update={"label_column": NO_LABEL_COLUMN})
     if name in BUILTIN_DATASETS:
         examples = read_directory(prepare_dataset(name), cfg)[0]["train"]
     elif path.is_file() and path.suffix.lower() == ".txt":

@@ -41,7 +41,7 @@ import numpy as np
 from rich.console import Console
 
 from kdexam.config import DataConfig, TransferConfig
-from kdexam.data.readers import Example, read_directory, read_file, read_lines
+from kdexam.data.readers import NO_LABEL_COLUMN, Example, read_directory, read_file, read_lines
 from kdexam.data.splits import DataSplits
 from kdexam.errors import KdexamError
 from kdexam.paths import atomic_write_text
@@ -235,7 +235,7 @@ def read_unlabelled(name: str, cfg: TransferConfig, task: Task, data_cfg: DataCo
 
     path = Path(name).expanduser()
     read_cfg = data_cfg.model_copy(update={"text_column": cfg.unlabelled_column or data_cfg.text_column,
-                                           "label_column": "\0no label column"})
+                                           "label_column": NO_LABEL_COLUMN})
     flag = "--set transfer.unlabelled_column=NAME"
     if name in BUILTIN_DATASETS:  # (a built-in is read by its own columns, whatever the user's data has)
         builtin_cfg = read_cfg.model_copy(update={"text_column": "text", "text_pair_column": None})
