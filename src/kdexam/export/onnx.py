@@ -180,6 +180,12 @@ def write_onnx(tm: TorchModel, sample: dict, path: Path, opset: int = OPSET) -> 
     return [i.name for i in model.graph.input]
 
 
+def check_quantize(quantize: str | None) -> None:
+    """A :class:`KdexamError` for a ``--quantize`` that is not int8 (or none)."""
+    if quantize not in (None, *QUANTIZE):
+        raise KdexamError(f"Unknown quantization '{quantize}'; use --quantize int8 or leave it out.")
+
+
 def quantize_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 quantization (int8 weights, activations quantized at run time), after
     :func:`inline_shared_weights`."""
@@ -226,7 +232,8 @@ def inline_shared_weights(model) -> bool:
         copy.CopyFrom(weights[n.input[0]])
         copy.name = n.output[0]
         graph.initializer.append(copy)
-    kept = [n for n in graph.node if all(n is not c for c in copies)]
+    dropped = {id(n) for n in copies}
+    kept = [n for n in graph.node if id(n) not in dropped]
     del graph.node[:]
     graph.node.extend(kept)
     return True
@@ -253,8 +260,7 @@ def write_export_dir(tm: TorchModel, features, out: Path, quantize: str | None =
     from kdexam.data.encode import unknown_word
     from kdexam.paths import sha256_file, temp_prefix
 
-    if quantize not in (None, *QUANTIZE):
-        raise KdexamError(f"Unknown quantization '{quantize}'; use --quantize int8 or leave it out.")
+    check_quantize(quantize)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(serving.__file__), out / SERVING_FILE)  # first: it marks the folder as an export's (see export_onnx)
     started = time.perf_counter()
@@ -351,8 +357,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
     from kdexam.data.encode import encode
     from kdexam.paths import atomic_write_json
 
-    if quantize not in (None, *QUANTIZE):  # (before anything in the folder is touched)
-        raise KdexamError(f"Unknown quantization '{quantize}'; use --quantize int8 or leave it out.")
+    check_quantize(quantize)  # (before anything in the folder is touched)
     tm = load_torch_model(run_dir)
     examples, data_task = run_examples(run_dir, data, max_examples, tm.task)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / ONNX_DIR
