@@ -26,6 +26,7 @@ from kdexam.config import TrainConfig
 from kdexam.errors import KdexamError
 from kdexam.paths import json_text
 from kdexam.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from kdexam.training.dropout import use_fast_dropout
 
 console = Console(stderr=True)
 
@@ -189,6 +190,7 @@ def fit(
     accumulate = cfg.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(loader) / accumulate)
     model.zero_grad(set_to_none=True)  # (nothing left over from an earlier stage)
+    use_fast_dropout(model)  # the same dropout, its CPU mask drawn ~4x faster (training/dropout.py)
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_at": None, "bad": 0, "history": [],
