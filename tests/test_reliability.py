@@ -1,6 +1,7 @@
 """Nothing already written is lost, nothing loads silently wrong, bad numbers are refused before any work."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -555,3 +556,27 @@ def test_an_exam_never_writes_into_its_given_teacher_run(teacher, tmp_path):
     with pytest.raises(KdexamError, match="must be a positive number \\(got nan\\)"):
         api.exam(str(cfg), out=tmp_path / "e", max_latency_ms=float("nan"))
     assert sorted(p.name for p in (teacher / "teacher").iterdir()) == before
+
+
+def test_relative_inputs_are_recorded_absolute_and_read_from_any_folder(teacher, tmp_path, monkeypatch):
+    """A run started with ``--data mss --teacher ../t`` recorded those strings as given, so 'kdexam
+    export RUN' from another folder found no data and tried the hub with the name 'mss'."""
+    import yaml
+
+    from kdexam.export.onnx import run_examples
+
+    work = tmp_path / "work"
+    shutil.copytree(teacher / "data", work / "mss")
+    monkeypatch.chdir(work)
+    api.distill(teacher=os.path.relpath(teacher / "teacher", work), data="mss", student="cnn", out="runs/s", **FAST)
+    recorded = yaml.safe_load((work / "runs" / "s" / "config.yaml").read_text(encoding="utf-8"))
+    assert recorded["data"]["name"] == str(work / "mss") and recorded["teacher"] == str((teacher / "teacher").resolve())
+    monkeypatch.chdir(tmp_path)  # elsewhere: the run still names its data and teacher
+    examples, task = run_examples(work / "runs" / "s")
+    assert len(examples) == 20 and task.labels == ["neg", "pos"]
+    # a run recorded before paths were made absolute resumes from the folder it was started in
+    monkeypatch.chdir(work)
+    recorded["data"]["name"] = "mss"
+    (work / "runs" / "s" / "config.yaml").write_text(yaml.safe_dump(recorded), encoding="utf-8")
+    r = api.distill(teacher=str(teacher / "teacher"), data="mss", student="cnn", out="runs/s", resume=True, **FAST)
+    assert r["student"]["name"] == "cnn"

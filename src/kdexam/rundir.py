@@ -11,6 +11,8 @@
   removed, and a ``--config`` file inside ``--out`` is refused (:func:`check_config_file`): the
   run would replace it with its resolved config.
 - ``resume`` continues the run in ``--out``; with a different config it is refused the same way.
+- Inputs given as relative paths are recorded absolute (:func:`with_absolute_paths`), so that
+  ``export``, ``bench`` and ``evaluate`` find a run's data and teacher from any folder.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ RUN_FILES = ("config.yaml", "metrics.json", "student.json", "task.json", "model.
 RUN_OUTPUTS = RUN_FILES[1:] + ("train_log.jsonl", "checkpoint", "checkpoint-stage1", "checkpoint-general", "stage1-done")
 """What only a run writes: a folder holding none of these is not removed by ``--overwrite``."""
 IGNORED_KEYS = {"out"}
+PATH_KEYS = ("teacher", "teachers", "model", "init_from", "data.name", "student.vectors_file", "transfer.unlabelled",
+             "transfer.augment_vectors", "transfer.augment_mlm_model")
+"""Config keys that may name a local file or folder (each may also be a built-in name or a hub id)."""
 
 
 MODEL_MARKERS = RUN_FILES + ("config.json", "export.json", "tokenizer.json")
@@ -82,7 +87,8 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
     if not holds_run(out):
         return False
     recorded = _recorded(out, type(cfg))
-    differ = differing_keys(recorded, cfg.model_dump(mode="json")) if recorded is not None else ["config.yaml (missing)"]
+    differ = (differing_keys(_absolute_recorded(recorded), cfg.model_dump(mode="json")) if recorded is not None
+              else ["config.yaml (missing)"])
     if not differ:
         return False
     if overwrite:
@@ -172,6 +178,47 @@ def builtin_folder(name: str) -> Path:
     from kdexam.teachers.builtin_models import model_dir
 
     return dataset_dir(name) if name in BUILTIN_DATASETS else model_dir(name)
+
+
+def absolute_path(value):
+    """``value`` (a string or a list of them) with each one that names an existing local file or folder
+    made absolute; a built-in name, a hub id or a path that does not exist is kept as given."""
+    if isinstance(value, list):
+        return [absolute_path(v) for v in value]
+    if not isinstance(value, str) or not value or is_builtin_name(value):
+        return value
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
+def with_absolute_paths(cfg: BaseModel) -> BaseModel:
+    """``cfg`` with the local paths among its :data:`PATH_KEYS` made absolute (:func:`absolute_path`):
+    the run's ``config.yaml`` is read later from other folders, where a relative path would name
+    nothing (or, for data, fall through to a hub lookup)."""
+    sections: dict[str, dict] = {}
+    top: dict = {}
+    for key in PATH_KEYS:
+        section, _, field = key.rpartition(".")
+        owner = getattr(cfg, section, None) if section else cfg
+        if owner is None or field not in type(owner).model_fields:
+            continue
+        value = getattr(owner, field)
+        if (new := absolute_path(value)) != value:
+            (sections.setdefault(section, {}) if section else top)[field] = new
+    for section, fields in sections.items():
+        top[section] = getattr(cfg, section).model_copy(update=fields)
+    return cfg.model_copy(update=top) if top else cfg
+
+
+def _absolute_recorded(d: dict) -> dict:
+    """A recorded config dump with :data:`PATH_KEYS` made absolute, as :func:`with_absolute_paths` does
+    (a run written before paths were recorded absolute, resumed from the folder it was started in)."""
+    for key in PATH_KEYS:
+        section, _, field = key.rpartition(".")
+        owner = d.get(section) if section else d
+        if isinstance(owner, dict) and field in owner:
+            owner[field] = absolute_path(owner[field])
+    return d
 
 
 def _recorded(out: Path, model: type[BaseModel]) -> dict | None:

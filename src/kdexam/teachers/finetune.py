@@ -26,7 +26,7 @@ from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.predict import evaluate
 from kdexam.paths import atomic_write_json, plain_mode, temp_prefix
-from kdexam.rundir import check_out, clear_replaced, finished_run
+from kdexam.rundir import check_out, clear_replaced, finished_run, with_absolute_paths
 from kdexam.students.registry import count_parameters
 from kdexam.teachers.loader import allow_remote_code, fit_max_length, load_for_task, load_tokenizer
 from kdexam.teachers.teacher import store_scored_logits
@@ -42,6 +42,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
     if not cfg.out:
         raise KdexamError("No output directory given; pass --out DIR.")
     out = Path(cfg.out)
+    cfg = with_absolute_paths(cfg)  # (config.yaml is read from other folders: export, bench, evaluate)
     replace = check_out(cfg, out, {"model": cfg.model, "data": cfg.data.name}, resume, overwrite)
     if (done := finished_run(out, resume)) is not None:
         return done

@@ -39,7 +39,7 @@ from kdexam.evaluation.predict import decode, predict_logits, predict_logits_sha
 from kdexam.evaluation.results import ModelResult, RunResult, retention, retention_note
 from kdexam.objectives import ModelShape, build_objectives, check_objective_specs, default_objectives
 from kdexam.objectives.members import build_ensemble_objectives
-from kdexam.rundir import check_out, clear_replaced, finished_run
+from kdexam.rundir import check_out, clear_replaced, finished_run, with_absolute_paths
 from kdexam.students.crf import LAMPLE_2016, crf_params
 from kdexam.students.registry import build_student, check_spec, count_parameters, save_student
 from kdexam.tasks import Task
@@ -69,6 +69,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     started = time.perf_counter()
     cfg = with_teacher_data(cfg, teacher_dirs[0])
     cfg = with_teacher_positions(cfg, teacher_dirs[0])
+    cfg = with_absolute_paths(cfg)  # (config.yaml is read from other folders: export, bench, evaluate)
     teacher_labels = ["teacher"] if len(teacher_dirs) == 1 else [f"teacher {i}" for i in range(1, len(teacher_dirs) + 1)]
     replace = check_out(cfg, out, {**dict(zip(teacher_labels, teacher_dirs)), "--init-from encoder": cfg.init_from,
                          "data": cfg.data.name, "--vectors-file": cfg.student.vectors_file,

@@ -28,7 +28,7 @@ from kdexam.config import DistillRunConfig, save_config
 from kdexam.data.encode import make_loader
 from kdexam.data.splits import load_texts
 from kdexam.errors import KdexamError
-from kdexam.rundir import check_out, clear_replaced, finished_run
+from kdexam.rundir import check_out, clear_replaced, finished_run, with_absolute_paths
 from kdexam.evaluation.results import ModelResult, RunResult
 from kdexam.objectives import build_objectives, general_objectives
 from kdexam.parallel import gather_items, my_share
@@ -54,6 +54,7 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
     if cfg.init_from:
         raise KdexamError("--general trains an encoder from the teacher; it does not take --init-from.")
     out = Path(cfg.out)
+    cfg = with_absolute_paths(cfg)  # (config.yaml is read from other folders: export, bench, evaluate)
     replace = check_out(cfg, out, {"teacher": cfg.teacher, "data": cfg.data.name}, resume, overwrite)
     if (done := finished_run(out, resume)) is not None:
         return done
