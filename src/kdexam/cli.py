@@ -32,9 +32,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kdexam.api import DISTILL_FLAGS, MAX_TOKENS, TEACHER_FLAGS, Flag
 from kdexam.config import DistillRunConfig, TeacherRunConfig
+from kdexam.config.flags import DISTILL_FLAGS, TEACHER_FLAGS, Flag
 from kdexam.errors import KdexamError
+from kdexam.inference.serving import MAX_TOKENS
 from kdexam.rundir import check_config_file, note_nothing_to_resume
 
 app = typer.Typer(help="kdexam: distil fine-tuned transformers into small, fast students, and measure which is best, at what cost.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -56,7 +57,7 @@ TrustOpt = typer.Option(False, "--trust-remote-code",
 
 
 def flag_options(table: dict[str, Flag], model: type) -> Callable[[Callable], Callable]:
-    """Give a command one typer option per flag of ``table`` (see :class:`kdexam.api.Flag`).
+    """Give a command one typer option per flag of ``table`` (see :class:`kdexam.config.flags.Flag`).
 
     The decorated function declares its own parameters (``--config``, ``--set``, ``--resume``)
     and ``flags``: the flags given on the line, by api keyword, ready for

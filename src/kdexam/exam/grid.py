@@ -184,7 +184,7 @@ def _build(make, where: str, command: str = "distill") -> None:
     except TypeError as e:  # an unknown keyword (api: "unknown argument(s): a, b"): name it, with the closest flag
         import difflib
 
-        from kdexam.api import DISTILL_FLAGS, TEACHER_FLAGS
+        from kdexam.config.flags import DISTILL_FLAGS, TEACHER_FLAGS
 
         bad = str(e).partition(": ")[2].split(",")[0].strip()
         own, other, other_name = ((TEACHER_FLAGS, DISTILL_FLAGS, "distill") if command == "teacher"
