@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from kdexam import api
-from kdexam.evaluation.efficiency import latency_row, peak_rss, stats_ms, text_batches
+from kdexam.evaluation.efficiency import latency_row, stats_ms, text_batches
+from kdexam.evaluation.memory import peak_rss
 from run_factory import make_student_run, make_teacher_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,7 +145,7 @@ def test_the_memory_baseline_holds_the_modeling_code(pair_runs):
     import sys
 
     teacher, _ = pair_runs
-    code = ("import sys; from pathlib import Path; from kdexam.evaluation.efficiency import _import_architecture; "
+    code = ("import sys; from pathlib import Path; from kdexam.evaluation.memory import _import_architecture; "
             f"_import_architecture(Path({str(teacher)!r})); print('transformers.models.bert.modeling_bert' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().splitlines()[-1] == "True", done.stderr[-2000:]
