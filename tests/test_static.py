@@ -115,6 +115,28 @@ def test_hashed_bigrams_add_their_vector_at_the_second_token():
     assert torch.allclose(model(ids, mask)["logits"][0], (E[1] + E[2] + E[3] + torch.tensor([3.0, 6.0])) / 3)
 
 
+def test_the_bigram_table_trains_at_its_scaled_learning_rate():
+    """AdamW's first step moves every parameter by about its learning rate (Adam's normalised step,
+    sign(g) · lr): the bigram rows move a tenth as far as the token rows."""
+    from kdexam.config import TrainConfig
+    from kdexam.training.trainer import make_optimizer
+
+    ids = torch.tensor([[1, 2, 3, 0]])
+    model = _student(ngram_buckets=7, ngram_lr_scale=0.1)
+    wrapper = torch.nn.ModuleDict({"student": model})  # (fit's model is the objective's wrapper)
+    optimizer, _ = make_optimizer(wrapper, TrainConfig(learning_rate=1e-2, warmup_ratio=0.0, weight_decay=0.0), 10)
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-2, 1e-2, pytest.approx(1e-3)]
+    assert optimizer.param_groups[2]["params"] == [model.bigram.weight]
+    before = {"token": model.embeddings.word.weight.detach().clone(), "bigram": model.bigram.weight.detach().clone()}
+    model(ids, (ids != 0).long())["logits"][0, 0].backward()
+    optimizer.step()
+    token_step = (model.embeddings.word.weight - before["token"]).abs()[2].max().item()
+    bigram_step = (model.bigram.weight - before["bigram"]).abs()[(2 * 1_000_003 + 3) % 7].max().item()
+    assert token_step == pytest.approx(1e-2, rel=1e-3) and bigram_step == pytest.approx(1e-3, rel=1e-3)
+    plain, _ = make_optimizer(_student(), TrainConfig(learning_rate=1e-2, warmup_ratio=0.0), 10)
+    assert [g["lr"] for g in plain.param_groups] == [1e-2, 1e-2]  # (no scaled module: the two groups as before)
+
+
 def test_settings_that_do_not_apply_are_refused():
     with pytest.raises(KdexamError, match="does not apply to static"):
         check_spec(StudentSpec(kind="static", num_layers=2))

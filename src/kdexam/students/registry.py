@@ -66,7 +66,7 @@ APPLIES: dict[str, set[str]] = {
     "cnn": {"embeddings", "embedding_dim", "vectors_file", "num_layers", "filter_widths", "num_filters", "pair_mode",
             "dropout", "freeze_embeddings", "trim_vocab", "min_token_count"},
     "static": {"embeddings", "embedding_dim", "vectors_file", "hidden_size", "pooling", "dropout", "freeze_embeddings",
-               "trim_vocab", "min_token_count", "token_weights", "ngram_buckets"},
+               "trim_vocab", "min_token_count", "token_weights", "ngram_buckets", "ngram_lr_scale"},
     "preset": {"dropout", "freeze_embeddings", "trim_vocab"},
     "teacher-layers": {"layers", "freeze_embeddings"},
 }
@@ -245,6 +245,7 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
                                   tagging=tagging, text_pair=bool(task.text_pair) and not tagging,
                                   hidden_size=spec.hidden_size, token_weights=spec.token_weights,
                                   pooling=spec.pooling or "mean", ngram_buckets=spec.ngram_buckets,
+                                  ngram_lr_scale=spec.ngram_lr_scale,
                                   dropout=0.0 if spec.dropout is None else spec.dropout,
                                   freeze_embeddings=spec.freeze_embeddings, source_vocab_size=common["source_vocab_size"])
             model: nn.Module = StaticStudent(config, init.weight)

@@ -76,12 +76,15 @@ def fused_adamw() -> dict:
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
     """AdamW (fused where available) without weight decay on biases and LayerNorm weights; warmup then
-    ``cfg.scheduler`` decay."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    ``cfg.scheduler`` decay. A module with an ``lr_scale`` attribute (the static student's bigram
+    table) has its parameters trained at that multiple of ``cfg.learning_rate``."""
+    scales = {id(p): m.lr_scale for m in model.modules() if getattr(m, "lr_scale", None) is not None for p in m.parameters()}
+    grouped: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}  # (scale, decays): always these two first
+    for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            grouped.setdefault((scales.get(id(p), 1.0), p.ndim >= 2), []).append(p)
+    groups = [{"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": cfg.learning_rate * scale}
+              for (scale, decays), params in grouped.items()]
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, **fused_adamw())
     name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[cfg.scheduler]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
