@@ -313,20 +313,25 @@ def test_a_linear_head_folds_into_a_table_of_per_token_logits_with_the_same_logi
     from kdexam.students.static import fold_linear_head
 
     torch.manual_seed(0)
-    cfg = StaticConfig(vocab_size=6, embedding_dim=8, num_labels=3, token_weights=True, source_vocab_size=20)
-    model = StaticStudent(cfg, torch.randn(6, 8)).eval()
-    with torch.no_grad():
-        model.embeddings.id_map.copy_(torch.randint(0, 6, (20,)))
-        model.token_weight.weight.uniform_(0.5, 2.0)
-    ids = torch.randint(0, 20, (4, 7))
-    mask = torch.ones_like(ids)
-    mask[1, 3:] = 0
-    mask[2, 1:] = 0
-    folded = fold_linear_head(model)
-    assert folded.embeddings.word.weight.shape == (6, 3) and folded.kdexam_info["folded_head"] is True
-    with torch.no_grad():
-        assert torch.allclose(folded(ids, mask)["logits"], model(ids, mask)["logits"], atol=1e-5)
-    for kw in ({"hidden_size": 4}, {"pooling": "max"}, {"ngram_buckets": 8}, {"text_pair": True}, {"tagging": True}):
+    for buckets in (0, 11):  # (with hashed bigrams: their table folds too, G W^T)
+        cfg = StaticConfig(vocab_size=6, embedding_dim=8, num_labels=3, token_weights=True, source_vocab_size=20,
+                           ngram_buckets=buckets)
+        model = StaticStudent(cfg, torch.randn(6, 8)).eval()
+        with torch.no_grad():
+            model.embeddings.id_map.copy_(torch.randint(0, 6, (20,)))
+            model.token_weight.weight.uniform_(0.5, 2.0)
+            if buckets:
+                model.bigram.weight.normal_()
+        ids = torch.randint(0, 20, (4, 7))
+        mask = torch.ones_like(ids)
+        mask[1, 3:] = 0
+        mask[2, 1:] = 0
+        folded = fold_linear_head(model)
+        assert folded.embeddings.word.weight.shape == (6, 3) and folded.kdexam_info["folded_head"] is True
+        assert buckets == 0 or folded.bigram.weight.shape == (11, 3)
+        with torch.no_grad():
+            assert torch.allclose(folded(ids, mask)["logits"], model(ids, mask)["logits"], atol=1e-5)
+    for kw in ({"hidden_size": 4}, {"pooling": "max"}, {"text_pair": True}, {"tagging": True}):
         other = StaticStudent(StaticConfig(vocab_size=6, embedding_dim=8, num_labels=3, **kw), torch.randn(6, 8))
         assert fold_linear_head(other) is None, kw
 
@@ -346,3 +351,8 @@ def test_export_folds_the_static_student_and_keeps_parity(runs, tmp_path):
     shapes = [list(t.dims) for t in onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph.initializer]
     assert [rows, 2] in shapes and [rows, 16] not in shapes  # one logit per label per token, not 16-d vectors
     assert export_onnx(runs.student("static", "cls"), tmp_path / "mlp")["folded_head"] is False  # an MLP head stays
+    bigrams = runs.student("static", "cls", hidden_size=None)  # hashed bigrams (64 buckets): folded, hashed in the graph
+    record = export_onnx(bigrams, tmp_path / "bigrams")
+    assert record["folded_head"] is True and record["parity_ok"] is True
+    shapes = [list(t.dims) for t in onnx.load(str(tmp_path / "bigrams" / "model.onnx")).graph.initializer]
+    assert [64, 2] in shapes and [64, 16] not in shapes

@@ -227,10 +227,11 @@ def fold_linear_head(model: StaticStudent) -> StaticStudent | None:
 
     so a student with table ``T`` (C columns: 2 for a binary task instead of 256) and an identity
     head gives the same logits up to float rounding, from a table ``E.shape[1] / C`` times smaller
-    and a gather of C numbers per token instead of ``E.shape[1]``. ``None`` for a student that is
-    not of that form (an MLP head, max pooling, bigrams, text pairs, token classification)."""
+    and a gather of C numbers per token instead of ``E.shape[1]``. Hashed bigrams fold the same
+    way, their table ``G`` to ``G Wᵀ``. ``None`` for a student that is not of that form (an MLP
+    head, max pooling, text pairs, token classification)."""
     c = model.config
-    if c.hidden_size or c.pooling != "mean" or c.ngram_buckets or c.text_pair or c.tagging:
+    if c.hidden_size or c.pooling != "mean" or c.text_pair or c.tagging:
         return None
     head = model.head
     with torch.no_grad():
@@ -238,9 +239,11 @@ def fold_linear_head(model: StaticStudent) -> StaticStudent | None:
         if model.token_weight is not None:
             table = table * model.token_weight.weight
         folded = StaticStudent(StaticConfig(vocab_size=c.vocab_size, embedding_dim=c.num_labels, num_labels=c.num_labels,
-                                            source_vocab_size=c.source_vocab_size), table)
+                                            ngram_buckets=c.ngram_buckets, source_vocab_size=c.source_vocab_size), table)
         if model.embeddings.id_map is not None:
             folded.embeddings.id_map.copy_(model.embeddings.id_map)
+        if model.bigram is not None:
+            folded.bigram.weight.copy_(model.bigram.weight @ head.weight.T)
         folded.head.weight.copy_(torch.eye(c.num_labels))
         folded.head.bias.copy_(head.bias)
     folded.kdexam_info = {**getattr(model, "kdexam_info", {}), "folded_head": True}
