@@ -272,7 +272,7 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     Flag("min_token_count", "student.min_token_count", int,
          help="bilstm/cnn/static: keep only tokens the training texts use at least N times (default 1); rarer ones read [UNK]."),
     Flag("token_weights", "student.token_weights", bool, help="static: learn a weight per vocabulary token in the mean."),
-    Flag("ngram_buckets", "student.ngram_buckets", int, help="static: hashed bigram buckets added to the token vectors (default 0: none)."),
+    Flag("ngram_buckets", "student.ngram_buckets", int, help="static: hashed bigram buckets added to the token vectors (default 0: none; 65536 measured best, docs/benchmarks.md)."),
     Flag("pooling", "student.pooling", help="Sequence pooling: bilstm max | mean | attention (default max); static mean | max | "
                                                   "mean-max (default mean)."),
     Flag("pair_mode", "student.pair_mode", help="bilstm/cnn text pairs: concat (one sequence) | siamese (two encoded "
