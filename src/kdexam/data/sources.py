@@ -70,6 +70,19 @@ def note(notes: list[str] | None, count: int, message: str) -> None:
         notes.append(message.format(n=count))
 
 
+def first_of_each(items: list[tuple], notes: list[str] | None, what: str) -> list[tuple]:
+    """``items`` (each led by its text) in order, keeping only the first of those whose texts are
+    equal after :func:`normalise`; the count of the others is noted as repeated ``what``."""
+    kept, seen = [], set()
+    for item in items:
+        key = normalise(item[0])
+        if key not in seen:
+            seen.add(key)
+            kept.append(item)
+    note(notes, len(items) - len(kept), f"dropped {{n}} repeated {what}")
+    return kept
+
+
 # ---------------------------------------------------------------------------
 # Builders: pure functions from source files to examples
 
@@ -77,27 +90,19 @@ def note(notes: list[str] | None, count: int, message: str) -> None:
 def movie_scores(csv_gz_path: str | Path, notes: list[str] | None = None) -> list[tuple[str, float]]:
     """(text, score) pairs of the Hutto movie-review snippets: empty texts dropped,
     duplicates (same normalised text) dropped keeping the first."""
-    pairs, seen, empty, bad, repeated = [], set(), 0, 0, 0
+    pairs, empty, bad = [], 0, 0
     for row in read_csv(csv_gz_path, ("sentiment", "text")):
         text = clean(row["text"])
         if not text:
             empty += 1
             continue
         try:
-            score = float(row["sentiment"])
+            pairs.append((text, float(row["sentiment"])))
         except (TypeError, ValueError):
             bad += 1
-            continue
-        key = normalise(text)
-        if key in seen:
-            repeated += 1
-            continue
-        seen.add(key)
-        pairs.append((text, score))
     note(notes, empty, "dropped {n} empty texts")
     note(notes, bad, "skipped {n} rows without a numeric score")
-    note(notes, repeated, "dropped {n} repeated texts")
-    return pairs
+    return first_of_each(pairs, notes, "texts")
 
 
 def build_movie_sentiment(csv_gz_path: str | Path, notes: list[str] | None = None) -> list[Example]:
@@ -114,25 +119,18 @@ def build_movie_sentiment_score(csv_gz_path: str | Path, notes: list[str] | None
 def build_sms_spam(csv_path: str | Path, notes: list[str] | None = None) -> list[Example]:
     """sms-spam: labels ``"ham"`` / ``"spam"`` from the 0/1 ``spam`` column; empty and
     duplicate messages dropped (first kept)."""
-    examples, seen, empty, bad, repeated = [], set(), 0, 0, 0
+    pairs, empty, bad = [], 0, 0
     for row in read_csv(csv_path, ("spam", "text")):
         text, flag = clean(row["text"]), clean(row["spam"])
         if not text:
             empty += 1
-            continue
-        if flag not in ("0", "1"):
+        elif flag not in ("0", "1"):
             bad += 1
-            continue
-        key = normalise(text)
-        if key in seen:
-            repeated += 1
-            continue
-        seen.add(key)
-        examples.append({"text": text, "label": "spam" if flag == "1" else "ham"})
+        else:
+            pairs.append((text, "spam" if flag == "1" else "ham"))
     note(notes, empty, "dropped {n} empty messages")
     note(notes, bad, "skipped {n} rows whose spam flag is not 0 or 1")
-    note(notes, repeated, "dropped {n} repeated messages")
-    return examples
+    return [{"text": text, "label": label} for text, label in first_of_each(pairs, notes, "messages")]
 
 
 def trec_questions(path: str | Path, notes: list[str] | None = None) -> list[tuple[str, str, str]]:
@@ -209,18 +207,8 @@ def dialog_rows(csv_path: str | Path) -> list[tuple[str, str]]:
 def unique_texts(texts, notes: list[str] | None = None) -> list[Example]:
     """``{"text": ...}`` for each non-empty text, in order, the first of texts equal after
     :func:`normalise` only (an unlabelled built-in)."""
-    examples, seen, repeated = [], set(), 0
-    for text in texts:
-        key = normalise(text)
-        if not key:
-            continue
-        if key in seen:
-            repeated += 1
-            continue
-        seen.add(key)
-        examples.append({"text": text})
-    note(notes, repeated, "dropped {n} repeated texts")
-    return examples
+    kept = first_of_each([(text,) for text in texts if normalise(text)], notes, "texts")
+    return [{"text": text} for (text,) in kept]
 
 
 def build_movie_dialog(csv_path: str | Path, notes: list[str] | None = None) -> list[Example]:
