@@ -12,6 +12,8 @@ static student for one ``kdexam distill`` run:
 - ``--form low-dim``: kdexam's own table (pass ``--ngram-buckets B``), ``--dim`` r wide instead of E,
   added to the first r coordinates of the token vectors only (with the model2vec initialisation, the
   top principal components).
+- ``--form dense``: kdexam's own table as it was trained before 2026-12-04, with dense gradients and
+  AdamW (since then its gradient is sparse and the lazy SparseAdam steps it), for the comparison.
 
     python bench/pilot_bigram_forms.py --form logits --lr-scale 3 --buckets 65536 -- --teacher runs/teacher-ms \\
         --data movie-sentiment --student static --embedding-dim 256 --seed 42 --num-threads 1 --out runs/static/lb-s42
@@ -79,9 +81,20 @@ def patch_low_dim(dim: int) -> None:
     static.StaticStudent.__init__, static.StaticStudent.token_vectors = patched_init, patched_token_vectors
 
 
+def patch_dense() -> None:
+    init = static.StaticStudent.__init__
+
+    def patched_init(self, config, embedding_weight=None):
+        init(self, config, embedding_weight)
+        if self.bigram is not None:
+            self.bigram.sparse = False
+
+    static.StaticStudent.__init__ = patched_init
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--form", choices=("logits", "low-dim"), required=True)
+    ap.add_argument("--form", choices=("logits", "low-dim", "dense"), required=True)
     ap.add_argument("--buckets", type=int, default=65536, help="logits: the table's buckets")
     ap.add_argument("--lr-scale", type=float, default=3.0, help="logits: the table's learning rate over the run's")
     ap.add_argument("--dim", type=int, default=64, help="low-dim: the table's width")
@@ -89,8 +102,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.form == "logits":
         patch_logits(a.buckets, a.lr_scale)
-    else:
+    elif a.form == "low-dim":
         patch_low_dim(a.dim)
+    else:
+        patch_dense()
     torch.set_num_threads(1)
     rest = a.rest[1:] if a.rest[:1] == ["--"] else a.rest
     sys.exit(kdexam_main(["distill", *rest]))

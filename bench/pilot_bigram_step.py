@@ -7,8 +7,10 @@ learning rate at every step that sees it, whatever its count, so the table memor
 sentences. This pilot trains the same student with the bigram table in its own AdamW group, its
 learning rate scaled by ``--bigram-lr-scale`` and its (decoupled) weight decay set by
 ``--bigram-weight-decay``, by wrapping kdexam's ``make_optimizer``. The learning-rate scale has
-since become a kdexam option (``--set student.ngram_lr_scale=S``, default 0.1; the built option
-reproduced this pilot's seed-42 run at 0.1 to the last digit); the weight decay has not.
+since become a kdexam option (``--set student.ngram_lr_scale=S``; the built option reproduced this
+pilot's seed-42 run at 0.1 to the last digit); the weight decay has not. Since 2026-12-04 kdexam's
+table has sparse gradients and the lazy SparseAdam steps it; this pilot keeps the table as it was
+(dense gradients, AdamW).
 
     python bench/pilot_bigram_step.py --bigram-lr-scale 0.1 -- --teacher runs/teacher-ms \\
         --data movie-sentiment --student static --embedding-dim 256 --ngram-buckets 65536 \\
@@ -38,6 +40,8 @@ def main() -> None:
 
     def make_optimizer(model, cfg, total_steps):
         bigram = next((m.bigram for m in model.modules() if getattr(m, "bigram", None) is not None), None)  # (inside a wrapper)
+        if bigram is not None:
+            bigram.sparse = False  # (the table as it was before kdexam's lazy update)
         optimizer, scheduler = original(model, cfg, total_steps)
         if bigram is None:
             return optimizer, scheduler

@@ -52,9 +52,9 @@ class StudentSpec(BaseModel):
     ngram_buckets: int = Field(default=0, ge=0)
     """static: hashed bigram buckets added to the token vectors (fastText's bag of n-grams; 0: none). On
     movie-sentiment 65,536 gained 0.6 points, 16,384 0.1 and 262,144 no more than 65,536 (docs/benchmarks.md)."""
-    ngram_lr_scale: float = Field(default=0.1, gt=0)
-    """static: the bigram table's learning rate, as a multiple of the run's (AdamW moves a bucket seen
-    in one training text as far as a common one; at 1 the table memorises the training texts)."""
+    ngram_lr_scale: float = Field(default=0.3, gt=0)
+    """static: the bigram table's learning rate, as a multiple of the run's (Adam moves a bucket seen
+    in one training text as far as a common one; at 1 the table fits the training texts)."""
     token_weights: bool = False
     """static: a learned weight per vocabulary token in the mean (initialised to 1)."""
     min_token_count: int = Field(default=1, ge=1)

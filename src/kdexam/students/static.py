@@ -23,12 +23,14 @@ distillation like every other student.
 
 Bigrams (``ngram_buckets`` B > 0): each position i ≥ 1 also adds the vector of its bigram
 ``(t_{i−1}, t_i)``, hashed into B buckets (the "bag of n-grams" of fastText, Joulin et al.
-2017), initialised to zero so that training starts from the token-only model, and trained at
-``ngram_lr_scale`` (default 0.1) times the run's learning rate: AdamW's step is about the learning
-rate whatever a parameter's gradient, so at the full rate a bucket seen in a single training text
-moves as far as a common one and the table memorises the training texts (seed 42 on
-movie-sentiment: test accuracy 0.8057 at 1, 0.8085 at 0.1, 0.8038 at 0.01; over five seeds the
-0.1 table adds 0.6 points to the token-only student, docs/benchmarks.md). A bigram that spans
+2017), initialised to zero so that training starts from the token-only model. The table's gradient
+is sparse (the rows the batch used), and the lazy ``SparseAdam`` steps it
+(:mod:`kdexam.training.sparse`): a row moves only at the steps that use it, and a step costs only
+the rows a batch touches, not all B × E numbers. It trains at ``ngram_lr_scale`` (default 0.3) times
+the run's learning rate: Adam's step is about the learning rate whatever a parameter's gradient, so
+at the full rate a bucket seen in a single training text moves as far as a common one and the table
+fits the training texts. On movie-sentiment, over five seeds, the table at 0.3 adds 0.8 points to
+the token-only student (0.1: 0.4, 1: 0.5; docs/benchmarks.md). A bigram that spans
 padding or the two texts of a pair only reaches pooling where its position is real.
 
 Text pairs: each text is pooled alone (by ``token_type_ids``) to ``u`` and ``v`` and the head
@@ -72,7 +74,7 @@ class StaticConfig:
     """Sequence tasks: mean, max, or mean-max (the two concatenated)."""
     ngram_buckets: int = 0
     """Hashed bigram buckets (0: tokens only)."""
-    ngram_lr_scale: float = 0.1
+    ngram_lr_scale: float = 0.3
     """The bigram table's learning rate as a multiple of the run's (its ``lr_scale``)."""
     token_weights: bool = False
     dropout: float = 0.0
@@ -132,7 +134,8 @@ class StaticStudent(nn.Module):
         e = config.embedding_dim
         self.embeddings = StudentEmbedding(config.vocab_size, e, False, embedding_weight, config.freeze_embeddings,
                                            config.source_vocab_size)
-        self.bigram = nn.Embedding(config.ngram_buckets, e) if config.ngram_buckets else None
+        # sparse: a batch's gradient holds only its rows, stepped by the lazy SparseAdam (training/sparse.py)
+        self.bigram = nn.Embedding(config.ngram_buckets, e, sparse=True) if config.ngram_buckets else None
         if self.bigram is not None:
             nn.init.zeros_(self.bigram.weight)  # training starts from the token-only model
             self.bigram.lr_scale = config.ngram_lr_scale  # (read by the trainer's make_optimizer)

@@ -27,6 +27,7 @@ from kdexam.errors import KdexamError
 from kdexam.paths import json_text
 from kdexam.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from kdexam.training.dropout import use_fast_dropout
+from kdexam.training.sparse import Optimizers, clip_grad_norm, has_sparse_grads
 
 console = Console(stderr=True)
 
@@ -77,15 +78,24 @@ def fused_adamw() -> dict:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
     """AdamW (fused where available) without weight decay on biases and LayerNorm weights; warmup then
     ``cfg.scheduler`` decay. A module with an ``lr_scale`` attribute (the static student's bigram
-    table) has its parameters trained at that multiple of ``cfg.learning_rate``."""
+    table) has its parameters trained at that multiple of ``cfg.learning_rate``. An embedding built
+    with ``sparse=True`` is stepped by the lazy ``SparseAdam`` instead, in one :class:`Optimizers`
+    with AdamW (:mod:`kdexam.training.sparse`; no weight decay there)."""
     scales = {id(p): m.lr_scale for m in model.modules() if getattr(m, "lr_scale", None) is not None for p in m.parameters()}
+    sparse = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse for p in m.parameters()}
     grouped: dict[tuple[float, bool], list] = {(1.0, True): [], (1.0, False): []}  # (scale, decays): always these two first
+    lazy: dict[float, list] = {}
     for p in model.parameters():
-        if p.requires_grad:
+        if p.requires_grad and id(p) in sparse:
+            lazy.setdefault(scales.get(id(p), 1.0), []).append(p)
+        elif p.requires_grad:
             grouped.setdefault((scales.get(id(p), 1.0), p.ndim >= 2), []).append(p)
     groups = [{"params": params, "weight_decay": cfg.weight_decay if decays else 0.0, "lr": cfg.learning_rate * scale}
               for (scale, decays), params in grouped.items()]
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, **fused_adamw())
+    if lazy:
+        optimizer = Optimizers(optimizer, torch.optim.SparseAdam(
+            [{"params": params, "lr": cfg.learning_rate * scale} for scale, params in lazy.items()], lr=cfg.learning_rate))
     name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[cfg.scheduler]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
     return optimizer, scheduler
@@ -194,6 +204,10 @@ def fit(
     steps_per_epoch = math.ceil(len(loader) / accumulate)
     model.zero_grad(set_to_none=True)  # (nothing left over from an earlier stage)
     use_fast_dropout(model)  # the same dropout, its CPU mask drawn ~4x faster (training/dropout.py)
+    if accelerator.num_processes > 1:  # the gradient all-reduce of data-parallel processes takes dense gradients
+        for m in model.modules():
+            if isinstance(m, torch.nn.Embedding) and m.sparse:
+                m.sparse = False
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_at": None, "bad": 0, "history": [],
@@ -257,7 +271,10 @@ def fit(
                         accelerator.backward(loss / (last - first + 1))
                         pos["window"] = pos.get("window", 0) + 1
                 if sync and pos.get("window"):  # (a window whose every loss was non-finite takes no step)
-                    if cfg.max_grad_norm:
+                    if cfg.max_grad_norm and has_sparse_grads(model.parameters()):  # (torch's clipping refuses them)
+                        accelerator.unscale_gradients()
+                        clip_grad_norm(model.parameters(), cfg.max_grad_norm)
+                    elif cfg.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
