@@ -39,25 +39,32 @@ What is measured, per model (a student or teacher run directory):
 
 Threads are fixed: ``torch.set_num_threads(threads)`` and ONNX Runtime
 ``intra_op_num_threads = threads``, ``inter_op_num_threads = 1``.
+The timing itself is :mod:`kdexam.evaluation.timing`; the peak-memory child process
+:mod:`kdexam.evaluation.memory`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kdexam.errors import KdexamError
-from kdexam.rundir import check_output_file
 from kdexam.evaluation.memory import peak_rss
+from kdexam.evaluation.timing import (  # noqa: F401  (re-exported: kdexam bench's timing)
+    bench_threads,
+    latency_row,
+    stats_ms,
+    steps,
+    text_batches,
+    time_batches,
+)
+from kdexam.rundir import check_output_file
 from kdexam.teachers.loader import allow_remote_code
 
 MIN_REPEATS = 20
@@ -169,103 +176,6 @@ def check_same_task(runs: list[Path], data_task) -> None:
                                   f"or --data) are {data_task.shape}; bench models of one task together.")
 
 
-# ---- timing ----------------------------------------------------------------------------------------
-
-
-@contextmanager
-def bench_threads(n: int):
-    """Measure on ``n`` threads: torch's, and with ``n`` = 1 the Rust tokenizer's too (its batch calls
-    in the PyTorch path would use every core; it reads the setting at each call). Both restored after."""
-    import torch
-
-    threads, parallel = torch.get_num_threads(), os.environ.get("TOKENIZERS_PARALLELISM")
-    torch.set_num_threads(n)
-    if n == 1:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        if parallel is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = parallel
-
-
-def text_batches(examples: list, batch_size: int) -> list[list]:
-    """``ceil(n / batch_size)`` batches of consecutive texts, the last one wrapping around."""
-    n = len(examples)
-    return [[examples[(j * batch_size + k) % n] for k in range(batch_size)] for j in range(math.ceil(n / batch_size))]
-
-
-def stats_ms(seconds: list[float]) -> dict:
-    """``p50``, ``p95`` (percentiles, linear interpolation) and ``mean`` in milliseconds."""
-    ms = np.asarray(seconds) * 1000.0
-    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": float(ms.mean())}
-
-
-def steps(predictor):
-    """``(prepare, run)`` of a predictor: raw inputs → the padded model inputs of each model call,
-    and those inputs → logits; the calls are the ones ``predict`` makes (length-sorted, at most
-    ``MAX_TOKENS`` padded positions each: :func:`~kdexam.inference.serving.capped_batches`), so the
-    model-only time is the model's part of the end-to-end time. The torch-free
-    :class:`~kdexam.inference.serving.ServingPredictor` or a PyTorch
-    :class:`~kdexam.inference.predictor.Predictor`."""
-    from kdexam.inference.serving import MAX_TOKENS, capped_batches
-
-    if hasattr(predictor, "feed"):
-        def prepare(items):
-            return [predictor.feed(encs) for _, encs in predictor.batches(predictor.items(items), len(items), MAX_TOKENS)]
-
-        return prepare, lambda feeds: [predictor.run(f) for f in feeds]
-
-    def prepare_tensors(items):
-        from kdexam.data.encode import Collator
-        from kdexam.inference.predictor import MODEL_INPUTS
-
-        features = predictor.encode(predictor.examples(items))
-        collate = Collator(predictor.tokenizer, predictor.task)
-        return [{k: v for k, v in collate([dict(features.rows[i], index=i) for i in idx]).items() if k in MODEL_INPUTS}
-                for idx in capped_batches(features.lengths, len(items), MAX_TOKENS)]
-
-    return prepare_tensors, lambda batches: [predictor.runner(b) for b in batches]
-
-
-def time_batches(predictor, batches: list[list], warmup: int, repeats: int) -> tuple[list[float], list[float], list[float]]:
-    """Untimed ``warmup`` predictions, then ``repeats`` timed batches, twice: once split into
-    *tokenize* (raw inputs → padded tensors) and *model* (forward, logits on the CPU), once as
-    the whole ``predictor.predict`` call (*end to end*: text in, prediction out). Seconds."""
-    from time import perf_counter
-
-    prepare, run = steps(predictor)
-    for i in range(warmup):
-        predictor.predict(batches[i % len(batches)], batch_size=len(batches[0]))
-    tok, model, e2e = [], [], []
-    for i in range(repeats):
-        t0 = perf_counter()
-        inputs = prepare(batches[i % len(batches)])
-        t1 = perf_counter()
-        run(inputs)
-        t2 = perf_counter()
-        tok.append(t1 - t0)
-        model.append(t2 - t1)
-    for i in range(repeats):
-        batch = batches[i % len(batches)]
-        t0 = perf_counter()
-        predictor.predict(batch, batch_size=len(batch))
-        e2e.append(perf_counter() - t0)
-    return tok, model, e2e
-
-
-def latency_row(backend: str, device: str, batch_size: int, warmup: int, tok: list[float], model: list[float],
-                e2e: list[float]) -> dict:
-    """One measured configuration: latencies (ms), throughputs (examples/s) and the speedup slots."""
-    return {"backend": backend, "device": device, "batch_size": batch_size, "warmup": warmup, "repeats": len(model),
-            "e2e_ms": stats_ms(e2e), "latency_ms": stats_ms(model), "tokenize_ms": stats_ms(tok),
-            "throughput": batch_size / float(np.mean(model)), "e2e_throughput": batch_size / float(np.mean(e2e)),
-            "speedup": None, "model_speedup": None}
-
-
 # ---- one model ---------------------------------------------------------------------------------------
 
 
@@ -281,13 +191,15 @@ def _safetensors_bytes(run: Path) -> int | None:
 def _onnx_dir(tm, features, tmp: Path, console) -> Path:
     """``RUN/onnx`` when it holds fp32 and int8 exports of the current weights (with this version's
     serving module), else a fresh export in ``tmp``."""
-    from kdexam.export.onnx import write_export_dir
-    from kdexam.inference.predictor import EXPORT_FILE, INT8_FILE, ONNX_DIR, export_is_fresh
-    from kdexam.paths import atomic_write_json
-
-    from kdexam.export.onnx import SERVING_FILE
-
+    from kdexam.export.onnx import SERVING_FILE, write_export_dir
     from kdexam.inference import serving
+    from kdexam.inference.predictor import (
+        EXPORT_FILE,
+        INT8_FILE,
+        ONNX_DIR,
+        export_is_fresh,
+    )
+    from kdexam.paths import atomic_write_json
 
     d = tm.run_dir / ONNX_DIR
     current = (d / SERVING_FILE).is_file() and (d / SERVING_FILE).read_bytes() == Path(serving.__file__).read_bytes()
@@ -325,7 +237,13 @@ def measure_model(run: Path, examples: list, data_task, cfg: BenchConfig, tmp: P
 
     from kdexam.data.readers import Example
     from kdexam.export.onnx import check_task
-    from kdexam.inference.predictor import FP32_FILE, INT8_FILE, Predictor, TorchRunner, load_torch_model
+    from kdexam.inference.predictor import (
+        FP32_FILE,
+        INT8_FILE,
+        Predictor,
+        TorchRunner,
+        load_torch_model,
+    )
     from kdexam.inference.serving import ServingPredictor
     from kdexam.students.registry import count_parameters
 
