@@ -30,7 +30,7 @@ the rows a batch touches, not all B × E numbers. It trains at ``ngram_lr_scale`
 the run's learning rate: Adam's step is about the learning rate whatever a parameter's gradient, so
 at the full rate a bucket seen in a single training text moves as far as a common one and the table
 fits the training texts. On movie-sentiment, over five seeds, the table at 0.3 adds 0.8 points to
-the token-only student (0.1: 0.4, 1: 0.5; docs/benchmarks.md). A bigram that spans
+the token-only student (0.1: 0.4, 0.5: 0.8, 1: 0.5; docs/benchmarks.md). A bigram that spans
 padding or the two texts of a pair only reaches pooling where its position is real.
 
 Text pairs: each text is pooled alone (by ``token_type_ids``) to ``u`` and ``v`` and the head
