@@ -76,7 +76,7 @@ def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
     for p in params:
         if p.grad.is_sparse:
             p.grad = p.grad.coalesce()
-    norms = [torch.linalg.vector_norm(p.grad._values() if p.grad.is_sparse else p.grad) for p in params]
+    norms = [torch.linalg.vector_norm(p.grad.values() if p.grad.is_sparse else p.grad) for p in params]
     if not norms:
         return torch.tensor(0.0)
     total = torch.linalg.vector_norm(torch.stack(norms))
