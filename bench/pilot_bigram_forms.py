@@ -1,8 +1,9 @@
 """Pilot (issue 11): cheaper forms of the static student's hashed bigram table.
 
-``--ngram-buckets 65536`` adds a table ``G`` [B, E] (16.8M parameters at E = 256) that AdamW updates
-densely at every step, so training takes 3–4× longer. Two smaller forms, each patched into kdexam's
-static student for one ``kdexam distill`` run:
+``--ngram-buckets 65536`` adds a table ``G`` [B, E] (16.8M parameters at E = 256). Until 2026-12-04
+AdamW updated it densely at every step, so training took 3–4× longer; these forms were tried first
+(kdexam now updates the table lazily instead). Each is patched into kdexam's static student for one
+``kdexam distill`` run:
 
 - ``--form logits``: a table of per-bigram logits [``--buckets``, C], zero-initialised, averaged over a
   text's positions like the token vectors and added to the head's output, trained at ``--lr-scale``

@@ -136,7 +136,7 @@ def build_sms_spam(csv_path: str | Path, notes: list[str] | None = None) -> list
 def trec_questions(path: str | Path, notes: list[str] | None = None) -> list[tuple[str, str, str]]:
     """(coarse, fine, question) from ``COARSE:fine question text`` lines; malformed
     lines skipped, repeated questions dropped keeping the first."""
-    rows, seen, bad, repeated = [], set(), 0, 0
+    rows, bad = [], 0
     with open(path, encoding="utf-8") as f:
         for line in f:
             if not line.strip():
@@ -144,18 +144,12 @@ def trec_questions(path: str | Path, notes: list[str] | None = None) -> list[tup
             label, _, question = line.strip().partition(" ")
             coarse, _, fine = label.partition(":")
             question = question.strip()
-            if not (coarse and fine and question):
+            if coarse and fine and question:
+                rows.append((question, coarse, fine))
+            else:
                 bad += 1
-                continue
-            key = normalise(question)
-            if key in seen:
-                repeated += 1
-                continue
-            seen.add(key)
-            rows.append((coarse, fine, question))
     note(notes, bad, "skipped {n} malformed lines")
-    note(notes, repeated, "dropped {n} repeated questions")
-    return rows
+    return [(coarse, fine, question) for question, coarse, fine in first_of_each(rows, notes, "questions")]
 
 
 def build_trec6(path: str | Path, notes: list[str] | None = None) -> list[Example]:

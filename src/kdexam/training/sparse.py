@@ -84,7 +84,3 @@ def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
     for p in params:
         p.grad.mul_(scale)
     return total
-
-
-def has_sparse_grads(parameters) -> bool:
-    return any(p.grad is not None and p.grad.is_sparse for p in parameters)

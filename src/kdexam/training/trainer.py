@@ -27,7 +27,7 @@ from kdexam.errors import KdexamError
 from kdexam.paths import json_text
 from kdexam.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from kdexam.training.dropout import use_fast_dropout
-from kdexam.training.sparse import Optimizers, clip_grad_norm, has_sparse_grads
+from kdexam.training.sparse import Optimizers, clip_grad_norm
 
 console = Console(stderr=True)
 
@@ -204,10 +204,11 @@ def fit(
     steps_per_epoch = math.ceil(len(loader) / accumulate)
     model.zero_grad(set_to_none=True)  # (nothing left over from an earlier stage)
     use_fast_dropout(model)  # the same dropout, its CPU mask drawn ~4x faster (training/dropout.py)
+    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]  # (training/sparse.py)
     if accelerator.num_processes > 1:  # the gradient all-reduce of data-parallel processes takes dense gradients
-        for m in model.modules():
-            if isinstance(m, torch.nn.Embedding) and m.sparse:
-                m.sparse = False
+        for m in tables:
+            m.sparse = False
+    sparse_grads = bool(tables) and accelerator.num_processes == 1
     optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_at": None, "bad": 0, "history": [],
@@ -271,7 +272,7 @@ def fit(
                         accelerator.backward(loss / (last - first + 1))
                         pos["window"] = pos.get("window", 0) + 1
                 if sync and pos.get("window"):  # (a window whose every loss was non-finite takes no step)
-                    if cfg.max_grad_norm and has_sparse_grads(model.parameters()):  # (torch's clipping refuses them)
+                    if cfg.max_grad_norm and sparse_grads:  # (torch's clipping refuses sparse gradients)
                         accelerator.unscale_gradients()
                         clip_grad_norm(model.parameters(), cfg.max_grad_norm)
                     elif cfg.max_grad_norm:
