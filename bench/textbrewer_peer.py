@@ -26,7 +26,7 @@ Batches: ``fixed`` — every input padded to ``--max-length`` (128) and shuffled
 :class:`LengthBucketSampler` (a copy of kdexam's), each padded to its longest input.
 
 Printed and written (``--out``): ``seconds`` (from after the imports to the test score),
-``train_seconds`` (TextBrewer's ``train`` call), ``peak_rss_mb`` (``ru_maxrss`` of this
+``train_seconds`` (TextBrewer's ``train`` call), ``peak_rss_mb`` (``VmHWM`` of this
 process), ``test_accuracy``, ``best_validation_accuracy``, steps and versions.
 """
 
@@ -54,6 +54,15 @@ def pin_threads(threads: int) -> None:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process, MB: Linux ``VmHWM``, not ``ru_maxrss``, which the kernel
+    carries over ``fork``/``exec`` from the benchmark's driver (that held the teacher: ~780 MB), so
+    every child reported at least the driver's peak (as ``kdexam.evaluation.memory`` explains)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 

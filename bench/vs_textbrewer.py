@@ -1,6 +1,7 @@
 """Benchmark: kdexam against TextBrewer and the Hugging Face Trainer recipe (issue 16), in one run.
 
-For each student — ``bert-mini`` from scratch and ``bilstm`` with logit KD, and
+For each student — ``bert-mini`` from scratch and ``bilstm`` (kdexam's default, and ``bilstm-192``:
+192-d embeddings, hidden 200) with logit KD, and
 ``teacher-layers:2`` with logit KD + hidden-state MSE — the same fine-tuned teacher, data
 subset, initial student weights (built by kdexam's own code, same seed), epochs, batch size,
 learning rate (kdexam's default for the kind), schedule and loss, trained by:
@@ -22,7 +23,8 @@ Every system validates the student once an epoch and scores the best validation 
 test split (kdexam's early stopping is kept off: ``patience`` > epochs). Each run is a fresh
 process, one at a time, one thread (``torch.set_num_threads(1)``, ``OMP_NUM_THREADS=1``); its
 ``seconds`` runs from after its imports to its test score, ``peak_rss_mb`` is its own
-``ru_maxrss``. Ratios are peer seconds over kdexam seconds *with* the cache fill.
+``VmHWM`` (before 2026-12-04, ``ru_maxrss``, which Linux carries over from the driver: every figure
+then was at least the driver's ~780 MB). Ratios are peer seconds over kdexam seconds *with* the cache fill.
 
     bash bench/textbrewer_env.sh
     python bench/vs_textbrewer.py --teacher exams/default/teachers/teacher-movie-sentiment-minilm-l6-dc2db290 \\
@@ -43,10 +45,11 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-STUDENTS = {  # name: (kdexam kind, hidden-state pairs [teacher_layer, student_layer])
-    "bert-mini": ("bert-mini", []),
-    "bilstm": ("bilstm", []),
-    "teacher-layers:2+hidden": ("teacher-layers:2", [[3, 1], [6, 2]]),
+STUDENTS = {  # name: (kdexam kind, hidden-state pairs [teacher_layer, student_layer], student settings)
+    "bert-mini": ("bert-mini", [], {}),
+    "bilstm": ("bilstm", [], {}),  # kdexam's default BiLSTM: the teacher's width (384 for MiniLM), hidden 300
+    "bilstm-192": ("bilstm", [], {"embedding_dim": 192, "hidden_size": 200}),  # docs/results.md's best BiLSTM
+    "teacher-layers:2+hidden": ("teacher-layers:2", [[3, 1], [6, 2]], {}),
 }
 SYSTEMS = ("kdexam", "textbrewer-fixed", "textbrewer-bucketed", "hf-trainer", "kdexam-labels-only")
 PEERS = ("textbrewer-fixed", "textbrewer-bucketed", "hf-trainer")
@@ -135,6 +138,7 @@ def summary(rows: list[dict]) -> dict:
     out["targets"] = {
         "bert-mini ≥3× TextBrewer as its examples": verdict(r("bert-mini", "textbrewer-fixed"), 3.0),
         "bilstm ≥10× TextBrewer as its examples": verdict(r("bilstm", "textbrewer-fixed"), 10.0),
+        "bilstm-192 ≥10× TextBrewer as its examples": verdict(r("bilstm-192", "textbrewer-fixed"), 10.0),
         "bert-mini ≥1.7× TextBrewer on the same batches": verdict(r("bert-mini", "textbrewer-bucketed"), 1.7),
         "bert-mini accuracy within 0.5 pt of TextBrewer on the same batches":
             verdict(None if not bm_bucket else abs(bm_bucket["accuracy_kdexam_minus_peer_points"]), 0.5, at_most=True),
@@ -151,13 +155,13 @@ def kdexam_child(spec: dict) -> None:
     """Run ``kdexam distill`` with a private cache holding only the teacher run's scored logits
     (``spec["teacher_run_cache"]``, copied in before the clock starts; none: empty); print its
     timings as JSON."""
-    import resource
     import shutil
 
     import torch
 
     import kdexam.training.distill  # noqa: F401  (imported before the clock starts, as the peers import theirs)
     from kdexam import api
+    from kdexam.inference.serving import peak_rss_mb
     from kdexam.teachers.teacher import Teacher
 
     torch.set_num_threads(1)
@@ -192,7 +196,7 @@ def kdexam_child(spec: dict) -> None:
         "steps": sum(s["steps"] for s in r["stages"]), "test_accuracy": r["student"]["metrics"]["accuracy"],
         "best_validation_accuracy": r["stages"][-1]["best_validation"],
         "teacher_forward_calls": r["teacher_cache"]["teacher_forward_calls"],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "history": history}))
+        "peak_rss_mb": round(peak_rss_mb(), 1), "history": history}))
 
 
 # ---- the driver ------------------------------------------------------------------------------------
@@ -224,8 +228,8 @@ def prepare(a, work: Path) -> tuple[str, dict[str, dict]]:
             f.writelines(json.dumps({"text": e.text, "label": task.label2id[str(e.label)]}) + "\n" for e in examples)
     inits = {}
     for name in a.students:
-        kind, pairs = STUDENTS[name]
-        c = api.distill_config(teacher=a.teacher, data=data_path, student=kind, out=str(work / "x"), seed=a.seed)
+        kind, pairs, settings = STUDENTS[name]
+        c = api.distill_config(teacher=a.teacher, data=data_path, student=kind, out=str(work / "x"), seed=a.seed, **settings)
         # the peers take a plain HF model, so a preset's word embeddings stay untrimmed for them; kdexam's
         # presets are untrimmed too unless --kdexam-set student.trim_vocab=true, whose kept rows (same seed)
         # and every other weight are these
@@ -239,7 +243,7 @@ def prepare(a, work: Path) -> tuple[str, dict[str, dict]]:
             save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(d / "bilstm.safetensors"))
         else:
             student.model.save_pretrained(str(d))
-        inits[name] = {"kind": kind, "pairs": pairs, "init": str(d), "lr": c.train.learning_rate}
+        inits[name] = {"kind": kind, "pairs": pairs, "settings": settings, "init": str(d), "lr": c.train.learning_rate}
     print(f"data: {len(transfer.examples)} train, {len(data.validation)} validation, {len(data.test)} test "
           f"({data_path}); students initialised in {work / 'init'}", flush=True)
     return data_path, inits, None if a.cold_cache else scored_logits(teacher, data.split(data.eval_split))
@@ -261,7 +265,7 @@ def run_cell(a, student: str, system: str, s: dict, data_path: str, work: Path, 
     if system.startswith("kdexam"):
         spec = dict(teacher=a.teacher, data=data_path, student=s["kind"], out=str(work / "runs" / f"{student}-{system}".replace(":", "-")),
                     max_train=a.max_train, max_eval=a.max_eval, epochs=a.epochs, batch_size=a.batch_size, patience=a.epochs + 1,
-                    seed=a.seed, num_threads=1, **kd_kwargs(s["pairs"], labels_only=system == "kdexam-labels-only"),
+                    seed=a.seed, num_threads=1, **s["settings"], **kd_kwargs(s["pairs"], labels_only=system == "kdexam-labels-only"),
                     **({"set": a.kdexam_set} if a.kdexam_set else {}), teacher_run_cache=teacher_run_cache)
         cmd = [sys.executable, __file__, "--kdexam-child", json.dumps(spec)]
         marker = "KDEXAM_RESULT "

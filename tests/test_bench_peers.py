@@ -35,7 +35,9 @@ def test_summary_ratios_use_kdexam_with_its_cache_fill_and_overhead_uses_train_t
             row("bert-mini", "textbrewer-bucketed", 160.0, 0.797),
             row("bert-mini", "kdexam-labels-only", 75.0, 0.78, train_seconds=65.0),
             row("bilstm", "kdexam", 20.0, 0.75, train_seconds=10.0),
-            row("bilstm", "textbrewer-fixed", None, None, error="exit 1")]
+            row("bilstm", "textbrewer-fixed", None, None, error="exit 1"),
+            row("bilstm-192", "kdexam", 20.0, 0.75),
+            row("bilstm-192", "textbrewer-fixed", 199.0, 0.74)]
     s = vs_textbrewer.summary(rows)
     r = s["ratios"]["bert-mini"]
     assert r["textbrewer-fixed"]["with_cache_fill"] == 4.0
@@ -47,6 +49,7 @@ def test_summary_ratios_use_kdexam_with_its_cache_fill_and_overhead_uses_train_t
     assert t["bert-mini ≥1.7× TextBrewer on the same batches"] == "missed"
     assert t["bert-mini accuracy within 0.5 pt of TextBrewer on the same batches"] == "met"
     assert t["bilstm ≥10× TextBrewer as its examples"] == "not measured"
+    assert t["bilstm-192 ≥10× TextBrewer as its examples"] == "missed"  # 9.95×
     assert t["KD overhead ≤1.15× (every student)"] == "met"
     text = vs_textbrewer.table(rows)
     assert "| bert-mini | textbrewer-fixed | 400 | – | 4.00× |" in text
@@ -58,6 +61,22 @@ def test_kd_kwargs_spell_kdexams_settings():
     assert vs_textbrewer.kd_kwargs([]) == {"objective": ["kl:temperature=4"]}
     assert vs_textbrewer.kd_kwargs([[3, 1]])["match"] == ["teacher_layer=3,student_layer=1,feature=hidden,loss=mse"]
     assert vs_textbrewer.kd_kwargs([[3, 1]], labels_only=True) == {"objective": ["gold"]}
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM is Linux's")
+def test_a_peer_reports_its_own_peak_memory_not_its_parents(tmp_path):
+    """The benchmark's driver holds the teacher (~780 MB) when it starts each child: ``ru_maxrss``
+    carries that over ``fork``/``exec``, ``VmHWM`` does not."""
+    import subprocess
+
+    ballast = bytearray(400 * 2**20)  # this process: 400 MB more than the child will ever hold
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import textbrewer_peer; "
+            "print(textbrewer_peer.peak_rss_mb())")
+    child = float(subprocess.run([sys.executable, "-c", code, str(Path(textbrewer_peer.__file__).parent)],
+                                 capture_output=True, text=True, check=True).stdout)
+    assert child < 100  # a bare Python; ru_maxrss would have said > 400
+    del ballast
 
 
 def test_peer_bucket_sampler_is_kdexams():
