@@ -158,6 +158,26 @@ def test_online_teacher_mode_runs_the_teacher_every_step(teacher_run, tmp_path):
     assert r["teacher_cache"]["teacher_forward_calls"] in (4, 5) and r["teacher_cache"]["path"] is None
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_the_teachers_weights_are_freed_once_its_outputs_are_at_hand(cache, teacher_run, tmp_path, monkeypatch):
+    """With every output cached the teacher's model is dropped before training (its memory is the
+    student's); online, it is kept for the steps. A released teacher loads again when used."""
+    from kdexam.teachers.teacher import Teacher
+
+    held = []
+    original = Teacher.release
+    monkeypatch.setattr(Teacher, "release", lambda self: (held.append(self._model is not None), original(self))[1])
+    r = api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="bilstm", out=tmp_path / "s",
+                    max_train=64, epochs=1, batch_size=16, cache_teacher=cache)
+    assert held == ([True] if r["teacher_cache"]["teacher_forward_calls"] else [False]) if cache else held == []
+    t = Teacher(teacher_run / "run")
+    params = t.params
+    first = t.model(input_ids=torch.tensor([[2, 5, 3]])).logits
+    t.release()
+    assert t._model is None and t.params == params
+    torch.testing.assert_close(t.model(input_ids=torch.tensor([[2, 5, 3]])).logits, first)
+
+
 def test_wrong_task_for_the_teachers_head(teacher_run, tmp_path):
     d = tmp_path / "pos"
     d.mkdir()

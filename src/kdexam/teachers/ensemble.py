@@ -217,6 +217,11 @@ class Ensemble:
     def params(self) -> int:
         return sum(t.params for t in self.members.values())
 
+    def release(self) -> None:
+        """Drop every member's loaded model (:meth:`Teacher.release`)."""
+        for t in self.members.values():
+            t.release()
+
     @property
     def forward_calls(self) -> int:
         return sum(t.forward_calls for t in self.members.values())

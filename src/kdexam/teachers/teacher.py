@@ -57,6 +57,7 @@ class Teacher:
         self.task = None if general else (task or read_task(self.dir))
         self._key: str | None = None
         self._model = None
+        self._params: int | None = None
         self.tokenizer = load_tokenizer(str(self.dir))
         self.max_length = fit_max_length(max_length, config_positions(self.dir), self.tokenizer, self.name)
         self.forward_calls = 0
@@ -92,6 +93,13 @@ class Teacher:
             self._model.register_forward_pre_hook(self._count)
         return self._model
 
+    def release(self) -> None:
+        """Drop the loaded model (its weights and, on a GPU, its memory); the next use of
+        :attr:`model` loads it again. ``distill`` calls it once every output it needs is at hand."""
+        if self._model is not None and self._params is None:  # (counted now: no reload just to count them)
+            self._params = sum(p.numel() for p in self._model.parameters())
+        self._model = None
+
     def _count(self, module, _args) -> None:
         self.forward_calls += 1
 
@@ -111,6 +119,8 @@ class Teacher:
         from safetensors import safe_open
 
         f_path = self.dir / "model.safetensors"
+        if self._params is not None:
+            return self._params
         if not f_path.is_file():
             return sum(p.numel() for p in self.model.parameters())
         with safe_open(str(f_path), "pt") as f:
