@@ -55,8 +55,8 @@ def pin_threads(threads: int) -> None:
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process, MB: Linux ``VmHWM``, not ``ru_maxrss``, which the kernel
-    carries over ``fork``/``exec`` from the benchmark's driver (that held the teacher: ~780 MB), so
-    every child reported at least the driver's peak (as ``kdexam.evaluation.memory`` explains)."""
+    carries over ``fork``/``exec`` from the benchmark's driver (which holds the teacher), so every
+    child reported at least the driver's peak (as ``kdexam.evaluation.memory`` explains)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):

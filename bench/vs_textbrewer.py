@@ -24,7 +24,7 @@ test split (kdexam's early stopping is kept off: ``patience`` > epochs). Each ru
 process, one at a time, one thread (``torch.set_num_threads(1)``, ``OMP_NUM_THREADS=1``); its
 ``seconds`` runs from after its imports to its test score, ``peak_rss_mb`` is its own
 ``VmHWM`` (before 2026-12-04, ``ru_maxrss``, which Linux carries over from the driver: every figure
-then was at least the driver's ~780 MB). Ratios are peer seconds over kdexam seconds *with* the cache fill.
+then was at least the driver's own peak). Ratios are peer seconds over kdexam seconds *with* the cache fill.
 
     bash bench/textbrewer_env.sh
     python bench/vs_textbrewer.py --teacher exams/default/teachers/teacher-movie-sentiment-minilm-l6-dc2db290 \\

@@ -96,7 +96,8 @@ class Teacher:
     def release(self) -> None:
         """Drop the loaded model (its weights and, on a GPU, its memory); the next use of
         :attr:`model` loads it again. ``distill`` calls it once every output it needs is at hand."""
-        if self._model is not None and self._params is None:  # (counted now: no reload just to count them)
+        if self._model is not None and self._params is None and not (self.dir / "model.safetensors").is_file():
+            # (counted now, as params would count them, so that it does not load the model again just for that)
             self._params = sum(p.numel() for p in self._model.parameters())
         self._model = None
 

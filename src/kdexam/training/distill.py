@@ -105,8 +105,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     kept = (transfer.confident(teacher_side.outputs.gather(range(len(transfer)), ["logits"])["logits"], task,
                                cfg.transfer.min_confidence) if cfg.transfer.min_confidence is not None else None)
     evaluated = teacher.outputs(data.split(split), ["logits"])
-    if not teacher_side.outputs.online:  # every output training reads is at hand: free the teacher's weights
-        teacher.release()                # (a later stage that needs a new output loads them again)
+    if not teacher_side.outputs.online and all("logits" in o.student_requires for _, o in plans):
+        teacher.release()  # every output training reads is at hand (and no stage scores its validation by the teacher's)
 
     clear_replaced(out, replace, accelerator)  # (--overwrite: only now, with the new run set up)
     out.mkdir(parents=True, exist_ok=True)
