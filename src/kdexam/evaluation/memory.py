@@ -16,26 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kdexam.inference.serving import peak_rss_mb as _maxrss_mb  # (VmHWM on Linux: ru_maxrss carries a parent's peak over exec)
 from kdexam.teachers.loader import allow_remote_code, remote_code
-
-
-def _maxrss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (2^20 bytes).
-
-    Linux: ``VmHWM`` of ``/proc/self/status``. ``getrusage`` ``ru_maxrss`` is not used there:
-    the kernel carries the parent's peak over ``fork``/``exec`` into it, so a child started by
-    a large process would report the parent's memory. Elsewhere: ``ru_maxrss`` (bytes on
-    macOS, KiB on other systems)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 def peak_rss(model_path: Path, backend: str, quantized: bool, texts_file: Path, batch_size: int, threads: int,

@@ -414,7 +414,8 @@ def load(export_dir: str | Path, quantized: bool = False, threads: int | None = 
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (Linux ``VmHWM``; else ``ru_maxrss``), in MB (2^20 bytes)."""
+    """Peak resident memory of this process (Linux ``VmHWM``; else ``ru_maxrss``), in MB (2^20 bytes).
+    Not ``ru_maxrss`` on Linux: the kernel carries a parent's peak over ``fork``/``exec`` into it."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
