@@ -159,6 +159,7 @@ def kdexam_child(spec: dict) -> None:
 
     import torch
 
+    import sklearn.metrics  # noqa: F401  (kdexam's metrics import it at the first validation: ~1 s, an import)
     import kdexam.training.distill  # noqa: F401  (imported before the clock starts, as the peers import theirs)
     from kdexam import api
     from kdexam.inference.serving import peak_rss_mb

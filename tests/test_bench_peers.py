@@ -105,3 +105,35 @@ def test_peer_bilstm_matches_kdexams_bilstm():
     mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 2 + [0] * 5, [1] * 1 + [0] * 6])
     torch.testing.assert_close(peer(input_ids=ids, attention_mask=mask)["logits"],
                                ours(input_ids=ids, attention_mask=mask)["logits"])
+
+
+def test_the_lstm_arithmetic_count_is_the_matrix_products_an_lstm_does():
+    """bench/lstm_arithmetic.py's FLOP count equals the products of a bidirectional LSTM written out
+    step by step (checked against nn.LSTM's outputs), as torch's FLOP counter counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import lstm_arithmetic
+
+    torch.manual_seed(0)
+    batch, length, width, hidden = 3, 4, 8, 5
+    lstm = torch.nn.LSTM(width, hidden, batch_first=True, bidirectional=True)
+    x = torch.randn(batch, length, width)
+
+    def by_hand():
+        outs = []
+        for suffix, steps in (("", range(length)), ("_reverse", reversed(range(length)))):
+            w_ih, w_hh = getattr(lstm, f"weight_ih_l0{suffix}"), getattr(lstm, f"weight_hh_l0{suffix}")
+            bias = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")
+            h = c = torch.zeros(batch, hidden)
+            out = [None] * length
+            for t in steps:
+                i, f, g, o = (torch.mm(x[:, t], w_ih.t()) + torch.mm(h, w_hh.t()) + bias).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = out[t] = torch.sigmoid(o) * torch.tanh(c)
+            outs.append(torch.stack(out, dim=1))
+        return torch.cat(outs, dim=-1)
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        mine = by_hand()
+    torch.testing.assert_close(mine, lstm(x)[0].detach())
+    assert counter.get_total_flops() == lstm_arithmetic.lstm_forward_flops(batch, length, width, hidden) == 12480
