@@ -15,6 +15,7 @@ from kdexam.errors import KdexamError
 from kdexam.paths import sha256_file
 
 FAST = dict(epochs=1, max_train=64, batch_size=16)
+FAST_ARGS = ["--epochs", "1", "--max-train", "64", "--batch-size", "16"]  # FAST on the command line
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +50,13 @@ def test_a_different_run_in_out_is_refused_unless_overwrite(teacher, tmp_path, c
     out = tmp_path / "s"
     api.distill(teacher=teacher / "teacher", student="cnn", out=out, **FAST)
     first = sha256_file(out / "model.safetensors")
-    api.distill(teacher=teacher / "teacher", student="cnn", out=out, **FAST)  # the same run again: allowed
-    assert sha256_file(out / "model.safetensors") == first  # (seeded: the same weights)
+    (out / "metrics.json").write_text(json.dumps({**json.loads((out / "metrics.json").read_text()), "mine": 1}))
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(out),
+                       *FAST_ARGS], capsys)  # the same run again, finished: nothing it holds is dropped silently
+    assert code == 2 and "already holds this run, finished" in " ".join(err.split()), err
+    assert json.loads((out / "metrics.json").read_text())["mine"] == 1
+    api.distill(teacher=teacher / "teacher", student="cnn", out=out, overwrite=True, **FAST)  # trained again
+    assert sha256_file(out / "model.safetensors") == first and "mine" not in json.loads((out / "metrics.json").read_text())
     code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "bilstm", "--out", str(out),
                        "--epochs", "1", "--max-train", "64"], capsys)
     assert code == 2 and "already holds a different run" in err and "student.kind" in err
@@ -60,6 +66,41 @@ def test_a_different_run_in_out_is_refused_unless_overwrite(teacher, tmp_path, c
     assert r["student"]["name"] == "bilstm" and not (out / "notes.txt").exists(), "--overwrite replaces the run as a whole"
     with pytest.raises(KdexamError, match=r"--resume: the run in .* another config \(train\.epochs differ"):
         api.distill(teacher=teacher / "teacher", student="bilstm", out=out, resume=True, **{**FAST, "epochs": 2})
+
+
+def test_the_same_command_again_never_drops_an_interrupted_runs_checkpoint(teacher, tmp_path, capsys, monkeypatch):
+    """A plain rerun into a killed run used to start at step 1 and throw its checkpoint away."""
+    from kdexam.training import trainer
+
+    save = trainer.save_checkpoint
+
+    def save_then_die(*args, **kw):
+        save(*args, **kw)
+        raise KeyboardInterrupt  # stands in for the kill, once the first checkpoint is written
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    out, every = tmp_path / "s", ["train.checkpoint_every=3"]
+    with pytest.raises(KeyboardInterrupt):
+        api.distill(teacher=teacher / "teacher", student="cnn", out=out, set=every, **{**FAST, "epochs": 2})
+    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    checkpoint = sorted(out.glob("checkpoint*"))
+    assert checkpoint and not (out / "metrics.json").exists()
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(out),
+                       *FAST_ARGS[2:], "--epochs", "2", "--set", every[0]], capsys)
+    assert code == 2 and "holds an interrupted run of this config" in " ".join(err.split()), err
+    assert sorted(out.glob("checkpoint*")) == checkpoint, "the refused rerun must leave the checkpoint"
+    r = api.distill(teacher=teacher / "teacher", student="cnn", out=out, resume=True, set=every, **{**FAST, "epochs": 2})
+    assert r["stages"][0]["steps"] == 8 and "resuming from" in capsys.readouterr().err
+
+
+def test_a_teacher_layers_count_beyond_the_teacher_is_refused_before_any_data_is_read(teacher, tmp_path, monkeypatch):
+    import kdexam.training.distill as distill_module
+
+    monkeypatch.setattr(distill_module, "load_data", lambda *a, **k: pytest.fail("the data was read before the check"))
+    with pytest.raises(KdexamError, match=r"teacher-layers:99 asks for 99 layers but the teacher has \d+"):
+        api.distill(teacher=teacher / "teacher", student="teacher-layers:99", out=tmp_path / "s", **FAST)
+    with pytest.raises(KdexamError, match=r"Layer index 9 is out of range"):
+        api.distill(teacher=teacher / "teacher", student="teacher-layers:2", layers=[0, 9], out=tmp_path / "s", **FAST)
 
 
 def test_damaged_teacher_weights_never_load_silently(teacher, tmp_path, capsys):

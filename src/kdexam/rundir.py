@@ -11,6 +11,8 @@
   removed, and a ``--config`` file inside ``--out`` is refused (:func:`check_config_file`): the
   run would replace it with its resolved config.
 - ``resume`` continues the run in ``--out``; with a different config it is refused the same way.
+  The same config again without ``resume`` or ``overwrite`` is refused when the run there is
+  finished or has a checkpoint (:func:`same_run_again`): a plain rerun never silently drops either.
 - Inputs given as relative paths are recorded absolute (:func:`with_absolute_paths`), so that
   ``export``, ``bench`` and ``evaluate`` find a run's data and teacher from any folder.
 """
@@ -90,7 +92,7 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
     differ = (differing_keys(_absolute_recorded(recorded), cfg.model_dump(mode="json")) if recorded is not None
               else ["config.yaml (missing)"])
     if not differ:
-        return False
+        return same_run_again(out, resume, overwrite)
     if overwrite:
         return any((out / f).exists() for f in RUN_OUTPUTS)
     keys = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
@@ -99,6 +101,25 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
                           "with its own config.yaml (--config), or start a new run with another --out.")
     raise KdexamError(f"'{out}' already holds a different run ({keys} differ); pass another --out, --resume with its "
                       "config to continue it, or --overwrite to replace it.")
+
+
+def same_run_again(out: Path, resume: bool, overwrite: bool) -> bool:
+    """``out`` holds a run of the same config. ``--resume`` continues it and ``--overwrite`` replaces
+    it (True: the caller removes it before its first write). Without either, a run there that has
+    something to lose — a checkpoint or a finished stage to resume from, or its finished
+    ``metrics.json`` (which ``kdexam bench`` may have added to) — is refused, saying which; a run
+    killed before its first checkpoint is simply trained again."""
+    if resume:
+        return False
+    if overwrite:
+        return any((out / f).exists() for f in RUN_OUTPUTS)
+    if any(out.glob("checkpoint*")) or any(out.glob("stage*-done")):
+        raise KdexamError(f"'{out}' holds an interrupted run of this config (a checkpoint); pass --resume to continue it, "
+                          "or --overwrite to train it again from the start.")
+    if (out / "metrics.json").is_file():
+        raise KdexamError(f"'{out}' already holds this run, finished (metrics.json); pass --overwrite to train it again, "
+                          "or another --out.")
+    return False
 
 
 def finished_run(out: Path, resume: bool) -> dict | None:

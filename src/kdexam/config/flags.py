@@ -280,7 +280,8 @@ DISTILL_FLAGS: dict[str, Flag] = {f.name: f for f in (
     Flag("crf", "student.crf", bool, help="bilstm tagging: add a CRF layer (Viterbi decoding)."),
     Flag("layers", "student.layers", convert=parse_layers,
          help="teacher-layers:K: which teacher layers to keep: lower, upper, uniform (first and last included; "
-              "default), comma-separated indices, or random (the teacher's shape with K layers, random weights)."),
+              "default), comma-separated indices counted from 0 (0 is the teacher's first Transformer layer), or random "
+              "(the teacher's shape with K layers, random weights)."),
     Flag("recipe", "recipe", help="A named staged recipe: xtremedistil (representation, then logits with gradual "
                                   "unfreezing, then gold; Mukherjee & Awadallah 2020). Default: one stage, KL + gold."),
     Flag("general", "general", bool),

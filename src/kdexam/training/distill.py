@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -65,6 +66,8 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         return distill_general(cfg, resume, overwrite)
     check_run_config(cfg)
     teacher_dirs, out = check_paths(cfg)
+    if len(teacher_dirs) == 1:
+        check_teacher_layers(cfg.student, teacher_dirs[0])
     set_seed(cfg.seed)
     started = time.perf_counter()
     cfg = with_teacher_data(cfg, teacher_dirs[0])
@@ -197,6 +200,21 @@ def check_run_config(cfg: DistillRunConfig) -> None:
         check_objective_specs(*stage_objectives(stage, cfg, []))
     for name in cfg.transfer.augment:
         check_augmenter_name(name)
+
+
+def check_teacher_layers(spec, teacher_dir: Path) -> None:
+    """A ``teacher-layers:K`` student's K and ``layers`` against the teacher's layer count (its
+    ``config.json``), before any data is read; where the count is not there, the build checks it."""
+    from kdexam.students.registry import parse_kind
+    from kdexam.students.transformer import select_layers
+
+    family, k = parse_kind(spec)
+    try:
+        n = json.loads((Path(teacher_dir) / "config.json").read_text(encoding="utf-8")).get("num_hidden_layers")
+    except (OSError, ValueError, AttributeError):
+        return
+    if family == "teacher-layers" and isinstance(n, int):
+        select_layers(n, k, "lower" if spec.layers == "random" else spec.layers)  # (random: K's range alone)
 
 
 def make_teacher(cfg: DistillRunConfig) -> Teacher | Ensemble:
