@@ -139,6 +139,9 @@ def test_validation_carved_stratified_and_the_same_whatever_the_runs_seed(tmp_pa
     regression = write_jsonl(tmp_path / "score.jsonl", [{"text": f"text {i}", "label": i / 7} for i in range(60)])
     assert ([e.text for e in load_data(cfg(regression), seed=1).validation]
             == [e.text for e in load_data(cfg(regression), seed=5).validation])
+    # the same targets read as classes (a classifier teacher's task) said as such, not as "too small"
+    with pytest.raises(KdexamError, match=r"read as classification .*\(60 labels in 60 examples\).*regression targets"):
+        load_data(cfg(regression).model_copy(update={"task": "classification"}), seed=1)
 
 
 def test_a_regression_eval_split_of_one_target_is_read_with_a_note(tmp_path):

@@ -353,5 +353,9 @@ def test_builtin_unlabelled_source_reads_its_own_column(tmp_path, monkeypatch):
     t = build_transfer_set(TransferConfig(unlabelled="movie-dialog"), data, CLS, 0, DataConfig(text_column="sentence"))
     assert [e.text for e in t.examples[1:]] == ["line 0", "line 1", "line 2"]
     (tmp_path / "u.csv").write_text("body\nsome text\n", encoding="utf-8")
-    with pytest.raises(KdexamError, match=r"no column 'text' .*; pass --set transfer.unlabelled_column=NAME\."):
+    with pytest.raises(KdexamError, match=r"no column 'text' .*; pass --unlabelled-column NAME\."):
         build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "u.csv")), data, CLS, 0, DataConfig())
+    for blank in ("", "\n  \n\n"):  # an empty file, or blank lines only: said, not a transfer set quietly without it
+        (tmp_path / "u.txt").write_text(blank, encoding="utf-8")
+        with pytest.raises(KdexamError, match=r"Unlabelled text '.*u\.txt' holds no texts"):
+            build_transfer_set(TransferConfig(unlabelled=str(tmp_path / "u.txt")), data, CLS, 0, DataConfig())

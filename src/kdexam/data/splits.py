@@ -179,6 +179,11 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
                         seen.update(e.label)
                 moved = {id(e) for e in back}
                 val, train = [e for e in val if id(e) not in moved], train + back
+        if not val and stratify and len({str(e.label) for e in splits["train"]}) * 2 > len(splits["train"]):
+            raise KdexamError(f"Dataset '{cfg.name}' is read as classification (the teacher's task, or --task), but nearly "
+                              f"every example has a label of its own ({len({str(e.label) for e in splits['train']})} labels in "
+                              f"{len(splits['train'])} examples), so no validation split can be carved by class; are they "
+                              "regression targets? Use a regression teacher for them, or give a validation file.")
         if not val:
             raise KdexamError(f"Dataset '{cfg.name}' is too small to carve a validation split; add a validation file.")
         splits["validation"] = val

@@ -236,7 +236,7 @@ def read_unlabelled(name: str, cfg: TransferConfig, task: Task, data_cfg: DataCo
     path = Path(name).expanduser()
     read_cfg = data_cfg.model_copy(update={"text_column": cfg.unlabelled_column or data_cfg.text_column,
                                            "label_column": NO_LABEL_COLUMN})
-    flag = "--set transfer.unlabelled_column=NAME"
+    flag = "--unlabelled-column"
     if name in BUILTIN_DATASETS:  # (a built-in is read by its own columns, whatever the user's data has)
         builtin_cfg = read_cfg.model_copy(update={"text_column": "text", "text_pair_column": None})
         examples = read_directory(prepare_dataset(name), builtin_cfg)[0]["train"]
@@ -258,6 +258,9 @@ def read_unlabelled(name: str, cfg: TransferConfig, task: Task, data_cfg: DataCo
         examples = [Example(_text(e.text).split()) for e in examples]
         examples = [e for e in examples if e.text]
     examples = [Example(e.text, e.text_pair) for e in examples]
+    if not examples:
+        raise KdexamError(f"Unlabelled text '{name}' holds no texts (it is empty or every line is blank); give texts "
+                          "there, or leave it out of --unlabelled.")
     if cfg.max_unlabelled is not None and len(examples) > cfg.max_unlabelled:  # (a smaller source is taken whole, in order)
         random.Random(UNLABELLED_SHUFFLE_SEED).shuffle(examples)
         examples = examples[: cfg.max_unlabelled]

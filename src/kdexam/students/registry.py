@@ -123,10 +123,11 @@ def check_spec(spec: StudentSpec, task: Task | None = None) -> tuple[str, int | 
         raise KdexamError(f"Pooling '{spec.pooling}' is not one of {spec.kind}'s: {', '.join(POOLINGS[family])}.")
     if family in EMBEDDING_FAMILIES:
         if spec.embeddings == "glove" and not spec.vectors_file:
-            raise KdexamError("Embeddings 'glove' need a vectors file; set vectors_file to a word2vec/GloVe text file.")
+            raise KdexamError("Embeddings 'glove' need a vectors file; pass --vectors-file with a word2vec/GloVe text file "
+                              "(student.vectors_file).")
         if spec.vectors_file and spec.embeddings != "glove":
             raise KdexamError(f"vectors_file is only read with embeddings 'glove' (got '{spec.embeddings}'); "
-                              "set embeddings: glove or remove vectors_file.")
+                              "pass --embeddings glove, or drop --vectors-file.")
         if spec.min_token_count > 1 and spec.trim_vocab is False and spec.embeddings != "glove":
             raise KdexamError(f"min_token_count {spec.min_token_count} drops rows of a trimmed table, and trim_vocab "
                               "is false; remove one of the two.")

@@ -70,7 +70,7 @@ def read_vectors(path: str | Path, vocab: dict[str, int]) -> tuple[dict[int, tor
     width, and stats."""
     path = Path(path)
     if not path.is_file():
-        raise KdexamError(f"Vectors file '{path}' does not exist; pass a word2vec/GloVe text file as vectors_file.")
+        raise KdexamError(f"Vectors file '{path}' does not exist; pass a word2vec/GloVe text file to --vectors-file.")
     exact: dict[int, torch.Tensor] = {}
     folded: dict[int, torch.Tensor] = {}
     dim, lines, skipped = None, 0, 0
