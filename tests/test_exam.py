@@ -120,6 +120,8 @@ def test_grid_errors_are_one_sentence():
         ExamConfig.model_validate({"datasets": ["a"], "students": ["cnn"], "teachers": [{"name": "t"}]})
     with pytest.raises(KdexamError, match="neither a YAML file nor a built-in exam"):
         load_exam_config("no-such-exam")
+    with pytest.raises(KdexamError, match="nor an exam directory"):  # a mistyped exam directory, no --out: not "pass --out"
+        api.exam("exams/no-such-exam")
     with pytest.raises(KdexamError, match=r"bench.batch_sizes must be positive and include 1"):
         load_exam_config("quick", {"bench.batch_sizes": [32]})
 
@@ -235,6 +237,22 @@ def test_a_given_teacher_runs_row_is_its_score_on_its_students_split():
              *_taught([_row("student", "cnn16", 1, 0.4, (0.1, 2.0))], 0.375)]  # no one split, the teacher's own score
     t = leaderboard.summarise(mixed)["datasets"]["d"]["teachers"][0]
     assert t["score"] == 0.5 and "own_score" not in t
+
+
+def test_a_given_teacher_run_of_other_data_gives_no_score_where_no_student_finished():
+    """A ``{run: DIR}`` teacher of movie-sentiment, examined on a dataset where every cell failed: its
+    row showed its movie-sentiment score (retention 1.000) under that dataset."""
+    own = _teacher(0.846)
+    own["result"]["dataset"] = "movie-sentiment"
+    failed = {**_row("student", "cnn", 1, 0.5), "status": "failed", "result": None, "error": "labels unknown"}
+    s = leaderboard.summarise([own, failed])
+    ds = s["datasets"]["d"]
+    assert (ds["teachers"][0]["score"], ds["teachers"][0]["own_score"]) == (None, 0.846)
+    assert any("own data (movie-sentiment); no student finished on d" in w for w in ds["warnings"])
+    assert "0.8460" not in leaderboard.markdown(s).split("## Failed")[0].split("| teacher t |")[-1].split("\n")[0]
+    assert recommend(s, {})["d"]["text"] == "On d, no student finished; the failed cells below say why."
+    same = leaderboard.summarise([_teacher(0.846), failed])["datasets"]["d"]["teachers"][0]  # its own data: kept
+    assert same["score"] == 0.846 and "own_score" not in same
 
 
 def test_several_teachers_each_student_is_compared_with_its_own():

@@ -250,12 +250,12 @@ def exam(config: str | Path | None = None, out: str | Path | None = None, set: A
         raise KdexamError(f"'{config}' is a directory without results.sqlite; pass an exam YAML file, a built-in exam, "
                           "or a directory written by 'kdexam exam'.")
     else:
-        if out is None:
-            raise KdexamError("No exam directory given; pass --out DIR.")
         overrides = dict(parse_set(s) for s in ([set] if isinstance(set, str) else set or []))
         if trust_remote_code:
             overrides["trust_remote_code"] = True
-        cfg = load_exam_config(config, overrides)
+        cfg = load_exam_config(config, overrides)  # (first: a mistyped exam directory is said as such)
+        if out is None:
+            raise KdexamError("No exam directory given; pass --out DIR.")
         trust_remote_code = cfg.trust_remote_code
         here = Path(out).resolve()
         for t in cfg.teachers:  # a given teacher run is read, never written into (or around)

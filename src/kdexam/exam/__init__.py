@@ -27,6 +27,6 @@ def load_exam_config(config: str | Path | None = None, overrides: dict | None = 
     name = "default" if config is None else str(config)
     path = CONFIGS / f"{name}.yaml" if name in BUILTIN_EXAMS else Path(name)
     if not path.is_file():
-        raise KdexamError(f"Exam config '{config}' is neither a YAML file nor a built-in exam ({', '.join(BUILTIN_EXAMS)}); "
-                          "check the path.")
+        raise KdexamError(f"Exam config '{config}' is neither a YAML file nor a built-in exam ({', '.join(BUILTIN_EXAMS)}), "
+                          "nor an exam directory (one 'kdexam exam' wrote: it holds results.sqlite); check the path.")
     return load_config(ExamConfig, path, overrides, set_nulls=True)  # (every override is a --set: null means null)

@@ -83,6 +83,7 @@ def _teacher_entry(r: dict) -> dict:
     res = r["result"]
     cost = res.get("cost") or {}
     return {"dataset": r["dataset"], "teacher": r["teacher"], "model": res["model"], "run_dir": r["run_dir"],
+            "own_dataset": res.get("dataset"),
             "primary_metric": res["primary_metric"], "greater_is_better": res["greater_is_better"], "score": res["score"],
             "params": res["params"], "e2e_ms_b1": cost.get("e2e_ms_b1"), "e2e_ms_per_text": cost.get("e2e_ms_per_text"),
             "size_mb": cost.get("size_mb"), "peak_mb": cost.get("peak_mb"), "train_minutes": _minutes(res.get("train_seconds"))}
@@ -99,11 +100,21 @@ def scored_with(teacher: dict, rows: list[dict]) -> None:
             if r["status"] == "done" and r["role"] != "teacher" and r["result"]
             and (r["dataset"], r["teacher"]) == (teacher["dataset"], teacher["teacher"])
             and r["result"].get("teacher_score") is not None]
+    if not seen and not same_dataset(teacher.get("own_dataset"), teacher["dataset"]):
+        # a given teacher run of other data, and no student scored it on this one: its own score is not this dataset's
+        teacher["own_score"], teacher["score"] = teacher["score"], None
+        return
     if not seen or max(seen) - min(seen) > 1e-9:
         return
     if teacher["score"] is None or abs(seen[0] - teacher["score"]) > 1e-9:
         teacher["own_score"] = teacher["score"]
     teacher["score"] = seen[0]
+
+
+def same_dataset(recorded: str | None, exam_name: str) -> bool:
+    """Whether a run's recorded dataset (a built-in's name, a file's or folder's stem) is the exam's
+    dataset ``exam_name`` (a name or a path); unknown counts as the same."""
+    return recorded is None or recorded in (exam_name, Path(exam_name).stem, Path(exam_name).name)
 
 
 def _minutes(seconds) -> float | None:
@@ -176,7 +187,11 @@ def warnings(ds: dict) -> list[str]:
                        f"{_fmt(e['score'])} against {_fmt(e['control_score'])} for the same student trained on labels alone "
                        f"({gain:+.4f}); prefer the labels-only student or another recipe.")
     for t in ds["teachers"]:
-        if t.get("own_score") is not None:
+        if t.get("own_score") is not None and t["score"] is None:
+            out.append(f"The teacher {t['teacher']} on {t['dataset']} scored {_fmt(t['own_score'])} in its own run, on its "
+                       f"own data ({t.get('own_dataset')}); no student finished on {t['dataset']} to score it there, so its "
+                       "row gives no score.")
+        elif t.get("own_score") is not None:
             out.append(f"The teacher {t['teacher']} on {t['dataset']} scored {_fmt(t['own_score'])} in its own run, on "
                        f"another split than the exam's; its row gives {_fmt(t['score'])}, its score on the examples its "
                        "students were scored on.")
@@ -260,7 +275,7 @@ def dataset_tables(ds: dict) -> tuple[list[str], list[list[str]]]:
     header = [c[0] if c[1] != "e2e_ms_per_text" else f"ms/text b{batch}" for c in STUDENT_COLUMNS]
     rows = []
     for t in ds["teachers"]:
-        rows.append([f"teacher {t['teacher']}", "", "", _fmt(t["score"]), "1.000", "", "", f"{t['params'] / 1e6:.2f}M",
+        rows.append([f"teacher {t['teacher']}", "", "", _fmt(t["score"]), "" if t["score"] is None else "1.000", "", "", f"{t['params'] / 1e6:.2f}M",
                      _size(t.get("size_mb")), "pytorch" if t.get("e2e_ms_b1") else "", _fmt(t.get("e2e_ms_b1"), ".3f"),
                      _fmt(t.get("e2e_ms_per_text"), ".3f"), "1.0x" if t.get("e2e_ms_b1") else "", _fmt(t.get("peak_mb"), ".0f"),
                      _fmt(t.get("train_minutes"), ".1f"), "1"])

@@ -67,6 +67,9 @@ def recommend(summary: dict, budget: dict) -> dict[str, dict]:
         ok = sorted((e for e in students if within(e, budget)), key=_better, reverse=True)
         best_any = max(students, key=_better, default=None)
         metric = students[0]["primary_metric"] if students else "score"
+        if not students:
+            out[name] = {"choice": None, "text": f"On {name}, no student finished; the failed cells below say why."}
+            continue
         if not ok:
             text = f"On {name}, no student meets the budget ({budget_text(budget)})."
             if best_any:

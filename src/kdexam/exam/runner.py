@@ -276,7 +276,7 @@ def cell_row(run_dir: Path, bench: dict | None) -> dict:
     r = read_result(run_dir)
     side = r.student or r.teacher
     row = {
-        "model": side.name, "task": r.task, "primary_metric": r.primary_metric,
+        "model": side.name, "task": r.task, "dataset": r.dataset, "primary_metric": r.primary_metric,
         "greater_is_better": HIGHER_IS_BETTER.get(r.primary_metric or "", True),
         "score": r.score, "metrics": side.metrics, "teacher_score": r.teacher.metrics.get(r.primary_metric or ""),
         "retention": r.retention, "loyalty": side.loyalty or {}, "params": side.params,
