@@ -113,3 +113,35 @@ def test_teacher_cli_runs(tiny_bert_dir, sentiment_dir, tmp_path, capsys):
 
     assert api.evaluate(tmp_path / "run")["teacher"]["metrics"]["accuracy"] == pytest.approx(accuracy)  # scored again from disk
     assert "seed: 7" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_a_regression_runs_loyalty_columns_are_named_as_regression_loyalty():
+    """The console table put regression loyalty under "label loyalty" and left Pearson's r out."""
+    from rich.console import Console
+
+    from kdexam.cli import _scores_table
+
+    def shown(loyalty):
+        console = Console(record=True, width=200)
+        console.print(_scores_table([("student", {"params": 10, "metrics": {"pearson": 0.5}, "loyalty": loyalty})],
+                                    ["pearson"], "t"))
+        return console.export_text()
+
+    text = shown({"regression": 0.91, "pearson": 0.87})
+    assert "label loyalty" not in text and "loyalty r" in text and "0.9100" in text and "0.8700" in text
+    text = shown({"label": 0.93, "probability": 0.95})
+    assert "label loyalty" in text and "prob. loyalty" in text and "0.9300" in text and "0.9500" in text
+
+
+def test_a_folder_given_as_input_or_a_general_encoder_given_as_model_is_said_as_such(tmp_path):
+    from kdexam.errors import KdexamError
+    from kdexam.inference.inputs import read_inputs
+    from kdexam.inference.predictor import model_role
+    from kdexam.tasks import Task
+
+    with pytest.raises(KdexamError, match="is a directory; pass one file of texts to --input"):
+        read_inputs(tmp_path, Task("classification", ["a", "b"], False, "accuracy", ""))
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "encoder.json").write_text("{}")
+    with pytest.raises(KdexamError, match=r"is a general encoder .* with --init-from"):
+        model_role(tmp_path)

@@ -159,13 +159,16 @@ def teacher(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list
 def _scores_table(rows: list[tuple[str, dict]], metrics: list[str], title: str) -> Table:
     """Teacher and/or student rows of a result (``metrics.json`` sides): params, ``metrics`` and loyalty."""
     t = Table(title=title)
-    for c in ["model", "params", *metrics, "label loyalty", "prob. loyalty"]:
+    regression = any("regression" in (side.get("loyalty") or {}) for _, side in rows)
+    loyalty = ["loyalty", "loyalty r"] if regression else ["label loyalty", "prob. loyalty"]  # (docs/methods.md)
+    for c in ["model", "params", *metrics, *loyalty]:
         t.add_column(c, justify="left" if c == "model" else "right")
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
     for label, side in rows:
         loyal = side.get("loyalty") or {}
         t.add_row(label, f"{side['params']:,}", *(fmt(side["metrics"].get(m)) for m in metrics),
-                  fmt(loyal.get("label", loyal.get("regression"))), fmt(loyal.get("probability")))
+                  *((fmt(loyal.get("regression")), fmt(loyal.get("pearson"))) if regression
+                    else (fmt(loyal.get("label")), fmt(loyal.get("probability")))))
     return t
 
 

@@ -60,6 +60,8 @@ def read_inputs(path: str | Path, task) -> list[dict]:
       ``text_pair``] columns, other columns (a gold label) ignored; a ``.tsv`` whose first line is
       not such a header is read as ``text<TAB>text_pair`` lines for a pair model."""
     p = Path(path)
+    if p.is_dir():
+        raise KdexamError(f"Input '{path}' is a directory; pass one file of texts to --input (.txt, .jsonl, .csv, .tsv, .conll).")
     if not p.is_file():
         raise KdexamError(f"Input file '{path}' does not exist; check the path given to --input.")
     fmt = input_format(p)
