@@ -72,28 +72,37 @@ def steps(predictor):
 
 
 def time_batches(predictor, batches: list[list], warmup: int, repeats: int) -> tuple[list[float], list[float], list[float]]:
-    """Untimed ``warmup`` predictions, then ``repeats`` timed batches, twice: once split into
-    *tokenize* (raw inputs → padded tensors) and *model* (forward, logits on the CPU), once as
-    the whole ``predictor.predict`` call (*end to end*: text in, prediction out). Seconds."""
+    """Untimed ``warmup`` predictions, then ``repeats`` timed batches, each timed twice: split into
+    *tokenize* (raw inputs → padded tensors) and *model* (forward, logits on the CPU), and as the
+    whole ``predictor.predict`` call (*end to end*: text in, prediction out). The two timings of a
+    batch are taken one after the other, in alternating order, so that both see the machine in the
+    same state (timed in two separate loops, the model alone could come out slower than the whole
+    call on a busy machine). Seconds."""
     from time import perf_counter
 
     prepare, run = steps(predictor)
     for i in range(warmup):
         predictor.predict(batches[i % len(batches)], batch_size=len(batches[0]))
     tok, model, e2e = [], [], []
-    for i in range(repeats):
+
+    def split(batch) -> None:
         t0 = perf_counter()
-        inputs = prepare(batches[i % len(batches)])
+        inputs = prepare(batch)
         t1 = perf_counter()
         run(inputs)
         t2 = perf_counter()
         tok.append(t1 - t0)
         model.append(t2 - t1)
-    for i in range(repeats):
-        batch = batches[i % len(batches)]
+
+    def whole(batch) -> None:
         t0 = perf_counter()
         predictor.predict(batch, batch_size=len(batch))
         e2e.append(perf_counter() - t0)
+
+    for i in range(repeats):
+        batch = batches[i % len(batches)]
+        for timing in ((split, whole) if i % 2 == 0 else (whole, split)):
+            timing(batch)
     return tok, model, e2e
 
 
