@@ -380,9 +380,20 @@ def build_teacher_layers(teacher: str | Path, task: Task, k: int, rule: str | li
     # a teacher stored in half precision still gives a float32 student, trainable on any device
     model.float()
     model.config.dtype = torch.float32
+    own_memory(model)
     info = {"teacher": str(teacher), "teacher_num_layers": n, "teacher_layers": indices,
             "layer_rule": rule if isinstance(rule, str) else "explicit"}
     return HFStudent(model, auto_class_name(task)), tokenizer, info
+
+
+def own_memory(model: nn.Module) -> None:
+    """Give each parameter a fresh copy of its own. transformers (5.25 here) may leave the weights it
+    loads inside the safetensors file's memory map, at the file's 8-byte offsets, and a BLAS kernel's
+    result on a misaligned operand can differ in the last bit from the same product on aligned memory:
+    the student built from the teacher then computed 1e-7 away from itself saved and loaded again."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
 
 
 # ---- encoders for task-agnostic distillation, and students initialised from them -----------------------
@@ -425,6 +436,7 @@ def build_general_student(family: str, k: int | None, teacher: str | Path, rule:
         check_rebuilds(model, indices)  # (the saved encoder must load as what was trained, for --init-from)
         model.float()
         model.config.dtype = torch.float32
+        own_memory(model)
         info = {"teacher_num_layers": len(layers), "teacher_layers": indices,
                 "layer_rule": rule if isinstance(rule, str) else "explicit"}
     elif family in PRESETS:
@@ -473,4 +485,5 @@ def build_from_encoder(encoder_dir: str | Path, family: str, k: int | None, task
         raise KdexamError(f"The encoder '{encoder_dir}' lacks weights the student needs ({encoder_missing[0]}, …); "
                           "distil it again with 'kdexam distill --general'.")
     model.float()
+    own_memory(model)
     return HFStudent(model, auto), load_tokenizer(str(d)), {"init_from": str(d)}
