@@ -346,6 +346,11 @@ def read_hf(name: str, cfg: DataConfig, local: bool = False, notes: list[str] | 
     left out (said in ``notes``), and a missing label anywhere else is an error."""
     import datasets
 
+    from kdexam.hub import unreachable
+
+    if not local and (why := unreachable()):
+        raise KdexamError(f"Dataset '{name}' is not a built-in dataset or a local file or directory, and the Hugging Face "
+                          f"Hub cannot be reached to look for it ({why}); run 'kdexam data list' for built-ins or pass a path.")
     try:
         if local:
             ds = datasets.load_from_disk(name)

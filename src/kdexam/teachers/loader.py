@@ -38,9 +38,16 @@ def quiet_transformers() -> None:
 
 
 def _resolve(name_or_path: str) -> str:
+    """A built-in model's folder, a local path, or a hub id (said at once when the hub cannot be reached)."""
+    from kdexam.hub import unreachable
     from kdexam.teachers.builtin_models import resolve_model
 
-    return resolve_model(name_or_path)
+    path = resolve_model(name_or_path)
+    if not Path(path).exists() and (why := unreachable()):
+        raise KdexamError(f"Model '{name_or_path}' is not a built-in model or a local directory, and the Hugging Face Hub "
+                          f"cannot be reached to look for it ({why}); see 'kdexam models list', or pass a local model "
+                          "directory.")
+    return path
 
 
 def cannot_load(name: str, what: str, err: Exception) -> KdexamError:
