@@ -178,7 +178,7 @@ def noise(e: dict) -> float:
 def warnings(ds: dict) -> list[str]:
     """Plain sentences: where distillation hurt (beyond :func:`noise`), and where the teacher is
     barely better than a student trained on labels alone (within one point of the primary metric);
-    a given teacher run whose own score (another split) is not the one its row shows."""
+    a given teacher run whose own score (on other examples) is not the one its row shows."""
     out = []
     for e in ds["students"]:
         gain = e.get("kd_gain")
@@ -193,8 +193,8 @@ def warnings(ds: dict) -> list[str]:
                        "row gives no score.")
         elif t.get("own_score") is not None:
             out.append(f"The teacher {t['teacher']} on {t['dataset']} scored {_fmt(t['own_score'])} in its own run, on "
-                       f"another split than the exam's; its row gives {_fmt(t['score'])}, its score on the examples its "
-                       "students were scored on.")
+                       f"other examples than the exam's (its whole evaluation split, say, where the exam's max_eval keeps "
+                       f"fewer); its row gives {_fmt(t['score'])}, its score on the examples its students were scored on.")
         best = max((c for c in ds["controls"] if c.get("score") is not None and c["teacher"] == t["teacher"]),
                    key=lambda c: c["score"] if c["greater_is_better"] else -c["score"], default=None)
         if best is None or t["score"] is None:
