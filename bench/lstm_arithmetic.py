@@ -24,11 +24,9 @@ import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch
 
-import torch  # noqa: E402
-
-from kdexam.students.bilstm import bidirectional_lstm  # noqa: E402
+from kdexam.students.bilstm import bidirectional_lstm
 
 SIZES = {"bilstm": (384, 300), "bilstm-192": (192, 200)}  # (embedding width E, hidden size H) of vs_textbrewer's students
 

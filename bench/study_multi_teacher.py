@@ -65,7 +65,7 @@ def run(cell: dict, kdexam: str, out_dir: Path) -> dict:
     if not metrics.is_file():
         started = time.perf_counter()
         with open(out_dir / f"{cell['name']}.log", "w") as log:
-            subprocess.run([kdexam, "distill", *cell["args"]], stdout=log, stderr=subprocess.STDOUT, check=True)
+            subprocess.run([kdexam, "distill", "--resume", *cell["args"]], stdout=log, stderr=subprocess.STDOUT, check=True)
         print(f"{cell['name']}: {time.perf_counter() - started:.0f} s", flush=True)
     m = json.loads(metrics.read_text())
     pm = m["primary_metric"]

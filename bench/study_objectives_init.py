@@ -41,7 +41,7 @@ INITS = ["lower", "upper", "uniform", "random"]
 def run_cell(args, objective: str, init: str, seed: int, encoder: str | None) -> dict:
     out = Path(args.root) / f"{objective.strip('+')}-{init}-s{seed}"
     if not (out / "metrics.json").is_file():
-        cmd = [args.kdexam, "distill", "--teacher", args.teacher, "--data", args.data, "--student", f"teacher-layers:{args.layers}",
+        cmd = [args.kdexam, "distill", "--resume", "--teacher", args.teacher, "--data", args.data, "--student", f"teacher-layers:{args.layers}",
                "--out", str(out), "--seed", str(seed), "--epochs", str(args.epochs), "--num-threads", str(args.threads),
                "--set", "objectives=" + json.dumps(OBJECTIVES[objective])]
         cmd += ["--init-from", encoder] if encoder else ["--layers", init]

@@ -91,7 +91,7 @@ def run_cell(args, fraction: float, data: Path, teacher: Path, student: str, set
         n += args.max_unlabelled if "unl" in setting or "both" in setting else 0
         epochs = min(300, max(10, math.ceil(args.student_steps / math.ceil(n / 32))))
         patience = max(3, math.ceil(args.patience_steps / math.ceil(n / 32)))
-        cmd = [args.kdexam, "distill", "--teacher", str(teacher), "--data", str(data), "--student", student,
+        cmd = [args.kdexam, "distill", "--resume", "--teacher", str(teacher), "--data", str(data), "--student", student,
                *STUDENT_FLAGS.get(student, []), "--out", str(out), "--seed", str(seed), "--num-threads", str(args.threads),
                "--epochs", str(epochs), "--patience", str(patience)]
         if setting == "gold":

@@ -239,9 +239,10 @@ def test_each_batch_is_timed_split_and_whole_one_after_the_other_in_alternating_
         def predict(self, batch, batch_size):
             calls.append(("predict", batch[0]))
 
-    tok, model, e2e = timing.time_batches(Fake(), [["a"], ["b"]], warmup=1, repeats=3)
-    assert len(tok) == len(model) == len(e2e) == 3
+    tok, model, e2e = timing.time_batches(Fake(), [["a"], ["b"]], warmup=1, repeats=4)
+    assert len(tok) == len(model) == len(e2e) == 4
     assert calls == [("predict", "a"),  # warm-up
                      ("prepare", "a"), ("run", "a"), ("predict", "a"),
                      ("predict", "b"), ("prepare", "b"), ("run", "b"),
-                     ("prepare", "a"), ("run", "a"), ("predict", "a")]
+                     ("predict", "a"), ("prepare", "a"), ("run", "a"),  # each batch in both orders (two batches, even)
+                     ("prepare", "b"), ("run", "b"), ("predict", "b")]

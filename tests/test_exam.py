@@ -239,11 +239,11 @@ def test_a_given_teacher_runs_row_is_its_score_on_its_students_split():
     assert t["score"] == 0.5 and "own_score" not in t
 
 
-def test_a_given_teacher_run_of_other_data_gives_no_score_where_no_student_finished():
+def test_a_given_teacher_run_of_other_data_gives_no_score_where_no_student_finished(tmp_path):
     """A ``{run: DIR}`` teacher of movie-sentiment, examined on a dataset where every cell failed: its
     row showed its movie-sentiment score (retention 1.000) under that dataset."""
     own = _teacher(0.846)
-    own["result"]["dataset"] = "movie-sentiment"
+    own["result"]["data"] = "movie-sentiment"  # (its config.yaml's data.name; the exam's dataset is "d")
     failed = {**_row("student", "cnn", 1, 0.5), "status": "failed", "result": None, "error": "labels unknown"}
     s = leaderboard.summarise([own, failed])
     ds = s["datasets"]["d"]
@@ -251,8 +251,14 @@ def test_a_given_teacher_run_of_other_data_gives_no_score_where_no_student_finis
     assert any("own data (movie-sentiment); no student finished on d" in w for w in ds["warnings"])
     assert "0.8460" not in leaderboard.markdown(s).split("## Failed")[0].split("| teacher t |")[-1].split("\n")[0]
     assert recommend(s, {})["d"]["text"] == "On d, no student finished; the failed cells below say why."
+    row = next(r for r in csv.DictReader(io.StringIO(leaderboard.csv_text(s))) if r["role"] == "teacher")
+    assert row["score"] == "" and row["retention"] == "", "no score, so no retention of 1.0 either"
     same = leaderboard.summarise([_teacher(0.846), failed])["datasets"]["d"]["teachers"][0]  # its own data: kept
     assert same["score"] == 0.846 and "own_score" not in same
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n")
+    assert leaderboard.same_dataset(str(data), os.path.relpath(data))  # the config's absolute path, the exam's relative one
+    assert not leaderboard.same_dataset(str(data), "movie-sentiment") and leaderboard.same_dataset(None, "d")
 
 
 def test_several_teachers_each_student_is_compared_with_its_own():

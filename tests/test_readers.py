@@ -140,8 +140,11 @@ def test_validation_carved_stratified_and_the_same_whatever_the_runs_seed(tmp_pa
     assert ([e.text for e in load_data(cfg(regression), seed=1).validation]
             == [e.text for e in load_data(cfg(regression), seed=5).validation])
     # the same targets read as classes (a classifier teacher's task) said as such, not as "too small"
-    with pytest.raises(KdexamError, match=r"read as classification .*\(60 labels in 60 examples\).*regression targets"):
+    with pytest.raises(KdexamError, match=r"read as classification.*\(60 labels in 60 examples\).*regression targets"):
         load_data(cfg(regression).model_copy(update={"task": "classification"}), seed=1)
+    texts = write_jsonl(tmp_path / "texts.jsonl", [{"text": f"text {i}", "label": f"a review {i}"} for i in range(60)])
+    with pytest.raises(KdexamError, match=r"60 labels in 60 examples.*check that --label-column names the label column"):
+        load_data(cfg(texts), seed=1)  # (a label column that holds the texts: no talk of regression)
 
 
 def test_a_regression_eval_split_of_one_target_is_read_with_a_note(tmp_path):

@@ -55,6 +55,10 @@ def test_a_different_run_in_out_is_refused_unless_overwrite(teacher, tmp_path, c
                        *FAST_ARGS], capsys)  # the same run again, finished: nothing it holds is dropped silently
     assert code == 2 and "already holds this run, finished" in " ".join(err.split()), err
     assert json.loads((out / "metrics.json").read_text())["mine"] == 1
+    (out / "checkpoint-stage1").mkdir()  # a finished run that kept its checkpoint (train.keep_checkpoint) is still finished
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(out), *FAST_ARGS], capsys)
+    assert code == 2 and "already holds this run, finished" in " ".join(err.split()), err
+    (out / "checkpoint-stage1").rmdir()
     api.distill(teacher=teacher / "teacher", student="cnn", out=out, overwrite=True, **FAST)  # trained again
     assert sha256_file(out / "model.safetensors") == first and "mine" not in json.loads((out / "metrics.json").read_text())
     code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "bilstm", "--out", str(out),

@@ -113,12 +113,12 @@ def same_run_again(out: Path, resume: bool, overwrite: bool) -> bool:
         return False
     if overwrite:
         return any((out / f).exists() for f in RUN_OUTPUTS)
+    if (out / "metrics.json").is_file():  # (a finished run may keep its checkpoint: train.keep_checkpoint)
+        raise KdexamError(f"'{out}' already holds this run, finished (metrics.json); pass --overwrite to train it again, "
+                          "or another --out.")
     if any(out.glob("checkpoint*")) or any(out.glob("stage*-done")):
         raise KdexamError(f"'{out}' holds an interrupted run of this config (a checkpoint); pass --resume to continue it, "
                           "or --overwrite to train it again from the start.")
-    if (out / "metrics.json").is_file():
-        raise KdexamError(f"'{out}' already holds this run, finished (metrics.json); pass --overwrite to train it again, "
-                          "or another --out.")
     return False
 
 

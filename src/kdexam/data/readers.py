@@ -348,7 +348,7 @@ def read_hf(name: str, cfg: DataConfig, local: bool = False, notes: list[str] | 
 
     from kdexam.hub import unreachable
 
-    if not local and (why := unreachable()):
+    if not local and (why := unreachable(name, "dataset")):
         raise KdexamError(f"Dataset '{name}' is not a built-in dataset or a local file or directory, and the Hugging Face "
                           f"Hub cannot be reached to look for it ({why}); run 'kdexam data list' for built-ins or pass a path.")
     try:

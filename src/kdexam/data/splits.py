@@ -83,6 +83,13 @@ def infer_task(train: list[Example]) -> str:
     return "classification" if integral and len(set(values)) <= max(INFERRED_CLASSES, len(values) // 10) else "regression"
 
 
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def _integral(value) -> bool:
     try:
         return float(value).is_integer()
@@ -179,11 +186,14 @@ def load_data(cfg: DataConfig, seed: int = 42) -> DataSplits:
                         seen.update(e.label)
                 moved = {id(e) for e in back}
                 val, train = [e for e in val if id(e) not in moved], train + back
-        if not val and stratify and len({str(e.label) for e in splits["train"]}) * 2 > len(splits["train"]):
-            raise KdexamError(f"Dataset '{cfg.name}' is read as classification (the teacher's task, or --task), but nearly "
-                              f"every example has a label of its own ({len({str(e.label) for e in splits['train']})} labels in "
-                              f"{len(splits['train'])} examples), so no validation split can be carved by class; are they "
-                              "regression targets? Use a regression teacher for them, or give a validation file.")
+        labels = {str(e.label) for e in splits["train"]}
+        if not val and stratify and len(labels) * 2 > len(splits["train"]):
+            numbers = all(_is_number(label) for label in labels)
+            raise KdexamError(f"Dataset '{cfg.name}' is read as classification, but nearly every example has a label of its own "
+                              f"({len(labels)} labels in {len(splits['train'])} examples), so no validation split can be carved "
+                              "by class; " + ("are they regression targets? Then use --task regression (and a regression "
+                                              "teacher), or give a validation file." if numbers else
+                                              "check that --label-column names the label column."))
         if not val:
             raise KdexamError(f"Dataset '{cfg.name}' is too small to carve a validation split; add a validation file.")
         splits["validation"] = val

@@ -101,7 +101,8 @@ def time_batches(predictor, batches: list[list], warmup: int, repeats: int) -> t
 
     for i in range(repeats):
         batch = batches[i % len(batches)]
-        for timing in ((split, whole) if i % 2 == 0 else (whole, split)):
+        first_split = (i + i // len(batches)) % 2 == 0  # (each batch in both orders, whatever the number of batches)
+        for timing in ((split, whole) if first_split else (whole, split)):
             timing(batch)
     return tok, model, e2e
 

@@ -83,7 +83,7 @@ def _teacher_entry(r: dict) -> dict:
     res = r["result"]
     cost = res.get("cost") or {}
     return {"dataset": r["dataset"], "teacher": r["teacher"], "model": res["model"], "run_dir": r["run_dir"],
-            "own_dataset": res.get("dataset"),
+            "own_data": res.get("data"),
             "primary_metric": res["primary_metric"], "greater_is_better": res["greater_is_better"], "score": res["score"],
             "params": res["params"], "e2e_ms_b1": cost.get("e2e_ms_b1"), "e2e_ms_per_text": cost.get("e2e_ms_per_text"),
             "size_mb": cost.get("size_mb"), "peak_mb": cost.get("peak_mb"), "train_minutes": _minutes(res.get("train_seconds"))}
@@ -100,7 +100,7 @@ def scored_with(teacher: dict, rows: list[dict]) -> None:
             if r["status"] == "done" and r["role"] != "teacher" and r["result"]
             and (r["dataset"], r["teacher"]) == (teacher["dataset"], teacher["teacher"])
             and r["result"].get("teacher_score") is not None]
-    if not seen and not same_dataset(teacher.get("own_dataset"), teacher["dataset"]):
+    if not seen and not same_dataset(teacher.get("own_data"), teacher["dataset"]):
         # a given teacher run of other data, and no student scored it on this one: its own score is not this dataset's
         teacher["own_score"], teacher["score"] = teacher["score"], None
         return
@@ -112,9 +112,13 @@ def scored_with(teacher: dict, rows: list[dict]) -> None:
 
 
 def same_dataset(recorded: str | None, exam_name: str) -> bool:
-    """Whether a run's recorded dataset (a built-in's name, a file's or folder's stem) is the exam's
-    dataset ``exam_name`` (a name or a path); unknown counts as the same."""
-    return recorded is None or recorded in (exam_name, Path(exam_name).stem, Path(exam_name).name)
+    """Whether the data a run's ``config.yaml`` records (a built-in name, or a path) is the exam's
+    dataset ``exam_name`` (a name, or a path from where the exam runs): the same name, or paths to the
+    same file or folder. Unknown counts as the same."""
+    if recorded is None or recorded == exam_name:
+        return True
+    a, b = Path(recorded).expanduser(), Path(exam_name).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
 def _minutes(seconds) -> float | None:
@@ -189,7 +193,7 @@ def warnings(ds: dict) -> list[str]:
     for t in ds["teachers"]:
         if t.get("own_score") is not None and t["score"] is None:
             out.append(f"The teacher {t['teacher']} on {t['dataset']} scored {_fmt(t['own_score'])} in its own run, on its "
-                       f"own data ({t.get('own_dataset')}); no student finished on {t['dataset']} to score it there, so its "
+                       f"own data ({t.get('own_data')}); no student finished on {t['dataset']} to score it there, so its "
                        "row gives no score.")
         elif t.get("own_score") is not None:
             out.append(f"The teacher {t['teacher']} on {t['dataset']} scored {_fmt(t['own_score'])} in its own run, on "
@@ -336,7 +340,7 @@ def csv_text(summary: dict) -> str:
     w.writeheader()
     for ds in summary["datasets"].values():
         for t in ds["teachers"]:
-            w.writerow({**t, "role": "teacher", "student": t["model"], "n": 1, "retention": 1.0})
+            w.writerow({**t, "role": "teacher", "student": t["model"], "n": 1, "retention": None if t["score"] is None else 1.0})
         for e in ds["students"]:
             w.writerow({**e, "role": "student"})
         for e in ds["controls"]:

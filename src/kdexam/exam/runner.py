@@ -266,6 +266,19 @@ def _mb(n: int | None) -> float | None:
     return None if n is None else n / 1e6
 
 
+def run_data(run_dir: Path) -> str | None:
+    """The data a run was trained on, as its ``config.yaml`` records it (a built-in name, or a local path
+    made absolute); ``None`` where that cannot be read."""
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+        name = recorded["data"]["name"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def cell_row(run_dir: Path, bench: dict | None) -> dict:
     """What the leaderboard needs from a finished run: its scores, loyalty and cost (the
     fastest CPU backend end to end at batch 1, its p50 at batch 1 and per text at the largest
@@ -276,7 +289,7 @@ def cell_row(run_dir: Path, bench: dict | None) -> dict:
     r = read_result(run_dir)
     side = r.student or r.teacher
     row = {
-        "model": side.name, "task": r.task, "dataset": r.dataset, "primary_metric": r.primary_metric,
+        "model": side.name, "task": r.task, "data": run_data(run_dir), "primary_metric": r.primary_metric,
         "greater_is_better": HIGHER_IS_BETTER.get(r.primary_metric or "", True),
         "score": r.score, "metrics": side.metrics, "teacher_score": r.teacher.metrics.get(r.primary_metric or ""),
         "retention": r.retention, "loyalty": side.loyalty or {}, "params": side.params,

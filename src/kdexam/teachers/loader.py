@@ -43,7 +43,7 @@ def _resolve(name_or_path: str) -> str:
     from kdexam.teachers.builtin_models import resolve_model
 
     path = resolve_model(name_or_path)
-    if not Path(path).exists() and (why := unreachable()):
+    if not Path(path).exists() and (why := unreachable(path, "model")):
         raise KdexamError(f"Model '{name_or_path}' is not a built-in model or a local directory, and the Hugging Face Hub "
                           f"cannot be reached to look for it ({why}); see 'kdexam models list', or pass a local model "
                           "directory.")

@@ -66,7 +66,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         return distill_general(cfg, resume, overwrite)
     check_run_config(cfg)
     teacher_dirs, out = check_paths(cfg)
-    if len(teacher_dirs) == 1:
+    if len(teacher_dirs) == 1 and not cfg.init_from:  # (an --init-from encoder's layers are checked when it loads)
         check_teacher_layers(cfg.student, teacher_dirs[0])
     set_seed(cfg.seed)
     started = time.perf_counter()
