@@ -153,5 +153,8 @@ def test_general_distillation_then_init_from(teacher_run, tmp_path):
     torch.testing.assert_close(student["bert." + key if "bert." + key in student else key], encoder[key], atol=1e-6, rtol=0)
     with pytest.raises(KdexamError, match="has 1 layers but the student is teacher-layers:2"):
         api.distill(teacher=teacher_run / "run", student="teacher-layers:2", init_from=tmp_path / "enc", out=tmp_path / "x")
+    # K beyond the (2-layer) teacher: with --init-from the encoder's layers count, and its message says so
+    with pytest.raises(KdexamError, match="has 1 layers but the student is teacher-layers:3"):
+        api.distill(teacher=teacher_run / "run", student="teacher-layers:3", init_from=tmp_path / "enc", out=tmp_path / "x")
     with pytest.raises(KdexamError, match="not an encoder written by"):
         api.distill(teacher=teacher_run / "run", student="teacher-layers:2", init_from=teacher_run / "run", out=tmp_path / "x")
