@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -155,8 +156,6 @@ def kdexam_child(spec: dict) -> None:
     """Run ``kdexam distill`` with a private cache holding only the teacher run's scored logits
     (``spec["teacher_run_cache"]``, copied in before the clock starts; none: empty); print its
     timings as JSON."""
-    import shutil
-
     import torch
 
     import sklearn.metrics  # noqa: F401  (kdexam's metrics import it at the first validation: ~1 s, an import)
@@ -268,6 +267,7 @@ def run_cell(a, student: str, system: str, s: dict, data_path: str, work: Path, 
                     max_train=a.max_train, max_eval=a.max_eval, epochs=a.epochs, batch_size=a.batch_size, patience=a.epochs + 1,
                     seed=a.seed, num_threads=1, **s["settings"], **kd_kwargs(s["pairs"], labels_only=system == "kdexam-labels-only"),
                     **({"set": a.kdexam_set} if a.kdexam_set else {}), teacher_run_cache=teacher_run_cache)
+        shutil.rmtree(spec["out"], ignore_errors=True)  # a second kdexam cell of the invocation starts afresh (not a rerun)
         cmd = [sys.executable, __file__, "--kdexam-child", json.dumps(spec)]
         marker = "KDEXAM_RESULT "
     else:
