@@ -91,10 +91,11 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
     recorded = _recorded(out, type(cfg))
     differ = (differing_keys(_absolute_recorded(recorded), cfg.model_dump(mode="json")) if recorded is not None
               else ["config.yaml (missing)"])
-    if not differ:
-        return same_run_again(out, resume, overwrite)
-    if overwrite:
+    if overwrite:  # (the same config or another: replaced as a whole)
         return any((out / f).exists() for f in RUN_OUTPUTS)
+    if not differ:
+        same_run_again(out, resume)
+        return False
     keys = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
     if resume:
         raise KdexamError(f"--resume: the run in '{out}' was started with another config ({keys} differ); resume it "
@@ -103,23 +104,19 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
                       "config to continue it, or --overwrite to replace it.")
 
 
-def same_run_again(out: Path, resume: bool, overwrite: bool) -> bool:
-    """``out`` holds a run of the same config. ``--resume`` continues it and ``--overwrite`` replaces
-    it (True: the caller removes it before its first write). Without either, a run there that has
-    something to lose — a checkpoint or a finished stage to resume from, or its finished
-    ``metrics.json`` (which ``kdexam bench`` may have added to) — is refused, saying which; a run
-    killed before its first checkpoint is simply trained again."""
+def same_run_again(out: Path, resume: bool) -> None:
+    """``out`` holds a run of the same config, and ``--overwrite`` was not given. ``--resume``
+    continues it. Without it, a run there that has something to lose — a checkpoint or a finished
+    stage to resume from, or its finished ``metrics.json`` (which ``kdexam bench`` may have added
+    to) — is refused, saying which; a run killed before its first checkpoint is simply trained again."""
     if resume:
-        return False
-    if overwrite:
-        return any((out / f).exists() for f in RUN_OUTPUTS)
+        return
     if (out / "metrics.json").is_file():  # (a finished run may keep its checkpoint: train.keep_checkpoint)
         raise KdexamError(f"'{out}' already holds this run, finished (metrics.json); pass --overwrite to train it again, "
                           "or another --out.")
     if any(out.glob("checkpoint*")) or any(out.glob("stage*-done")):
         raise KdexamError(f"'{out}' holds an interrupted run of this config (a checkpoint); pass --resume to continue it, "
                           "or --overwrite to train it again from the start.")
-    return False
 
 
 def finished_run(out: Path, resume: bool) -> dict | None:

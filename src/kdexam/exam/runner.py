@@ -269,13 +269,13 @@ def _mb(n: int | None) -> float | None:
 def run_data(run_dir: Path) -> str | None:
     """The data a run was trained on, as its ``config.yaml`` records it (a built-in name, or a local path
     made absolute); ``None`` where that cannot be read."""
-    import yaml
+    from kdexam.teachers.teacher import read_teacher_config
 
     try:
-        recorded = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
-        name = recorded["data"]["name"]
-    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        recorded = read_teacher_config(run_dir)  # (any run's config.yaml; {} when it has none)
+    except KdexamError:
         return None
+    name = (recorded.get("data") or {}).get("name") if isinstance(recorded, dict) else None
     return name if isinstance(name, str) else None
 
 

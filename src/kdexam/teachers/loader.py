@@ -62,15 +62,21 @@ def cannot_load(name: str, what: str, err: Exception) -> KdexamError:
     )
 
 
-def config_positions(model_dir: Path) -> int | None:
-    """``max_position_embeddings`` of a local model's ``config.json`` (read as JSON: no model code runs)."""
+def config_int(model_dir: Path, key: str) -> int | None:
+    """The integer ``key`` of a local model's ``config.json`` (read as JSON: no model code runs); None
+    where the file or the key is missing or not an integer."""
     import json
 
     try:
-        value = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+        value = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get(key)
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, int) else None
+
+
+def config_positions(model_dir: Path) -> int | None:
+    """``max_position_embeddings`` of a local model's ``config.json``."""
+    return config_int(model_dir, "max_position_embeddings")
 
 
 def input_limit(model_dir: str | Path) -> int | None:

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -207,13 +206,11 @@ def check_teacher_layers(spec, teacher_dir: Path) -> None:
     ``config.json``), before any data is read; where the count is not there, the build checks it."""
     from kdexam.students.registry import parse_kind
     from kdexam.students.transformer import select_layers
+    from kdexam.teachers.loader import config_int
 
     family, k = parse_kind(spec)
-    try:
-        n = json.loads((Path(teacher_dir) / "config.json").read_text(encoding="utf-8")).get("num_hidden_layers")
-    except (OSError, ValueError, AttributeError):
-        return
-    if family == "teacher-layers" and isinstance(n, int):
+    n = config_int(teacher_dir, "num_hidden_layers")
+    if family == "teacher-layers" and n is not None:
         select_layers(n, k, "lower" if spec.layers == "random" else spec.layers)  # (random: K's range alone)
 
 
