@@ -693,3 +693,28 @@ def test_small_fixes_of_the_build(tiny_bert_dir, tiny_tokenizer, tmp_path):
     assert model.config.hidden_dropout_prob == 0.0 and model.config.attention_probs_dropout_prob == 0.0
     with pytest.raises(KdexamError, match="trim_vocab does not apply to a student initialised from an encoder"):
         build_student(StudentSpec(kind="bert-tiny", trim_vocab=True), task, tiny_bert_dir, init_from=enc)
+
+
+def test_a_bilstm_with_packed_weights_saves_and_loads(teacher_dir, tmp_path):
+    """On a GPU cuDNN packs an LSTM's weights into one buffer (views of it), which safetensors refused
+    to save ("None is covering the entire storage", seen on an H200); packed here by hand."""
+    task, examples = TASKS["cls"], EXAMPLES["cls"]
+    spec = StudentSpec(kind="bilstm", **SMALL.get("bilstm", {}))
+    torch.manual_seed(0)
+    model, tok = build_student(spec, task, teacher_dir)
+    model.eval()
+    lstm = next(m for m in model.modules() if isinstance(m, torch.nn.LSTM))
+    weights = [getattr(lstm, n) for n in lstm._flat_weights_names]
+    flat = torch.cat([w.detach().reshape(-1) for w in weights])
+    offset = 0
+    with torch.no_grad():
+        for w in weights:
+            w.data = flat[offset:offset + w.numel()].view_as(w)
+            offset += w.numel()
+    assert weights[0].untyped_storage().data_ptr() == weights[-1].untyped_storage().data_ptr()
+    batch = batch_of(tok, task, examples)
+    full = logits_of(model, batch)
+    save_student(model, tok, spec, task, tmp_path / "student")
+    assert weights[1].untyped_storage().data_ptr() == flat.untyped_storage().data_ptr(), "the live model is left as it was"
+    loaded, tok2, _, _ = load_student(tmp_path / "student")
+    assert torch.equal(logits_of(loaded, batch_of(tok2, task, examples)), full)

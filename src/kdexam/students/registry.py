@@ -320,6 +320,23 @@ def _weights_owner(model: nn.Module) -> nn.Module:
     return model.model if getattr(model, "family", None) == "hf" else model
 
 
+def _packed(module: nn.Module) -> bool:
+    """Whether a weight is a view into a larger buffer: on a GPU, cuDNN packs an LSTM's weights into
+    one (``flatten_parameters``), memory shared in a way that safetensors' ``save_model`` refuses."""
+    return any(p.untyped_storage().nbytes() > p.numel() * p.element_size() for p in module.parameters())
+
+
+def _unpacked(module: nn.Module) -> nn.Module:
+    """A CPU copy of ``module`` in which each weight owns its memory (tied weights stay tied)."""
+    import copy
+
+    from kdexam.students.transformer import own_memory
+
+    module = copy.deepcopy(module).cpu()
+    own_memory(module)
+    return module
+
+
 def save_student(model: nn.Module, tokenizer, spec: StudentSpec, task: Task, out_dir: str | Path) -> Path:
     """Write ``model.safetensors``, ``student.json`` (spec, task, architecture, build info,
     parameter counts, the weights' SHA-256), the tokenizer files and, for transformer students,
@@ -340,6 +357,7 @@ def save_student(model: nn.Module, tokenizer, spec: StudentSpec, task: Task, out
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=temp_prefix("student")))
     try:
         owner = _weights_owner(model)
+        owner = _unpacked(owner) if _packed(owner) else owner
         # save_model drops the duplicate names of shared (tied) tensors; load_model restores them
         save_model(owner, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if family == "hf":
