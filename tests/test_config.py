@@ -81,3 +81,16 @@ def test_objective_parameters_pass_through_the_config_and_are_checked_when_built
     assert d.objectives[0].params == {"layer": "uniform"}
     with pytest.raises(KdexamError, match="did you mean 'layers'"):
         build_objectives(d.objectives, "classification", teacher=ModelShape(6, 384, 12), student=ModelShape(2, 384, 12))
+
+
+def test_mixed_precision_no_survives_yaml(tmp_path):
+    """YAML reads a bare ``no`` as false; ``mixed_precision: no`` (a file, or ``--set``) must mean "no"."""
+    from kdexam.config.flags import parse_set
+
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(TeacherRunConfig, p).train.mixed_precision == "no"
+    key, value = parse_set("train.mixed_precision=no")
+    assert build_config(TeacherRunConfig, {}, {key: value}).train.mixed_precision == "no"
+    with pytest.raises(KdexamError, match="mixed_precision"):
+        build_config(TeacherRunConfig, {"train": {"mixed_precision": True}})
