@@ -318,3 +318,32 @@ def test_a_crf_taggers_transitions_are_in_its_head_group():
     assert groups[:2] == [model.embeddings, model.lstms] and isinstance(groups[2], torch.nn.ModuleList) and len(groups) == 3
     assert apply_unfreeze(model, 1) == size(model.classifier) + size(model.crf)
     assert apply_unfreeze(model, 2) == size(model.classifier) + size(model.crf) + size(model.lstms)
+
+
+def test_auto_precision_is_fp32_for_students_and_low_for_teachers_on_a_gpu():
+    """``auto``: fp32 on a CPU; on a GPU, bf16 (fp16 without bf16) for teacher fine-tuning and fp32
+    for students, whose steps bf16 slowed on an H200 (docs/benchmarks.md); a choice stays a choice."""
+    from kdexam.training.trainer import resolve_precision
+
+    assert resolve_precision("auto", True, cuda=False, bf16=False) == "no"
+    assert resolve_precision("auto", True, cuda=True, bf16=True) == "bf16"
+    assert resolve_precision("auto", True, cuda=True, bf16=False) == "fp16"
+    assert resolve_precision("auto", False, cuda=True, bf16=True) == "no"
+    assert resolve_precision("bf16", False, cuda=False, bf16=False) == "bf16"
+    assert resolve_precision("no", True, cuda=True, bf16=True) == "no"
+
+
+def test_attention_on_a_gpu_leaves_out_cudnn_and_restores_the_choice():
+    """cuDNN's attention builds a graph per input shape (143 ms against 17 ms a bf16 bert-mini step on
+    an H200); inside ``attention_kernels`` on a GPU every other kernel stays allowed, on a CPU nothing changes."""
+    from kdexam.parallel import attention_kernels
+
+    flags = (torch.backends.cuda.cudnn_sdp_enabled, torch.backends.cuda.flash_sdp_enabled,
+             torch.backends.cuda.mem_efficient_sdp_enabled, torch.backends.cuda.math_sdp_enabled)
+    before = [f() for f in flags]
+    assert before[0], "cuDNN attention is allowed outside"
+    with attention_kernels(torch.device("cpu")):
+        assert [f() for f in flags] == before
+    with attention_kernels(torch.device("cuda")):
+        assert [f() for f in flags] == [False, True, True, True]
+    assert [f() for f in flags] == before

@@ -30,7 +30,7 @@ from kdexam.data.encode import MODEL_INPUTS, Features, encode, first_subwords, m
 from kdexam.data.readers import Example
 from kdexam.errors import KdexamError
 from kdexam.outputs import encoder_outputs, model_shape, parse_name
-from kdexam.parallel import barrier, my_share, process_device, rank_and_world
+from kdexam.parallel import attention_kernels, barrier, my_share, process_device, rank_and_world
 from kdexam.tasks import Task
 from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_order_key, hub_commit, hub_model_key,
                                    model_fingerprint, pack, read_output, write_output)
@@ -149,7 +149,7 @@ class Teacher:
         low = PRECISIONS[precision]  # None: fp32, no autocast
         for batch in with_progress(loader, progress, f"teacher outputs ({', '.join(names)})"):
             inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
-            with torch.autocast(device.type, dtype=low or torch.bfloat16, enabled=low is not None):
+            with torch.autocast(device.type, dtype=low or torch.bfloat16, enabled=low is not None), attention_kernels(device):
                 result = encoder_outputs(model, inputs, names)
             for row, i in enumerate(batch["index"].tolist()):
                 for n in names:

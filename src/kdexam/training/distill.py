@@ -98,7 +98,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     names = set().union(*(objective.teacher_requires for _, objective in plans))
     if cfg.transfer.min_confidence is not None:
         names.add("logits")
-    accelerator = make_accelerator(cfg.train)  # (joins a parallel launch's processes, which share the teacher work)
+    accelerator = make_accelerator(cfg.train, low_precision_on_gpu=False)  # (joins a parallel launch's processes, which share the teacher work)
     if isinstance(teacher, Ensemble) and cfg.ensemble.weighting == "validation":  # (after every check: teacher work)
         scores = teacher.weigh_by_validation(data.validation, cache=cfg.cache_teacher)
         console.print("ensemble weights from validation " + ", ".join(
@@ -138,8 +138,10 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
             continue
 
         def loss_fn(model, batch, objective=objective):
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            # gathered by the host batch's example indices, before the batch moves: on a GPU, reading
+            # the indices back from the device would wait for the previous step's kernels
             teacher_out = teacher_side(batch, accelerator.device) if objective.needs_teacher else None
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             return model(batch, teacher_out)[0]
 
         def validate(model):
@@ -265,8 +267,8 @@ def objective_validation(cfg: DistillRunConfig, teacher: Teacher | Ensemble, val
         total, n = 0.0, 0
         share = my_share(len(features)) if accelerator.num_processes > 1 else None
         for batch in make_loader(features, tokenizer, task, cfg.train.eval_batch_size, shuffle=False, indices=share):
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            loss = model(batch, side(batch, accelerator.device))[0]
+            teacher_out = side(batch, accelerator.device)  # by the host batch's indices (see loss_fn)
+            loss = model({k: v.to(accelerator.device) for k, v in batch.items()}, teacher_out)[0]
             total, n = total + float(loss) * len(batch["input_ids"]), n + len(batch["input_ids"])
         sums = gather_items({accelerator.process_index: (total, n)}, accelerator.num_processes)
         return {"objective": sum(t for t, _ in sums) / sum(c for _, c in sums)}

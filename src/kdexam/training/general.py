@@ -72,7 +72,7 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
     objective = build_objectives(specs, "general", teacher=teacher.shape, student=student.shape,
                                  matches=stage.matches or cfg.matches)
     names = objective.teacher_requires
-    accelerator = make_accelerator(cfg.train)  # (joins a parallel launch's processes, which share the teacher work)
+    accelerator = make_accelerator(cfg.train, low_precision_on_gpu=False)  # (joins a parallel launch's processes, which share the teacher work)
     train_out = teacher.outputs(train, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb, precision=cfg.teacher_precision)
     val_out = teacher.outputs(validation, names, budget_gb=cfg.cache_budget_gb, precision=cfg.teacher_precision)
     feats = {"train": teacher.encode(train), "validation": teacher.encode(validation)}
@@ -87,8 +87,8 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
                   f"{', '.join(objective.names)}")
 
     def loss_fn(model, batch):
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        return model(batch, sides["train"](batch, accelerator.device))[0]
+        teacher_out = sides["train"](batch, accelerator.device)  # by the host batch's indices (see distill's loss_fn)
+        return model({k: v.to(accelerator.device) for k, v in batch.items()}, teacher_out)[0]
 
     @torch.inference_mode()
     def validate(model):  # each parallel process scores its share; the sums are gathered
@@ -96,8 +96,8 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
         total, n = 0.0, 0
         share = my_share(len(feats["validation"])) if accelerator.num_processes > 1 else None
         for batch in make_loader(feats["validation"], tokenizer, NO_TASK, cfg.train.eval_batch_size, shuffle=False, indices=share):
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            loss = model(batch, sides["validation"](batch, accelerator.device))[0]
+            teacher_out = sides["validation"](batch, accelerator.device)
+            loss = model({k: v.to(accelerator.device) for k, v in batch.items()}, teacher_out)[0]
             total, n = total + float(loss) * len(batch["input_ids"]), n + len(batch["input_ids"])
         sums = gather_items({accelerator.process_index: (total, n)}, accelerator.num_processes)
         return {"objective": sum(t for t, _ in sums) / sum(c for _, c in sums)}

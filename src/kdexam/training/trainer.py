@@ -24,6 +24,7 @@ from transformers import get_scheduler
 
 from kdexam.config import TrainConfig
 from kdexam.errors import KdexamError
+from kdexam.parallel import attention_kernels
 from kdexam.paths import json_text
 from kdexam.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from kdexam.training.dropout import use_fast_dropout
@@ -32,20 +33,30 @@ from kdexam.training.sparse import Optimizers, clip_grad_norm
 console = Console(stderr=True)
 
 
-def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    """CPU or GPU, with bf16/fp16 autocast on GPU when ``mixed_precision`` is ``auto``. Under
-    ``torchrun`` / ``accelerate launch`` it is one of several data-parallel processes (gloo on CPUs,
-    NCCL on GPUs; see docs/scaling.md)."""
+def resolve_precision(choice: str, low_precision_on_gpu: bool, cuda: bool, bf16: bool) -> str:
+    """``mixed_precision`` as Accelerate takes it: ``auto`` is ``bf16`` (``fp16`` where the GPU lacks
+    bf16) on a GPU when ``low_precision_on_gpu``, else ``no``; any other choice as it is."""
+    if choice != "auto":
+        return choice
+    if not (low_precision_on_gpu and cuda):
+        return "no"
+    return "bf16" if bf16 else "fp16"
+
+
+def make_accelerator(cfg: TrainConfig, low_precision_on_gpu: bool = True) -> Accelerator:
+    """CPU or GPU; ``mixed_precision: auto`` is bf16 (else fp16) autocast on a GPU when
+    ``low_precision_on_gpu`` (teacher fine-tuning), fp32 otherwise (students: on an H200, at batch 32,
+    bf16 autocast made the step of every student kind slower, 0.75-0.94x, and a 10-epoch bert-mini
+    run 14.4 s against 12.6 s in fp32; docs/benchmarks.md). Under ``torchrun`` / ``accelerate
+    launch`` it is one of several data-parallel processes (gloo on CPUs, NCCL on GPUs; see
+    docs/scaling.md)."""
     from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        precision = "no"
-        if torch.cuda.is_available():
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cuda = torch.cuda.is_available()
+    precision = resolve_precision(cfg.mixed_precision, low_precision_on_gpu, cuda, cuda and torch.cuda.is_bf16_supported())
     # Accelerate keeps one mixed-precision setting per process and refuses another; each kdexam run (several in one
     # process from the API or an exam) sets its own. Only that state is reset: the process group (PartialState) stays.
     AcceleratorState._reset_state()
@@ -249,7 +260,7 @@ def fit(
         with open(log_path, "r+b") as f:  # (evaluations after that point are logged again as the run repeats them)
             f.truncate(keep_log)
     log_file = open(log_path, "a", encoding="utf-8") if log_path and accelerator.is_main_process else nullcontext()
-    with log_file as log, progress_bar() as bar:
+    with log_file as log, progress_bar() as bar, attention_kernels(accelerator.device):
         total = len(loader) * cfg.epochs
         job = bar.add_task(desc, total=total, completed=pos["step"], info="")
         log_every = max(1, total // 20)
