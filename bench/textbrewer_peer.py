@@ -27,7 +27,9 @@ Batches: ``fixed`` — every input padded to ``--max-length`` (128) and shuffled
 
 Printed and written (``--out``): ``seconds`` (from after the imports to the test score),
 ``train_seconds`` (TextBrewer's ``train`` call), ``peak_rss_mb`` (``VmHWM`` of this
-process), ``test_accuracy``, ``best_validation_accuracy``, steps and versions.
+process), ``test_accuracy``, ``best_validation_accuracy``, steps and versions; on a GPU
+(``--device cuda``: both models there, fp32, as TextBrewer's examples run without apex)
+also ``peak_gpu_mb`` (``torch.cuda.max_memory_allocated``).
 """
 
 from __future__ import annotations
@@ -162,14 +164,16 @@ def eval_batches(tokenizer, texts: list[str], max_length: int, fixed: bool, batc
 
 
 def accuracy(model, batches, labels: list[int]) -> float:
+    """Accuracy of ``model`` on ``batches`` (moved to the model's device)."""
     import torch
 
     was = model.training
     model.eval()
     correct = 0
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for idx, batch in batches:
-            out = model(**batch)
+            out = model(**{k: v.to(device) for k, v in batch.items()})
             logits = out["logits"] if isinstance(out, dict) else out.logits
             pred = logits.argmax(-1).tolist()
             correct += sum(p == labels[i] for p, i in zip(pred, idx))
@@ -216,7 +220,7 @@ def peer_bilstm_class():
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
             lengths = attention_mask.sum(1).clamp(min=1)
-            mask = torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]
+            mask = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] < lengths[:, None]
             x = self.embeddings(input_ids)
             packed = pack_padded_sequence(self.dropout(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, _ = self.lstms[0](packed)
@@ -262,11 +266,17 @@ def common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--warmup-ratio", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the teacher and the student both there, fp32)")
     ap.add_argument("--out", required=True)
 
 
 def finish(out: str, result: dict) -> None:
+    import torch
+
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        result["gpu"] = torch.cuda.get_device_name(0)
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))}))
 
@@ -304,8 +314,9 @@ def main() -> None:
     fixed = a.padding == "fixed"
     loader = train_loader(tokenizer, train_x, train_y, a.batch_size, a.max_length, a.padding, a.seed)
     val_batches = eval_batches(tokenizer, val_x, a.max_length, fixed)
-    teacher = AutoModelForSequenceClassification.from_pretrained(a.teacher)
+    teacher = AutoModelForSequenceClassification.from_pretrained(a.teacher).to(a.device)
     student, family = load_student(Path(a.student_init))
+    student.to(a.device)  # TextBrewer moves batches, not models (its examples call .to(device))
     matches = [tuple(m) for m in json.loads(a.matches)]
     hidden = bool(matches)
 
@@ -321,7 +332,7 @@ def main() -> None:
         intermediate_matches=[{"layer_T": t, "layer_S": s, "feature": "hidden", "loss": "hidden_mse", "weight": 1}
                               for t, s in matches])
     work = Path(tempfile.mkdtemp(prefix="tb-peer-"))
-    train_config = TrainingConfig(device="cpu", output_dir=str(work / "saved"), log_dir=str(work / "log"), ckpt_frequency=1)
+    train_config = TrainingConfig(device=a.device, output_dir=str(work / "saved"), log_dir=str(work / "log"), ckpt_frequency=1)
     (work / "saved").mkdir(exist_ok=True)
     distiller = GeneralDistiller(train_config=train_config, distill_config=distill_config, model_T=teacher, model_S=student,
                                  adaptor_T=adaptor, adaptor_S=adaptor)

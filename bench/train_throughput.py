@@ -36,8 +36,10 @@ KINDS = ("bilstm", "cnn", "static", "bert-mini", "teacher-layers:2")
 PARTS = ("collate", "teacher", "forward", "backward", "optimizer")
 
 
-def setup(teacher_dir: str, kind: str, max_train: int, batch_size: int, seed: int = 42, objective: str = "kl:temperature=4"):
-    """Everything a training step of ``kind`` needs, built the way ``kdexam distill`` builds it."""
+def setup(teacher_dir: str, kind: str, max_train: int, batch_size: int, seed: int = 42, objective: str = "kl:temperature=4",
+          device: str = "cpu"):
+    """Everything a training step of ``kind`` needs, built the way ``kdexam distill`` builds it (the
+    student on ``device``)."""
     from kdexam import api
     from kdexam.data.encode import encode, make_loader
     from kdexam.data.splits import load_data
@@ -70,40 +72,51 @@ def setup(teacher_dir: str, kind: str, max_train: int, batch_size: int, seed: in
     feats = encode(transfer.examples, tokenizer, task, cfg.data.max_length)
     side = training_teacher_side(cfg, teacher, transfer, task, feats, set(objective.teacher_requires))
     loader = make_loader(feats, tokenizer, task, batch_size, shuffle=True, seed=seed)
-    model = Distiller(student, objective)
+    model = Distiller(student, objective).to(device)
     optimizer, scheduler = make_optimizer(model, cfg.train, 10_000)
     n_params = sum(p.numel() for p in student.parameters())
     return model, loader, side, optimizer, scheduler, cfg.train.max_grad_norm, n_params
 
 
-def steps(model, loader, side, optimizer, scheduler, clip: float, n: int, bf16: bool = False):
+def steps(model, loader, side, optimizer, scheduler, clip: float, n: int, bf16: bool = False, device: str = "cpu"):
     """Yield (examples, {part: seconds}) for ``n`` steps, cycling over epochs; ``bf16``: the forward
-    and the loss under CPU bf16 autocast, as ``--set train.mixed_precision=bf16`` runs them."""
+    and the loss under bf16 autocast, as ``--set train.mixed_precision=bf16`` runs them on a CPU (and
+    ``auto`` on a GPU with bf16). On a GPU the batch's copy to it counts as collation, and the device is
+    synchronised at each part's end, so each part holds its own kernels (the sum is a step without
+    overlap between the host's work and the GPU's)."""
+    dev = torch.device(device)
+
+    def now() -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
     model.train()
     epoch = 0
     while True:
         loader.batch_sampler.set_epoch(epoch)
         it = iter(loader)
         while True:
-            t = [time.perf_counter()]
+            t = [now()]
             try:
-                batch = next(it)
+                host_batch = next(it)
             except StopIteration:
                 break
-            t.append(time.perf_counter())
-            teacher_out = side(batch, "cpu")
-            t.append(time.perf_counter())
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            batch = {k: v.to(dev) for k, v in host_batch.items()}
+            t.append(now())
+            teacher_out = side(host_batch, dev)
+            t.append(now())
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = model(batch, teacher_out)[0]
             loss.item()
-            t.append(time.perf_counter())
+            t.append(now())
             loss.backward()
-            t.append(time.perf_counter())
+            t.append(now())
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            t.append(time.perf_counter())
+            t.append(now())
             yield len(batch["index"]), {p: t[i + 1] - t[i] for i, p in enumerate(PARTS)}
             n -= 1
             if n == 0:
@@ -113,10 +126,10 @@ def steps(model, loader, side, optimizer, scheduler, clip: float, n: int, bf16: 
 
 def measure(kind: str, a) -> dict:
     model, loader, side, optimizer, scheduler, clip, n_params = setup(a.teacher, kind, a.max_train, a.batch_size,
-                                                                      objective=a.objective)
+                                                                      objective=a.objective, device=a.device)
     total = {p: 0.0 for p in PARTS}
     examples = 0
-    for i, (n, parts) in enumerate(steps(model, loader, side, optimizer, scheduler, clip, a.warmup + a.steps)):
+    for i, (n, parts) in enumerate(steps(model, loader, side, optimizer, scheduler, clip, a.warmup + a.steps, device=a.device)):
         if i < a.warmup:
             continue
         examples += n
@@ -146,6 +159,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the steps' parts then end with a synchronisation)")
     ap.add_argument("--objective", default="kl:temperature=4", help="the loss (gold: the labels-only control)")
     ap.add_argument("--profile", help="also run the torch profiler over this kind")
     ap.add_argument("--profile-steps", type=int, default=10)
@@ -161,7 +175,7 @@ def main() -> None:
                      + " | ".join(f"{100 * s[p]:.0f} %" for p in PARTS) + " |")
     text = "\n".join(lines)
     print(text)
-    report = {"benchmark": "train_throughput", "threads": a.threads, "batch_size": a.batch_size, "max_train": a.max_train,
+    report = {"benchmark": "train_throughput", "device": a.device, "threads": a.threads, "batch_size": a.batch_size, "max_train": a.max_train,
               "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows, "table": text}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

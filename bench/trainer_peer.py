@@ -13,6 +13,7 @@ Trainer's AdamW leaves biases and LayerNorm weights undecayed, as kdexam does), 
 no reporting. Loss: T² · KL(p_T ‖ p_S) at ``--temperature`` (kdexam's ``kl``), plus for ``--matches``
 the masked hidden-state MSE per pair. Validation accuracy (student only) once an epoch from a
 callback, the best weights kept in memory and scored on test, as for the other systems.
+``--device cuda``: the Trainer on the GPU, fp32 (no ``bf16``/``fp16`` argument: the recipe's default).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(a.teacher)
     train = Rows(encode(tokenizer, train_x, a.max_length, False), train_y)
     val_batches = eval_batches(tokenizer, val_x, a.max_length, False)
-    teacher = AutoModelForSequenceClassification.from_pretrained(a.teacher).eval()
+    teacher = AutoModelForSequenceClassification.from_pretrained(a.teacher).eval().to(a.device)  # the Trainer moves the student
     student, family = load_student(Path(a.student_init))
     matches = [tuple(m) for m in json.loads(a.matches)]
     T = a.temperature
@@ -102,7 +103,7 @@ def main() -> None:
     args = TrainingArguments(
         output_dir=work, num_train_epochs=a.epochs, per_device_train_batch_size=a.batch_size, learning_rate=a.lr,
         weight_decay=0.01, lr_scheduler_type="linear", warmup_steps=int(a.warmup_ratio * steps_per_epoch * a.epochs),
-        max_grad_norm=1.0, eval_strategy="no", save_strategy="no", logging_strategy="epoch", report_to="none", use_cpu=True,
+        max_grad_norm=1.0, eval_strategy="no", save_strategy="no", logging_strategy="epoch", report_to="none", use_cpu=a.device == "cpu",
         seed=a.seed, dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
     trainer = DistillationTrainer(model=student, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
                                   callbacks=[KeepBest()])

@@ -26,6 +26,12 @@ process, one at a time, one thread (``torch.set_num_threads(1)``, ``OMP_NUM_THRE
 ``VmHWM`` (before 2026-12-04, ``ru_maxrss``, which Linux carries over from the driver: every figure
 then was at least the driver's own peak). Ratios are peer seconds over kdexam seconds *with* the cache fill.
 
+``--device cuda`` (``auto``: cuda when there is one) runs every system on the GPU, the peers in fp32
+(TextBrewer's fp16 needs apex; the Trainer recipe's default is fp32), kdexam in its default
+``mixed_precision: auto`` (fp32 for students since 2026-12-04; bf16 autocast before);
+``--kdexam-set train.mixed_precision=bf16`` gives kdexam's bf16 figure. Rows then carry ``peak_gpu_mb``
+(``torch.cuda.max_memory_allocated``). ``--max-train 0 --max-eval 0``: the whole dataset.
+
     bash bench/textbrewer_env.sh
     python bench/vs_textbrewer.py --teacher exams/default/teachers/teacher-movie-sentiment-minilm-l6-dc2db290 \\
         --max-train 1000 --max-eval 500 --epochs 10 --out bench/results/vs_textbrewer.json
@@ -196,10 +202,33 @@ def kdexam_child(spec: dict) -> None:
         "steps": sum(s["steps"] for s in r["stages"]), "test_accuracy": r["student"]["metrics"]["accuracy"],
         "best_validation_accuracy": r["stages"][-1]["best_validation"],
         "teacher_forward_calls": r["teacher_cache"]["teacher_forward_calls"],
-        "peak_rss_mb": round(peak_rss_mb(), 1), "history": history}))
+        "peak_rss_mb": round(peak_rss_mb(), 1), "history": history, **gpu_memory()}))
+
+
+def gpu_memory() -> dict:
+    """Peak GPU memory of this process and the GPU's name, when it used one."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    return {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1), "gpu": torch.cuda.get_device_name(0)}
 
 
 # ---- the driver ------------------------------------------------------------------------------------
+
+
+def installed(md, package: str) -> str | None:
+    """The installed version of ``package`` (None for kdexam run from a source tree on PYTHONPATH)."""
+    try:
+        return md.version(package)
+    except md.PackageNotFoundError:
+        return None
+
+
+def gpu_name(device: str) -> dict:
+    import torch
+
+    return {"gpu": torch.cuda.get_device_name(0)} if device == "cuda" else {}
 
 
 def prepare(a, work: Path) -> tuple[str, dict[str, dict]]:
@@ -261,6 +290,8 @@ def scored_logits(teacher, examples) -> str | None:
 
 def run_cell(a, student: str, system: str, s: dict, data_path: str, work: Path, teacher_run_cache: str | None = None) -> dict:
     env = dict(os.environ)
+    if a.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # kdexam takes a GPU whenever it sees one
     base = {"student": student, "system": system, "kind": s["kind"], "lr": s["lr"]}
     if system.startswith("kdexam"):
         spec = dict(teacher=a.teacher, data=data_path, student=s["kind"], out=str(work / "runs" / f"{student}-{system}".replace(":", "-")),
@@ -275,7 +306,7 @@ def run_cell(a, student: str, system: str, s: dict, data_path: str, work: Path, 
         python, script = ((a.peer_python, "textbrewer_peer.py") if system.startswith("textbrewer") else (sys.executable, "trainer_peer.py"))
         cmd = [python, str(BENCH / script), "--teacher", a.teacher, "--student-init", s["init"], "--data", str(work / "data"),
                "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--lr", str(s["lr"]), "--temperature", "4",
-               "--matches", json.dumps(s["pairs"]), "--seed", str(a.seed), "--out", str(out)]
+               "--matches", json.dumps(s["pairs"]), "--seed", str(a.seed), "--device", a.device, "--out", str(out)]
         if system.startswith("textbrewer"):
             cmd += ["--padding", system.split("-")[1]]
         marker = None
@@ -295,7 +326,8 @@ def run_cell(a, student: str, system: str, s: dict, data_path: str, work: Path, 
     else:
         result = json.loads(out.read_text())
     row = {**result, **base, "process_seconds": round(wall, 1)}
-    print(f"    {row['seconds']:.0f} s, test accuracy {row['test_accuracy']:.4f}, peak RSS {row.get('peak_rss_mb')} MB", flush=True)
+    gpu = f", peak GPU {row['peak_gpu_mb']} MB" if row.get("peak_gpu_mb") is not None else ""
+    print(f"    {row['seconds']:.0f} s, test accuracy {row['test_accuracy']:.4f}, peak RSS {row.get('peak_rss_mb')} MB{gpu}", flush=True)
     return row
 
 
@@ -304,8 +336,9 @@ def main() -> None:
     ap.add_argument("--kdexam-child", help=argparse.SUPPRESS)
     ap.add_argument("--teacher")
     ap.add_argument("--data", default="movie-sentiment")
-    ap.add_argument("--max-train", type=int, default=1000)
-    ap.add_argument("--max-eval", type=int, default=500)
+    ap.add_argument("--max-train", type=int, default=1000, help="0: every training example")
+    ap.add_argument("--max-eval", type=int, default=500, help="0: every validation and test example")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when there is a GPU")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=42)
@@ -320,6 +353,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/vs_textbrewer.json")
     ap.add_argument("--summarize", action="store_true", help="recompute the table and summary of --out from its rows; no runs")
     a = ap.parse_args()
+    a.max_train, a.max_eval = a.max_train or None, a.max_eval or None
     pin_threads(1)
     if a.summarize:
         report = json.loads(Path(a.out).read_text())
@@ -335,6 +369,10 @@ def main() -> None:
     if not a.teacher:
         ap.error("--teacher is required")
     a.teacher = str(Path(a.teacher).resolve())
+    if a.device == "auto":
+        import torch
+
+        a.device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="vs-tb-"))
     data_path, inits, teacher_run_cache = prepare(a, work)
@@ -343,12 +381,12 @@ def main() -> None:
     peer_versions = subprocess.run([a.peer_python, "-c", probe], capture_output=True, text=True, check=False).stdout.strip()
     import importlib.metadata as md
 
-    report = {"benchmark": "vs_textbrewer", "data": a.data, "max_train": a.max_train, "max_eval": a.max_eval, "epochs": a.epochs,
+    report = {"benchmark": "vs_textbrewer", "data": a.data, "device": a.device, "max_train": a.max_train, "max_eval": a.max_eval, "epochs": a.epochs,
               "batch_size": a.batch_size, "seed": a.seed, "threads": 1, "teacher": a.teacher, "kdexam_set": a.kdexam_set,
               "teacher_run_logits": teacher_run_cache,
               "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                          "platform": platform.platform(), "python": platform.python_version()},
-              "versions": {"kdexam_env": {p: md.version(p) for p in ("kdexam", "torch", "transformers", "accelerate", "tokenizers")},
+                          "platform": platform.platform(), "python": platform.python_version(), **gpu_name(a.device)},
+              "versions": {"kdexam_env": {p: installed(md, p) for p in ("kdexam", "torch", "transformers", "accelerate", "tokenizers")},
                            "textbrewer_env": json.loads(peer_versions) if peer_versions else None},
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "work": str(work), "rows": []}
     for student in a.students:

@@ -137,3 +137,25 @@ def test_the_lstm_arithmetic_count_is_the_matrix_products_an_lstm_does():
         mine = by_hand()
     torch.testing.assert_close(mine, lstm(x)[0].detach())
     assert counter.get_total_flops() == lstm_arithmetic.lstm_forward_flops(batch, length, width, hidden) == 12480
+
+
+def test_versions_of_a_source_tree_and_the_peers_evaluation_on_the_models_device():
+    """kdexam run from src/ on PYTHONPATH (as on a lent GPU machine) has no installed version; the
+    peers' accuracy moves each batch to the model's device (here the CPU, from tensors made elsewhere)."""
+    import importlib.metadata as md
+
+    assert vs_textbrewer.installed(md, "no-such-package-kdexam") is None
+    assert vs_textbrewer.installed(md, "torch") == md.version("torch")
+
+    class Echo(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask):
+            assert input_ids.device == self.w.device
+            return {"logits": torch.stack([input_ids[:, 0] == 0, input_ids[:, 0] == 1], -1).float()}
+
+    batches = [([0, 1], {"input_ids": torch.tensor([[1, 5], [0, 5]]), "attention_mask": torch.ones(2, 2)})]
+    assert textbrewer_peer.accuracy(Echo(), batches, [1, 0]) == 1.0
+    assert textbrewer_peer.accuracy(Echo(), batches, [1, 1]) == 0.5
