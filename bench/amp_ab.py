@@ -1,4 +1,4 @@
-"""CPU mixed precision (bf16 autocast) against fp32 training steps, interleaved in one process (issue 16).
+"""Mixed precision (bf16 autocast) against fp32 training steps on a CPU or a GPU, interleaved in one process (issue 16).
 
 First the teacher's forward over the training sentences (the cache fill's work), fp32 and bf16
 alternated. Then it builds each kind twice with bench/train_throughput.py's ``setup`` (as ``kdexam distill`` builds it:

@@ -80,8 +80,7 @@ def setup(teacher_dir: str, kind: str, max_train: int, batch_size: int, seed: in
 
 def steps(model, loader, side, optimizer, scheduler, clip: float, n: int, bf16: bool = False, device: str = "cpu"):
     """Yield (examples, {part: seconds}) for ``n`` steps, cycling over epochs; ``bf16``: the forward
-    and the loss under bf16 autocast, as ``--set train.mixed_precision=bf16`` runs them on a CPU (and
-    ``auto`` on a GPU with bf16). On a GPU the batch's copy to it counts as collation, and the device is
+    and the loss under bf16 autocast, as ``--set train.mixed_precision=bf16`` runs them. On a GPU the batch's copy to it counts as collation, and the device is
     synchronised at each part's end, so each part holds its own kernels (the sum is a step without
     overlap between the host's work and the GPU's)."""
     dev = torch.device(device)

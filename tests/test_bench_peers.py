@@ -51,6 +51,8 @@ def test_summary_ratios_use_kdexam_with_its_cache_fill_and_overhead_uses_train_t
     assert t["bilstm ≥10× TextBrewer as its examples"] == "not measured"
     assert t["bilstm-192 ≥10× TextBrewer as its examples"] == "missed"  # 9.95×
     assert t["KD overhead ≤1.15× (every student)"] == "met"
+    on_gpu = vs_textbrewer.summary(rows, "cuda")  # the targets are CPU targets: a GPU run is not judged
+    assert on_gpu["ratios"] == s["ratios"] and set(on_gpu["targets"].values()) == {"not judged on cuda"}
     text = vs_textbrewer.table(rows)
     assert "| bert-mini | textbrewer-fixed | 400 | – | 4.00× |" in text
     assert "| bert-mini | kdexam | 100 | 80 | 1 |" in text
@@ -147,14 +149,15 @@ def test_versions_of_a_source_tree_and_the_peers_evaluation_on_the_models_device
     assert vs_textbrewer.installed(md, "no-such-package-kdexam") is None
     assert vs_textbrewer.installed(md, "torch") == md.version("torch")
 
-    class Echo(torch.nn.Module):
+    class Echo(torch.nn.Module):  # its weight on the meta device: every batch must be moved there
         def __init__(self):
             super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.w = torch.nn.Parameter(torch.zeros(1, device="meta"))
+            self.logits = iter([torch.tensor([[0.0, 1.0], [1.0, 0.0]])] * 2)
 
         def forward(self, input_ids, attention_mask):
-            assert input_ids.device == self.w.device
-            return {"logits": torch.stack([input_ids[:, 0] == 0, input_ids[:, 0] == 1], -1).float()}
+            assert input_ids.device.type == "meta" and attention_mask.device.type == "meta"
+            return {"logits": next(self.logits)}
 
     batches = [([0, 1], {"input_ids": torch.tensor([[1, 5], [0, 5]]), "attention_mask": torch.ones(2, 2)})]
     assert textbrewer_peer.accuracy(Echo(), batches, [1, 0]) == 1.0

@@ -347,3 +347,25 @@ def test_attention_on_a_gpu_leaves_out_cudnn_and_restores_the_choice():
     with attention_kernels(torch.device("cuda")):
         assert [f() for f in flags] == [False, True, True, True]
     assert [f() for f in flags] == before
+    torch.backends.cuda.enable_flash_sdp(False)  # a kernel the user turned off stays off
+    try:
+        with attention_kernels(torch.device("cuda")):
+            assert [f() for f in flags] == [False, False, True, True]
+    finally:
+        torch.backends.cuda.enable_flash_sdp(before[1])
+
+
+def test_under_auto_student_runs_ask_fp32_and_teacher_runs_low_precision(teacher_run, tiny_bert_dir, tmp_path, monkeypatch):
+    """What each kind of run asks of ``mixed_precision: auto`` (on a GPU it decides; here the CPU runs fp32 either way)."""
+    from kdexam.training import trainer
+
+    asked, real = [], trainer.resolve_precision
+
+    def spy(choice, low_precision_on_gpu, cuda, bf16):
+        asked.append((choice, low_precision_on_gpu))
+        return real(choice, low_precision_on_gpu, cuda, bf16)
+
+    monkeypatch.setattr(trainer, "resolve_precision", spy)
+    api.distill(teacher=teacher_run / "run", data=teacher_run / "data", student="cnn", out=tmp_path / "s", epochs=1, batch_size=16)
+    api.finetune_teacher(data=teacher_run / "data", model=tiny_bert_dir, out=tmp_path / "t", epochs=1, batch_size=16)
+    assert asked == [("auto", False), ("auto", True)]

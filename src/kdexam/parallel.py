@@ -41,15 +41,20 @@ def process_device() -> torch.device:
 
 def attention_kernels(device: torch.device):
     """A context in which scaled-dot-product attention on a GPU may use every kernel but cuDNN's
-    (a no-op on a CPU). cuDNN's builds a graph for each new input shape, and kdexam's length-bucketed
+    (of those left on; a no-op on a CPU). cuDNN's builds a graph for each new input shape, and kdexam's length-bucketed
     and length-sorted batches bring new shapes batch after batch: on an H200 (PyTorch 2.11) a bf16
     training step of bert-mini took 143 ms with PyTorch's own choice, 17 ms without cuDNN's kernel,
     and 17 ms with cuDNN's alone once its graph for the shape was built (bench/gpu_attention_ab.py)."""
     if device.type != "cuda":
         return nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # PyTorch before 2.3, which has no cuDNN attention either
+        return nullcontext()
+    enabled = {SDPBackend.FLASH_ATTENTION: torch.backends.cuda.flash_sdp_enabled(),  # the kernels left on
+               SDPBackend.EFFICIENT_ATTENTION: torch.backends.cuda.mem_efficient_sdp_enabled(),
+               SDPBackend.MATH: torch.backends.cuda.math_sdp_enabled()}
+    return sdpa_kernel([backend for backend, on in enabled.items() if on])
 
 
 def barrier() -> None:

@@ -237,8 +237,9 @@ TRAIN_FLAGS = (
          help="Evaluate, select and save a moving average of the weights with this decay (e.g. 0.999); off by default."),
     Flag("mixed_precision", "train.mixed_precision",
          help="auto | no | fp16 | bf16 (default auto: none (fp32) for students, on a GPU too, where bf16 was slower for "
-              "every student kind on an H200; bf16, else fp16, on a GPU for teacher fine-tuning; none on CPU. "
-              "bf16 on a CPU autocasts there too, faster where the CPU has native bf16, e.g. AVX512-BF16 or AMX)."),
+              "every student kind on an H200 at batch 32 (ask bf16 for large students or batches); bf16, else fp16, on a "
+              "GPU for teacher fine-tuning; none on CPU. bf16 on a CPU autocasts there too, faster where the CPU has "
+              "native bf16, e.g. AVX512-BF16 or AMX)."),
 )
 
 TEACHER_FLAGS: dict[str, Flag] = {f.name: f for f in (

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from kdexam.data.encode import MODEL_INPUTS, Features, first_subwords, make_loader, words_from_subwords
-from kdexam.parallel import gather_items, my_share, rank_and_world
+from kdexam.parallel import attention_kernels, gather_items, my_share, rank_and_world
 from kdexam.tasks import Task
 
 
@@ -29,7 +29,8 @@ def predict_logits(model, features: Features, tokenizer, task: Task, batch_size:
     out: list[np.ndarray | None] = [None] * len(features)
     for batch in make_loader(features, tokenizer, task, batch_size, shuffle=False, indices=indices):
         inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
-        logits = forward(model, inputs).float().cpu().numpy()
+        with attention_kernels(device):  # (length-sorted batches: a new shape nearly every batch)
+            logits = forward(model, inputs).float().cpu().numpy()
         for row, i in enumerate(batch["index"].tolist()):
             n = len(features.rows[i]["input_ids"])
             out[i] = logits[row, :n] if task.kind == "token-classification" else logits[row]

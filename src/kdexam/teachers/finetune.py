@@ -59,7 +59,7 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
     model = load_for_task(cfg.model, task)
     max_length = fit_max_length(cfg.data.max_length, getattr(model.config, "max_position_embeddings", None), tokenizer,
                                 str(cfg.model))
-    accelerator = make_accelerator(cfg.train)
+    accelerator = make_accelerator(cfg.train, low_precision_on_gpu=True)  # (auto: bf16, else fp16, on a GPU)
 
     enc = {s: encode(data.split(s), tokenizer, task, max_length) for s in ("train", "validation", "test") if data.split(s)}
     loader = make_loader(enc["train"], tokenizer, task, cfg.train.batch_size, shuffle=True, seed=cfg.seed)

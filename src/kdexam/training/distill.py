@@ -98,7 +98,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     names = set().union(*(objective.teacher_requires for _, objective in plans))
     if cfg.transfer.min_confidence is not None:
         names.add("logits")
-    accelerator = make_accelerator(cfg.train, low_precision_on_gpu=False)  # (joins a parallel launch's processes, which share the teacher work)
+    accelerator = make_accelerator(cfg.train)  # (fp32 under auto; joins a parallel launch's processes, which share the teacher work)
     if isinstance(teacher, Ensemble) and cfg.ensemble.weighting == "validation":  # (after every check: teacher work)
         scores = teacher.weigh_by_validation(data.validation, cache=cfg.cache_teacher)
         console.print("ensemble weights from validation " + ", ".join(

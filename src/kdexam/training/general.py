@@ -72,7 +72,7 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
     objective = build_objectives(specs, "general", teacher=teacher.shape, student=student.shape,
                                  matches=stage.matches or cfg.matches)
     names = objective.teacher_requires
-    accelerator = make_accelerator(cfg.train, low_precision_on_gpu=False)  # (joins a parallel launch's processes, which share the teacher work)
+    accelerator = make_accelerator(cfg.train)  # (fp32 under auto; joins a parallel launch's processes, which share the teacher work)
     train_out = teacher.outputs(train, names, cache=cfg.cache_teacher, budget_gb=cfg.cache_budget_gb, precision=cfg.teacher_precision)
     val_out = teacher.outputs(validation, names, budget_gb=cfg.cache_budget_gb, precision=cfg.teacher_precision)
     feats = {"train": teacher.encode(train), "validation": teacher.encode(validation)}

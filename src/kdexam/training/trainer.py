@@ -43,11 +43,11 @@ def resolve_precision(choice: str, low_precision_on_gpu: bool, cuda: bool, bf16:
     return "bf16" if bf16 else "fp16"
 
 
-def make_accelerator(cfg: TrainConfig, low_precision_on_gpu: bool = True) -> Accelerator:
+def make_accelerator(cfg: TrainConfig, low_precision_on_gpu: bool = False) -> Accelerator:
     """CPU or GPU; ``mixed_precision: auto`` is bf16 (else fp16) autocast on a GPU when
-    ``low_precision_on_gpu`` (teacher fine-tuning), fp32 otherwise (students: on an H200, at batch 32,
-    bf16 autocast made the step of every student kind slower, 0.75-0.94x, and a 10-epoch bert-mini
-    run 14.4 s against 12.6 s in fp32; docs/benchmarks.md). Under ``torchrun`` / ``accelerate
+    ``low_precision_on_gpu`` (teacher fine-tuning asks for it), fp32 otherwise (students: on an H200,
+    at batch 32, bf16 autocast made the step of every student kind slower, 0.75-0.94x, and a 10-epoch
+    bert-mini run 14.4 s against 12.6 s in fp32; docs/benchmarks.md). Under ``torchrun`` / ``accelerate
     launch`` it is one of several data-parallel processes (gloo on CPUs, NCCL on GPUs; see
     docs/scaling.md)."""
     from accelerate.state import AcceleratorState
