@@ -40,9 +40,9 @@ def process_device() -> torch.device:
 
 
 def attention_kernels(device: torch.device):
-    """A context in which scaled-dot-product attention on a GPU may use every kernel but cuDNN's
-    (of those left on; a no-op on a CPU). cuDNN's builds a graph for each new input shape, and kdexam's length-bucketed
-    and length-sorted batches bring new shapes batch after batch: on an H200 (PyTorch 2.11) a bf16
+    """A context in which scaled-dot-product attention on a GPU may use every kernel left on but
+    cuDNN's (a no-op on a CPU). cuDNN's builds a graph for each new input shape, and kdexam's
+    length-bucketed and length-sorted batches bring new shapes batch after batch: on an H200 (PyTorch 2.11) a bf16
     training step of bert-mini took 143 ms with PyTorch's own choice, 17 ms without cuDNN's kernel,
     and 17 ms with cuDNN's alone once its graph for the shape was built (bench/gpu_attention_ab.py)."""
     if device.type != "cuda":

@@ -79,8 +79,8 @@ class TrainConfig(Strict):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     """``auto``: none (fp32) on a CPU, and for students on a GPU too (there bf16 autocast made every student kind's
     training step slower on an H200 at batch 32; ask ``bf16`` for large students or batches); bf16, else fp16, on a
-    GPU for teacher fine-tuning. ``bf16`` on a
-    CPU: bf16 autocast there (faster on CPUs with native bf16 arithmetic); weights and optimizer stay fp32 either way."""
+    GPU for teacher fine-tuning. ``bf16`` on a CPU: bf16 autocast there (faster on CPUs with native bf16
+    arithmetic); weights and optimizer stay fp32 either way."""
     num_threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     """CPU threads for PyTorch; all cores when omitted."""
     max_nonfinite_steps: int = Field(default=10, ge=1)
