@@ -270,13 +270,19 @@ def common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", required=True)
 
 
-def finish(out: str, result: dict) -> None:
+def gpu_memory() -> dict:
+    """Peak GPU memory of this process and the GPU's name, when it used one (also kdexam's runs in
+    ``bench/vs_textbrewer.py``)."""
     import torch
 
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    return {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1), "gpu": torch.cuda.get_device_name(0)}
+
+
+def finish(out: str, result: dict) -> None:
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        result["gpu"] = torch.cuda.get_device_name(0)
+    result.update(gpu_memory())
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))}))
 

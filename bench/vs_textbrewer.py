@@ -170,6 +170,7 @@ def kdexam_child(spec: dict) -> None:
 
     import sklearn.metrics  # noqa: F401  (kdexam's metrics import it at the first validation: ~1 s, an import)
     import kdexam.training.distill  # noqa: F401  (imported before the clock starts, as the peers import theirs)
+    from textbrewer_peer import gpu_memory  # (from this folder; it imports no TextBrewer at its top)
     from kdexam import api
     from kdexam.inference.serving import peak_rss_mb
     from kdexam.teachers.teacher import Teacher
@@ -207,15 +208,6 @@ def kdexam_child(spec: dict) -> None:
         "best_validation_accuracy": r["stages"][-1]["best_validation"],
         "teacher_forward_calls": r["teacher_cache"]["teacher_forward_calls"],
         "peak_rss_mb": round(peak_rss_mb(), 1), "history": history, **gpu_memory()}))
-
-
-def gpu_memory() -> dict:
-    """Peak GPU memory of this process and the GPU's name, when it used one."""
-    import torch
-
-    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
-        return {}
-    return {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1), "gpu": torch.cuda.get_device_name(0)}
 
 
 # ---- the driver ------------------------------------------------------------------------------------

@@ -27,13 +27,13 @@ def predict_logits(model, features: Features, tokenizer, task: Task, batch_size:
     model.eval()
     device = device or next(model.parameters()).device
     out: list[np.ndarray | None] = [None] * len(features)
-    for batch in make_loader(features, tokenizer, task, batch_size, shuffle=False, indices=indices):
-        inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
-        with attention_kernels(device):  # (length-sorted batches: a new shape nearly every batch)
+    with attention_kernels(device):  # (length-sorted batches: a new shape nearly every batch)
+        for batch in make_loader(features, tokenizer, task, batch_size, shuffle=False, indices=indices):
+            inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
             logits = forward(model, inputs).float().cpu().numpy()
-        for row, i in enumerate(batch["index"].tolist()):
-            n = len(features.rows[i]["input_ids"])
-            out[i] = logits[row, :n] if task.kind == "token-classification" else logits[row]
+            for row, i in enumerate(batch["index"].tolist()):
+                n = len(features.rows[i]["input_ids"])
+                out[i] = logits[row, :n] if task.kind == "token-classification" else logits[row]
     if was_training:
         model.train()
     return out  # type: ignore[return-value]

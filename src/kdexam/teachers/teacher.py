@@ -147,13 +147,14 @@ class Teacher:
         loader = make_loader(features, self.tokenizer, task, batch_size, shuffle=False, indices=indices)
         self.examples_computed += len(loader.dataset)
         low = PRECISIONS[precision]  # None: fp32, no autocast
-        for batch in with_progress(loader, progress, f"teacher outputs ({', '.join(names)})"):
-            inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
-            with torch.autocast(device.type, dtype=low or torch.bfloat16, enabled=low is not None), attention_kernels(device):
-                result = encoder_outputs(model, inputs, names)
-            for row, i in enumerate(batch["index"].tolist()):
-                for n in names:
-                    out[n][i] = stored_form(n, result[n][row], features.rows[i], self.task)
+        with attention_kernels(device):
+            for batch in with_progress(loader, progress, f"teacher outputs ({', '.join(names)})"):
+                inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+                with torch.autocast(device.type, dtype=low or torch.bfloat16, enabled=low is not None):
+                    result = encoder_outputs(model, inputs, names)
+                for row, i in enumerate(batch["index"].tolist()):
+                    for n in names:
+                        out[n][i] = stored_form(n, result[n][row], features.rows[i], self.task)
         return out
 
     def outputs_of_segments(self, segments: list[list[Example]], names, cache: bool = True,
