@@ -50,6 +50,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from textbrewer_peer import pin_threads  # (bench/ is on the path; one environment for every peer; no TextBrewer import at its top)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 STUDENTS = {  # name: (kdexam kind, hidden-state pairs [teacher_layer, student_layer], student settings)
@@ -60,13 +62,6 @@ STUDENTS = {  # name: (kdexam kind, hidden-state pairs [teacher_layer, student_l
 }
 SYSTEMS = ("kdexam", "textbrewer-fixed", "textbrewer-bucketed", "hf-trainer", "kdexam-labels-only")
 PEERS = ("textbrewer-fixed", "textbrewer-bucketed", "hf-trainer")
-
-
-def pin_threads(threads: int) -> None:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS", "RAYON_RS_NUM_CPUS"):
-        os.environ[var] = str(threads)
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 # ---- pure helpers (tested in tests/test_bench_peers.py) --------------------------------------------

@@ -625,3 +625,38 @@ def test_relative_inputs_are_recorded_absolute_and_read_from_any_folder(teacher,
     (work / "runs" / "s" / "config.yaml").write_text(yaml.safe_dump(recorded), encoding="utf-8")
     r = api.distill(teacher=str(teacher / "teacher"), data="mss", student="cnn", out="runs/s", resume=True, **FAST)
     assert r["student"]["name"] == "cnn"
+
+
+@pytest.mark.parametrize("text,strict_says", [
+    (None, None),  # no config.yaml
+    ("", None),  # an empty one
+    ("data: {name: x\n", "not a valid YAML config"),  # unclosed
+    ("- a\n- b\n", "not a valid YAML config"),  # not a mapping
+    (b"\xff\xfe\x00", "not a valid YAML config"),  # not UTF-8
+])
+def test_a_runs_config_is_read_in_one_place_and_a_damaged_one_is_a_sentence_or_nothing(tmp_path, text, strict_says):
+    from kdexam.export.onnx import run_examples
+    from kdexam.inference.predictor import DEFAULT_MAX_LENGTH, run_max_length
+    from kdexam.paths import read_run_config
+
+    if isinstance(text, bytes):
+        (tmp_path / "config.yaml").write_bytes(text)
+    elif text is not None:
+        (tmp_path / "config.yaml").write_text(text, encoding="utf-8")
+    if strict_says:
+        with pytest.raises(KdexamError, match=strict_says):
+            read_run_config(tmp_path)
+    else:
+        assert read_run_config(tmp_path) == {}
+    assert read_run_config(tmp_path, strict=False) == {}
+    # where the file only fills in a default, a damaged one leaves the default
+    assert run_max_length(tmp_path) == DEFAULT_MAX_LENGTH
+    with pytest.raises(KdexamError, match="has no config.yaml naming its data; pass --data"):
+        run_examples(tmp_path)
+
+
+def test_a_runs_config_read_back_is_what_was_written(teacher):
+    from kdexam.paths import read_run_config
+
+    recorded = read_run_config(teacher / "teacher")
+    assert recorded["data"]["name"] and recorded["model"] and recorded["seed"] == 42

@@ -147,6 +147,30 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json_text(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_run_config(run_dir: str | Path, strict: bool = True) -> dict:
+    """A run directory's ``config.yaml`` (a teacher's, a student's or an exam cell's), read with
+    ``yaml.safe_load``; ``{}`` when the folder has none. A file that cannot be read as a YAML mapping
+    is a :class:`KdexamError` (``strict``), or read as ``{}`` where the file only fills in a default
+    (the predictor's truncation, the data an export checks on, the teacher a bench run times)."""
+    import yaml
+
+    p = Path(run_dir) / "config.yaml"
+    if not p.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        data = "unreadable"
+    if data is None:  # (an empty file)
+        return {}
+    if isinstance(data, dict):
+        return data
+    if strict:
+        raise KdexamError(f"'{p}' is not a valid YAML config (a mapping of settings); repair the file, or give "
+                          "its settings (such as --data) explicitly.")
+    return {}
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()

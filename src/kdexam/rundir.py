@@ -23,12 +23,11 @@ import json
 import shutil
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel
 from rich.console import Console
 
 from kdexam.errors import KdexamError
-from kdexam.paths import sweep_stale
+from kdexam.paths import read_run_config, sweep_stale
 
 RUN_FILES = ("config.yaml", "metrics.json", "student.json", "task.json", "model.safetensors")
 RUN_OUTPUTS = RUN_FILES[1:] + ("train_log.jsonl", "checkpoint", "checkpoint-stage1", "checkpoint-general", "stage1-done")
@@ -241,14 +240,8 @@ def _absolute_recorded(d: dict) -> dict:
 
 def _recorded(out: Path, model: type[BaseModel]) -> dict | None:
     """The run's config.yaml, with the defaults of keys it does not name filled in (as this version writes it)."""
-    p = out / "config.yaml"
-    if not p.is_file():
-        return None
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError):
-        return None
-    if not isinstance(data, dict):
+    data = read_run_config(out, strict=False)
+    if not data:
         return None
     try:
         return model.model_validate(data).model_dump(mode="json")

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from kdexam.evaluation.results import ModelResult, RunResult, read_result
-from kdexam.paths import atomic_write_text
+from kdexam.paths import atomic_write_text, read_run_config
 
 CARD_FILE = "README.md"
 PIPELINE_TAGS = {"classification": "text-classification", "regression": "text-classification",
@@ -53,9 +53,7 @@ def refresh_card(run_dir: str | Path) -> Path | None:
 
 def render_card(run: Path) -> str:
     r = read_result(run)
-    from kdexam.teachers.teacher import read_teacher_config  # (any run's config.yaml, despite the name)
-
-    cfg = read_teacher_config(run)
+    cfg = read_run_config(run)
     student = r.student is not None
     side = r.student or r.teacher
     kind = r.task or "classification"

@@ -115,17 +115,14 @@ def _console():
 def find_teacher(run: Path) -> Path | None:
     """A student run's teacher directory: ``metrics.json`` ``teacher.name``, else ``config.yaml``
     ``teacher``; tried as given and next to the student run. ``None`` if not found."""
-    import yaml
+    from kdexam.paths import read_run_config
 
     names = []
     try:
         names.append(json.loads((run / "metrics.json").read_text(encoding="utf-8"))["teacher"]["name"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    try:
-        names.append((yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("teacher"))
-    except (OSError, yaml.YAMLError, AttributeError):
-        pass
+    names.append(read_run_config(run, strict=False).get("teacher"))
     for name in filter(None, names):
         for cand in (Path(name), run.parent / Path(name).name):
             if (cand / "config.json").is_file():

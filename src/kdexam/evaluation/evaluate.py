@@ -69,7 +69,8 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
     from kdexam.paths import atomic_write_json
     from kdexam.rundir import check_output_file
     from kdexam.teachers.ensemble import Ensemble
-    from kdexam.teachers.teacher import Teacher, read_teacher_config
+    from kdexam.paths import read_run_config
+    from kdexam.teachers.teacher import Teacher
 
     run = Path(run)
     if split not in SPLITS:
@@ -78,7 +79,7 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
         raise KdexamError(f"Batch size must be at least 1, not {batch_size}.")
     check_output_file(out, [run, data], "--out")
     model = load_torch_model(run)
-    recorded = read_teacher_config(run)
+    recorded = read_run_config(run)
     data_cfg = data_config(recorded.get("data") or {}, data, max_eval, data_options or {}, run)
     examples, name, split_name, task = examples_to_score(data_cfg, split, int(recorded.get("seed") or 42), model.task, run)
 

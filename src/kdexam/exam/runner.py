@@ -269,13 +269,10 @@ def _mb(n: int | None) -> float | None:
 def run_data(run_dir: Path) -> str | None:
     """The data a run was trained on, as its ``config.yaml`` records it (a built-in name, or a local path
     made absolute); ``None`` where that cannot be read."""
-    from kdexam.teachers.teacher import read_teacher_config
+    from kdexam.paths import read_run_config
 
-    try:
-        recorded = read_teacher_config(run_dir)  # (any run's config.yaml; {} when it has none)
-    except KdexamError:
-        return None
-    name = (recorded.get("data") or {}).get("name") if isinstance(recorded, dict) else None
+    data = read_run_config(run_dir, strict=False).get("data")
+    name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) else None
 
 

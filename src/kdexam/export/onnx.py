@@ -76,19 +76,13 @@ def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None
     run's column settings; the first ``limit`` of them. Returns ``(examples, the data's Task)``
     (``Task.dataset`` is the dataset name); with ``task``, a dataset of another task kind or
     pair setting is a :class:`KdexamError`."""
-    import yaml
-
     from kdexam.config import DataConfig
     from kdexam.data.splits import load_data
+    from kdexam.paths import read_run_config
 
-    raw: dict = {}
+    raw = read_run_config(run_dir, strict=False)
     p = Path(run_dir) / "config.yaml"
-    if p.is_file():
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
-            raw = {}
-    section = dict(raw.get("data") or {}) if isinstance(raw, dict) else {}
+    section = dict(raw.get("data") or {}) if isinstance(raw.get("data"), dict) else {}
     if data is not None:
         section["name"] = str(data)
     if not section.get("name"):
@@ -98,7 +92,7 @@ def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None
         cfg = DataConfig.model_validate(section)
     except ValueError:
         raise KdexamError(f"The data settings in '{p}' are not valid; pass --data with the dataset to use.") from None
-    splits = load_data(cfg, int(raw.get("seed", 42)) if isinstance(raw, dict) else 42)
+    splits = load_data(cfg, int(raw.get("seed", 42)))
     if task is not None:
         check_task(splits.task, task, str(cfg.name))
         check_labels(splits.task, task, str(cfg.name))

@@ -101,18 +101,14 @@ def run_max_length(run_dir: str | Path) -> int:
     """``data.max_length`` of the run's ``config.yaml`` (the training truncation), default 128, cut
     at what the run's model has positions for (:func:`~kdexam.teachers.loader.input_limit`), as
     training cut it: a teacher fine-tuned with a longer ``--max-length`` records the longer value."""
-    import yaml
-
+    from kdexam.paths import read_run_config
     from kdexam.teachers.loader import input_limit
 
     value = DEFAULT_MAX_LENGTH
-    p = Path(run_dir) / "config.yaml"
-    if p.is_file():
-        try:
-            cfg = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-            value = int((cfg.get("data") or {}).get("max_length") or DEFAULT_MAX_LENGTH)
-        except (yaml.YAMLError, ValueError, TypeError, AttributeError):
-            pass
+    try:
+        value = int((read_run_config(run_dir, strict=False).get("data") or {}).get("max_length") or DEFAULT_MAX_LENGTH)
+    except (ValueError, TypeError, AttributeError):
+        pass
     return min(value, input_limit(run_dir) or value)
 
 

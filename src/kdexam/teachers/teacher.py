@@ -381,16 +381,3 @@ def check_same_tokenization(teacher: Teacher, examples: list[Example], student_f
             raise KdexamError(f"Teacher outputs {', '.join(token_level)} are compared token by token, but the student "
                               f"tokenizes example {i} differently from the teacher; use a student on the teacher's "
                               "tokenizer (a bert-* preset or teacher-layers:K) or sentence-level objectives.")
-
-
-def read_teacher_config(teacher_dir: str | Path) -> dict:
-    """The teacher run's resolved ``config.yaml`` (empty when it has none)."""
-    import yaml
-
-    p = Path(teacher_dir) / "config.yaml"
-    if not p.is_file():
-        return {}
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise KdexamError(f"'{p}' is not a valid YAML config; pass --data explicitly or repair the file.") from None

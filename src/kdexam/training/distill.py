@@ -39,6 +39,7 @@ from kdexam.evaluation.predict import decode, predict_logits, predict_logits_sha
 from kdexam.evaluation.results import ModelResult, RunResult, retention, retention_note
 from kdexam.objectives import ModelShape, build_objectives, check_objective_specs, default_objectives
 from kdexam.objectives.members import build_ensemble_objectives
+from kdexam.paths import read_run_config
 from kdexam.rundir import check_out, clear_replaced, finished_run, with_absolute_paths
 from kdexam.students.crf import LAMPLE_2016, crf_params
 from kdexam.students.registry import build_student, check_spec, count_parameters, save_student
@@ -46,7 +47,7 @@ from kdexam.tasks import Task
 from kdexam.teachers.ensemble import CITATION as ENSEMBLE_CITATION
 from kdexam.teachers.ensemble import Ensemble, split_member
 from kdexam.teachers.loader import allow_remote_code
-from kdexam.teachers.teacher import Teacher, check_same_tokenization, read_teacher_config
+from kdexam.teachers.teacher import Teacher, check_same_tokenization
 from kdexam.training.checkpoint import load_stage, save_stage, stage_log_bytes
 from kdexam.training.distiller import Distiller, TeacherSide, student_outputs
 from kdexam.training.stages import apply_unfreeze, stage_objectives, stage_train_config, stages_of
@@ -341,7 +342,7 @@ def with_teacher_data(cfg: DistillRunConfig, teacher_dir: Path) -> DistillRunCon
     ``max_train``/``max_eval``, which are this run's choice); what this run's config says wins."""
     if cfg.data.name:
         return cfg
-    recorded = (read_teacher_config(teacher_dir).get("data") or {})
+    recorded = (read_run_config(teacher_dir).get("data") or {})
     if not recorded.get("name"):
         raise KdexamError(f"No --data given and the teacher '{teacher_dir}' records no training data in its config.yaml; pass --data.")
     fields = {k: v for k, v in recorded.items() if k in DataConfig.model_fields and k not in ("max_train", "max_eval")}
