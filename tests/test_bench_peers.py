@@ -162,3 +162,35 @@ def test_versions_of_a_source_tree_and_the_peers_evaluation_on_the_models_device
     batches = [([0, 1], {"input_ids": torch.tensor([[1, 5], [0, 5]]), "attention_mask": torch.ones(2, 2)})]
     assert textbrewer_peer.accuracy(Echo(), batches, [1, 0]) == 1.0
     assert textbrewer_peer.accuracy(Echo(), batches, [1, 1]) == 0.5
+
+
+def test_seed_pairs_intervals_are_the_t_intervals_of_the_paired_differences():
+    import seed_pairs
+
+    s = seed_pairs.paired_summary([0.0, 1.0, 2.0], margin=0.5)  # mean 1, sd 1, se 1/sqrt(3); t(0.95, 2) = 2.919986
+    assert s["mean"] == 1.0 and s["sd"] == pytest.approx(1.0)
+    assert s["ci90"] == pytest.approx([1 - 2.919986 / 3 ** 0.5, 1 + 2.919986 / 3 ** 0.5], abs=1e-5)
+    assert s["ci95"] == pytest.approx([1 - 4.302653 / 3 ** 0.5, 1 + 4.302653 / 3 ** 0.5], abs=1e-5)
+    assert not s["equivalence_shown"] and not s["difference_shown"] and s["seeds_for_margin"] is None  # |mean| > margin
+    tight = seed_pairs.paired_summary([0.1, -0.1] * 10, margin=0.5)
+    assert tight["equivalence_shown"] and tight["ci90"][1] < 0.5 and tight["seeds_for_margin"] <= 20
+    apart = seed_pairs.paired_summary([-2.0, -2.1] * 5, margin=0.5)
+    assert apart["difference_shown"] and not apart["equivalence_shown"]
+
+
+def test_seed_pairs_refuses_a_seed_with_two_different_results(tmp_path):
+    import json
+
+    import seed_pairs
+
+    def run(name, seed, ours, peer):
+        p = tmp_path / name
+        p.write_text(json.dumps({"seed": seed, "rows": [{"student": "bilstm", "system": "kdexam", "test_accuracy": ours},
+                                                        {"student": "bilstm", "system": "textbrewer-fixed", "test_accuracy": peer}]}))
+        return p
+
+    files = [run("a.json", 1, 0.70, 0.71), run("b.json", 2, 0.72, 0.70), run("c.json", 1, 0.70, 0.71)]
+    assert seed_pairs.paired_accuracies(files, "bilstm", "textbrewer-fixed") == {1: (0.70, 0.71), 2: (0.72, 0.70)}
+    assert seed_pairs.paired_accuracies(files, "bilstm", "textbrewer-bucketed") == {}  # no such peer in the files
+    with pytest.raises(SystemExit, match="seed 1 gives"):
+        seed_pairs.paired_accuracies(files + [run("d.json", 1, 0.69, 0.71)], "bilstm", "textbrewer-fixed")
