@@ -66,10 +66,9 @@ def evaluate_run_dir(run: str | Path, data: str | None = None, split: str = "tes
     write the result as JSON to ``out`` when given (never over the run's own ``metrics.json``)."""
     from kdexam.data.encode import encode
     from kdexam.inference.predictor import TorchRunner, batched_logits, load_torch_model
-    from kdexam.paths import atomic_write_json
+    from kdexam.paths import atomic_write_json, read_run_config
     from kdexam.rundir import check_output_file
     from kdexam.teachers.ensemble import Ensemble
-    from kdexam.paths import read_run_config
     from kdexam.teachers.teacher import Teacher
 
     run = Path(run)

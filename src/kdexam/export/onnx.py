@@ -82,7 +82,7 @@ def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None
 
     raw = read_run_config(run_dir, strict=False)
     p = Path(run_dir) / "config.yaml"
-    section = dict(raw.get("data") or {}) if isinstance(raw.get("data"), dict) else {}
+    section = dict(raw["data"]) if isinstance(raw.get("data"), dict) else {}
     if data is not None:
         section["name"] = str(data)
     if not section.get("name"):
