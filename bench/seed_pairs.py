@@ -44,12 +44,12 @@ def paired_summary(diffs: list[float], margin: float) -> dict:
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     se = sd / math.sqrt(n)
-    ci95 = stats.t.ppf(0.975, n - 1) * se
-    ci90 = stats.t.ppf(0.95, n - 1) * se
+    ci95 = float(stats.t.ppf(0.975, n - 1)) * se
+    ci90 = float(stats.t.ppf(0.95, n - 1)) * se
     room = margin - abs(mean)
     need = None
     if room > 0:
-        need = next(k for k in range(2, 10**7) if stats.t.ppf(0.95, k - 1) * sd / math.sqrt(k) < room) if sd > 0 else 2
+        need = next(k for k in range(2, 10**7) if float(stats.t.ppf(0.95, k - 1)) * sd / math.sqrt(k) < room) if sd > 0 else 2
     return {"seeds": n, "mean": mean, "sd": sd, "ci95": [mean - ci95, mean + ci95], "ci90": [mean - ci90, mean + ci90],
             "difference_shown": not (mean - ci95 <= 0 <= mean + ci95),
             "equivalence_shown": -margin < mean - ci90 and mean + ci90 < margin, "margin": margin, "seeds_for_margin": need}

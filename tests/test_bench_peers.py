@@ -165,6 +165,8 @@ def test_versions_of_a_source_tree_and_the_peers_evaluation_on_the_models_device
 
 
 def test_seed_pairs_intervals_are_the_t_intervals_of_the_paired_differences():
+    import json
+
     import seed_pairs
 
     s = seed_pairs.paired_summary([0.0, 1.0, 2.0], margin=0.5)  # mean 1, sd 1, se 1/sqrt(3); t(0.95, 2) = 2.919986
@@ -172,6 +174,7 @@ def test_seed_pairs_intervals_are_the_t_intervals_of_the_paired_differences():
     assert s["ci90"] == pytest.approx([1 - 2.919986 / 3 ** 0.5, 1 + 2.919986 / 3 ** 0.5], abs=1e-5)
     assert s["ci95"] == pytest.approx([1 - 4.302653 / 3 ** 0.5, 1 + 4.302653 / 3 ** 0.5], abs=1e-5)
     assert not s["equivalence_shown"] and not s["difference_shown"] and s["seeds_for_margin"] is None  # |mean| > margin
+    assert json.loads(json.dumps(s)) == s  # plain numbers and booleans, for --out
     tight = seed_pairs.paired_summary([0.1, -0.1] * 10, margin=0.5)
     assert tight["equivalence_shown"] and tight["ci90"][1] < 0.5 and tight["seeds_for_margin"] <= 20
     apart = seed_pairs.paired_summary([-2.0, -2.1] * 5, margin=0.5)
