@@ -20,7 +20,7 @@ from kdexam.students import (KINDS, StudentSpec, build_student, check_spec, coun
                              save_student)
 from kdexam.students.embeddings import pca
 from kdexam.students.word_vectors import read_vectors
-from kdexam.students.transformer import find_layer_list, select_layers
+from kdexam.students.teacher_layers import find_layer_list, select_layers
 from kdexam.tasks import Task
 
 TASKS = {
@@ -275,7 +275,7 @@ def test_teacher_layers_of_an_encoder_with_per_layer_config(tiny_tokenizer, tmp_
     random, _ = build_student(StudentSpec(kind="teacher-layers:2", layers="random"), task, d)
     assert len(random.config.layer_types) == 2
     # the bare encoder of general distillation too (it was accepted, and its reload dropped a trained attention norm)
-    from kdexam.students.transformer import build_general_student
+    from kdexam.students.encoder import build_general_student
 
     with pytest.raises(KdexamError, match="builds its layers by position"):
         build_general_student("teacher-layers", 2, d, [1, 2])
@@ -674,7 +674,8 @@ def test_small_fixes_of_the_build(tiny_bert_dir, tiny_tokenizer, tmp_path):
     from transformers import BertConfig, BertModel
 
     from kdexam.config import DistillRunConfig
-    from kdexam.students.transformer import ENCODER_FILE, PRESETS
+    from kdexam.students.encoder import ENCODER_FILE
+    from kdexam.students.transformer import PRESETS
 
     projected, explained = pca(torch.randn(3, 10), 5)
     assert projected.shape == (3, 5) and torch.equal(projected[:, 3:], torch.zeros(3, 2)) and explained == pytest.approx(1.0)

@@ -134,7 +134,7 @@ def test_presets_keep_the_full_table_by_default_and_embedding_students_trim(teac
 
 
 def test_general_encoder_keeps_the_full_table(teacher_dir):
-    from kdexam.students.transformer import build_general_student
+    from kdexam.students.encoder import build_general_student
 
     model, tok, _ = build_general_student("bert-tiny", None, teacher_dir)
     assert type(model.get_input_embeddings()) is torch.nn.Embedding and model.get_input_embeddings().num_embeddings >= len(tok)

@@ -72,7 +72,7 @@ def parse_name(name: str) -> tuple[str, int | None]:
 
 def layer_list(model: nn.Module) -> nn.ModuleList:
     """The encoder's transformer layers (BERT, RoBERTa, MPNet, DistilBERT, … any ModuleList of layers)."""
-    from kdexam.students.transformer import find_layer_list
+    from kdexam.students.teacher_layers import find_layer_list
 
     return find_layer_list(model)[2]
 

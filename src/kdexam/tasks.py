@@ -1,5 +1,5 @@
 """The task kinds kdexam handles, and what each needs: head size, primary metric and metrics
-(the gold loss is the ``gold`` objective, :class:`kdexam.objectives.logits.GoldLoss`; outputs are
+(the gold loss is the ``gold`` objective, :class:`kdexam.objectives.gold.GoldLoss`; outputs are
 decoded by :func:`kdexam.evaluation.predict.decode`).
 
 - ``classification``: one label per text or text pair; cross-entropy.

@@ -149,7 +149,7 @@ def model_role(run_dir: str | Path) -> str:
             return "onnx"
         if (d / "config.json").is_file() and ((d / "task.json").is_file() or task_from_hf_config(d) is not None):
             return "teacher"
-        if (d / "encoder.json").is_file():  # (students.transformer.ENCODER_FILE, not imported: it loads transformers)
+        if (d / "encoder.json").is_file():  # (students.encoder.ENCODER_FILE, not imported: it loads transformers)
             raise KdexamError(f"'{run_dir}' is a general encoder ('kdexam distill --general'), which has no task head to "
                               "predict with; distil a task student from it with --init-from, and use that run.")
     raise KdexamError(f"'{run_dir}' holds no model (no student.json, task.json or export.json); pass a run directory "

@@ -41,8 +41,8 @@ from kdexam.objectives.composite import (
     general_objectives,
 )
 from kdexam.objectives.features import EmbeddingMSELoss, HiddenCosineLoss, HiddenMSELoss, PKDLoss
+from kdexam.objectives.gold import GoldLoss
 from kdexam.objectives.logits import (
-    GoldLoss,
     HardDistillationLoss,
     KLDivLoss,
     LogitMSELoss,

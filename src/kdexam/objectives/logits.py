@@ -8,7 +8,7 @@ call::
 - ``student`` / ``teacher``: dicts of named outputs; these objectives read
   ``"logits"``: ``[B, C]`` (classification), ``[B, L, C]`` (token classification)
   or ``[B, 1]`` / ``[B]`` (regression). ``teacher`` may be ``None`` for
-  :class:`GoldLoss`. Teacher tensors are treated as constants (detached).
+  the gold loss (:mod:`kdexam.objectives.gold`). Teacher tensors are treated as constants (detached).
 - ``batch``: ``"labels"`` (class ids ``[B]``, floats ``[B]``, or tag ids ``[B, L]``
   with ``-100`` on ignored positions), ``"attention_mask"`` ``[B, L]``, and
   optionally ``"loss_mask"`` ``[B, L]`` (see below).
@@ -37,12 +37,11 @@ logits from autocast or from the teacher cache).
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdexam.objectives.base import BuildContext, Objective, ObjectiveParams, Temperature
-from kdexam.tasks import IGNORE_INDEX, TASK_KINDS
+from kdexam.objectives.base import Objective, ObjectiveParams, Temperature
+from kdexam.tasks import IGNORE_INDEX
 
 HINTON_2015 = r"""@misc{hinton2015distilling,
   title={Distilling the Knowledge in a Neural Network},
@@ -88,7 +87,7 @@ TOUVRON_2021 = r"""@inproceedings{touvron2021training,
 # ---- shared helpers ----------------------------------------------------------
 
 
-def _logits(outputs: dict | None, who: str, objective: str) -> Tensor:
+def outputs_logits(outputs: dict | None, who: str, objective: str) -> Tensor:
     if outputs is None or outputs.get("logits") is None:
         raise ValueError(f"{objective} needs {who}['logits'], but the {who} outputs hold none.")
     return outputs["logits"]
@@ -126,8 +125,8 @@ def _rows(logits: Tensor, batch: dict) -> Tensor:
 
 
 def _paired_rows(student: dict, teacher: dict | None, batch: dict, objective: str) -> tuple[Tensor, Tensor]:
-    s = _logits(student, "student", objective)
-    t = _logits(teacher, "teacher", objective).detach()
+    s = outputs_logits(student, "student", objective)
+    t = outputs_logits(teacher, "teacher", objective).detach()
     if s.shape != t.shape:
         raise ValueError(
             f"{objective}: student logits {tuple(s.shape)} and teacher logits {tuple(t.shape)} differ in shape.")
@@ -139,7 +138,7 @@ def _paired_rows(student: dict, teacher: dict | None, batch: dict, objective: st
     return s_rows, t_rows
 
 
-def _zero(like: Tensor) -> Tensor:
+def zero_loss(like: Tensor) -> Tensor:
     """A float32 zero that keeps the graph (for a batch with no position to score)."""
     return like.float().sum() * 0.0
 
@@ -179,7 +178,7 @@ class KLDivLoss(_TemperatureObjective):
     where :math:`N` is the number of examples, or of selected tokens for token
     classification ("batchmean"). The :math:`T^2` factor keeps the gradient's size
     roughly independent of :math:`T`, so the weight of this loss against
-    :class:`GoldLoss` need not be retuned when :math:`T` changes (Hinton et al.,
+    :class:`~kdexam.objectives.gold.GoldLoss` need not be retuned when :math:`T` changes (Hinton et al.,
     2015, section 2).
 
     Args:
@@ -215,7 +214,7 @@ class KLDivLoss(_TemperatureObjective):
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
         s, t = _paired_rows(student, teacher, batch, "KLDivLoss")
         if s.size(0) == 0:
-            return _zero(s)
+            return zero_loss(s)
         T = self.temperature
         log_p_s = F.log_softmax(s / T, dim=-1)
         log_p_t = F.log_softmax(t / T, dim=-1)
@@ -265,7 +264,7 @@ class SoftCrossEntropyLoss(_TemperatureObjective):
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
         s, t = _paired_rows(student, teacher, batch, "SoftCrossEntropyLoss")
         if s.size(0) == 0:
-            return _zero(s)
+            return zero_loss(s)
         T = self.temperature
         p_t = F.softmax(t / T, dim=-1)
         ce = -(p_t * F.log_softmax(s / T, dim=-1)).sum(-1).mean()
@@ -313,7 +312,7 @@ class LogitMSELoss(Objective):
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
         s, t = _paired_rows(student, teacher, batch, "LogitMSELoss")
         if s.size(0) == 0:
-            return _zero(s)
+            return zero_loss(s)
         return F.mse_loss(s, t)
 
 
@@ -337,7 +336,7 @@ class HardDistillationLoss(Objective):
         as :class:`KLDivLoss`.
 
     Relations:
-        - :class:`GoldLoss` is the same loss with gold labels instead of the teacher's.
+        - :class:`~kdexam.objectives.gold.GoldLoss` is the same loss with gold labels instead of the teacher's.
         - :class:`SoftCrossEntropyLoss` keeps the teacher's whole distribution.
 
     Example:
@@ -357,99 +356,8 @@ class HardDistillationLoss(Objective):
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
         s, t = _paired_rows(student, teacher, batch, "HardDistillationLoss")
         if s.size(0) == 0:
-            return _zero(s)
+            return zero_loss(s)
         return F.cross_entropy(s, t.argmax(dim=-1))
-
-
-class GoldLoss(Objective):
-    r"""The task's own loss against the gold labels; reads no teacher.
-
-    - classification / token classification: cross-entropy
-      :math:`-\frac{1}{N}\sum_n \log \mathrm{softmax}(z^S_n)_{y_n}` over the examples
-      or tokens whose label is not ``-100`` (unlabelled rows of a transfer set, and
-      continuation subwords, carry ``-100``);
-    - regression: mean squared error :math:`\frac{1}{N}\sum_n (\hat y_n - y_n)^2`
-      between the student's output (``[B]`` or ``[B, 1]``) and the targets, over
-      targets that are not NaN (NaN marks an unlabelled example);
-    - any task, when the student computes its own gold loss (``student["gold_loss"]``,
-      a 0-dim tensor -- e.g. a CRF tagger's negative log-likelihood of the gold tag
-      sequence, Lample et al. 2016): that value, as it is (in float32).
-
-    A batch with no labelled position gives 0 (with a graph), so mixed labelled /
-    unlabelled training needs no special case. A batch without ``"labels"`` is an
-    error.
-
-    Args:
-        task_kind: ``"classification"``, ``"token-classification"`` or
-            ``"regression"``; when ``None``, floating-point labels mean regression
-            and integer labels mean classification.
-
-    Inputs:
-        ``student["logits"]`` (and the optional ``student["gold_loss"]``);
-        ``batch["labels"]``.
-
-    Relations:
-        - :class:`HardDistillationLoss`: the same with the teacher's labels.
-        - Mixed with :class:`KLDivLoss` it gives Hinton et al.'s weighted average of
-          soft and hard objectives (see ``default_objectives``).
-
-    Example:
-
-        >>> import torch
-        >>> from kdexam.objectives import GoldLoss
-        >>> student = {"logits": torch.zeros(2, 4)}
-        >>> round(GoldLoss()(student, None, {"labels": torch.tensor([3, -100])}).item(), 4)  # log 4
-        1.3863
-        >>> GoldLoss("regression")({"logits": torch.tensor([[1.0], [2.0]])}, None,
-        ...                        {"labels": torch.tensor([0.0, 2.0])}).item()
-        0.5
-        >>> GoldLoss()({"logits": torch.zeros(2, 4), "gold_loss": torch.tensor(0.25)}, None, {}).item()
-        0.25
-    """
-
-    name = "gold"
-    task_kinds = TASK_KINDS
-    needs_teacher = False
-    citation_entries = ()
-
-    def __init__(self, task_kind: str | None = None) -> None:
-        super().__init__()
-        self.task_kind = task_kind
-
-    @classmethod
-    def build(cls, params: ObjectiveParams, ctx: BuildContext) -> "GoldLoss":
-        return cls(ctx.task_kind)
-
-    def extra_repr(self) -> str:
-        return f"task_kind={self.task_kind!r}"
-
-    def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
-        own = student.get("gold_loss") if student is not None else None
-        if own is not None:
-            if own.dim() != 0:
-                raise ValueError(f"GoldLoss: student['gold_loss'] must be a 0-dim tensor, got shape {tuple(own.shape)}.")
-            return own.float()
-        s = _logits(student, "student", "GoldLoss")
-        labels = batch.get("labels")
-        if labels is None:
-            raise ValueError("GoldLoss needs batch['labels'], but the batch holds none.")
-        regression = self.task_kind == "regression" if self.task_kind else labels.is_floating_point()
-        if regression:
-            pred, target = s.reshape(-1).float(), labels.reshape(-1).float()
-            if pred.shape != target.shape:
-                raise ValueError(
-                    f"GoldLoss (regression): predictions {tuple(s.shape)} and labels {tuple(labels.shape)} do not match.")
-            keep = ~torch.isnan(target)
-            if not bool(keep.all()):
-                pred, target = pred[keep], target[keep]
-            return F.mse_loss(pred, target) if target.numel() else _zero(s)
-        logits = s.reshape(-1, s.size(-1)).float()
-        flat = labels.reshape(-1).long()
-        if flat.numel() != logits.size(0):
-            raise ValueError(f"GoldLoss: logits {tuple(s.shape)} and labels {tuple(labels.shape)} do not match.")
-        n = (flat != IGNORE_INDEX).sum()
-        total = F.cross_entropy(logits, flat, ignore_index=IGNORE_INDEX, reduction="sum")
-        return total / n.clamp(min=1)
 
 
 class RegressionDistillLoss(Objective):
@@ -470,7 +378,7 @@ class RegressionDistillLoss(Objective):
         ``student["logits"]`` and ``teacher["logits"]``, each ``[B]`` or ``[B, 1]``.
 
     Relations:
-        - :class:`GoldLoss` (regression) is the same loss against the gold scores.
+        - :class:`~kdexam.objectives.gold.GoldLoss` (regression) is the same loss against the gold scores.
 
     Example:
 
@@ -487,8 +395,8 @@ class RegressionDistillLoss(Objective):
     citation_entries = (BA_CARUANA_2014,)
 
     def forward(self, student: dict, teacher: dict | None, batch: dict) -> Tensor:
-        s = _logits(student, "student", "RegressionDistillLoss")
-        t = _logits(teacher, "teacher", "RegressionDistillLoss").detach()
+        s = outputs_logits(student, "student", "RegressionDistillLoss")
+        t = outputs_logits(teacher, "teacher", "RegressionDistillLoss").detach()
         s_flat, t_flat = s.reshape(-1).float(), t.reshape(-1).float()
         if s_flat.shape != t_flat.shape or s_flat.numel() != s.size(0):
             raise ValueError(

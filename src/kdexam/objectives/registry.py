@@ -9,8 +9,8 @@ from __future__ import annotations
 from kdexam.objectives.attention import AttentionKLLoss, AttentionMSELoss, ValueRelationLoss
 from kdexam.objectives.base import Objective
 from kdexam.objectives.features import EmbeddingMSELoss, HiddenCosineLoss, HiddenMSELoss, PKDLoss
+from kdexam.objectives.gold import GoldLoss
 from kdexam.objectives.logits import (
-    GoldLoss,
     HardDistillationLoss,
     KLDivLoss,
     LogitMSELoss,

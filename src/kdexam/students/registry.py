@@ -21,7 +21,7 @@ Kinds (sources in each module's docstring):
 - ``bert-tiny``, ``bert-mini``, ``bert-small``, ``bert-medium`` — Turc et al. (2019),
   :mod:`kdexam.students.transformer`;
 - ``teacher-layers:K`` — K of the teacher's layers, DistilBERT / PKD,
-  :mod:`kdexam.students.transformer`.
+  :mod:`kdexam.students.teacher_layers`.
 
 Settings left at ``None`` take the kind's default. A setting that does not apply to
 the kind is an error when it differs from its default (so a saved spec re-loads).
@@ -214,7 +214,7 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
     33 changed, 0.702 → 0.684; docs/benchmarks.md)."""
     family, k = check_spec(spec, task)
     if init_from is not None:
-        from kdexam.students.transformer import build_from_encoder
+        from kdexam.students.encoder import build_from_encoder
 
         if spec.trim_vocab:
             raise KdexamError("trim_vocab does not apply to a student initialised from an encoder (--init-from): its table "
@@ -274,7 +274,7 @@ def build_student(spec: StudentSpec, task: Task, teacher_dir: str | Path,
             check_marks_pairs(tokenizer, static=family == "static")
         info = {"embeddings": init.info}
     elif family == "teacher-layers":
-        from kdexam.students.transformer import build_teacher_layers
+        from kdexam.students.teacher_layers import build_teacher_layers
 
         model, tokenizer, info = build_teacher_layers(teacher_dir, task, k, spec.layers)
     else:
@@ -330,7 +330,7 @@ def _unpacked(module: nn.Module) -> nn.Module:
     """A CPU copy of ``module`` in which each weight owns its memory (tied weights stay tied)."""
     import copy
 
-    from kdexam.students.transformer import own_memory
+    from kdexam.students.teacher_layers import own_memory
 
     module = copy.deepcopy(module).cpu()
     own_memory(module)
@@ -444,3 +444,4 @@ def load_student(run_dir: str | Path) -> tuple[nn.Module, Any, StudentSpec, Task
     model.kdexam_info = record.get("info", {})
     model.eval()
     return model, tokenizer, spec, task
+

@@ -208,7 +208,7 @@ def check_teacher_layers(spec, teacher_dir: Path) -> None:
     """A ``teacher-layers:K`` student's K and ``layers`` against the teacher's layer count (its
     ``config.json``), before any data is read; where the count is not there, the build checks it."""
     from kdexam.students.registry import parse_kind
-    from kdexam.students.transformer import select_layers
+    from kdexam.students.teacher_layers import select_layers
     from kdexam.teachers.loader import config_int
 
     family, k = parse_kind(spec)

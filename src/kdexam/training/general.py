@@ -34,7 +34,7 @@ from kdexam.objectives import build_objectives, general_objectives
 from kdexam.parallel import gather_items, my_share
 from kdexam.paths import atomic_write_json
 from kdexam.students.registry import check_spec, count_parameters
-from kdexam.students.transformer import ENCODER_FILE, build_general_student
+from kdexam.students.encoder import ENCODER_FILE, build_general_student
 from kdexam.tasks import Task
 from kdexam.teachers.teacher import Teacher
 from kdexam.training.distiller import Distiller, TeacherSide

@@ -45,7 +45,7 @@ def layer_groups(model: torch.nn.Module) -> list[torch.nn.Module]:
     student, a CRF tagger's transitions in one group with its classifier (the "top two groups" of
     a BiLSTM-CRF were the classifier and the 24 transitions, which a KL stage does not train).
     Modules without parameters (dropout) are no group."""
-    from kdexam.students.transformer import find_layer_list
+    from kdexam.students.teacher_layers import find_layer_list
 
     def trained(groups):  # a module without parameters (a dropout) is no group
         return [g for g in groups if any(True for _ in g.parameters())]
