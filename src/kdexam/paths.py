@@ -159,10 +159,10 @@ def read_run_config(run_dir: str | Path, strict: bool = True) -> dict:
         return {}
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if data is None:  # (an empty file)
+            return {}
     except (yaml.YAMLError, UnicodeDecodeError, OSError):
-        data = "unreadable"
-    if data is None:  # (an empty file)
-        return {}
+        data = None
     if isinstance(data, dict):
         return data
     if strict:
