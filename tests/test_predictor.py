@@ -317,3 +317,16 @@ def test_auto_backend_skips_an_export_whose_parity_failed(exported, tmp_path):
     (run / "onnx" / "export.json").write_text(json.dumps(dict(record, parity_ok=False)))
     assert isinstance(load_student(run), Predictor)
     assert isinstance(load_student(run, backend="onnx"), ServingPredictor)  # asked for by name: still served
+
+
+@pytest.mark.parametrize("missing", ["tokenizer.json", "tokenizer_config.json"])
+def test_a_student_run_without_its_tokenizer_files_is_a_sentence(missing, runs, tmp_path, capsys):
+    """transformers builds an empty tokenizer ([UNK] for every word) from a folder without tokenizer.json,
+    and one without a pad token from a folder without tokenizer_config.json: both predicted garbage with
+    exit 0 before; now the run is refused by name."""
+    d = shutil.copytree(runs.student("cnn", "cls"), tmp_path / "run")
+    (d / missing).unlink()
+    (tmp_path / "in.txt").write_text("a fine film\n", encoding="utf-8")
+    code, out, err = _run_cli(["predict", str(d), "--input", str(tmp_path / "in.txt")], capsys)
+    assert code == 2 and out == ""
+    assert f"lacks {missing}" in err and "not saved completely" in err and "Traceback" not in err
