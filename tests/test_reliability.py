@@ -65,9 +65,17 @@ def test_a_different_run_in_out_is_refused_unless_overwrite(teacher, tmp_path, c
                        "--epochs", "1", "--max-train", "64"], capsys)
     assert code == 2 and "already holds a different run" in err and "student.kind" in err
     assert sha256_file(out / "model.safetensors") == first, "a refused run must leave the old one intact"
-    (out / "notes.txt").write_text("mine")
+    (out / "notes.txt").write_text("mine")  # a user's file in a run folder: --overwrite would delete it with the run
+    (out / "sub").mkdir()
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "bilstm", "--out", str(out),
+                       "--overwrite", *FAST_ARGS], capsys)
+    assert code == 2 and "holds files no run writes ('notes.txt', 'sub')" in " ".join(err.split()), err
+    assert (out / "notes.txt").read_text() == "mine" and sha256_file(out / "model.safetensors") == first
+    (out / "notes.txt").unlink()
+    (out / "sub").rmdir()
+    (out / "onnx").mkdir()  # what a run writes (an export here) goes with it
     r = api.distill(teacher=teacher / "teacher", student="bilstm", out=out, overwrite=True, **FAST)
-    assert r["student"]["name"] == "bilstm" and not (out / "notes.txt").exists(), "--overwrite replaces the run as a whole"
+    assert r["student"]["name"] == "bilstm" and not (out / "onnx").exists(), "--overwrite replaces the run as a whole"
     with pytest.raises(KdexamError, match=r"--resume: the run in .* another config \(train\.epochs differ"):
         api.distill(teacher=teacher / "teacher", student="bilstm", out=out, resume=True, **{**FAST, "epochs": 2})
 

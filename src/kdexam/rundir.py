@@ -8,8 +8,9 @@
   then the old run directory is removed as a whole (:func:`clear_replaced`) once the new run is set
   up and about to write — not before, so that a typo in the new run's flags never costs the old
   run. A folder with no run file but ``config.yaml`` (a config a user keeps there) is never
-  removed, and a ``--config`` file inside ``--out`` is refused (:func:`check_config_file`): the
-  run would replace it with its resolved config.
+  removed, and ``--overwrite`` of a run folder that also holds files no run writes
+  (:func:`not_run_files`: a user's own) is refused instead of deleting them. A ``--config`` file inside
+  ``--out`` is refused (:func:`check_config_file`): the run would replace it with its resolved config.
 - ``resume`` continues the run in ``--out``; with a different config it is refused the same way.
   The same config again without ``resume`` or ``overwrite`` is refused when the run there is
   finished or has a checkpoint (:func:`same_run_again`): a plain rerun never silently drops either.
@@ -91,7 +92,12 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
     differ = (differing_keys(_absolute_recorded(recorded), cfg.model_dump(mode="json")) if recorded is not None
               else ["config.yaml (missing)"])
     if overwrite:  # (the same config or another: replaced as a whole)
-        return any((out / f).exists() for f in RUN_OUTPUTS)
+        replace = any((out / f).exists() for f in RUN_OUTPUTS)
+        foreign = not_run_files(out) if replace else []
+        if foreign:
+            raise KdexamError(f"--overwrite removes the run folder '{out}' as a whole, and it also holds files no run "
+                              f"writes ({_names(foreign)}); move them out of it, or pass another --out.")
+        return replace
     if not differ:
         same_run_again(out, resume)
         return False
@@ -130,6 +136,27 @@ def finished_run(out: Path, resume: bool) -> dict | None:
     Console(stderr=True).print(f"--resume: the run in {out} is finished (metrics.json, no checkpoint); nothing to do. "
                                "Pass --overwrite to train it again.")
     return metrics if isinstance(metrics, dict) else None
+
+
+RUN_FOLDERS = ("onnx", "checkpoint")
+"""Name prefixes of the folders a run writes: its export, its checkpoints (``checkpoint-stage2``, …)."""
+
+
+def not_run_files(folder: Path) -> list[str]:
+    """The entries of ``folder`` that no run writes (a user's own files: ``--overwrite`` would delete them
+    with the run, so a run is never started among them); none for a missing folder."""
+    from kdexam.paths import _TEMP
+
+    if not folder.is_dir():
+        return []
+    own = OWN_FILES | set(RUN_OUTPUTS) | {"encoder.json", "added_tokens.json"}
+    return sorted(p.name for p in folder.iterdir()
+                  if not (p.name in own or p.suffix in OWN_SUFFIXES or _TEMP.match(p.name)
+                          or p.name.startswith(RUN_FOLDERS) and p.is_dir() or p.name.startswith("stage") and p.name.endswith("-done")))
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def holds_run(folder: Path) -> bool:
