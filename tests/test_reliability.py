@@ -105,6 +105,28 @@ def test_the_same_command_again_never_drops_an_interrupted_runs_checkpoint(teach
     assert r["stages"][0]["steps"] == 8 and "resuming from" in capsys.readouterr().err
 
 
+def test_ctrl_c_says_how_to_continue_and_resume_needs_only_out(teacher, tmp_path, capsys, monkeypatch):
+    """Ctrl-C ended with exit code 130 and nothing said; ``--out DIR --resume`` alone failed ("No teacher
+    given") although the run's own config.yaml says everything."""
+    from kdexam.training import trainer
+
+    save = trainer.save_checkpoint
+
+    def save_then_die(*args, **kw):
+        save(*args, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    out = tmp_path / "s"
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(out),
+                       *FAST_ARGS[2:], "--epochs", "2", "--set", "train.checkpoint_every=3"], capsys)
+    assert code == 130 and "interrupted; the same command with --resume continues" in " ".join(err.split()), err
+    monkeypatch.setattr(trainer, "save_checkpoint", save)
+    code, err = _exit(["distill", "--out", str(out), "--resume"], capsys)
+    assert code == 0 and "resuming from" in err, err
+    assert json.loads((out / "metrics.json").read_text())["stages"][0]["steps"] == 8
+
+
 def test_a_teacher_layers_count_beyond_the_teacher_is_refused_before_any_data_is_read(teacher, tmp_path, monkeypatch):
     import kdexam.training.distill as distill_module
 
@@ -668,3 +690,37 @@ def test_a_runs_config_read_back_is_what_was_written(teacher):
 
     recorded = read_run_config(teacher / "teacher")
     assert recorded["data"]["name"] and recorded["model"] and recorded["seed"] == 42
+
+
+def test_an_out_the_system_refuses_is_a_sentence_before_any_work(teacher, tmp_path, capsys, monkeypatch):
+    """/sys refuses a new folder (EPERM, even to root) and /proc has none to make one in (ENOENT): both
+    ended in a traceback at the run's first write, after the data and the teacher pass."""
+    import kdexam.training.distill as distill_module
+
+    monkeypatch.setattr(distill_module, "load_data", lambda *a, **k: pytest.fail("the data was read before the check"))
+    for bad in ("/sys/kdexam-test-out", "/proc/kdexam-test-out/run"):
+        code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", bad, *FAST_ARGS], capsys)
+        assert code == 2 and f"Cannot write --out '{bad}'" in " ".join(err.split()) and "Traceback" not in err, err
+    code, err = _exit(["teacher", "--data", str(teacher / "data"), "--model", str(teacher / "teacher"),
+                       "--out", "/sys/kdexam-test-out", *FAST_ARGS], capsys)
+    assert code == 2 and "Cannot write --out '/sys/kdexam-test-out'" in " ".join(err.split()), err
+    (tmp_path / "file").write_text("x")
+    code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out",
+                       str(tmp_path / "file" / "run"), *FAST_ARGS], capsys)
+    assert code == 2 and "is a file" in err, err
+
+
+def test_an_os_error_on_a_path_is_a_sentence(capsys, monkeypatch):
+    """The last line of defence: a path the system refuses where no check caught it first (here the
+    kdexam home under /sys) is exit code 2 and a sentence naming the path, not a traceback."""
+    from kdexam import api
+
+    def refuse(*a, **k):
+        raise PermissionError(1, "Operation not permitted", "/sys/kx")
+
+    monkeypatch.setattr(api, "prepare_data", refuse)
+    code, err = _exit(["data", "prepare", "trec6"], capsys)
+    assert code == 2 and "Cannot use '/sys/kx' (Operation not permitted)" in " ".join(err.split()), err
+    monkeypatch.setattr(api, "prepare_data", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    with pytest.raises(OSError):  # (an error with no path is not the user's to fix: it stays a traceback)
+        _exit(["data", "prepare", "trec6"], capsys)

@@ -6,6 +6,7 @@ Bad input ends a command with exit code 2 and one sentence (``KdexamError``); pa
 
 from __future__ import annotations
 
+import errno
 import inspect
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ from kdexam.config import DistillRunConfig, TeacherRunConfig
 from kdexam.config.flags import DISTILL_FLAGS, TEACHER_FLAGS, Flag
 from kdexam.errors import KdexamError
 from kdexam.inference.serving import MAX_TOKENS
-from kdexam.rundir import check_config_file, note_nothing_to_resume
+from kdexam.rundir import check_config_file, note_nothing_to_resume, own_config_to_resume
 
 app = typer.Typer(help="kdexam: distil fine-tuned transformers into small, fast students, and measure which is best, at what cost.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="List and prepare the built-in datasets.", no_args_is_help=True)
@@ -146,6 +147,7 @@ def teacher(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list
     """Fine-tune an encoder as the teacher for a task; writes a run directory with metrics.json and the model."""
     from kdexam import api
 
+    config = own_config_to_resume(config, flags.get("out"), resume)
     cfg = api.teacher_config(config, set=sets, **flags)
     check_config_file(config, cfg.out, resume)
     note_nothing_to_resume(cfg.out, resume)
@@ -179,6 +181,7 @@ def distill(flags: dict, config: Optional[Path] = ConfigOpt, sets: Optional[list
     """Distil a fine-tuned teacher into a student; writes a run directory with metrics.json and the student."""
     from kdexam import api
 
+    config = own_config_to_resume(config, flags.get("out"), resume)
     cfg = api.distill_config(config, set=sets, **flags)
     check_config_file(config, cfg.out, resume)
     note_nothing_to_resume(cfg.out, resume)
@@ -421,7 +424,27 @@ def main(argv: list[str] | None = None) -> None:
     except CLICK_ERRORS as e:
         e.show()
         sys.exit(e.exit_code)
+    except OSError as e:  # a path the system refuses (permission, read-only or full disk) that no check caught first
+        if debug or not e.filename or not (isinstance(e, (PermissionError, FileNotFoundError, NotADirectoryError))
+                                           or e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)):
+            raise
+        said = (f"Cannot use '{e.filename}' ({e.strerror or e}); check the path, its permissions and the free space, "
+                "or point the command elsewhere.")
+        err.print(f"[bold red]error:[/] {escape(said)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except ABORTS:
-        err.print("interrupted")
+        err.print(interrupted(argv))
         sys.exit(130)
+    if rv == 130:  # (typer returns Ctrl-C as exit code 130)
+        err.print(interrupted(argv))
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def interrupted(argv: list[str]) -> str:
+    """What to say on Ctrl-C: how to continue, for the commands that can."""
+    command = next((a for a in argv if not a.startswith("-")), "")
+    if command in ("teacher", "distill"):
+        return "interrupted; the same command with --resume continues from the last checkpoint."
+    if command == "exam":
+        return "interrupted; the same command again continues (finished cells are kept)."
+    return "interrupted"

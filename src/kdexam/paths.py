@@ -85,6 +85,21 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def check_writable_folder(path: str | Path, flag: str) -> None:
+    """Refuse, before any work, a folder that cannot be created or written (no permission, a read-only
+    or virtual file system such as /sys, a file in the way): a run found out only at its first write,
+    with a traceback. Probes by creating and removing a temporary folder in the nearest existing one
+    (``os.access`` says yes to root wherever the file system itself refuses)."""
+    path = Path(path)
+    there = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not there.is_dir():
+        raise KdexamError(f"{flag} '{path}' cannot be a folder: '{there}' is a file; pass another {flag}.")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=there, prefix=temp_prefix("probe")))
+    except OSError as e:
+        raise KdexamError(f"Cannot write {flag} '{path}' ({e.strerror or e}); pass a folder you can write to.") from None
+
+
 def temp_prefix(name: str) -> str:
     """Prefix of a temporary file or folder kdexam writes next to ``name``: hidden, and naming the
     writing process, so that :func:`sweep_stale` can tell an abandoned one from one being written."""

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from kdexam.errors import KdexamError
-from kdexam.paths import read_run_config, sweep_stale
+from kdexam.paths import check_writable_folder, read_run_config, sweep_stale
 
 RUN_FILES = ("config.yaml", "metrics.json", "student.json", "task.json", "model.safetensors")
 RUN_OUTPUTS = RUN_FILES[1:] + ("train_log.jsonl", "checkpoint", "checkpoint-stage1", "checkpoint-general", "stage1-done")
@@ -72,6 +72,7 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
     a run there: the caller removes it with :func:`clear_replaced` just before its first write."""
     if out.exists() and not out.is_dir():
         raise KdexamError(f"Output path '{out}' is a file; pass a directory to --out.")
+    check_writable_folder(out, "--out")
     here = out.resolve()
     for what, path in inputs.items():
         path = builtin_folder(str(path)) if path and is_builtin_name(str(path)) else path
@@ -103,8 +104,8 @@ def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], r
         return False
     keys = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
     if resume:
-        raise KdexamError(f"--resume: the run in '{out}' was started with another config ({keys} differ); resume it "
-                          "with its own config.yaml (--config), or start a new run with another --out.")
+        raise KdexamError(f"--resume: the run in '{out}' was started with another config ({keys} differ); pass only "
+                          "--out and --resume to continue it with its own config, or start a new run with another --out.")
     raise KdexamError(f"'{out}' already holds a different run ({keys} differ); pass another --out, --resume with its "
                       "config to continue it, or --overwrite to replace it.")
 
@@ -194,6 +195,14 @@ def clear_replaced(out: Path, replace: bool, accelerator=None) -> None:
         shutil.rmtree(out, ignore_errors=True)
     if accelerator is not None:
         accelerator.wait_for_everyone()
+
+
+def own_config_to_resume(config: str | Path | None, out: str | Path | None, resume: bool) -> str | Path | None:
+    """``--resume --out DIR`` without ``--config`` reads the run's own ``DIR/config.yaml``: the run
+    continues with the config it was started with, and any flag given overrides it."""
+    if resume and config is None and out is not None and (Path(out) / "config.yaml").is_file():
+        return Path(out) / "config.yaml"
+    return config
 
 
 def check_config_file(config: str | Path | None, out: str | Path | None, resume: bool = False) -> None:

@@ -60,6 +60,7 @@ from kdexam.inference import serving
 from kdexam.inference.predictor import (CRF_FILE, EXPORT_FILE, FP32_FILE, INT8_FILE, MODEL_INPUTS, ONNX_DIR, OnnxRunner,
                                         TorchModel, TorchRunner, batched_logits, decode_predictions, load_torch_model,
                                         logits_module, onnx_session)
+from kdexam.paths import check_writable_folder
 
 OPSET = 17
 SERVING_FILE = "kdexam_serving.py"
@@ -362,6 +363,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, quantize
     if out.is_dir() and any(out.iterdir()) and not (out / SERVING_FILE).is_file():
         raise KdexamError(f"Output folder '{out}' already holds files and is not a kdexam export folder (it has no "
                           f"{SERVING_FILE}); pass a new or empty folder to --out, or an earlier export folder to rewrite it.")
+    check_writable_folder(out, "--out")
     features = encode(examples, tm.tokenizer, tm.task, tm.max_length)
     (out / EXPORT_FILE).unlink(missing_ok=True)  # the folder is incomplete until export.json is written again
     record = write_export_dir(tm, features, out, quantize, opset)
