@@ -359,7 +359,9 @@ def test_killed_exam_reruns_only_what_is_left_and_matches_an_uninterrupted_one(e
     with sqlite3.connect(db) as con:
         before = dict(con.execute("SELECT id, status || ' ' || coalesce(finished, '') FROM cells").fetchall())
     assert sorted(v.split()[0] for v in before.values()) == ["done", "done", "done", "running"]  # teacher, cnn, cnn control
+    assert api.exam(str(killed))["unfinished"] == {"done": 3, "cells": 5}  # reported as it is: said to be unfinished
     api.exam(str(cfg), out=killed)
+    assert "unfinished" not in api.exam(str(killed))
     with sqlite3.connect(db) as con:
         after = dict(con.execute("SELECT id, status || ' ' || coalesce(finished, '') FROM cells").fetchall())
     assert all(after[i] == v for i, v in before.items() if v.startswith("done"))  # finished cells were not run again

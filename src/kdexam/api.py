@@ -270,6 +270,11 @@ def exam(config: str | Path | None = None, out: str | Path | None = None, set: A
         configured = cfg.budget.model_dump(exclude_none=True) if ran is not None else store.get("budget") or {}
         budget = {**configured, **given}
         result = render(exam_dir, store, budget)
+        if ran is None:  # (a run says its own count)
+            cells = store.get("cells") or []
+            done = sum(r["status"] == "done" for r in store.rows(cells))
+            if done < len(cells):
+                result["unfinished"] = {"done": done, "cells": len(cells)}
     if ran is not None:
         result["run"] = ran
     if export_best:

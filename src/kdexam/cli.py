@@ -397,6 +397,10 @@ def exam(
         out.print(escape(rec["text"]).replace("**", ""))
     for e in r.get("exported", []):
         out.print(f"exported {e['run']} to {e['export']}; predict with: {e['command']}")
+    left = r.get("unfinished")
+    if left:
+        err.print(f"[bold yellow]warning:[/] this exam is unfinished: {left['done']} of {left['cells']} cells are done; the "
+                  "leaderboard holds only those. Run the exam's config again with this --out to finish it.")
     ran = r.get("run")
     if ran:
         err.print(f"exam: {ran['done']} of {ran['cells']} cells done, {ran['failed']} failed, in {ran['seconds'] / 60:.1f} min")
