@@ -724,3 +724,13 @@ def test_an_os_error_on_a_path_is_a_sentence(capsys, monkeypatch):
     monkeypatch.setattr(api, "prepare_data", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "I/O error")))
     with pytest.raises(OSError):  # (an error with no path is not the user's to fix: it stays a traceback)
         _exit(["data", "prepare", "trec6"], capsys)
+
+
+def test_true_or_false_for_a_number_is_refused(teacher, tmp_path, capsys):
+    """pydantic reads True as 1 for an int: --set train.batch_size=true trained at batch size 1."""
+    for setting in ("train.batch_size=true", "student.hidden_size=false", "train.learning_rate=true"):
+        code, err = _exit(["distill", "--teacher", str(teacher / "teacher"), "--student", "cnn", "--out", str(tmp_path / "s"),
+                           "--set", setting], capsys)
+        key, value = setting.split("=")
+        assert code == 2 and f"Config value '{key}' is invalid: must be a number, not {value}" in " ".join(err.split()), err
+    assert not (tmp_path / "s").exists()

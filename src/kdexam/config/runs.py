@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kdexam.errors import KdexamError
 from kdexam.config.objectives import MatchSpec, ObjectiveSpec
 from kdexam.paths import atomic_write_text
-from kdexam.config.students import StudentSpec
+from kdexam.config.students import NumbersNotBooleans, StudentSpec
 
 TaskKind = Literal["classification", "token-classification", "regression"]
 
@@ -29,7 +29,7 @@ MAX_THREADS = 4096
 """More threads than any machine has; a larger count overflowed inside torch."""
 
 
-class Strict(BaseModel):
+class Strict(NumbersNotBooleans):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # (an infinite lr ruined the weights)
 
 
@@ -408,7 +408,7 @@ def build_config(model: type[M], raw: dict | None = None, overrides: dict[str, A
         loc = ".".join(str(p) for p in err["loc"])
         if not loc:  # a check across several settings: its message names them
             raise KdexamError(f"The config is invalid: {err['msg'].removeprefix('Value error, ')}.") from None
-        raise KdexamError(f"Config value '{loc}' is invalid: {err['msg']} (got {err.get('input')!r}).") from None
+        raise KdexamError(f"Config value '{loc}' is invalid: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r}).") from None
 
 
 def load_config(model: type[M], path: str | Path | None = None, overrides: dict[str, Any] | None = None,

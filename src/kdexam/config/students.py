@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
-class StudentSpec(BaseModel):
+class NumbersNotBooleans(BaseModel):
+    """A base for configs: a number setting given ``true``/``false`` is an error. pydantic reads
+    ``True`` as 1 for an ``int`` field, so ``--set train.batch_size=true`` trained at batch size 1."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value, info: ValidationInfo):
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            annotation = cls.model_fields[info.field_name].annotation
+            types = set(get_args(annotation) or (annotation,)) - {type(None)}
+            if types and types <= {int, float}:
+                raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
+
+
+class StudentSpec(NumbersNotBooleans):
     """What student to build. ``None`` means the kind's default."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True, allow_inf_nan=False)
