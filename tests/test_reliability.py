@@ -446,6 +446,9 @@ def test_unwritable_outputs_and_dropped_api_flags_are_sentences(teacher, tmp_pat
     for out in (tmp_path / "adir", tmp_path / "afile" / "x.json"):
         code, err = _exit(["report", str(teacher / "teacher"), "--out", str(out)], capsys)
         assert code == 2 and "Cannot write" in err, err
+    for argv in (["evaluate", str(teacher / "teacher"), "--max-eval", "8"], ["bench", str(teacher / "teacher"), "--no-save"]):
+        code, err = _exit([*argv, "--out", "/sys/kdexam-test.json"], capsys)  # refused before the work, not after it
+        assert code == 2 and "Cannot write --out '/sys/kdexam-test.json' (" in " ".join(err.split()), err
     cfg = DistillRunConfig(teacher=str(teacher / "teacher"), out=str(tmp_path / "o"))
     with pytest.raises(KdexamError, match=r"Got a DistillRunConfig and flags \(bogus_flag, epochs\)"):
         api.distill(cfg, epochs=1, bogus_flag=3)

@@ -85,19 +85,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def check_writable_folder(path: str | Path, flag: str) -> None:
+def check_writable_folder(path: str | Path, flag: str, shown: str | Path | None = None) -> None:
     """Refuse, before any work, a folder that cannot be created or written (no permission, a read-only
     or virtual file system such as /sys, a file in the way): a run found out only at its first write,
     with a traceback. Probes by creating and removing a temporary folder in the nearest existing one
     (``os.access`` says yes to root wherever the file system itself refuses)."""
     path = Path(path)
+    shown = path if shown is None else shown
     there = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not there.is_dir():
-        raise KdexamError(f"{flag} '{path}' cannot be a folder: '{there}' is a file; pass another {flag}.")
+        raise KdexamError(f"Cannot write {flag} '{shown}': '{there}' is a file, not a folder; pass another {flag}.")
     try:
-        os.rmdir(tempfile.mkdtemp(dir=there, prefix=temp_prefix("probe")))
+        os.rmdir(tempfile.mkdtemp(dir=there, prefix=temp_prefix(Path(shown).name)))  # (named as the writes that follow)
     except OSError as e:
-        raise KdexamError(f"Cannot write {flag} '{path}' ({e.strerror or e}); pass a folder you can write to.") from None
+        raise KdexamError(f"Cannot write {flag} '{shown}' ({e.strerror or e}); pass a path you can write to.") from None
 
 
 def temp_prefix(name: str) -> str:

@@ -63,6 +63,9 @@ def check_output_file(path: str | Path | None, inputs: list[str | Path], flag: s
     if own and any((folder / m).exists() for m in MODEL_MARKERS):
         raise KdexamError(f"{flag} '{path}' is a file of the run or model folder '{folder}'; writing there would replace "
                           "it — name a new file.")
+    if target.is_dir():
+        raise KdexamError(f"Cannot write {flag} '{path}': it is a folder; name the file to write.")
+    check_writable_folder(folder, flag, shown=path)  # (before the work, not after it)
 
 
 def check_out(cfg: BaseModel, out: Path, inputs: dict[str, str | Path | None], resume: bool = False,
