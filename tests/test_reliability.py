@@ -737,3 +737,23 @@ def test_true_or_false_for_a_number_is_refused(teacher, tmp_path, capsys):
         key, value = setting.split("=")
         assert code == 2 and f"Config value '{key}' is invalid: must be a number, not {value}" in " ".join(err.split()), err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_teacher_that_is_not_one_is_said_for_what_it_is(teacher, tmp_path, capsys):
+    """--teacher of a student run, a built-in base model's name or a missing path said "has no
+    model.safetensors" or "has no config.json"; --model and report of a missing path likewise."""
+    student = tmp_path / "s"
+    api.distill(teacher=teacher / "teacher", student="cnn", out=student, **FAST)
+    said = {
+        str(student): "is a student run (student.json), not a teacher",
+        "minilm-l6": "is a built-in base model, not a fine-tuned teacher: fine-tune it first",
+        str(tmp_path / "missing"): "does not exist",
+    }
+    for given, sentence in said.items():
+        code, err = _exit(["distill", "--teacher", given, "--student", "cnn", "--out", str(tmp_path / "o"), *FAST_ARGS], capsys)
+        assert code == 2 and sentence in " ".join(err.split()), err
+    code, err = _exit(["teacher", "--data", str(teacher / "data"), "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "t")],
+                      capsys)
+    assert code == 2 and "does not exist" in err, err
+    code, err = _exit(["report", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "does not exist" in err, err

@@ -163,6 +163,31 @@ def _names(names: list[str]) -> str:
     return ", ".join(f"'{n}'" for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+def not_a_teacher_run(path: str | Path, flag: str = "--teacher") -> KdexamError:
+    """The sentence for a ``--teacher`` that holds no fine-tuned teacher (no ``model.safetensors``), saying
+    what it is instead: missing, a built-in base model's name, a file, a student run, a general encoder."""
+    from kdexam.teachers.builtin_models import BUILTIN_MODELS
+
+    p = Path(path)
+    run = "pass a directory written by 'kdexam teacher'"
+    if str(path) in BUILTIN_MODELS and not p.exists():
+        return KdexamError(f"{flag} '{path}' is a built-in base model, not a fine-tuned teacher: fine-tune it first "
+                           f"(kdexam teacher --model {path} --data DATA --out DIR) and pass DIR, or distil it "
+                           "task-agnostically with --general.")
+    if not p.exists():
+        return KdexamError(f"{flag} '{path}' does not exist; {run}.")
+    if not p.is_dir():
+        return KdexamError(f"{flag} '{path}' is a file; {run}.")
+    if (p / "student.json").is_file():
+        return KdexamError(f"{flag} '{path}' is a student run (student.json), not a teacher; pass the teacher it was "
+                           "distilled from (its config.yaml names it), or another directory written by 'kdexam teacher'.")
+    if (p / "encoder.json").is_file():
+        return KdexamError(f"{flag} '{path}' is an encoder of task-agnostic distillation, not a fine-tuned teacher; "
+                           "fine-tune it (kdexam teacher --model DIR) or start a student from it with --init-from.")
+    missing = "model.safetensors" if not (p / "model.safetensors").is_file() else "config.json"
+    return KdexamError(f"{flag} '{path}' has no {missing}; {run}.")
+
+
 def holds_run(folder: Path) -> bool:
     """Whether ``folder`` holds a run: one of its :data:`RUN_FILES`."""
     return folder.is_dir() and any((folder / f).exists() for f in RUN_FILES)

@@ -184,7 +184,9 @@ def teacher_at_hand(run: Path, teacher: str | Path | None, recorded: dict, notes
     if teacher is not None:
         t = Path(teacher)
         if not (t / "model.safetensors").is_file():
-            raise KdexamError(f"Teacher directory '{t}' has no model.safetensors; pass a directory written by 'kdexam teacher'.")
+            from kdexam.rundir import not_a_teacher_run
+
+            raise not_a_teacher_run(t)
         return t
     t = recorded.get("teacher")
     if t and (Path(t) / "model.safetensors").is_file():

@@ -113,7 +113,8 @@ def read_result(run_dir: str | Path) -> RunResult:
     """The :class:`RunResult` of a run directory, from its ``metrics.json``."""
     f = Path(run_dir) / "metrics.json"
     if not f.is_file():
-        raise KdexamError(f"'{run_dir}' has no metrics.json; pass run directories written by 'kdexam teacher' or 'kdexam distill'.")
+        what = "has no metrics.json" if Path(run_dir).is_dir() else "does not exist" if not Path(run_dir).exists() else "is a file"
+        raise KdexamError(f"'{run_dir}' {what}; pass run directories written by 'kdexam teacher' or 'kdexam distill'.")
     try:
         return RunResult.from_dict(json.loads(f.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # (JSONDecodeError, UnicodeDecodeError are ValueErrors)

@@ -294,6 +294,9 @@ def resolve_model(name_or_path: str) -> str:
     if path.is_dir() and (path / "config.json").is_file():
         return str(path)
     if looks_like_path(name_or_path):
+        if not path.exists():
+            raise KdexamError(f"The model directory {name_or_path} does not exist; pass a Hugging Face model directory, "
+                              f"a hub id, or one of the built-in models {', '.join(BUILTIN_MODELS)}.")
         raise KdexamError(f"The model directory {name_or_path} has no config.json; pass a Hugging "
                           f"Face model directory (config.json, weights, tokenizer), a hub id, or "
                           f"one of the built-in models {', '.join(BUILTIN_MODELS)}.")
