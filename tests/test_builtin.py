@@ -526,8 +526,10 @@ def test_resolve_model_paths_and_hub_ids(home, tmp_path, monkeypatch):
     empty.mkdir()
     a_file = tmp_path / "weights.bin"
     a_file.write_bytes(b"0")
-    for bad in (str(empty), str(a_file), "./no/such/dir", "/no/such/dir", "~/no-such-kdexam-model"):
-        with pytest.raises(KdexamError, match="has no config.json"):
+    said = {str(empty): "has no config.json", str(a_file): "has no config.json", "./no/such/dir": "does not exist",
+            "/no/such/dir": "does not exist", "~/no-such-kdexam-model": "does not exist"}
+    for bad, sentence in said.items():
+        with pytest.raises(KdexamError, match=sentence):
             builtin_models.resolve_model(bad)
     monkeypatch.chdir(tmp_path)
     assert builtin_models.resolve_model("teacher") == "teacher"

@@ -94,3 +94,18 @@ def test_mixed_precision_no_survives_yaml(tmp_path):
     assert build_config(TeacherRunConfig, {}, {key: value}).train.mixed_precision == "no"
     with pytest.raises(KdexamError, match="mixed_precision"):
         build_config(TeacherRunConfig, {"train": {"mixed_precision": True}})
+
+
+def test_a_config_folder_and_a_far_name_are_said_plainly(tmp_path):
+    """--config of a folder said "does not exist"; an unknown built-in name far from every known one got
+    an unrelated "did you mean" ('foo' → 'movie-dialog')."""
+    from kdexam.config import DistillRunConfig, load_config
+    from kdexam.data.builtin import get_dataset
+    from kdexam.teachers.builtin_models import get_model
+
+    with pytest.raises(KdexamError, match=r"Config file '.*' is a folder; pass the YAML file to --config"):
+        load_config(DistillRunConfig, tmp_path)
+    for get in (get_dataset, get_model):
+        with pytest.raises(KdexamError) as e:
+            get("foo")
+        assert "did you mean" not in str(e.value) and "choose one of" in str(e.value)

@@ -340,7 +340,7 @@ def export_command(
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Student or teacher run directory, or a folder written by 'kdexam export'."),
-    input_file: Path = typer.Option(..., "--input", help="Inputs: .txt (one per line; text<TAB>text_pair for pairs), .jsonl, or .conll for taggers."),
+    input_file: Path = typer.Option(..., "--input", help="Inputs: .txt (one per line; text<TAB>text_pair for pairs), .jsonl/.json, .csv/.tsv (a text column), or .conll for taggers."),
     output: Optional[Path] = typer.Option(None, "--output", help="JSONL file to write (default: standard output)."),
     backend: str = typer.Option("auto", help="auto (ONNX when exported, else PyTorch) | pytorch | onnx."),
     quantized: bool = typer.Option(False, "--quantized", help="Use the int8 ONNX model."),

@@ -417,6 +417,8 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: dict[
     raw: Any = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise KdexamError(f"Config file '{p}' is a folder; pass the YAML file to --config.")
         if not p.is_file():
             raise KdexamError(f"Config file '{p}' does not exist; check the path given to --config.")
         try:

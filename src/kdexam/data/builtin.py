@@ -132,7 +132,7 @@ def get_dataset(name: str) -> BuiltinDataset:
     """The built-in dataset ``name``; an unknown name is an error naming the closest."""
     if name in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[name]
-    closest = closest_dataset(name, cutoff=0.0)
+    closest = closest_dataset(name, cutoff=0.5)
     hint = f"did you mean {closest!r}? " if closest else ""
     raise KdexamError(
         f"There is no built-in dataset {name!r}; {hint}choose one of {', '.join(BUILTIN_DATASETS)} "

@@ -154,7 +154,7 @@ def get_model(name: str) -> BuiltinModel:
     if name in BUILTIN_MODELS:
         return BUILTIN_MODELS[name]
     names = list(BUILTIN_MODELS)
-    closest = difflib.get_close_matches(name, names, n=1, cutoff=0.0)
+    closest = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     hint = f"did you mean {closest[0]!r}? " if closest else ""
     raise KdexamError(f"There is no built-in model {name!r}; {hint}choose one of "
                       f"{', '.join(names)} (see `kdexam models list`).")
