@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,6 +167,8 @@ def test_predict_command_formats(exported, tmp_path, capsys):
     code, out, _ = _run_cli(["predict", str(exported["cls"]), "--input", str(tmp_path / "in.txt")], capsys)
     rows = [json.loads(l) for l in out.splitlines()]
     assert code == 0 and [r["text"] for r in rows] == ["the movie was good", "awful plot"] and "scores" in rows[0]
+    code, dashed, _ = _run_cli(["predict", str(exported["cls"]), "--input", str(tmp_path / "in.txt"), "--output", "-"], capsys)
+    assert code == 0 and dashed == out and not Path("-").exists()  # "-" is standard output, not a file named "-"
 
     (tmp_path / "pairs.tsv").write_text("good film\tbad plot\nthe story\tfine\n", encoding="utf-8")
     code, _, err = _run_cli(["predict", str(exported["pair"]), "--input", str(tmp_path / "pairs.tsv"),
@@ -330,3 +333,12 @@ def test_a_student_run_without_its_tokenizer_files_is_a_sentence(missing, runs, 
     code, out, err = _run_cli(["predict", str(d), "--input", str(tmp_path / "in.txt")], capsys)
     assert code == 2 and out == ""
     assert f"lacks {missing}" in err and "not saved completely" in err and "Traceback" not in err
+
+
+def test_a_teacher_run_that_lost_its_config_json_is_said_so(runs, tmp_path, capsys):
+    """It said "holds no model (no student.json, task.json or export.json)" beside its task.json."""
+    d = shutil.copytree(runs.teacher("cls"), tmp_path / "teacher")
+    (d / "config.json").unlink()
+    (tmp_path / "in.txt").write_text("a fine film\n", encoding="utf-8")
+    code, out, err = _run_cli(["predict", str(d), "--input", str(tmp_path / "in.txt")], capsys)
+    assert code == 2 and "looks like a teacher run without its config.json" in " ".join(err.split()), err

@@ -341,7 +341,7 @@ def export_command(
 def predict(
     model: Path = typer.Argument(..., help="Student or teacher run directory, or a folder written by 'kdexam export'."),
     input_file: Path = typer.Option(..., "--input", help="Inputs: .txt (one per line; text<TAB>text_pair for pairs), .jsonl/.json, .csv/.tsv (a text column), or .conll for taggers."),
-    output: Optional[Path] = typer.Option(None, "--output", help="JSONL file to write (default: standard output)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="JSONL file to write (default, or -: standard output)."),
     backend: str = typer.Option("auto", help="auto (ONNX when exported, else PyTorch) | pytorch | onnx."),
     quantized: bool = typer.Option(False, "--quantized", help="Use the int8 ONNX model."),
     batch_size: int = typer.Option(32, min=1, help="Inputs per batch."),
@@ -352,6 +352,7 @@ def predict(
     from kdexam import api
     from kdexam.paths import json_text
 
+    output = None if output is not None and str(output) == "-" else output  # (the usual name of standard output)
     records = api.predict(model, input_file, output=output, backend=backend, quantized=quantized, batch_size=batch_size,
                           max_tokens=max_tokens or None, trust_remote_code=trust)
     if output is None:

@@ -152,6 +152,12 @@ def model_role(run_dir: str | Path) -> str:
         if (d / "encoder.json").is_file():  # (students.encoder.ENCODER_FILE, not imported: it loads transformers)
             raise KdexamError(f"'{run_dir}' is a general encoder ('kdexam distill --general'), which has no task head to "
                               "predict with; distil a task student from it with --init-from, and use that run.")
+        if (d / "task.json").is_file() or (d / "model.safetensors").is_file():  # (a teacher run that lost a file)
+            missing = [f for f in ("config.json", "task.json", "model.safetensors") if not (d / f).is_file()
+                       and not (f == "task.json" and (d / "config.json").is_file())]
+            if missing:
+                raise KdexamError(f"'{run_dir}' looks like a teacher run without its {' and '.join(missing)}; the run was "
+                                  "not saved completely: fine-tune the teacher again, or copy the files back.")
     raise KdexamError(f"'{run_dir}' holds no model (no student.json, task.json or export.json); pass a run directory "
                       "written by 'kdexam distill' or 'kdexam teacher', or a folder written by 'kdexam export'.")
 
