@@ -126,6 +126,9 @@ def test_bad_input_is_a_sentence(distilled, tmp_path, capsys):
         api.evaluate(distilled / "cnn", data=str(unlabelled))
     with pytest.raises(KdexamError, match="is a file of the run or model folder"):
         api.evaluate(distilled / "cnn", out=distilled / "cnn" / "metrics.json")
+    (tmp_path / "texts.txt").write_text("terrible acting\na fine film\n", encoding="utf-8")  # read as CoNLL: said so
+    with pytest.raises(KdexamError, match=r"is token-classification \(a .txt or .conll file is read as CoNLL"):
+        api.evaluate(distilled / "cnn", data=str(tmp_path / "texts.txt"))
     with pytest.raises(SystemExit) as e:
         main(["evaluate", str(tmp_path / "nothing")])
     assert e.value.code == 2 and "does not exist" in capsys.readouterr().err

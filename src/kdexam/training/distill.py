@@ -377,7 +377,9 @@ def check_data_fits_head(data_task: Task, data_name: str, head: Task, owner: str
     task is ``data_task`` (its ``labels``: every label it holds) fits that head; else a sentence
     about ``owner`` (the model whose head it is)."""
     if data_task.kind != head.kind:
-        raise KdexamError(f"{owner} was trained for {head.kind} but the data '{data_name}' is {data_task.kind}; "
+        conll = (" (a .txt or .conll file is read as CoNLL, a token and its tag on each line; give texts with their labels "
+                 "as .csv, .tsv or .jsonl)" if data_task.kind == "token-classification" else "")
+        raise KdexamError(f"{owner} was trained for {head.kind} but the data '{data_name}' is {data_task.kind}{conll}; "
                           "use data of its task (or fine-tune a teacher for this one).")
     if data_task.text_pair != head.text_pair:
         want = "text pairs" if head.text_pair else "single texts"
