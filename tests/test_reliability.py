@@ -757,3 +757,13 @@ def test_a_teacher_that_is_not_one_is_said_for_what_it_is(teacher, tmp_path, cap
     assert code == 2 and "does not exist" in err, err
     code, err = _exit(["report", str(tmp_path / "missing")], capsys)
     assert code == 2 and "does not exist" in err, err
+
+
+def test_a_truncated_teachers_weights_are_said_to_be_damaged(teacher, tmp_path, capsys):
+    """A local teacher folder whose weights cannot be read was told to "pass a built-in model, a local
+    Hugging Face model directory, or a hub id", as if the path were wrong."""
+    t = shutil.copytree(teacher / "teacher", tmp_path / "t")
+    with open(t / "model.safetensors", "r+b") as f:
+        f.truncate(1000)
+    code, err = _exit(["distill", "--teacher", str(t), "--student", "cnn", "--out", str(tmp_path / "s"), *FAST_ARGS], capsys)
+    assert code == 2 and "its files are damaged or incomplete" in " ".join(err.split()), err

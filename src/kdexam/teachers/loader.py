@@ -56,6 +56,10 @@ def cannot_load(name: str, what: str, err: Exception) -> KdexamError:
     if "trust_remote_code" in str(err):
         return KdexamError(f"The {what} of '{name}' come with their own Python code, which kdexam does not run unless "
                            "asked; pass --trust-remote-code (or trust_remote_code: true) if you trust its source.")
+    if Path(name).is_dir():  # a local folder that is there: its files are the problem, not where it was looked for
+        return KdexamError(f"Cannot load the {what} of '{name}' ({type(err).__name__}: {first_line}); its files are "
+                           "damaged or incomplete: write the folder again (fine-tune the teacher again, or copy the model "
+                           "anew).")
     return KdexamError(
         f"Cannot load the {what} of '{name}' ({type(err).__name__}: {first_line}); pass a built-in model "
         "(see 'kdexam models list'), a local Hugging Face model directory, or a hub id reachable from this machine."
