@@ -84,6 +84,9 @@ def test_grid_errors_are_one_sentence():
     cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "cnn", "embeding_dim": 8}]})
     with pytest.raises(KdexamError, match=r"unknown key 'embeding_dim'; did you mean 'embedding_dim'"):
         check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
+    cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "cnn", "lr": 1e-3}]})  # the option's spelling
+    with pytest.raises(KdexamError, match=r"unknown key 'lr'; --lr is learning_rate here \(keys are the flags' names"):
+        check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))
     cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "cnn", "batch_size": "many"}]})
     with pytest.raises(KdexamError, match="cell a / cnn / kd / none / seed 42"):
         check_cells(teacher_cells(cfg), cells(cfg, teacher_cells(cfg)))

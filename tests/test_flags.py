@@ -475,3 +475,13 @@ def test_cli_prints_a_line_for_a_general_run(fake_distill, capsys):
 def test_overwrite_switch_reaches_the_run(captured):
     cli_config(captured, ["teacher", "--data", "d", "--out", "o", "--overwrite"])
     assert captured["overwrite"] is True and captured["resume"] is False
+
+
+def test_an_options_spelling_as_an_api_keyword_names_the_keyword():
+    """The api's keywords are the flags' names; three options are spelled otherwise on the command line."""
+    from kdexam import api
+
+    with pytest.raises(TypeError, match=r"unknown argument\(s\): ema, lr \(--lr is learning_rate; --ema is ema_decay\)"):
+        api.distill_config(teacher="t", lr=1e-4, ema=0.99)
+    with pytest.raises(TypeError, match=r"\(--online-teacher is cache_teacher=False\)"):
+        api.distill_config(teacher="t", online_teacher=True)

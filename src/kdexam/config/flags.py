@@ -319,6 +319,17 @@ training flags (not ``model``), and the student's and distillation's own."""
 DISTILL_FLAGS["learning_rate"] = replace(DISTILL_FLAGS["learning_rate"], help="Peak learning rate (default per student kind).")
 
 
+def keywords_of_options(unknown: list[str], table: Mapping[str, Flag]) -> str:
+    """`` (--lr is learning_rate)``: the keywords of the unknown names that are an option's name."""
+    said = []
+    for flag in table.values():
+        for i, option in enumerate((flag.option or "").split("/")):  # ``--on/--off``: the second is the switch's False
+            name = option.strip().lstrip("-").replace("-", "_")
+            if name in unknown and name != flag.name:
+                said.append(f"{option.strip()} is {flag.name}{'=False' if i else ''}")
+    return f" ({'; '.join(said)})" if said else ""
+
+
 def _put(overrides: dict[str, Any], key: str, value: Any) -> None:
     overrides.pop(key, None)  # a key given again moves to the end: the last one wins
     overrides[key] = value
@@ -328,7 +339,7 @@ def _overrides(flags: dict[str, Any], table: Mapping[str, Flag], sets: Any = Non
     """Dotted overrides in the order they apply: ``--set`` entries, then the explicit flags (``None``: not given)."""
     unknown = sorted(k for k in flags if k not in table)
     if unknown:
-        raise TypeError(f"unknown argument(s): {', '.join(unknown)}")
+        raise TypeError(f"unknown argument(s): {', '.join(unknown)}{keywords_of_options(unknown, table)}")
     out: dict[str, Any] = {}
     if isinstance(sets, Mapping):
         pairs: Iterable[tuple[str, Any]] = sets.items()

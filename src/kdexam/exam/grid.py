@@ -184,12 +184,14 @@ def _build(make, where: str, command: str = "distill") -> None:
     except TypeError as e:  # an unknown keyword (api: "unknown argument(s): a, b"): name it, with the closest flag
         import difflib
 
-        from kdexam.config.flags import DISTILL_FLAGS, TEACHER_FLAGS
+        from kdexam.config.flags import DISTILL_FLAGS, TEACHER_FLAGS, keywords_of_options
 
-        bad = str(e).partition(": ")[2].split(",")[0].strip()
+        bad = str(e).partition(": ")[2].split(",")[0].split(" (")[0].strip()
         own, other, other_name = ((TEACHER_FLAGS, DISTILL_FLAGS, "distill") if command == "teacher"
                                   else (DISTILL_FLAGS, TEACHER_FLAGS, "teacher"))
-        if bad in other:
+        if keywords_of_options([bad], own):  # an option's spelling (lr): its key (learning_rate)
+            hint = f"{keywords_of_options([bad], own).strip(' ()')} here (keys are the flags' names with underscores)."
+        elif bad in other:
             hint = (f"it is a 'kdexam {other_name}' flag, which 'kdexam {command}' does not take"
                     + ("; the exam's train flags reach every run, teachers included: put it in the students' entries"
                        if command == "teacher" else "; put it in the teacher's entry or the dataset's 'teacher' flags") + ".")
