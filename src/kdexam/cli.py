@@ -6,7 +6,6 @@ Bad input ends a command with exit code 2 and one sentence (``KdexamError``); pa
 
 from __future__ import annotations
 
-import errno
 import inspect
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ from rich.table import Table
 
 from kdexam.config import DistillRunConfig, TeacherRunConfig
 from kdexam.config.flags import DISTILL_FLAGS, TEACHER_FLAGS, Flag
-from kdexam.errors import KdexamError
+from kdexam.errors import KdexamError, interrupted, path_refused
 from kdexam.inference.serving import MAX_TOKENS
 from kdexam.rundir import check_config_file, note_nothing_to_resume, own_config_to_resume
 
@@ -418,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    command = next((a for a in argv if not a.startswith("-")), "")
     try:
         keep_library_caches_home()  # before torch or matplotlib is imported
         rv = app(args=argv, prog_name="kdexam", standalone_mode=False)
@@ -430,26 +430,13 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except OSError as e:  # a path the system refuses (permission, read-only or full disk) that no check caught first
-        if debug or not e.filename or not (isinstance(e, (PermissionError, FileNotFoundError, NotADirectoryError))
-                                           or e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)):
+        if debug or path_refused(e) is None:
             raise
-        said = (f"Cannot use '{e.filename}' ({e.strerror or e}); check the path, its permissions and the free space, "
-                "or point the command elsewhere.")
-        err.print(f"[bold red]error:[/] {escape(said)}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(path_refused(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ABORTS:
-        err.print(interrupted(argv))
+        err.print(interrupted(command))
         sys.exit(130)
     if rv == 130:  # (typer returns Ctrl-C as exit code 130)
-        err.print(interrupted(argv))
+        err.print(interrupted(command))
     sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def interrupted(argv: list[str]) -> str:
-    """What to say on Ctrl-C: how to continue, for the commands that can."""
-    command = next((a for a in argv if not a.startswith("-")), "")
-    if command in ("teacher", "distill"):
-        return "interrupted; the same command with --resume continues from the last checkpoint."
-    if command == "exam":
-        return "interrupted; the same command again continues (finished cells are kept)."
-    return "interrupted"

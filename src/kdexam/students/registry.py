@@ -412,9 +412,7 @@ def load_student(run_dir: str | Path) -> tuple[nn.Module, Any, StudentSpec, Task
     """The student saved in ``run_dir`` by :func:`save_student`, in eval mode, with its
     tokenizer, spec and task. Needs neither the teacher nor a vectors file."""
     from safetensors.torch import load_model
-    from transformers import AutoTokenizer
-
-    from kdexam.teachers.loader import quiet_transformers
+    from kdexam.teachers.loader import load_saved_tokenizer, quiet_transformers
 
     d = Path(run_dir)
     path = d / STUDENT_FILE
@@ -438,25 +436,9 @@ def load_student(run_dir: str | Path) -> tuple[nn.Module, Any, StudentSpec, Task
     load_model(_weights_owner(model), str(d / WEIGHTS_FILE), strict=True)
     if spec.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    tokenizer = _saved_tokenizer(d, AutoTokenizer)
+    tokenizer = load_saved_tokenizer(d)
     if getattr(model, "family", None) in EMBEDDING_FAMILIES:
         tokenizer.padding_side = "right"
     model.kdexam_info = record.get("info", {})
     model.eval()
     return model, tokenizer, spec, task
-
-
-def _saved_tokenizer(d: Path, auto_tokenizer):
-    """The tokenizer saved with a student. transformers builds an empty one (special tokens only, every
-    word ``[UNK]``) from a folder that lacks ``tokenizer.json``, and one without a pad token from a folder
-    that lacks ``tokenizer_config.json``: the student would then predict from garbage, so either is an error."""
-    missing = [f for f in ("tokenizer.json", "tokenizer_config.json") if not (d / f).is_file()]
-    what = f"lacks {' and '.join(missing)}" if missing else "holds a tokenizer that cannot be read"
-    fix = "the student was not saved completely; copy the tokenizer files from its teacher, or distil the student again."
-    try:
-        tokenizer = auto_tokenizer.from_pretrained(str(d))
-    except Exception as e:  # transformers raises OSError, ValueError, … for missing or broken files
-        raise KdexamError(f"'{d}' {what} ({type(e).__name__}): {fix}") from None
-    if len(tokenizer) <= len(set(tokenizer.all_special_ids)) or tokenizer.pad_token is None:
-        raise KdexamError(f"'{d}' {what if missing else 'holds an incomplete tokenizer'}: {fix}")
-    return tokenizer

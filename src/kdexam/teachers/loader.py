@@ -122,6 +122,24 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
+def load_saved_tokenizer(d: Path):
+    """The tokenizer saved with a student run, as it was saved. transformers builds an empty one (special
+    tokens only, every word ``[UNK]``) from a folder that lacks ``tokenizer.json``, and one without a pad
+    token from a folder that lacks ``tokenizer_config.json``: the student would predict from garbage."""
+    from transformers import AutoTokenizer
+
+    missing = [f for f in ("tokenizer.json", "tokenizer_config.json") if not (d / f).is_file()]
+    what = f"lacks {' and '.join(missing)}" if missing else "holds a tokenizer that cannot be read"
+    fix = "the student was not saved completely; copy the tokenizer files from its teacher, or distil the student again."
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(d))
+    except Exception as e:  # transformers raises OSError, ValueError, … for missing or broken files
+        raise KdexamError(f"'{d}' {what} ({type(e).__name__}): {fix}") from None
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)) or tokenizer.pad_token is None:
+        raise KdexamError(f"'{d}' {what if missing else 'holds an incomplete tokenizer'}: {fix}")
+    return tokenizer
+
+
 def fit_max_length(max_length: int, positions: int | None, tokenizer, name: str) -> int:
     """``max_length`` cut to what the model has ``positions`` for (its ``max_position_embeddings``), and
     to the tokenizer's ``model_max_length`` where it states one (RoBERTa's 514 positions hold 512
