@@ -147,16 +147,20 @@ RUN_FOLDERS = ("onnx", "checkpoint")
 
 
 def not_run_files(folder: Path) -> list[str]:
-    """The entries of ``folder`` that no run writes (a user's own files: ``--overwrite`` would delete them
-    with the run, so a run is never started among them); none for a missing folder."""
+    """The entries of ``folder`` that no run writes (a user's own files, which ``--overwrite`` would delete
+    with the run, so it is refused while they are there); none for a missing folder."""
     from kdexam.paths import _TEMP
 
     if not folder.is_dir():
         return []
     own = OWN_FILES | set(RUN_OUTPUTS) | {"encoder.json", "added_tokens.json"}
-    return sorted(p.name for p in folder.iterdir()
-                  if not (p.name in own or p.suffix in OWN_SUFFIXES or _TEMP.match(p.name)
-                          or p.name.startswith(RUN_FOLDERS) and p.is_dir() or p.name.startswith("stage") and p.name.endswith("-done")))
+
+    def a_runs(p: Path) -> bool:
+        return (p.name in own or p.suffix in OWN_SUFFIXES or bool(_TEMP.match(p.name))
+                or (p.is_dir() and p.name.startswith(RUN_FOLDERS))
+                or (p.name.startswith("stage") and p.name.endswith("-done")))
+
+    return sorted(p.name for p in folder.iterdir() if not a_runs(p))
 
 
 def _names(names: list[str]) -> str:
