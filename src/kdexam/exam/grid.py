@@ -189,8 +189,9 @@ def _build(make, where: str, command: str = "distill") -> None:
         bad = str(e).partition(": ")[2].split(",")[0].split(" (")[0].strip()
         own, other, other_name = ((TEACHER_FLAGS, DISTILL_FLAGS, "distill") if command == "teacher"
                                   else (DISTILL_FLAGS, TEACHER_FLAGS, "teacher"))
-        if keywords_of_options([bad], own):  # an option's spelling (lr): its key (learning_rate)
-            hint = f"{keywords_of_options([bad], own).strip(' ()')} here (keys are the flags' names with underscores)."
+        spelled = keywords_of_options([bad], own)  # an option's spelling (lr): its key (learning_rate)
+        if spelled:
+            hint = f"{spelled.strip(' ()')} here (keys are the flags' names with underscores)."
         elif bad in other:
             hint = (f"it is a 'kdexam {other_name}' flag, which 'kdexam {command}' does not take"
                     + ("; the exam's train flags reach every run, teachers included: put it in the students' entries"

@@ -101,6 +101,12 @@ def smallest_limit(limits: list) -> int | None:
     return min((n for n in limits if isinstance(n, int) and 0 < n < 1_000_000), default=None)
 
 
+def only_special_tokens(tokenizer) -> bool:
+    """What transformers builds from a folder without its tokenizer files: a vocabulary of the special
+    tokens alone, which reads every word as ``[UNK]``."""
+    return len(tokenizer) <= len(set(tokenizer.all_special_ids))
+
+
 def load_tokenizer(name_or_path: str):
     """A fast tokenizer (needed for word alignment), padding on the right whatever the model's
     default (the collator, the teacher cache and the tagging predictions read each row's first
@@ -115,7 +121,7 @@ def load_tokenizer(name_or_path: str):
         raise cannot_load(name_or_path, "tokenizer", e) from None
     if not getattr(tok, "is_fast", False):
         raise KdexamError(f"Model '{name_or_path}' has no fast tokenizer (tokenizer.json); kdexam needs one for subword alignment.")
-    if len(tok) <= len(set(tok.all_special_ids)):  # transformers builds an empty one from a folder without tokenizer files
+    if only_special_tokens(tok):
         raise KdexamError(f"Model '{name_or_path}' has no tokenizer vocabulary (only its special tokens): its folder lacks "
                           "the tokenizer files (tokenizer.json, vocab.txt, …); save the tokenizer with the model.")
     tok.padding_side = "right"
@@ -135,7 +141,7 @@ def load_saved_tokenizer(d: Path):
         tokenizer = AutoTokenizer.from_pretrained(str(d))
     except Exception as e:  # transformers raises OSError, ValueError, … for missing or broken files
         raise KdexamError(f"'{d}' {what} ({type(e).__name__}): {fix}") from None
-    if len(tokenizer) <= len(set(tokenizer.all_special_ids)) or tokenizer.pad_token is None:
+    if only_special_tokens(tokenizer) or tokenizer.pad_token is None:
         raise KdexamError(f"'{d}' {what if missing else 'holds an incomplete tokenizer'}: {fix}")
     return tokenizer
 
