@@ -759,6 +759,22 @@ def test_a_teacher_that_is_not_one_is_said_for_what_it_is(teacher, tmp_path, cap
     assert code == 2 and "does not exist" in err, err
 
 
+def test_distill_and_evaluate_take_the_same_folders_for_a_teacher(teacher, tmp_path, capsys):
+    """What a teacher folder is was checked twice: distill needed model.safetensors and config.json,
+    evaluate --teacher only model.safetensors (a teacher copy without its config.json passed there
+    and failed later, at loading). Both now refuse the same folders with the same sentence."""
+    student = tmp_path / "s"
+    api.distill(teacher=teacher / "teacher", student="cnn", out=student, **FAST)
+    no_config = shutil.copytree(teacher / "teacher", tmp_path / "no-config")
+    (no_config / "config.json").unlink()
+    said = {str(student): "is a student run (student.json), not a teacher", str(no_config): "has no config.json"}
+    for given, sentence in said.items():
+        code, err = _exit(["distill", "--teacher", given, "--student", "cnn", "--out", str(tmp_path / "o"), *FAST_ARGS], capsys)
+        assert code == 2 and sentence in " ".join(err.split()), err
+        code, err = _exit(["evaluate", str(student), "--split", "validation", "--teacher", given], capsys)
+        assert code == 2 and sentence in " ".join(err.split()), err
+
+
 def test_a_truncated_teachers_weights_are_said_to_be_damaged(teacher, tmp_path, capsys):
     """A local teacher folder whose weights cannot be read was told to "pass a built-in model, a local
     Hugging Face model directory, or a hub id", as if the path were wrong."""

@@ -167,6 +167,14 @@ def _names(names: list[str]) -> str:
     return ", ".join(f"'{n}'" for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+def is_teacher_run(path: str | Path) -> bool:
+    """Whether ``path`` holds a model that can teach: its weights and its Hugging Face ``config.json``
+    (a BiLSTM, CNN or static student run has weights but no such config). One check for ``distill
+    --teacher`` and ``evaluate --teacher``, so both take the same folders."""
+    p = Path(path)
+    return (p / "model.safetensors").is_file() and (p / "config.json").is_file()
+
+
 def not_a_teacher_run(path: str | Path, flag: str = "--teacher") -> KdexamError:
     """The sentence for a ``--teacher`` that holds no fine-tuned teacher (no ``model.safetensors``), saying
     what it is instead: missing, a built-in base model's name, a file, a student run, a general encoder."""

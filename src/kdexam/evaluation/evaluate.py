@@ -30,6 +30,7 @@ from kdexam.errors import KdexamError
 from kdexam.evaluation.loyalty import compare
 from kdexam.evaluation.predict import decode
 from kdexam.evaluation.results import ModelResult, RunResult, read_result, retention, retention_note
+from kdexam.rundir import is_teacher_run, not_a_teacher_run
 from kdexam.tasks import Task
 
 SPLITS = ("train", "validation", "test")
@@ -182,14 +183,11 @@ def examples_to_score(cfg: DataConfig, split: str, seed: int, model_task: Task, 
 def teacher_at_hand(run: Path, teacher: str | Path | None, recorded: dict, notes: list[str]) -> Path | None:
     """The student's teacher directory when it can be loaded: ``teacher``, else the run's recorded one."""
     if teacher is not None:
-        t = Path(teacher)
-        if not (t / "model.safetensors").is_file():
-            from kdexam.rundir import not_a_teacher_run
-
-            raise not_a_teacher_run(t)
-        return t
+        if not is_teacher_run(teacher):
+            raise not_a_teacher_run(teacher)
+        return Path(teacher)
     t = recorded.get("teacher")
-    if t and (Path(t) / "model.safetensors").is_file():
+    if t and is_teacher_run(t):
         return Path(t)
     notes.append(f"the teacher ({t or 'not recorded'}) is not at hand: no loyalty or retention; pass --teacher DIR")
     return None
@@ -202,7 +200,7 @@ def recorded_ensemble(recorded: dict, stored: RunResult | None, max_length: int,
     from kdexam.teachers.ensemble import Ensemble
 
     dirs = [str(t) for t in recorded["teachers"]]
-    missing = [t for t in dirs if not (Path(t) / "model.safetensors").is_file()]
+    missing = [t for t in dirs if not is_teacher_run(t)]
     if missing:
         notes.append(f"the ensemble's teacher(s) {', '.join(missing)} are not at hand: no loyalty or retention; "
                      "pass --teacher DIR for loyalty to one of them")

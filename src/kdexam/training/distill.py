@@ -40,7 +40,7 @@ from kdexam.evaluation.results import ModelResult, RunResult, retention, retenti
 from kdexam.objectives import ModelShape, build_objectives, check_objective_specs, default_objectives
 from kdexam.objectives.members import build_ensemble_objectives
 from kdexam.paths import read_run_config
-from kdexam.rundir import check_out, clear_replaced, finished_run, not_a_teacher_run, with_absolute_paths
+from kdexam.rundir import check_out, clear_replaced, finished_run, is_teacher_run, not_a_teacher_run, with_absolute_paths
 from kdexam.students.crf import LAMPLE_2016, crf_params
 from kdexam.students.registry import build_student, check_spec, count_parameters, save_student
 from kdexam.tasks import Task
@@ -332,8 +332,8 @@ def check_paths(cfg: DistillRunConfig) -> tuple[list[Path], Path]:
     if not cfg.out:
         raise KdexamError("No output directory given; pass --out DIR.")
     for teacher_dir in map(Path, cfg.teacher_dirs):
-        if not (teacher_dir / "model.safetensors").is_file() or not (teacher_dir / "config.json").is_file():
-            raise not_a_teacher_run(teacher_dir)  # (a BiLSTM, CNN or static student run has weights but no HF config)
+        if not is_teacher_run(teacher_dir):
+            raise not_a_teacher_run(teacher_dir)
     return [Path(t) for t in cfg.teacher_dirs], Path(cfg.out)
 
 
