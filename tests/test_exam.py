@@ -80,6 +80,25 @@ def test_a_datasets_data_settings_reach_its_teacher():
     assert all(c.flags["set"]["data.primary_metric"] == "macro_f1" for c in cells(cfg, ts))
 
 
+def test_only_an_unknown_keyword_is_reported_as_an_unknown_key():
+    """The exam read the unknown key out of any TypeError's message, so a TypeError of a bug in a
+    config build became "an unknown key '...'" with a made-up name. It now takes the names the API's
+    UnknownArguments carries, and any other TypeError keeps its traceback."""
+    from kdexam.errors import UnknownArguments
+    from kdexam.exam.grid import _build
+
+    with pytest.raises(UnknownArguments) as raised:
+        api.distill_config(teacher="T", out="O", lr=1e-3, foo=1)
+    assert raised.value.names == ["foo", "lr"] and isinstance(raised.value, TypeError)
+    with pytest.raises(KdexamError, match=r"^The exam's cell x has an unknown key 'foo'; "):
+        _build(lambda: api.distill_config(teacher="T", out="O", foo=1), "cell x")
+
+    def bug():
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+    with pytest.raises(TypeError, match="unsupported operand"):
+        _build(bug, "cell x")
+
+
 def test_grid_errors_are_one_sentence():
     cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [{"kind": "cnn", "embeding_dim": 8}]})
     with pytest.raises(KdexamError, match=r"unknown key 'embeding_dim'; did you mean 'embedding_dim'"):

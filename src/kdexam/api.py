@@ -23,7 +23,7 @@ from kdexam.config.flags import (  # noqa: F401  (the flag tables and parsers ar
     parse_set,
     split_top_level,
 )
-from kdexam.errors import KdexamError
+from kdexam.errors import KdexamError, UnknownArguments
 from kdexam.inference.serving import MAX_TOKENS
 from kdexam.teachers.loader import allow_remote_code
 
@@ -146,7 +146,7 @@ def benchmark(config: str | Path | None = None, **flags: Any) -> dict:
 
     unknown = set(flags) - set(BenchConfig.model_fields)
     if unknown:
-        raise TypeError(f"unknown argument(s): {', '.join(sorted(unknown))}")
+        raise UnknownArguments(sorted(unknown))
     overrides = {k: ([str(m) for m in v] if k == "models" else str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
     return _benchmark(load_config(BenchConfig, config, overrides))
 

@@ -22,6 +22,15 @@ class InputError(KdexamError, ValueError):
     serving script in an export folder raises it, so one ``except ValueError`` serves both."""
 
 
+class UnknownArguments(TypeError):
+    """Keyword arguments a Python API call does not take: a ``TypeError``, as Python raises for a
+    function's unknown keyword, that also carries the ``names`` (the exam names the first in its sentence)."""
+
+    def __init__(self, names: list[str], hint: str = ""):
+        self.names = list(names)
+        super().__init__(f"unknown argument(s): {', '.join(self.names)}{hint}")
+
+
 def path_refused(e: OSError) -> str | None:
     """The sentence for an ``OSError`` on a path the system refuses (permission, a missing or read-only
     folder, a full disk) that no earlier check caught; ``None`` for any other (a bug: its traceback stays)."""

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 from kdexam.config.runs import build_config, load_config
-from kdexam.errors import KdexamError
+from kdexam.errors import KdexamError, UnknownArguments
 
 
 @dataclass(frozen=True)
@@ -339,7 +339,7 @@ def _overrides(flags: dict[str, Any], table: Mapping[str, Flag], sets: Any = Non
     """Dotted overrides in the order they apply: ``--set`` entries, then the explicit flags (``None``: not given)."""
     unknown = sorted(k for k in flags if k not in table)
     if unknown:
-        raise TypeError(f"unknown argument(s): {', '.join(unknown)}{keywords_of_options(unknown, table)}")
+        raise UnknownArguments(unknown, keywords_of_options(unknown, table))
     out: dict[str, Any] = {}
     if isinstance(sets, Mapping):
         pairs: Iterable[tuple[str, Any]] = sets.items()

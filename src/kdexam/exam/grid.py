@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kdexam.config.exam import ExamConfig
-from kdexam.errors import KdexamError
+from kdexam.errors import KdexamError, UnknownArguments
 
 DATA_KEYS = ("data", "task", "text_column", "text_pair_column", "label_column", "max_train", "max_eval", "max_length")
 RECIPE_KEYS = ("objective", "match", "recipe")
@@ -181,12 +181,12 @@ def _build(make, where: str, command: str = "distill") -> None:
     ``command``: the run it builds (``distill`` or ``teacher``), whose flags a hint may name."""
     try:
         make()
-    except TypeError as e:  # an unknown keyword (api: "unknown argument(s): a, b"): name it, with the closest flag
+    except UnknownArguments as e:  # an unknown keyword: name it, with the closest flag
         import difflib
 
         from kdexam.config.flags import DISTILL_FLAGS, TEACHER_FLAGS, keywords_of_options
 
-        bad = str(e).partition(": ")[2].split(",")[0].split(" (")[0].strip()
+        bad = e.names[0]
         own, other, other_name = ((TEACHER_FLAGS, DISTILL_FLAGS, "distill") if command == "teacher"
                                   else (DISTILL_FLAGS, TEACHER_FLAGS, "teacher"))
         spelled = keywords_of_options([bad], own)  # an option's spelling (lr): its key (learning_rate)
