@@ -5,6 +5,7 @@ import os
 import shutil
 
 import pytest
+import yaml
 from safetensors.torch import load_file, save_file
 
 from conftest import write_sentiment_splits
@@ -737,6 +738,24 @@ def test_true_or_false_for_a_number_is_refused(teacher, tmp_path, capsys):
         key, value = setting.split("=")
         assert code == 2 and f"Config value '{key}' is invalid: must be a number, not {value}" in " ".join(err.split()), err
     assert not (tmp_path / "s").exists()
+
+
+def test_true_or_false_for_a_number_of_an_exam_or_bench_is_refused(tmp_path, capsys):
+    """The exam's and the bench's own settings read true as 1 (bench: {threads: true} timed on one
+    thread, seeds: [true] ran seed 1) where the run configs already refused it."""
+    exam = {"datasets": ["movie-sentiment"], "students": ["cnn"]}
+    for extra, key, said in [({"bench": {"threads": True}}, "bench.threads", "must be a number, not true"),
+                             ({"bench": {"batch_sizes": [1, True]}}, "bench.batch_sizes", "must be numbers, not true"),
+                             ({"seeds": [False]}, "seeds", "must be numbers, not false"),
+                             ({"budget": {"max_latency_ms": True}}, "budget.max_latency_ms", "must be a number, not true")]:
+        path = tmp_path / "exam.yaml"
+        path.write_text(yaml.safe_dump({**exam, **extra}))
+        code, err = _exit(["exam", str(path), "--out", str(tmp_path / "e")], capsys)
+        assert code == 2 and key in err and said in " ".join(err.split()), err
+    (tmp_path / "bench.yaml").write_text("threads: true\n")
+    code, err = _exit(["bench", "--config", str(tmp_path / "bench.yaml"), str(tmp_path)], capsys)
+    assert code == 2 and "threads" in err and "must be a number, not true" in " ".join(err.split()), err
+    assert not (tmp_path / "e").exists()
 
 
 def test_a_teacher_that_is_not_one_is_said_for_what_it_is(teacher, tmp_path, capsys):

@@ -36,6 +36,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kdexam.config.runs import MAX_SEED, MAX_THREADS
+from kdexam.config.students import NumbersNotBooleans
 
 
 RESERVED_KEYS = {"teacher": "the exam gives each cell its teacher", "teachers": "the exam gives each cell its teacher",
@@ -128,7 +129,7 @@ class TransferEntry(_Entry):
     students: list[str] | None = None
 
 
-class ExamBudget(BaseModel):
+class ExamBudget(NumbersNotBooleans):
     """What the recommendation may spend (``None``: no limit)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -141,7 +142,7 @@ class ExamBudget(BaseModel):
     """Smallest student / teacher score."""
 
 
-class ExamBench(BaseModel):
+class ExamBench(NumbersNotBooleans):
     """How each student's cost is measured (``kdexam bench`` settings; see
     :mod:`kdexam.evaluation.efficiency`). The teacher is measured once per dataset, in PyTorch."""
 
@@ -168,7 +169,7 @@ class ExamBench(BaseModel):
         return v
 
 
-class ExamConfig(BaseModel):
+class ExamConfig(NumbersNotBooleans):
     """An exam: the grid, the control cells, the training and bench settings, the budget."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
+def _is_number(annotation: Any) -> bool:
+    """``int``, ``float``, either of them optional or ``Annotated``."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_number(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(members) and all(_is_number(m) for m in members)
+    return annotation in (int, float)
+
+
+def _is_list_of_numbers(annotation: Any) -> bool:
+    """``list[int]``, ``list[float]`` (their items optionally ``Annotated``), or such a list optional."""
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return any(_is_list_of_numbers(m) for m in get_args(annotation))
+    return origin is list and _is_number(get_args(annotation)[0])
+
+
 class NumbersNotBooleans(BaseModel):
-    """A base for configs: a number setting given ``true``/``false`` is an error. pydantic reads
-    ``True`` as 1 for an ``int`` field, so ``--set train.batch_size=true`` trained at batch size 1."""
+    """A base for configs: a number setting, or an item of a list of numbers, given ``true``/``false``
+    is an error. pydantic reads ``True`` as 1 for an ``int`` field, so ``--set
+    train.batch_size=true`` trained at batch size 1."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_booleans_for_numbers(cls, value, info: ValidationInfo):
-        if isinstance(value, bool) and info.field_name in cls.model_fields:
-            annotation = cls.model_fields[info.field_name].annotation
-            types = set(get_args(annotation) or (annotation,)) - {type(None)}
-            if types and types <= {int, float}:
-                raise ValueError(f"must be a number, not {str(value).lower()}")
+        if info.field_name not in cls.model_fields:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and _is_number(annotation):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        if isinstance(value, list) and _is_list_of_numbers(annotation):
+            said = [str(v).lower() for v in value if isinstance(v, bool)]
+            if said:
+                raise ValueError(f"must be numbers, not {', '.join(said)}")
         return value
 
 

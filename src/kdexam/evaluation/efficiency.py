@@ -52,8 +52,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from kdexam.config.students import NumbersNotBooleans
 from kdexam.errors import KdexamError
 from kdexam.evaluation.memory import peak_rss
 from kdexam.evaluation.timing import (  # noqa: F401  (re-exported: kdexam bench's timing)
@@ -71,7 +72,7 @@ MIN_REPEATS = 20
 CPU_BACKENDS = ("pytorch", "onnx", "onnx-int8")
 
 
-class BenchConfig(BaseModel):
+class BenchConfig(NumbersNotBooleans):
     """``kdexam bench`` settings (a YAML file with these keys, or flags)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
