@@ -203,6 +203,23 @@ def test_read_inputs_formats(tmp_path):
     assert read_inputs(tmp_path / "t.tsv", tag) == [{"tokens": ["w1", "w2"]}, {"tokens": ["w3"]}]
 
 
+def test_a_table_row_with_a_field_too_many_is_refused_and_quoted_tsv_fields_are_kept(tmp_path):
+    """predict's table reader dropped a row's fields beyond the header: 'great, really great,positive'
+    under 'text,label' predicted on 'great' alone. A TSV whose quoted fields held a tab and a line
+    break (valid quoting) was read again without quoting, and its two rows became three texts."""
+    from kdexam.tasks import Task
+
+    cls = Task("classification", ["negative", "positive"])
+    (tmp_path / "more.csv").write_text("text,label\ngreat, really great,positive\n", encoding="utf-8")
+    with pytest.raises(KdexamError, match="line 2 has more fields than the header; quote fields that contain a comma"):
+        read_inputs(tmp_path / "more.csv", cls)
+    (tmp_path / "quoted.tsv").write_text('text\tlabel\n"quoted\ttab"\tpositive\n"multi\nline"\tnegative\n', encoding="utf-8")
+    assert read_inputs(tmp_path / "quoted.tsv", cls) == [{"text": "quoted\ttab"}, {"text": "multi\nline"}]
+    # a stray quote (its match rows later) is still read line by line, the quote kept as text
+    (tmp_path / "stray.tsv").write_text('text\n"Wow she said\nfine film\nbad" ending\n', encoding="utf-8")
+    assert read_inputs(tmp_path / "stray.tsv", cls) == [{"text": '"Wow she said'}, {"text": "fine film"}, {"text": 'bad" ending'}]
+
+
 def test_predict_file_errors(exported, tmp_path, capsys):
     cls, tag, pair = str(exported["cls"]), str(exported["tag"]), str(exported["pair"])
     (tmp_path / "a.csv").write_text("body\nfine\n", encoding="utf-8")

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -454,3 +455,71 @@ def test_another_tools_dataset_json_does_not_hide_the_split_files(tmp_path):
     (tmp_path / "dataset.json").write_text('{"name": "mine", "task": "text-classification"}', encoding="utf-8")
     d = load_data(cfg(tmp_path))  # was: "has no train.csv/.tsv/.jsonl/.conll file"
     assert len(d.train) + len(d.validation) == 20 and len(d.test) == 1
+
+
+def test_a_split_file_is_named_exactly_and_only_one_per_split(tmp_path):
+    """_find_split_files took the first sorted match of train.*: train.backup.csv (an old copy) was
+    read instead of train.csv without a word; train.csv beside train.jsonl took one of them."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "train.csv").write_text("text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(5)))
+    (d / "train.backup.csv").write_text("text,label\n" + "OLD VERSION,pos\nOLD VERSION,neg\n")
+    (d / "validation.csv").write_text("text,label\ngood,pos\nbad,neg\n")
+    data = load_data(cfg(d))
+    assert len(data.train) == 10 and not any("OLD" in e.text for e in data.train)
+    (d / "dev.jsonl").write_text('{"text": "good", "label": "pos"}\n')
+    with pytest.raises(KdexamError, match=r"has 2 validation files \(dev.jsonl, validation.csv\); keep one"):
+        load_data(cfg(d))
+
+
+def test_one_label_spelled_two_ways_is_refused_not_made_two_classes(tmp_path):
+    """JSON true beside "true", CSV 1 beside 1.0, "positive " beside "positive" became two classes
+    each (a two-class task trained as four)."""
+    many = 10  # rows of each spelling (a validation split is carved from the file by class)
+    cases = {
+        "bools.jsonl": ('{"text": "a", "label": true}\n{"text": "b", "label": "true"}\n{"text": "c", "label": false}\n',
+                        "spells one label 2 ways ('true', true (a JSON boolean))"),
+        "numbers.csv": ("a,1\nb,1.0\nc,0\n", "spells one label 2 ways ('1', '1.0')"),
+        "spaces.csv": ('a,positive\nb,"positive "\nc,negative\n', "spells one label 2 ways ('positive ', 'positive')"),
+    }
+    for name, (rows, said) in cases.items():
+        (tmp_path / name).write_text(("text,label\n" if name.endswith(".csv") else "") + rows * many)
+        with pytest.raises(KdexamError, match=re.escape(said)):
+            load_data(cfg(tmp_path / name))
+    (tmp_path / "ok.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 1.0}\n{"text": "c", "label": 0}\n' * many)
+    assert sorted({e.label for e in load_data(cfg(tmp_path / "ok.jsonl")).train}) == ["0", "1"]  # (JSON 1 and 1.0: one class)
+
+
+def test_words_and_tags_of_different_counts_are_refused(tmp_path):
+    """A dataset with a word short of tags was a traceback (IndexError at alignment); one with a tag
+    too many trained with it dropped."""
+    import datasets
+
+    for n, tags in enumerate((["O", "B-PER"], ["O", "B-PER", "O", "O"])):
+        rows = {"tokens": [["Ann", "met", "Bob"], ["I", "saw", "Kim"]] * 5, "tags": [["B-PER", "O", "B-PER"], tags] * 5}
+        datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / f"d{n}"))
+        with pytest.raises(KdexamError, match=f"train example 2 has 3 words and {len(tags)} tags; give every word one tag"):
+            load_data(cfg(tmp_path / f"d{n}", task="token-classification"))
+
+
+def test_a_conll_row_of_another_width_and_a_txt_of_texts_are_refused(tmp_path):
+    """The tag is the last column: a 4-column CoNLL file's row 'Bob NNP' read NNP as Bob's tag. A .txt
+    of 'text<TAB>label' lines was read as one sentence of 'words' with spaces in them, and trained a tagger."""
+    p = tmp_path / "d.conll"
+    p.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nBob NNP\n")
+    with pytest.raises(KdexamError, match="line 4 has 2 columns where line 1 has 4; the tag is read from a column counted from the end"):
+        read_conll(p, DataConfig())
+    p.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nBob NNP B-NP B-PER\n")
+    assert [e.label for e in read_conll(p, DataConfig())] == [["B-ORG", "O"], ["B-PER"]]
+    p = tmp_path / "train.txt"
+    p.write_text("a good film\tpositive\na bad film\tnegative\n")
+    with pytest.raises(KdexamError, match=r"line 1's token 'a good film' holds spaces; CoNLL has one token per line. A .txt file"):
+        read_conll(p, DataConfig())
+
+
+def test_a_tsv_with_valid_quoted_tabs_and_line_breaks_keeps_its_rows(tmp_path):
+    """A quoted TSV field holding a line break made the whole file be read again without quoting,
+    which then refused it with advice to quote what was quoted."""
+    p = tmp_path / "d.tsv"
+    p.write_text('text\tlabel\n"quoted\ttab"\tpositive\n"multi\nline"\tnegative\n', encoding="utf-8")
+    assert [(e.text, e.label) for e in read_file(p, DataConfig())] == [("quoted\ttab", "positive"), ("multi\nline", "negative")]

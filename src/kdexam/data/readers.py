@@ -27,6 +27,7 @@ from kdexam.errors import KdexamError
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
 TABLE_EXTS = {".csv": ",", ".tsv": "\t"}
+DELIMITER_NAMES = {",": "a comma", "\t": "a tab"}
 JSON_EXTS = {".jsonl", ".json", ".ndjson"}
 CONLL_EXTS = {".conll", ".conllu", ".bio", ".iob", ".txt"}
 CONLLU_FORM, CONLLU_UPOS = 1, 3
@@ -142,7 +143,10 @@ def read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str = "--
             raise
         return _read_table(path, cfg, delimiter, text_flag, csv.QUOTE_NONE)
     if delimiter == "\t" and any("\n" in _text_of(e) for e in rows):
-        return _read_table(path, cfg, delimiter, text_flag, csv.QUOTE_NONE)
+        try:
+            return _read_table(path, cfg, delimiter, text_flag, csv.QUOTE_NONE)
+        except KdexamError:  # its lines are no rows alone: the quoted fields were whole, their line breaks the texts'
+            return rows
     return rows
 
 
@@ -162,7 +166,7 @@ def _read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str, quo
         for row in reader:
             if None in row:
                 raise KdexamError(f"File '{path}' line {reader.line_num} has more fields than the header; "
-                                  f"quote fields that contain '{delimiter}'.")
+                                  f"quote fields that contain {DELIMITER_NAMES[delimiter]}.")
             rows.append((f"line {reader.line_num}", row))
     except csv.Error as e:
         raise KdexamError(f"File '{path}' is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}); fix the quoting.") from None
@@ -180,7 +184,7 @@ def read_json_objects(path: Path, example: str = '{"text": ..., "label": ...}') 
             data = json.loads(stripped)
         except json.JSONDecodeError as e:
             raise KdexamError(f"File '{path}' is not valid JSON (line {e.lineno}: {e.msg}); fix it or write one object per line.") from None
-        rows = [(f"item {i}", r) for i, r in enumerate(data)]
+        rows = [(f"item {i}", r) for i, r in enumerate(data, start=1)]
     else:
         for i, line in enumerate(lines, start=1):
             if not line.strip():
@@ -259,6 +263,7 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
     if conllu and (token_column, tag_column) == (0, -1):  # (the defaults: ID and MISC in CoNLL-U)
         token_column, tag_column = CONLLU_FORM, CONLLU_UPOS
     shape = ConllShape.of(lines, tag_column)
+    width: tuple[int, int] | None = None  # the first token row's column count, and its line
     for i, line in enumerate(lines, start=1):
         if _is_comment(line, in_sentence=bool(words), shape=shape):
             continue
@@ -275,10 +280,17 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
             word, tag = cols[token_column], cols[tag_column]
         except IndexError:
             word, tag = None, None
+        hint = (" A .txt file is read as CoNLL; for one text per line with a label, give a .csv, .tsv or .jsonl file, "
+                "and for unlabelled text use --unlabelled." if path.suffix.lower() == ".txt" else "")
         if len(cols) < 2 or not word or not tag or not tag.strip():
-            hint = (" A .txt file is read as CoNLL; for one text per line with a label, give a .csv, .tsv or .jsonl file, "
-                    "and for unlabelled text use --unlabelled." if path.suffix.lower() == ".txt" else "")
             raise KdexamError(f"File '{path}' line {i} is not 'token<TAB>tag' ({line[:40]!r}); CoNLL needs a token and a tag column on every non-blank line.{hint}")
+        width = width or (len(cols), i)
+        if len(cols) != width[0] and min(token_column, tag_column) < 0:  # (a column counted from the end moves with the width)
+            raise KdexamError(f"File '{path}' line {i} has {len(cols)} columns where line {width[1]} has {width[0]}; the "
+                              f"{'tag' if tag_column < 0 else 'token'} is read from a column counted from the end, so every "
+                              "token row needs the same columns (or count it from the start: --set data.tag_column=N, data.token_column=N).")
+        if hint and " " in word.strip():  # (a .txt of 'text<TAB>label' lines: one sentence of texts)
+            raise KdexamError(f"File '{path}' line {i}'s token {word[:40]!r} holds spaces; CoNLL has one token per line.{hint}")
         words.append(word.strip())
         tags.append(tag.strip())
     if words:
@@ -305,13 +317,17 @@ def read_file(path: Path, cfg: DataConfig, text_flag: str = "--text-column") -> 
 
 
 def _find_split_files(directory: Path) -> dict[str, Path]:
+    """Each split's file: named exactly ``<split name>.<ext>`` (``train.backup.csv`` is not the
+    training file), and only one per split (``train.csv`` beside ``train.jsonl``, or ``dev.csv``
+    beside ``validation.csv``, is an error: which one was meant cannot be told)."""
     found: dict[str, Path] = {}
     for split, stems in SPLIT_NAMES.items():
-        for stem in stems:
-            hits = sorted(p for p in directory.glob(f"{stem}.*") if p.suffix.lower() in KNOWN_EXTS)
-            if hits:
-                found[split] = hits[0]
-                break
+        hits = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in KNOWN_EXTS and p.stem in stems)
+        if len(hits) > 1:
+            raise KdexamError(f"Directory '{directory}' has {len(hits)} {split} files ({', '.join(p.name for p in hits)}); "
+                              "keep one, or move the others out of the folder.")
+        if hits:
+            found[split] = hits[0]
     return found
 
 

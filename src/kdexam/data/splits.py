@@ -272,8 +272,15 @@ def type_labels(splits: dict[str, list[Example]], kind: str, name) -> None:
     labels = [e.label for examples in splits.values() for e in examples]
     mixed = (any(isinstance(v, int) and not isinstance(v, bool) for v in labels)  # 1 and 1.0 in one dataset: one class
              and any(isinstance(v, float) and v.is_integer() for v in labels))
+    spellings: dict[str, dict[str, str]] = {}  # a label's key -> its class names, as the data spells each
     for split, examples in splits.items():
-        for e in examples:
+        for i, e in enumerate(examples):
+            if kind == "token-classification" and isinstance(e.text, list) and len(e.text) != len(e.label or []):
+                raise KdexamError(f"Dataset '{name}' {split} example {i + 1} has {len(e.text)} words and {len(e.label or [])} "
+                                  "tags; give every word one tag, or remove that example.")
+            if kind == "classification" and not isinstance(e.label, (list, dict)):
+                shown = f"{str(e.label).lower()} (a JSON boolean)" if isinstance(e.label, bool) else repr(class_name(e.label, mixed))
+                spellings.setdefault(spelling_key(e.label), {})[class_name(e.label, mixed)] = shown
             if kind == "regression":
                 try:
                     e.label = float(e.label)
@@ -286,6 +293,22 @@ def type_labels(splits: dict[str, list[Example]], kind: str, name) -> None:
                 e.label = class_name(e.label, mixed)
     if kind == "regression":
         check_targets(splits, name)
+    if twice := next((sorted(names.values()) for names in spellings.values() if len(names) > 1), None):
+        raise KdexamError(f"Dataset '{name}' spells one label {len(twice)} ways ({', '.join(twice)}), which would be "
+                          f"{len(twice)} classes; write it one way in every file.")
+
+
+def spelling_key(label: Any) -> str:
+    """What one class label spelled several ways shares: its text without surrounding spaces, its
+    value for a number (``1``, ``1.0``, ``"1.0"``), lower case for a JSON ``true``/``false``."""
+    if isinstance(label, bool):
+        return str(label).lower()
+    text = str(label).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return repr(number) if math.isfinite(number) else text
 
 
 def class_name(label: Any, integral_floats: bool = False) -> str:

@@ -137,9 +137,12 @@ def _read_table(p: Path, task, quoting: int | None = None) -> list[dict]:
                 raise
             return _read_table(p, task, csv.QUOTE_NONE)
         if delimiter == "\t" and any("\n" in v for item in items for v in item.values()):  # a stray quote's match rows later
-            return _read_table(p, task, csv.QUOTE_NONE)
+            try:
+                return _read_table(p, task, csv.QUOTE_NONE)
+            except KdexamError:  # its lines are no rows alone: the quoted fields were whole, their line breaks the texts'
+                return items
         return items
-    from kdexam.data.readers import FIELD_LIMIT
+    from kdexam.data.readers import DELIMITER_NAMES, FIELD_LIMIT
 
     csv.field_size_limit(FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(read_text(p), newline=""), delimiter=delimiter, quoting=quoting, strict=True)
@@ -163,6 +166,9 @@ def _read_table(p: Path, task, quoting: int | None = None) -> list[dict]:
     items = []
     try:
         for row in reader:
+            if None in row:  # (a text cut at an unquoted delimiter: the rest of it was dropped)
+                raise KdexamError(f"File '{p}' line {reader.line_num} has more fields than the header; "
+                                  f"quote fields that contain {DELIMITER_NAMES[delimiter]}.")
             if all(not (v or "").strip() for v in row.values() if isinstance(v, str)):  # a blank row; one with other
                 continue  # fields (a gold label) but no text is refused below, as in JSONL: outputs follow the rows
             items.append({c: row.get(c) or "" for c in wanted})
