@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,14 +75,65 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     cfg = with_teacher_data(cfg, teacher_dirs[0])
     cfg = with_teacher_positions(cfg, teacher_dirs[0])
     cfg = with_absolute_paths(cfg)  # (config.yaml is read from other folders: export, bench, evaluate)
-    teacher_labels = ["teacher"] if len(teacher_dirs) == 1 else [f"teacher {i}" for i in range(1, len(teacher_dirs) + 1)]
-    replace = check_out(cfg, out, {**dict(zip(teacher_labels, teacher_dirs)), "--init-from encoder": cfg.init_from,
-                         "data": cfg.data.name, "--vectors-file": cfg.student.vectors_file,
-                         "--augment-vectors file": cfg.transfer.augment_vectors,
-                         "--augment-mlm-model": cfg.transfer.augment_mlm_model,
-                         **{f"unlabelled text '{u}'": u for u in cfg.transfer.unlabelled}}, resume, overwrite)
+    replace = check_out(cfg, out, run_inputs(cfg, teacher_dirs), resume, overwrite)
     if (done := finished_run(out, resume)) is not None:
         return done
+    run = prepare(cfg, teacher_dirs)  # every check and all teacher work, before the run's folder is touched
+
+    clear_replaced(out, replace, run.accelerator)  # (--overwrite: only now, with the new run set up)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    if len(run.transfer.segments) > 1:
+        run.transfer.write(out / "transfer.jsonl")
+    student, summaries, citations = train_stages(cfg, run, out, resume)
+    if run.accelerator.is_main_process:  # saved before scoring, so that a failure there never loses the trained student
+        save_student(student, run.tokenizer, cfg.student, run.task, out)
+    result = evaluate_run(cfg, run.data, run.task, run.teacher, run.evaluated, student, run.tokenizer, run.feats[run.split], run.split)
+    citations += [c for c in method_citations(cfg, run.task, student) if c not in citations]
+    train_out = run.teacher_side.outputs
+    result.extra.update({
+        "teacher_cache": {"hit": train_out.from_cache,
+                          "path": getattr(train_out, "member_paths", None) or (str(train_out.path) if train_out.path else None),
+                          "outputs": sorted(run.names), "online": list(train_out.online) if cfg.cache_teacher else sorted(run.names),
+                          "teacher_forward_calls": run.teacher.forward_calls, "teacher_examples": run.teacher.examples_computed,
+                          "precision": cfg.teacher_precision},
+        "transfer": run.transfer.report, "stages": summaries, "citations": citations,
+        "notes": run.data.notes + train_out.notes + retention_note(result),
+    })
+    result.seconds = round(time.perf_counter() - started, 2)
+    if run.accelerator.is_main_process:
+        result.write(out)
+        if not cfg.train.keep_checkpoint:
+            for record in out.glob("stage*-done"):
+                shutil.rmtree(record, ignore_errors=True)
+        refresh_card(out)
+    run.accelerator.wait_for_everyone()
+    return result
+
+
+@dataclass
+class Prepared:
+    """What a distillation has before its first step (:func:`prepare`)."""
+
+    teacher: Teacher | Ensemble
+    data: DataSplits
+    task: Task
+    transfer: TransferSet
+    student: torch.nn.Module
+    tokenizer: Any
+    plans: list  # (stage, its objective) per stage
+    feats: dict  # the encoded transfer set ("train"), validation split and scored split
+    split: str  # the split the run is scored on
+    names: set  # the teacher outputs training reads
+    accelerator: Any
+    teacher_side: TeacherSide
+    kept: list | None  # the transfer rows --min-confidence keeps (None: all)
+    evaluated: Any  # the teacher's logits on the scored split
+
+
+def prepare(cfg: DistillRunConfig, teacher_dirs: list[Path]) -> Prepared:
+    """The teacher, the data and the transfer set, the student and each stage's objective (built and
+    checked before any teacher work), the encoded splits, and the teacher's outputs training reads."""
     teacher = make_teacher(cfg)
     teacher_dir = teacher.dir  # the teacher (the ensemble member) whose tokenizer, embeddings or layers the student takes
     data_cfg = cfg.data if cfg.data.task else cfg.data.model_copy(update={"task": teacher.task.kind})
@@ -104,30 +157,32 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         scores = teacher.weigh_by_validation(data.validation, cache=cfg.cache_teacher)
         console.print("ensemble weights from validation " + ", ".join(
             f"{m} {task.primary_metric} {v:.4f} -> {teacher.weights[m]:.3f}" for m, v in scores.items()))
-    teacher_side = training_teacher_side(cfg, teacher, transfer, task, feats["train"], names)
-    kept = (transfer.confident(teacher_side.outputs.gather(range(len(transfer)), ["logits"])["logits"], task,
+    side = training_teacher_side(cfg, teacher, transfer, task, feats["train"], names)
+    kept = (transfer.confident(side.outputs.gather(range(len(transfer)), ["logits"])["logits"], task,
                                cfg.transfer.min_confidence) if cfg.transfer.min_confidence is not None else None)
     evaluated = teacher.outputs(data.split(split), ["logits"])
-    if not teacher_side.outputs.online and all("logits" in o.student_requires for _, o in plans):
+    if not side.outputs.online and all("logits" in o.student_requires for _, o in plans):
         teacher.release()  # every output training reads is at hand (and no stage scores its validation by the teacher's)
+    return Prepared(teacher, data, task, transfer, student, tokenizer, plans, feats, split, names, accelerator, side, kept, evaluated)
 
-    clear_replaced(out, replace, accelerator)  # (--overwrite: only now, with the new run set up)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    if len(transfer.segments) > 1:
-        transfer.write(out / "transfer.jsonl")
+
+def train_stages(cfg: DistillRunConfig, run: Prepared, out: Path, resume: bool) -> tuple[torch.nn.Module, list[dict], list[str]]:
+    """Train each stage in turn with the shared loop (:func:`~kdexam.training.trainer.fit`); a stage
+    finished in an earlier run is loaded, not trained again. Returns the student, each stage's
+    summary and the citations of the objectives."""
+    student, accelerator, task, feats, tokenizer = run.student, run.accelerator, run.task, run.feats, run.tokenizer
     log_path = out / "train_log.jsonl"
     main = accelerator.is_main_process  # in a parallel launch, one process writes the run's files
     if not resume and main:
         log_path.unlink(missing_ok=True)
-    summaries, citations = [], ([ENSEMBLE_CITATION] if isinstance(teacher, Ensemble) else [])
+    summaries, citations = [], ([ENSEMBLE_CITATION] if isinstance(run.teacher, Ensemble) else [])
     log_start: int | None = 0  # where the next stage's lines begin in the log
-    for n, (stage, objective) in enumerate(plans):
+    for n, (stage, objective) in enumerate(run.plans):
         train_cfg = stage_train_config(stage, cfg.train)
         trainable = apply_unfreeze(student, stage.unfreeze)
         if cfg.student.freeze_embeddings:
             student.get_input_embeddings().weight.requires_grad_(False)
-        console.print(f"stage {n + 1}/{len(plans)} '{stage.name}': {', '.join(objective.names)}; {trainable:,} trainable "
+        console.print(f"stage {n + 1}/{len(run.plans)} '{stage.name}': {', '.join(objective.names)}; {trainable:,} trainable "
                       f"parameters; {train_cfg.epochs} epochs at lr {train_cfg.learning_rate:g}")
         citations += [c for c in objective.citations() if c not in citations]
         distiller = Distiller(student, objective)
@@ -141,20 +196,20 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         def loss_fn(model, batch, objective=objective):
             # gathered by the host batch's example indices, before the batch moves: on a GPU, reading
             # the indices back from the device would wait for the previous step's kernels
-            teacher_out = teacher_side(batch, accelerator.device) if objective.needs_teacher else None
+            teacher_out = run.teacher_side(batch, accelerator.device) if objective.needs_teacher else None
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             return model(batch, teacher_out)[0]
 
         def validate(model):
             s = accelerator.unwrap_model(model).student
             logits = predict_logits_shared(s, feats["validation"], tokenizer, task, cfg.train.eval_batch_size, student_outputs_logits)
-            return task.metrics([e.label for e in data.validation], decode(task, logits, feats["validation"], crf_params(s)))
+            return task.metrics([e.label for e in run.data.validation], decode(task, logits, feats["validation"], crf_params(s)))
 
         metric, greater = task.primary_metric, task.greater_is_better
         if "logits" not in objective.student_requires:  # the head is not trained in this stage: its task score says nothing
-            validate, metric, greater = objective_validation(cfg, teacher, data.validation, task, feats["validation"], tokenizer,
-                                                             objective, accelerator), "objective", False
-        rows = transfer.indices("gold") if stage.data == "gold" else kept
+            validate, metric, greater = objective_validation(cfg, run.teacher, run.data.validation, task, feats["validation"],
+                                                             tokenizer, objective, accelerator), "objective", False
+        rows = run.transfer.indices("gold") if stage.data == "gold" else run.kept
         loader = make_loader(feats["train"], tokenizer, task, train_cfg.batch_size, shuffle=True, seed=cfg.seed + n, indices=rows)
         summary = fit(distiller, loader, loss_fn, validate, train_cfg, accelerator, metric, greater,
                       log_path, desc=f"{cfg.student.kind} {stage.name}", checkpoint_dir=out / f"checkpoint-stage{n + 1}", resume=resume,
@@ -166,29 +221,15 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         if main:  # a later stage killed and resumed starts from here; after the last, a kill while scoring costs no training
             save_stage(record, accelerator.unwrap_model(distiller), summaries[-1], log_bytes=log_start)
         accelerator.wait_for_everyone()
+    return student, summaries, citations
 
-    if main:  # saved before scoring, so that a failure there never loses the trained student
-        save_student(student, tokenizer, cfg.student, task, out)
-    result = evaluate_run(cfg, data, task, teacher, evaluated, student, tokenizer, feats[split], split)
-    citations += [c for c in method_citations(cfg, task, student) if c not in citations]
-    train_out = teacher_side.outputs
-    result.extra.update({
-        "teacher_cache": {"hit": train_out.from_cache,
-                          "path": getattr(train_out, "member_paths", None) or (str(train_out.path) if train_out.path else None),
-                          "outputs": sorted(names), "online": list(train_out.online) if cfg.cache_teacher else sorted(names),
-                          "teacher_forward_calls": teacher.forward_calls, "teacher_examples": teacher.examples_computed,
-                          "precision": cfg.teacher_precision},
-        "transfer": transfer.report, "stages": summaries, "citations": citations, "notes": data.notes + train_out.notes + retention_note(result),
-    })
-    result.seconds = round(time.perf_counter() - started, 2)
-    if main:
-        result.write(out)
-        if not cfg.train.keep_checkpoint:
-            for record in out.glob("stage*-done"):
-                shutil.rmtree(record, ignore_errors=True)
-        refresh_card(out)
-    accelerator.wait_for_everyone()
-    return result
+
+def run_inputs(cfg: DistillRunConfig, teacher_dirs: list[Path]) -> dict:
+    """The run's inputs by what they are, for :func:`~kdexam.rundir.check_out` (a run never writes into one)."""
+    labels = ["teacher"] if len(teacher_dirs) == 1 else [f"teacher {i}" for i in range(1, len(teacher_dirs) + 1)]
+    return {**dict(zip(labels, teacher_dirs)), "--init-from encoder": cfg.init_from, "data": cfg.data.name,
+            "--vectors-file": cfg.student.vectors_file, "--augment-vectors file": cfg.transfer.augment_vectors,
+            "--augment-mlm-model": cfg.transfer.augment_mlm_model, **{f"unlabelled text '{u}'": u for u in cfg.transfer.unlabelled}}
 
 
 def check_run_config(cfg: DistillRunConfig) -> None:
