@@ -182,3 +182,33 @@ def test_pytorch_predictor_takes_the_same_token_cap(exported):
     assert [c["tags"] for c in capped] == [w["tags"] for w in whole]
     logits = p.predict_logits(INPUTS["tag"], 32, max_tokens=8), p.predict_logits(INPUTS["tag"], 32, max_tokens=None)
     assert max(float(np.abs(a - b).max()) for a, b in zip(*logits)) < 1e-5
+
+
+def test_serving_audit_cases(exported, tmp_path):
+    """Four defects an audit of export and serving found (2026-12-04):
+    - a tagger's empty or whitespace word was dropped, so the tags no longer lined up with the words;
+    - an export stopped before its parity check (export.json written, no verdict) was served unchecked;
+    - ``predict --output out.csv`` wrote JSON Lines under a .csv name;
+    - the standalone script refused a pair line ending in a tab, which 'kdexam predict' reads."""
+    from kdexam.inference.predictor import predict_file
+
+    tagger = exported["bilstm", "tag"]
+    for backend in ("pytorch", "onnx"):
+        with pytest.raises(KdexamError, match="word 2 of 3 is empty or whitespace; a tagger gives one tag per word"):
+            load_student(tagger, backend=backend).predict([["the", "\u00a0", "film"]])
+    stopped = shutil.copytree(exported["bilstm", "cls"], tmp_path / "stopped")
+    record = json.loads((stopped / "onnx" / "export.json").read_text())
+    (stopped / "onnx" / "export.json").write_text(json.dumps({k: v for k, v in record.items() if k not in ("parity_ok", "parity")}))
+    for path, backend in ((stopped / "onnx", "auto"), (stopped, "onnx")):
+        with pytest.raises(KdexamError, match="did not finish \\(its export.json has no parity check"):
+            load_student(path, backend=backend)
+    assert load_student(stopped).backend == "pytorch"  # auto: no finished export, so PyTorch
+    texts = tmp_path / "in.txt"
+    texts.write_text("a good film\n", encoding="utf-8")
+    with pytest.raises(KdexamError, match="would be JSON Lines under a '.csv' name; name it .jsonl"):
+        predict_file(exported["bilstm", "cls"], texts, output=tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    folder = exported["bilstm", "pair"] / "onnx"
+    done = subprocess.run([sys.executable, str(folder / SERVING_FILE), str(folder)], input="Where?\tHome.\nWho\tme\t\n",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 2, done.stderr

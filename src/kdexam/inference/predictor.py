@@ -370,9 +370,18 @@ def export_passed_parity(export_dir: Path) -> bool:
 
 
 def _onnx_predictor(export_dir: Path, quantized: bool, threads: int | None):
-    """The torch-free :class:`~kdexam.inference.serving.ServingPredictor` of an export folder."""
+    """The torch-free :class:`~kdexam.inference.serving.ServingPredictor` of an export folder that
+    ``kdexam export`` finished: its ``export.json`` holds the parity check's verdict (written last;
+    an export stopped before it looks whole but was never checked)."""
     from kdexam.inference.serving import ServingPredictor
 
+    try:
+        finished = "parity_ok" in json.loads((export_dir / EXPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        finished = True  # (the predictor names what is wrong with the file)
+    if not finished:
+        raise KdexamError(f"The ONNX export in '{export_dir}' did not finish (its export.json has no parity check: the "
+                          "export stopped before it); run 'kdexam export' on its run again.")
     return ServingPredictor(export_dir, quantized, threads)
 
 
@@ -433,6 +442,9 @@ def predict_file(model: str | Path, input_path: str | Path, output: str | Path |
     if output is not None and Path(output).is_dir():
         raise KdexamError(f"--output '{output}' is a directory; name the JSONL file to write.")
     check_output_file(output, [input_path, model], "--output")
+    if output is not None and Path(output).suffix.lower() not in ("", ".jsonl", ".ndjson"):
+        raise KdexamError(f"--output '{output}' would be JSON Lines under a '{Path(output).suffix}' name; name it .jsonl "
+                          "(one JSON object a line), or '-' for standard output.")
     predictor = load_student(model, backend=backend, quantized=quantized)
     items = read_inputs(input_path, predictor.task)
     preds = predictor.predict(items, batch_size=batch_size, max_tokens=max_tokens)

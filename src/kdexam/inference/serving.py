@@ -200,9 +200,11 @@ def normalise(item, task, where: str):
             words = words.split()
         if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
             raise InputError(f"{upper_first(where)} is not a list of words or a string; a tagger reads words, e.g. ['The', 'cat'] or 'The cat'.")
-        words = [w for w in words if w.strip()]
         if not words:
             raise InputError(f"{upper_first(where)} has no words; remove it or give it text.")
+        if (empty := next((k for k, w in enumerate(words, start=1) if not w.strip()), None)) is not None:
+            raise InputError(f"{upper_first(where)}'s word {empty} of {len(words)} is empty or whitespace; a tagger gives "
+                             "one tag per word, so remove that word or give it text.")
         check_unicode(words, where)
         return words
     if isinstance(item, dict):
@@ -459,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"The input is not valid UTF-8 (byte {e.start}); send UTF-8 text.") from None
         lines = raw.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # (line ends as 'kdexam predict' reads them)
         numbered = [(i, l) for i, l in enumerate(lines, start=1) if l.strip()]
-        if clf.task.text_pair:
+        if clf.task.text_pair:  # (a spreadsheet's empty trailing column is none, as 'kdexam predict' reads it)
+            numbered = [(i, l.rstrip("\t")) for i, l in numbered]
             for i, line in numbered:
                 if (tabs := line.count("\t")) != 1:
                     raise InputError(f"Input line {i} has {'no tab' if tabs == 0 else 'more than one tab'}; the model reads "
