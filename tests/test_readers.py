@@ -523,3 +523,16 @@ def test_a_tsv_with_valid_quoted_tabs_and_line_breaks_keeps_its_rows(tmp_path):
     p = tmp_path / "d.tsv"
     p.write_text('text\tlabel\n"quoted\ttab"\tpositive\n"multi\nline"\tnegative\n', encoding="utf-8")
     assert [(e.text, e.label) for e in read_file(p, DataConfig())] == [("quoted\ttab", "positive"), ("multi\nline", "negative")]
+
+
+def test_a_csv_quote_that_closes_rows_later_is_refused(tmp_path):
+    """A text opening with a quote that closed three lines later made one text of three rows (valid
+    CSV: only the shape, a line inside a text ending in ',<label>', tells); a quoted text with a
+    line break of its own is still read."""
+    p = tmp_path / "d.csv"
+    p.write_text('text,label\ngood film,positive\n"Best movie ever,positive\nok movie,negative\nwatched on a 12",positive\n'
+                 '"two\nlines",negative\n', encoding="utf-8")
+    with pytest.raises(KdexamError, match="line 5 holds the line 'Best movie ever,positive' inside a quoted field"):
+        read_file(p, DataConfig())
+    p.write_text('text,label\ngood film,positive\n"two\nlines, really",negative\n', encoding="utf-8")
+    assert [e.text for e in read_file(p, DataConfig())] == ["good film", "two\nlines, really"]

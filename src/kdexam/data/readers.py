@@ -170,7 +170,26 @@ def _read_table(path: Path, cfg: DataConfig, delimiter: str, text_flag: str, quo
             rows.append((f"line {reader.line_num}", row))
     except csv.Error as e:
         raise KdexamError(f"File '{path}' is not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e}); fix the quoting.") from None
+    if delimiter == "," and quoting != csv.QUOTE_NONE and (swallowed := _swallowed_row(rows, cfg.label_column)):
+        where, line = swallowed
+        raise KdexamError(f"File '{path}' {where} holds the line {line[:60]!r} inside a quoted field, and it reads as a row "
+                          "of its own: a quote opened there closes rows later. Fix the quoting (a quote inside a text is "
+                          'written twice, "").')
     return _rows_to_examples(rows, path, cfg, text_flag)
+
+
+def _swallowed_row(rows: list[tuple[str, dict]], label_column: str) -> tuple[str, str] | None:
+    """A CSV field holding a line that ends like a row, ``…,<a label of the file>``: a stray quote
+    that opened a text and closed rows later, making one text of them (valid CSV, so only the
+    shape tells). ``(where, that line)``, or None."""
+    labels = {v.strip() for _, r in rows if isinstance(v := r.get(label_column), str) and v.strip()}
+    for where, row in rows:
+        for column, value in row.items():
+            if column != label_column and isinstance(value, str) and "\n" in value:
+                for line in value.split("\n")[:-1]:
+                    if "," in line and line.rpartition(",")[2].strip() in labels:
+                        return where, line
+    return None
 
 
 def read_json_objects(path: Path, example: str = '{"text": ..., "label": ...}') -> list[tuple[str, dict]]:
