@@ -1,0 +1,74 @@
+"""Pilot (issue 11's accuracy target): do skip-bigrams or negation scoping help a bag of tokens?
+
+The static student with its bigram table is a linear model of its bag of WordPiece tokens and
+bigrams, level with the TF-IDF bag of ``pilot_bag_of_units.py`` (0.816 on movie-sentiment).
+Before building more features into the student, this asks the same bag model whether two more
+help: skip-bigrams (tokens two apart, ``a _ b``) and negation scoping (Das & Chen 2001; Pang et
+al. 2002: every token after a negation word, up to the next punctuation mark, also counted as
+``NOT_token``). TF-IDF (sublinear tf) and a logistic regression, C chosen on validation from
+0.5–8, scored on test. Needs scikit-learn (a dev extra); seconds on one core.
+
+    python bench/pilot_bag_extras.py --teacher runs/teacher-ms --data movie-sentiment \
+        --out bench/results/pilot_bag_extras.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from kdexam.config.runs import DataConfig
+from kdexam.data.splits import load_data
+from kdexam.teachers.loader import load_tokenizer
+
+NEGATIONS = {"not", "no", "never", "nothing", "without", "n", "t", "isn", "doesn", "don", "didn", "wasn"}
+"""Negation words as the teacher's WordPiece tokenizer cuts them ("doesn't" is doesn ' t)."""
+SCOPE_ENDS = {".", ",", "!", "?", ";", "but"}
+
+
+def units(tokens: list[str], extras: tuple[str, ...]) -> str:
+    """The tokens, their bigrams, and the ``extras`` ("skip", "negation"), as one space-separated string."""
+    out = list(tokens) + [f"{a}|{b}" for a, b in zip(tokens, tokens[1:])]
+    if "skip" in extras:
+        out += [f"{a}|_|{b}" for a, b in zip(tokens, tokens[2:])]
+    if "negation" in extras:
+        negated = False
+        for t in tokens:
+            negated = negated and t not in SCOPE_ENDS
+            if negated:
+                out.append(f"NOT_{t}")
+            negated = negated or t in NEGATIONS
+    return " ".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--teacher", required=True, help="its tokenizer cuts the tokens")
+    ap.add_argument("--data", default="movie-sentiment")
+    ap.add_argument("--out", default="bench/results/pilot_bag_extras.json")
+    a = ap.parse_args()
+    data = load_data(DataConfig(name=a.data))
+    rust = load_tokenizer(a.teacher).backend_tokenizer
+    split = {name: ([e.tokens[1:-1] for e in rust.encode_batch([x.text for x in rows])], [x.label for x in rows])
+             for name, rows in (("train", data.train), ("validation", data.validation), ("test", data.test))}
+    rows = []
+    for extras in ((), ("skip",), ("negation",), ("skip", "negation")):
+        vec = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, sublinear_tf=True)
+        x = {s: (vec.fit_transform if s == "train" else vec.transform)([units(t, extras) for t in split[s][0]])
+             for s in ("train", "validation", "test")}
+        fits = {c: LogisticRegression(C=c, max_iter=3000).fit(x["train"], split["train"][1]) for c in (0.5, 1, 2, 4, 8)}
+        best = max(fits, key=lambda c: fits[c].score(x["validation"], split["validation"][1]))
+        rows.append({"features": "tokens+bigrams" + "".join(f"+{e}" for e in extras), "C": best, "columns": x["train"].shape[1],
+                     "validation": round(fits[best].score(x["validation"], split["validation"][1]), 4),
+                     "test": round(fits[best].score(x["test"], split["test"][1]), 4)})
+        print(rows[-1])
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps({"pilot": "bag_extras", "data": a.data, "teacher": a.teacher, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
