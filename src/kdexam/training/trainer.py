@@ -186,6 +186,80 @@ class WeightAverage:
             model.load_state_dict(own)
 
 
+def sparse_tables(model: torch.nn.Module, accelerator: Accelerator) -> bool:
+    """Whether the model trains sparse embedding tables (``training/sparse.py``) in this process; in a
+    data-parallel launch they are made dense, since the gradient all-reduce takes dense gradients."""
+    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+    if accelerator.num_processes > 1:
+        for m in tables:
+            m.sparse = False
+    return bool(tables) and accelerator.num_processes == 1
+
+
+def starting_point(model, optimizer, scheduler, accelerator: Accelerator, cfg: TrainConfig, checkpoint_dir: Path | None,
+                   resume: bool, log_start: int | None) -> tuple[dict, dict | None, WeightAverage | None, int | None]:
+    """Where :func:`fit` starts: ``pos`` (epoch, batch, step, best score, history, …), the best weights
+    so far, the weight average (``cfg.ema_decay``), and how many bytes of the log to keep (None: all);
+    from the stage's last checkpoint when resuming and there is one, else from the beginning."""
+    pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_at": None, "bad": 0, "history": [],
+           "seconds": 0.0, "running": 0.0, "seen": 0, "stopped": False}
+    best_state = average = None
+    keep_log = log_start if resume else None
+    if resume and checkpoint_dir and (found := find_checkpoint(checkpoint_dir)):
+        pos, best_state, saved_average = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler,
+                                                       scaler=accelerator.scaler)
+        if cfg.ema_decay and saved_average is not None:
+            average = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay, saved_average, pos.get("averaged", 0))
+        keep_log = pos.get("log_bytes")
+        console.print(f"resuming from {found}: epoch {pos['epoch'] + 1}, batch {pos['batch']}")
+    if cfg.ema_decay and average is None:
+        average = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay)
+    return pos, best_state, average, keep_log
+
+
+def open_log(log_path: Path, keep_log: int | None):
+    """The training log, opened to append, first cut to its first ``keep_log`` bytes (a resume logs
+    the evaluations after its checkpoint again as it repeats them)."""
+    if keep_log is not None and log_path.is_file() and log_path.stat().st_size > keep_log:
+        with open(log_path, "r+b") as f:
+            f.truncate(keep_log)
+    return open(log_path, "a", encoding="utf-8")
+
+
+def optimizer_step(model, optimizer, scheduler, accelerator: Accelerator, max_grad_norm: float | None, sparse_grads: bool,
+                   average: WeightAverage | None) -> None:
+    """One step on a window's accumulated gradients: clipped to ``max_grad_norm`` (by the joint norm of
+    sparse and dense gradients where the model has sparse tables: torch's clipping refuses them), then
+    the optimizer, the LR schedule and the weight average."""
+    if max_grad_norm and sparse_grads:
+        accelerator.unscale_gradients()
+        clip_grad_norm(model.parameters(), max_grad_norm)
+    elif max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    if average is not None:
+        average.update(accelerator.unwrap_model(model))
+
+
+def evaluate_model(model, evaluate: Callable[[torch.nn.Module], dict], average: WeightAverage | None,
+                   accelerator: Accelerator) -> dict:
+    """``evaluate(model)``, with the averaged weights in the model when there is an average; the model
+    is left in training mode."""
+    if average is None:
+        metrics = evaluate(model)
+    else:
+        with average.applied(accelerator.unwrap_model(model)):
+            metrics = evaluate(model)
+    model.train()
+    return metrics
+
+
+def improves(score: float, best: float | None, greater_is_better: bool) -> bool:
+    """Whether a validation ``score`` beats the ``best`` so far (a NaN never does)."""
+    return math.isfinite(score) and (best is None or (score > best if greater_is_better else score < best))
+
+
 def fit(
     model: torch.nn.Module,
     loader,
@@ -212,29 +286,13 @@ def fit(
     resume drops the lines after its checkpoint, or, with no checkpoint to resume from, every line
     of this stage (the stage is trained again from its start and logs them again)."""
     accumulate = cfg.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(len(loader) / accumulate)
     model.zero_grad(set_to_none=True)  # (nothing left over from an earlier stage)
     use_fast_dropout(model)  # the same dropout, its CPU mask drawn ~4x faster (training/dropout.py)
-    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse]  # (training/sparse.py)
-    if accelerator.num_processes > 1:  # the gradient all-reduce of data-parallel processes takes dense gradients
-        for m in tables:
-            m.sparse = False
-    sparse_grads = bool(tables) and accelerator.num_processes == 1
-    optimizer, scheduler = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    sparse_grads = sparse_tables(model, accelerator)
+    optimizer, scheduler = make_optimizer(model, cfg, math.ceil(len(loader) / accumulate) * cfg.epochs)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_at": None, "bad": 0, "history": [],
-           "seconds": 0.0, "running": 0.0, "seen": 0, "stopped": False}
-    best_state = average = None
-    keep_log = log_start if resume else None  # bytes of the log this run keeps (None: all of it)
-    if resume and checkpoint_dir and (found := find_checkpoint(checkpoint_dir)):
-        pos, best_state, saved_average = load_checkpoint(found, accelerator.unwrap_model(model), optimizer, scheduler,
-                                                       scaler=accelerator.scaler)
-        if cfg.ema_decay and saved_average is not None:
-            average = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay, saved_average, pos.get("averaged", 0))
-        keep_log = pos.get("log_bytes")
-        console.print(f"resuming from {found}: epoch {pos['epoch'] + 1}, batch {pos['batch']}")
-    if cfg.ema_decay and average is None:
-        average = WeightAverage(accelerator.unwrap_model(model), cfg.ema_decay)
+    pos, best_state, average, keep_log = starting_point(model, optimizer, scheduler, accelerator, cfg, checkpoint_dir,
+                                                        resume, log_start)
 
     written = {"step": None}
 
@@ -255,11 +313,7 @@ def fit(
 
     eval_at = {round(len(loader) * k / cfg.evals_per_epoch) for k in range(1, cfg.evals_per_epoch + 1)}
     start = time.perf_counter() - pos["seconds"]
-    if log_path and accelerator.is_main_process and log_path.is_file() and keep_log is not None \
-            and log_path.stat().st_size > keep_log:
-        with open(log_path, "r+b") as f:  # (evaluations after that point are logged again as the run repeats them)
-            f.truncate(keep_log)
-    log_file = open(log_path, "a", encoding="utf-8") if log_path and accelerator.is_main_process else nullcontext()
+    log_file = open_log(log_path, keep_log) if log_path and accelerator.is_main_process else nullcontext()
     with log_file as log, progress_bar() as bar, attention_kernels(accelerator.device):
         total = len(loader) * cfg.epochs
         job = bar.add_task(desc, total=total, completed=pos["step"], info="")
@@ -283,15 +337,7 @@ def fit(
                         accelerator.backward(loss / (last - first + 1))
                         pos["window"] = pos.get("window", 0) + 1
                 if sync and pos.get("window"):  # (a window whose every loss was non-finite takes no step)
-                    if cfg.max_grad_norm and sparse_grads:  # (torch's clipping refuses sparse gradients)
-                        accelerator.unscale_gradients()
-                        clip_grad_norm(model.parameters(), cfg.max_grad_norm)
-                    elif cfg.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    if average is not None:
-                        average.update(accelerator.unwrap_model(model))
+                    optimizer_step(model, optimizer, scheduler, accelerator, cfg.max_grad_norm, sparse_grads, average)
                 if sync:
                     optimizer.zero_grad()
                     pos["window"] = 0
@@ -306,12 +352,7 @@ def fit(
                 if not bar.console.is_terminal and step % log_every == 0:  # a log file gets plain lines
                     bar.console.print(f"{desc}: step {step}/{total} {info}")
                 if i in eval_at:
-                    if average is None:
-                        metrics = evaluate(model)
-                    else:
-                        with average.applied(accelerator.unwrap_model(model)):
-                            metrics = evaluate(model)
-                    model.train()
+                    metrics = evaluate_model(model, evaluate, average, accelerator)
                     score = metrics[primary_metric]
                     record = {"epoch": epoch + 1, "step": step, "train_loss": train_loss, "validation": metrics,
                               "seconds": round(time.perf_counter() - start, 2)}
@@ -322,8 +363,7 @@ def fit(
                     bar.console.print(f"[dim]{desc}[/] epoch {epoch + 1} step {step}: train loss {train_loss:.4f}, "
                                       f"validation {primary_metric} {score:.4f}")
                     pos.update(running=0.0, seen=0)
-                    best = pos["best"]
-                    if math.isfinite(score) and (best is None or (score > best if greater_is_better else score < best)):
+                    if improves(score, pos["best"], greater_is_better):
                         pos.update(best=score, best_at={"epoch": epoch + 1, "step": step}, bad=0)
                         weights = accelerator.unwrap_model(model).state_dict() if average is None else average.state
                         best_state = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
@@ -344,11 +384,8 @@ def fit(
             pos.update(epoch=epoch + 1, batch=0)
     if cfg.keep_checkpoint and written["step"] != pos["step"]:
         checkpoint()  # the kept checkpoint is the finished run's
-    unwrapped = accelerator.unwrap_model(model)
-    if best_state is not None:
-        unwrapped.load_state_dict(best_state)
-    elif average is not None:
-        unwrapped.load_state_dict(average.state)
+    if (kept := best_state if best_state is not None else average.state if average is not None else None) is not None:
+        accelerator.unwrap_model(model).load_state_dict(kept)
     accelerator.wait_for_everyone()
     if checkpoint_dir and not cfg.keep_checkpoint and accelerator.is_main_process:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
