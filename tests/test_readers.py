@@ -536,3 +536,12 @@ def test_a_csv_quote_that_closes_rows_later_is_refused(tmp_path):
         read_file(p, DataConfig())
     p.write_text('text,label\ngood film,positive\n"two\nlines, really",negative\n', encoding="utf-8")
     assert [e.text for e in read_file(p, DataConfig())] == ["good film", "two\nlines, really"]
+
+
+def test_a_label_column_not_in_the_file_names_the_columns(tmp_path):
+    """--label-column lable said only "has no labels (no column 'lable')"."""
+    p = tmp_path / "d.csv"
+    p.write_text("text,label\ngood,pos\nbad,neg\n", encoding="utf-8")
+    with pytest.raises(KdexamError, match=r"has no label column 'lable' \(it has: label, text\); pass --label-column NAME. "
+                                          r"Did you mean 'label'\?"):
+        read_file(p, DataConfig(label_column="lable"))

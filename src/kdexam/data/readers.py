@@ -103,6 +103,11 @@ def _rows_to_examples(rows: list[tuple[str, dict]], path: Path, cfg: DataConfig,
         return []
     pair_col = cfg.text_pair_column or ("text_pair" if any("text_pair" in r for _, r in rows) else None)
     has_label = any(cfg.label_column in r for _, r in rows)
+    if not has_label and cfg.label_column not in ("label", NO_LABEL_COLUMN):  # (a --label-column given, and not found)
+        columns = sorted({str(c) for _, r in rows for c in r})
+        close = difflib.get_close_matches(cfg.label_column, columns, n=1)
+        raise KdexamError(f"File '{path}' has no label column '{cfg.label_column}' (it has: {', '.join(columns)}); pass "
+                          f"--label-column NAME.{f' Did you mean {close[0]!r}?' if close else ''}")
     out = []
     for where, row in rows:
         text = _column(row, cfg.text_column, path, where, text_flag)
@@ -307,7 +312,7 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
         if len(cols) != width[0] and min(token_column, tag_column) < 0:  # (a column counted from the end moves with the width)
             raise KdexamError(f"File '{path}' line {i} has {len(cols)} columns where line {width[1]} has {width[0]}; the "
                               f"{'tag' if tag_column < 0 else 'token'} is read from a column counted from the end, so every "
-                              "token row needs the same columns (or count it from the start: --set data.tag_column=N, data.token_column=N).")
+                              f"token row needs the same columns (or count it from the start: --set data.tag_column=N, data.token_column=N).{hint}")
         if hint and " " in word.strip():  # (a .txt of 'text<TAB>label' lines: one sentence of texts)
             raise KdexamError(f"File '{path}' line {i}'s token {word[:40]!r} holds spaces; CoNLL has one token per line.{hint}")
         words.append(word.strip())
