@@ -109,3 +109,35 @@ def test_a_config_folder_and_a_far_name_are_said_plainly(tmp_path):
         with pytest.raises(KdexamError) as e:
             get("foo")
         assert "did you mean" not in str(e.value) and "choose one of" in str(e.value)
+
+
+def test_yaml_keys_given_twice_and_yaml_1_1_numbers_are_not_read_as_something_else(tmp_path):
+    """A key given twice kept the last one without a word (train: {epochs: 3} then train: {batch_size: 8}
+    trained 10 epochs); --set seed=010 was seed 8 (octal) and seed=1:30 was 90 (base 60)."""
+    from kdexam import api
+    from kdexam.config import DistillRunConfig
+
+    p = tmp_path / "c.yaml"
+    p.write_text("teacher: T\nout: O\ntrain: {epochs: 3}\ntrain: {batch_size: 8}\n", encoding="utf-8")
+    with pytest.raises(KdexamError, match=r"not valid YAML at line 4 \(the key 'train' is given twice\)"):
+        load_config(DistillRunConfig, p)
+    with pytest.raises(KdexamError, match="the key 'train' is given twice"):
+        api.distill_config(p)
+    assert api.distill_config(teacher="T", out="O", set=["seed=010"]).seed == 10
+    with pytest.raises(KdexamError, match="seed"):
+        api.distill_config(teacher="T", out="O", set=["seed=1:30"])
+    p.write_text("teacher: T\nout: O\nseed: 010\n", encoding="utf-8")
+    assert load_config(DistillRunConfig, p).seed == 10
+
+
+def test_audit_of_the_config_surface(tmp_path):
+    """unfreeze: true was read as 1 (int | 'all' escaped the true/false guard); a match's weight could
+    be infinite; api.benchmark(models="DIR") read the string as a list of its characters."""
+    from kdexam import api
+
+    with pytest.raises(KdexamError, match=r"'stages.0.unfreeze' is invalid: must be a number, not true"):
+        api.distill_config(teacher="T", out="O", set=["stages=[{unfreeze: true}]"])
+    with pytest.raises(KdexamError, match=r"'matches.0.weight' is invalid: Input should be a finite number"):
+        api.distill_config(teacher="T", out="O", match=["teacher_layer=1,student_layer=1,weight=.inf"])
+    with pytest.raises(KdexamError, match=str(tmp_path / "none")):
+        api.benchmark(models=str(tmp_path / "none"))

@@ -2,6 +2,7 @@
 report (opened in headless Chromium), recommendation and export of the best student."""
 
 import csv
+import re
 import io
 import os
 import shutil
@@ -97,6 +98,36 @@ def test_only_an_unknown_keyword_is_reported_as_an_unknown_key():
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
     with pytest.raises(TypeError, match="unsupported operand"):
         _build(bug, "cell x")
+
+
+def test_an_entry_cannot_set_what_the_exam_gives_each_cell():
+    """Entry keys replaced what a cell is without a word: 'student: cnn' in a bilstm entry trained a
+    CNN the leaderboard called bilstm, 'data: trec6' in a recipe trained on trec6 a cell reported as
+    movie-sentiment, a dataset's teacher 'model' was dropped, 'seed' in an entry was replaced."""
+    import pydantic
+
+    base = {"datasets": ["movie-sentiment"], "students": ["bilstm"]}
+    for extra, said in [({"students": [{"kind": "bilstm", "student": "cnn"}]}, "students entry 'bilstm' sets 'student'"),
+                        ({"recipes": [{"name": "r", "data": "trec6"}]}, "recipes entry 'r' sets 'data'"),
+                        ({"teachers": [{"model": "minilm-l6", "data": "trec6"}]}, "teachers entry 'minilm-l6' sets 'data'"),
+                        ({"datasets": [{"name": "movie-sentiment", "teacher": {"model": "mpnet-base"}}]},
+                         "datasets entry 'movie-sentiment's teacher' sets 'model'"),
+                        ({"train": {"seed": 7}}, "train sets 'seed', which the exam gives each cell its seed")]:
+        with pytest.raises(pydantic.ValidationError, match=re.escape(said)):
+            ExamConfig.model_validate({**base, **extra})
+    cfg = ExamConfig.model_validate({**base, "datasets": [{"name": "ms", "data": "movie-sentiment"}]})  # a dataset's path
+    assert teacher_cells(cfg)[0].flags["data"] == "movie-sentiment"
+
+
+def test_set_lists_and_mappings_merge_key_by_key():
+    """train: {set: [..]} with a student's set: {..} was a TypeError traceback; the other way round
+    dropped the train entries."""
+    for train_set, student_set in ((["train.warmup_ratio=0.2"], {"train.weight_decay": 0.0}),
+                                   ({"train.warmup_ratio": 0.2}, ["train.weight_decay=0.0"])):
+        cfg = ExamConfig.model_validate({"datasets": ["a"], "train": {"set": train_set},
+                                         "students": [{"kind": "cnn", "set": student_set}]})
+        flags = cells(cfg, teacher_cells(cfg))[0].flags
+        assert flags["set"] == {"train.warmup_ratio": 0.2, "train.weight_decay": 0.0}
 
 
 def test_grid_errors_are_one_sentence():

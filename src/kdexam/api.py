@@ -147,6 +147,8 @@ def benchmark(config: str | Path | None = None, **flags: Any) -> dict:
     unknown = set(flags) - set(BenchConfig.model_fields)
     if unknown:
         raise UnknownArguments(sorted(unknown))
+    if isinstance(flags.get("models"), (str, Path)):  # (one run: a string was read as a list of its characters)
+        flags["models"] = [flags["models"]]
     overrides = {k: ([str(m) for m in v] if k == "models" else str(v) if isinstance(v, Path) else v) for k, v in flags.items()}
     return _benchmark(load_config(BenchConfig, config, overrides))
 

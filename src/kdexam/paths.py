@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -163,9 +164,51 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json_text(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def load_yaml(text: str) -> Any:
+    """YAML read safely (``yaml.SafeLoader``: no Python objects), and stricter where YAML 1.1 reads
+    a setting as something else without a word: a mapping key given twice is an error (the last one
+    won: ``train: {epochs: 3}`` then ``train: {batch_size: 8}`` trained 10 epochs), and an integer
+    is YAML 1.2's decimal (``010`` is 10, not octal 8; ``1:30`` is text, not 90 in base 60).
+    Errors are ``yaml.YAMLError``, with the line."""
+    return yaml_loader().load_text(text)
+
+
+@functools.lru_cache(maxsize=1)
+def yaml_loader():
+    """The :func:`load_yaml` loader class (built once, importing yaml only when used)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        @classmethod
+        def load_text(cls, text: str) -> Any:
+            loader = cls(text)
+            try:
+                return loader.get_single_data()
+            finally:
+                loader.dispose()
+
+    def mapping(loader, node):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key '{key_node.value}' is given twice",
+                                                            key_node.start_mark)
+                seen.add(key_node.value)
+        return loader.construct_mapping(node, deep=True)
+
+    int_tag = "tag:yaml.org,2002:int"
+    StrictLoader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag != int_tag]
+                                            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    StrictLoader.add_implicit_resolver(int_tag, re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+    StrictLoader.add_constructor(int_tag, lambda loader, node: int(loader.construct_scalar(node)))
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return StrictLoader
+
+
 def read_run_config(run_dir: str | Path, strict: bool = True) -> dict:
     """A run directory's ``config.yaml`` (a teacher's, a student's or an exam cell's), read with
-    ``yaml.safe_load``; ``{}`` when the folder has none. A file that cannot be read as a YAML mapping
+    :func:`load_yaml`; ``{}`` when the folder has none. A file that cannot be read as a YAML mapping
     is a :class:`KdexamError` (``strict``), or read as ``{}`` where the file only fills in a default
     (the predictor's truncation, the data an export checks on, the teacher a bench run times)."""
     import yaml
@@ -174,7 +217,7 @@ def read_run_config(run_dir: str | Path, strict: bool = True) -> dict:
     if not p.is_file():
         return {}
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
         if data is None:  # (an empty file)
             return {}
     except (yaml.YAMLError, UnicodeDecodeError, OSError):

@@ -1,4 +1,4 @@
-"""Run configuration: pydantic schemas loaded from YAML (``yaml.safe_load`` only); no torch import.
+"""Run configuration: pydantic schemas loaded from YAML (safe loading only: :func:`kdexam.paths.load_yaml`); no torch import.
 
 - :mod:`kdexam.config.runs`: data, training, teacher and distillation runs, stages;
   loading, validation with the closest-key error, overrides and saving;

@@ -41,8 +41,14 @@ from kdexam.config.students import NumbersNotBooleans
 
 RESERVED_KEYS = {"teacher": "the exam gives each cell its teacher", "teachers": "the exam gives each cell its teacher",
                  "out": "the exam names each run's folder", "resume": "the exam resumes its runs itself",
-                 "overwrite": "the exam never replaces a run"}
-"""Run keywords an entry may not set, and why (they named an empty key, or suggested another flag)."""
+                 "overwrite": "the exam never replaces a run",
+                 "student": "the exam gives each cell its student (a 'students' entry's kind)",
+                 "seed": "the exam gives each cell its seed ('seeds', and 'teacher_seed' for the teachers)",
+                 "model": "the exam gives each teacher its model (a 'teachers' entry's model)",
+                 "data": "the exam gives each cell its dataset (a 'datasets' entry's name, or its data)"}
+"""Run keywords an entry may not set, and why (they named an empty key, or suggested another flag; the
+exam's own keys were silently replaced, or replaced what a cell is: a 'student: cnn' in a bilstm entry
+trained a CNN the leaderboard called bilstm). A ``datasets`` entry may give ``data`` (the path its name stands for)."""
 
 
 class _Entry(BaseModel):
@@ -205,8 +211,9 @@ class ExamConfig(NumbersNotBooleans):
         for what in ("datasets", "teachers", "students", "recipes", "transfer"):
             entries += [(what, e.name, e.flags) for e in getattr(self, what)]
         entries += [("datasets", f"{d.name}'s teacher", d.teacher) for d in self.datasets]
+        own_data = {("datasets", d.name) for d in self.datasets}
         for what, name, flags in entries:
-            for key in sorted(set(flags) & set(RESERVED_KEYS)):
+            for key in sorted(set(flags) & set(RESERVED_KEYS) - ({"data"} if (what, name) in own_data else set())):
                 where = "train" if what == "train" else f"{what} entry '{name}'"
                 raise ValueError(f"{where} sets '{key}', which {RESERVED_KEYS[key]}; remove it")
         if all(t.run for t in self.teachers):

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from kdexam.config.runs import build_config, load_config
 from kdexam.errors import KdexamError, UnknownArguments
+from kdexam.paths import load_yaml
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def split_top_level(text: str, what: str) -> list[str]:
 
 def _yaml_value(text: str, what: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         raise KdexamError(f"{what}: '{text}' is not a valid YAML value; quote it or fix its brackets.") from None
 
@@ -199,7 +200,7 @@ def parse_list(spec: Any, flag: str) -> list[str]:
 
 
 def parse_set(item: str) -> tuple[str, Any]:
-    """``a.b=value`` -> ``("a.b", value)``, the value read with ``yaml.safe_load``."""
+    """``a.b=value`` -> ``("a.b", value)``, the value read as YAML (:func:`kdexam.paths.load_yaml`)."""
     key, sep, value = str(item).partition("=")
     key = key.strip()
     if not sep or not re.fullmatch(r"[\w\-]+(\.[\w\-]+)*", key):
@@ -359,7 +360,7 @@ def _resolve(model: type[BaseModel], config: str | Path | None, overrides: dict[
     raw: Any = {}
     if config is not None:
         try:
-            raw = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+            raw = load_yaml(Path(config).read_text(encoding="utf-8")) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             raw = None
         if not isinstance(raw, dict):

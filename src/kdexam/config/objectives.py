@@ -59,7 +59,7 @@ class ObjectiveSpec(BaseModel):
 class MatchSpec(BaseModel):
     """One teacher layer matched to one student layer (declarative, as TextBrewer's intermediate matches)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     teacher_layer: int = Field(ge=0)
     """Teacher layer, 1 … L_T (0: the embedding layer)."""

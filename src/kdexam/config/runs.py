@@ -1,4 +1,4 @@
-"""Run configuration: pydantic models loaded from YAML (``yaml.safe_load`` only).
+"""Run configuration: pydantic models loaded from YAML (safe loading only: :func:`kdexam.paths.load_yaml`).
 
 A run is fully described by its config. CLI flags override the file; unknown keys
 are an error that names the key and the closest valid one; the resolved config is
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdexam.errors import KdexamError
 from kdexam.config.objectives import MatchSpec, ObjectiveSpec
-from kdexam.paths import atomic_write_text
+from kdexam.paths import atomic_write_text, load_yaml
 from kdexam.config.students import NumbersNotBooleans, StudentSpec
 
 TaskKind = Literal["classification", "token-classification", "regression"]
@@ -422,11 +422,12 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: dict[
         if not p.is_file():
             raise KdexamError(f"Config file '{p}' does not exist; check the path given to --config.")
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            raw = load_yaml(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
-            raise KdexamError(f"Config file '{p}' is not valid YAML{where}; fix its syntax.") from None
+            problem = f" ({e.problem})" if getattr(e, "problem", None) else ""
+            raise KdexamError(f"Config file '{p}' is not valid YAML{where}{problem}; fix it.") from None
         except UnicodeDecodeError:
             raise KdexamError(f"Config file '{p}' is not UTF-8 text; save it as UTF-8.") from None
         if not isinstance(raw, dict):

@@ -9,13 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 
 def _is_number(annotation: Any) -> bool:
-    """``int``, ``float``, either of them optional or ``Annotated``."""
+    """A type a ``true``/``false`` must not fill: ``int`` or ``float``, optional, ``Annotated``, or in a
+    union without ``bool`` (``int | Literal["all"]``: ``unfreeze: true`` was read as 1)."""
     origin = get_origin(annotation)
     if origin is Annotated:
         return _is_number(get_args(annotation)[0])
     if origin in (Union, UnionType):
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        return bool(members) and all(_is_number(m) for m in members)
+        members = get_args(annotation)
+        return any(_is_number(m) for m in members) and bool not in members
     return annotation in (int, float)
 
 

@@ -23,13 +23,27 @@ CONTROL_RECIPE = "gold"
 
 
 def merge(*entries: dict) -> dict:
-    """Flags of several entries, later ones winning; their ``set`` mappings (any config key,
-    dotted, as ``--set`` takes them) are merged key by key."""
+    """Flags of several entries, later ones winning; their ``set`` settings (any config key, dotted,
+    as ``--set`` takes them: a mapping, or a list of ``key=value`` strings) are merged key by key."""
     out: dict = {}
     for e in entries:
         for k, v in e.items():
-            out[k] = {**out.get(k, {}), **v} if k == "set" and isinstance(v, dict) else v
+            if k == "set" and isinstance(earlier := set_mapping(out.get(k, {})), dict) and isinstance(v := set_mapping(v), dict):
+                v = {**earlier, **v}
+            out[k] = v
     return out
+
+
+def set_mapping(value: Any) -> Any:
+    """A ``set`` entry as a mapping: ``["train.epochs=2"]`` is ``{"train.epochs": 2}`` (a list merged with
+    a mapping was a TypeError, or lost the list's keys); anything else is left for the run to refuse."""
+    from kdexam.config.flags import parse_set
+
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+        return dict(parse_set(x) for x in value)
+    return value
 
 
 def _hash(obj: Any) -> str:
