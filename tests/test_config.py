@@ -141,3 +141,17 @@ def test_audit_of_the_config_surface(tmp_path):
         api.distill_config(teacher="T", out="O", match=["teacher_layer=1,student_layer=1,weight=.inf"])
     with pytest.raises(KdexamError, match=str(tmp_path / "none")):
         api.benchmark(models=str(tmp_path / "none"))
+
+
+def test_an_objective_list_that_cannot_train_is_refused_before_any_work():
+    """--objective kl --objective kl and all weights 0 were refused only when the objectives were built,
+    after the data and the transfer set (an exam: after its teachers trained)."""
+    from kdexam import api
+    from kdexam.training.distill import check_run_config
+
+    for objectives, said in [(["kl", "kl"], "Objective 'kl' is listed 2 times"),
+                             (["gold:weight=0"], "All objective weights are 0"),
+                             (["kl:weight=0", "gold:weight=0"], "All objective weights are 0")]:
+        with pytest.raises(KdexamError, match=said):
+            check_run_config(api.distill_config(teacher="T", out="O", objective=objectives))
+    check_run_config(api.distill_config(teacher="T", out="O", objective=["kl:weight=0", "gold"]))  # (one weight above 0)

@@ -185,14 +185,8 @@ def build_objectives(specs: list[ObjectiveSpec | dict], task_kind: str, teacher:
             where = "general (task-agnostic) distillation" if task_kind == GENERAL else f"a {task_kind} task"
             raise KdexamError(f"Objective '{spec.name}' does not fit {where}; choose from: "
                               f"{', '.join(_fitting(task_kind))}.")
-    names = [spec.name for _, spec, _, _ in checked]
-    for name in names:
-        if names.count(name) > 1:
-            raise KdexamError(
-                f"Objective '{name}' is listed {names.count(name)} times; keep one entry and set its weight.")
     groups = _compile_matches(matches)
-    if all(spec.weight == 0 for _, spec, _, _ in checked) and all(sum(g["weights"]) == 0 for g in groups.values()):
-        raise KdexamError("All objective weights are 0; give at least one objective a weight above 0.")
+    _check_list([spec for _, spec, _, _ in checked], groups)
 
     objectives, weights = [], []
     for i, spec, cls, params in checked:
@@ -223,9 +217,21 @@ def check_objective_specs(specs, matches=None) -> None:
         entry = entry.model_dump() if isinstance(entry, (ObjectiveSpec, MatchSpec)) else entry
         return {k: v for k, v in entry.items() if k != "teacher"} if isinstance(entry, dict) else entry
 
-    for i, spec in enumerate(specs or [], 1):
-        _check_spec(i, without_member(spec))
-    _compile_matches([without_member(m) for m in matches or []])
+    checked = [_check_spec(i, without_member(spec))[1] for i, spec in enumerate(specs or [], 1)]
+    groups = _compile_matches([without_member(m) for m in matches or []])
+    if checked or groups:  # (an empty list is the run's default objectives, or refused when the task is known)
+        _check_list(checked, groups)
+
+
+def _check_list(specs: list[ObjectiveSpec], groups: dict) -> None:
+    """An objective listed twice, or every weight 0, is refused."""
+    names = [spec.name for spec in specs]
+    for name in names:
+        if names.count(name) > 1:
+            raise KdexamError(
+                f"Objective '{name}' is listed {names.count(name)} times; keep one entry and set its weight.")
+    if all(spec.weight == 0 for spec in specs) and all(sum(g["weights"]) == 0 for g in groups.values()):
+        raise KdexamError("All objective weights are 0; give at least one objective a weight above 0.")
 
 
 def _check_spec(i: int, spec) -> tuple[int, ObjectiveSpec, type[Objective], object]:
