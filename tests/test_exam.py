@@ -119,6 +119,16 @@ def test_an_entry_cannot_set_what_the_exam_gives_each_cell():
     assert teacher_cells(cfg)[0].flags["data"] == "movie-sentiment"
 
 
+def test_a_control_cell_drops_objectives_given_through_set():
+    """A student entry's set: {stages: [{objectives: [kl]}]} reached its control cell, which then
+    distilled with KL instead of training on gold labels alone."""
+    cfg = ExamConfig.model_validate({"datasets": ["a"], "students": [
+        {"kind": "cnn", "set": {"stages": [{"objectives": [{"name": "kl"}]}], "objectives": [{"name": "kl"}], "train.epochs": 2}}]})
+    student, control = cells(cfg, teacher_cells(cfg))
+    assert set(student.flags["set"]) == {"stages", "objectives", "train.epochs"}
+    assert control.flags["set"] == {"train.epochs": 2} and control.flags["objective"] == ["gold"]
+
+
 def test_set_lists_and_mappings_merge_key_by_key():
     """train: {set: [..]} with a student's set: {..} was a TypeError traceback; the other way round
     dropped the train entries."""

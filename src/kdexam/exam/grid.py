@@ -19,6 +19,8 @@ from kdexam.errors import KdexamError, UnknownArguments
 
 DATA_KEYS = ("data", "task", "text_column", "text_pair_column", "label_column", "max_train", "max_eval", "max_length")
 RECIPE_KEYS = ("objective", "match", "recipe")
+RECIPE_SET_KEYS = ("objectives", "matches", "stages", "recipe")
+"""Config keys a ``set`` may give that are a recipe too: a control cell (gold labels alone) drops them."""
 CONTROL_RECIPE = "gold"
 
 
@@ -151,6 +153,8 @@ def cells(cfg: ExamConfig, teachers: list[TeacherCell]) -> list[Cell]:
                             out.append(_cell("student", d.name, t.name, s, r.name, x.name, seed, tc, flags))
                     if cfg.control:
                         flags = {k: v for k, v in base.items() if k not in RECIPE_KEYS}
+                        if isinstance(sets := set_mapping(flags.get("set")), dict):  # (a student's objectives by --set too)
+                            flags["set"] = {k: v for k, v in sets.items() if k.split(".")[0] not in RECIPE_SET_KEYS}
                         flags.update(objective=[CONTROL_RECIPE], seed=seed)
                         out.append(_cell("control", d.name, t.name, s, CONTROL_RECIPE, "none", seed, tc, flags))
     return out
