@@ -155,3 +155,10 @@ def test_an_objective_list_that_cannot_train_is_refused_before_any_work():
         with pytest.raises(KdexamError, match=said):
             check_run_config(api.distill_config(teacher="T", out="O", objective=objectives))
     check_run_config(api.distill_config(teacher="T", out="O", objective=["kl:weight=0", "gold"]))  # (one weight above 0)
+
+
+def test_set_of_another_type_is_a_sentence():
+    from kdexam import api
+
+    with pytest.raises(KdexamError, match=r"set=5 is neither a mapping of config keys nor a list of 'key=value' strings"):
+        api.distill_config(teacher="T", out="O", set=5)

@@ -344,8 +344,11 @@ def _overrides(flags: dict[str, Any], table: Mapping[str, Flag], sets: Any = Non
     out: dict[str, Any] = {}
     if isinstance(sets, Mapping):
         pairs: Iterable[tuple[str, Any]] = sets.items()
-    else:
+    elif sets is None or isinstance(sets, (str, list, tuple)):
         pairs = [parse_set(s) for s in ([sets] if isinstance(sets, str) else sets or [])]
+    else:
+        raise KdexamError(f"set={sets!r} is neither a mapping of config keys nor a list of 'key=value' strings; "
+                          "give e.g. set={'train.epochs': 2} or set=['train.epochs=2'].")
     for key, value in pairs:
         _put(out, key, value)
     for name, given in flags.items():
