@@ -162,3 +162,11 @@ def test_set_of_another_type_is_a_sentence():
 
     with pytest.raises(KdexamError, match=r"set=5 is neither a mapping of config keys nor a list of 'key=value' strings"):
         api.distill_config(teacher="T", out="O", set=5)
+
+
+def test_the_teacher_flag_wins_over_a_set_teacher():
+    """--set teacher=/y --teacher /x was refused with "teacher and teachers both name the teacher"; flags win."""
+    from kdexam import api
+
+    cfg = api.distill_config(out="O", set=["teacher=/y"], teacher="/x")
+    assert cfg.teacher_dirs == ["/x"]

@@ -54,7 +54,9 @@ def distill_config(config: str | Path | None = None, set: Any = None, **flags: A
     ``layers="0,5"``, ``objective=["kl:temperature=2,weight=0.5", "gold:weight=0.5"]`` (strings as
     on the command line, or the config's own values: ``layers=[0, 5]``, ``objective=[{"name": "kl"}]``)."""
     overrides = _overrides(flags, DISTILL_FLAGS, set)
-    if "teachers" in overrides:  # --teacher (once or repeated) replaces the config file's teacher
+    if "teachers" in overrides:  # --teacher (once or repeated) replaces the config file's teacher (and a --set one)
+        if flags.get("teacher"):
+            overrides.pop("teacher", None)
         overrides = {"teacher": None, **overrides}
     return _resolve(DistillRunConfig, config, overrides)
 
