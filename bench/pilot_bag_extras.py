@@ -14,16 +14,12 @@ al. 2002: every token after a negation word, up to the next punctuation mark, al
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
-from kdexam.config.runs import DataConfig
-from kdexam.data.splits import load_data
-from kdexam.teachers.loader import load_tokenizer
+from pilot_bag_of_units import pilot_inputs, scored_bag
 
 NEGATIONS = {"not", "no", "never", "nothing", "without", "n", "t", "isn", "doesn", "don", "didn", "wasn"}
 """Negation words as the teacher's WordPiece tokenizer cuts them ("doesn't" is doesn ' t)."""
@@ -46,25 +42,14 @@ def units(tokens: list[str], extras: tuple[str, ...]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--teacher", required=True, help="its tokenizer cuts the tokens")
-    ap.add_argument("--data", default="movie-sentiment")
-    ap.add_argument("--out", default="bench/results/pilot_bag_extras.json")
-    a = ap.parse_args()
-    data = load_data(DataConfig(name=a.data))
-    rust = load_tokenizer(a.teacher).backend_tokenizer
+    a, data, rust = pilot_inputs(__doc__.split("\n")[0], "bench/results/pilot_bag_extras.json")
     split = {name: ([e.tokens[1:-1] for e in rust.encode_batch([x.text for x in rows])], [x.label for x in rows])
              for name, rows in (("train", data.train), ("validation", data.validation), ("test", data.test))}
     rows = []
     for extras in ((), ("skip",), ("negation",), ("skip", "negation")):
         vec = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, sublinear_tf=True)
-        x = {s: (vec.fit_transform if s == "train" else vec.transform)([units(t, extras) for t in split[s][0]])
-             for s in ("train", "validation", "test")}
-        fits = {c: LogisticRegression(C=c, max_iter=3000).fit(x["train"], split["train"][1]) for c in (0.5, 1, 2, 4, 8)}
-        best = max(fits, key=lambda c: fits[c].score(x["validation"], split["validation"][1]))
-        rows.append({"features": "tokens+bigrams" + "".join(f"+{e}" for e in extras), "C": best, "columns": x["train"].shape[1],
-                     "validation": round(fits[best].score(x["validation"], split["validation"][1]), 4),
-                     "test": round(fits[best].score(x["test"], split["test"][1]), 4)})
+        scored = scored_bag(vec, {s: ([units(t, extras) for t in split[s][0]], split[s][1]) for s in split}, max_iter=3000)
+        rows.append({"bag": "tokens+bigrams" + "".join(f"+{e}" for e in extras), **scored})
         print(rows[-1])
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"pilot": "bag_extras", "data": a.data, "teacher": a.teacher, "rows": rows}, indent=2) + "\n")
