@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from kdexam.config import TeacherRunConfig, build_config, load_config, save_config
@@ -170,3 +172,13 @@ def test_the_teacher_flag_wins_over_a_set_teacher():
 
     cfg = api.distill_config(out="O", set=["teacher=/y"], teacher="/x")
     assert cfg.teacher_dirs == ["/x"]
+
+
+def test_an_invalid_value_is_named_by_its_config_key_alone():
+    """A union's or constrained type's error named pydantic's branch tags: 'student.layers.literal[...]',
+    'stages.0.unfreeze.constrained-int'."""
+    from kdexam import api
+
+    for setting, key in (("student.layers=[1.5]", "student.layers"), ("stages=[{unfreeze: -1}]", "stages.0.unfreeze")):
+        with pytest.raises(KdexamError, match=rf"^Config value '{re.escape(key)}' is invalid: "):
+            api.distill_config(teacher="T", out="O", set=[setting])

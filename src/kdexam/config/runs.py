@@ -339,6 +339,22 @@ def _submodel(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def field_path(model: type[BaseModel], loc: tuple) -> list:
+    """The config keys and list indices of a pydantic error's location, without the tags pydantic adds
+    for a union's branch or a constrained type (``student.layers.literal['lower',...]`` is ``student.layers``)."""
+    path: list = []
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int):
+            path.append(part)
+        elif current is not None and part in current.model_fields:
+            path.append(part)
+            current = _submodel(current.model_fields[part].annotation)
+        else:
+            break
+    return path
+
+
 def check_keys(model: type[BaseModel], data: Any, where: str = "") -> None:
     """Raise a :class:`KdexamError` naming the first unknown key and the closest valid one."""
     if not isinstance(data, dict):
@@ -405,7 +421,7 @@ def build_config(model: type[M], raw: dict | None = None, overrides: dict[str, A
         return model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(str(p) for p in field_path(model, err["loc"]))
         if not loc:  # a check across several settings: its message names them
             raise KdexamError(f"The config is invalid: {err['msg'].removeprefix('Value error, ')}.") from None
         raise KdexamError(f"Config value '{loc}' is invalid: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r}).") from None
