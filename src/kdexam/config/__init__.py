@@ -1,7 +1,7 @@
 """Run configuration: pydantic schemas loaded from YAML (safe loading only: :func:`kdexam.paths.load_yaml`); no torch import.
 
 - :mod:`kdexam.config.runs`: data, training, teacher and distillation runs, stages;
-  loading, validation with the closest-key error, overrides and saving;
+- :mod:`kdexam.config.loading`: loading, overrides, validation with the closest-key error, and saving;
 - :mod:`kdexam.config.students`: the student spec;
 - :mod:`kdexam.config.objectives`: objective entries and declarative layer matches.
 """
@@ -19,12 +19,8 @@ from kdexam.config.runs import (
     TeacherTrainConfig,
     TrainConfig,
     TransferConfig,
-    build_config,
-    check_keys,
-    load_config,
-    save_config,
-    set_dotted,
 )
+from kdexam.config.loading import build_config, check_keys, load_config, save_config, set_dotted
 from kdexam.config.students import StudentSpec
 
 __all__ = [

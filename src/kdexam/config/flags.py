@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 import yaml
 from pydantic import BaseModel
 
-from kdexam.config.runs import build_config, load_config
+from kdexam.config.loading import build_config, load_config
 from kdexam.errors import KdexamError, UnknownArguments
 from kdexam.paths import load_yaml
 
@@ -72,7 +72,7 @@ class Flag:
 
 def _field(model: type[BaseModel], dotted: str):
     """``(model, field name)`` of a dotted config key."""
-    from kdexam.config.runs import _submodel
+    from kdexam.config.loading import _submodel
 
     keys = dotted.split(".")
     for key in keys[:-1]:
