@@ -190,7 +190,7 @@ def test_serving_audit_cases(exported, tmp_path):
     - an export stopped before its parity check (export.json written, no verdict) was served unchecked;
     - ``predict --output out.csv`` wrote JSON Lines under a .csv name;
     - the standalone script refused a pair line ending in a tab, which 'kdexam predict' reads."""
-    from kdexam.inference.predictor import predict_file
+    from kdexam.inference.inputs import predict_file
 
     tagger = exported["bilstm", "tag"]
     for backend in ("pytorch", "onnx"):

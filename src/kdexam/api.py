@@ -161,7 +161,7 @@ def predict(model: str | Path, input: str | Path, output: str | Path | None = No
     :func:`kdexam.inference.inputs.read_inputs`); returns the JSONL records (input fields,
     then ``label``/``scores``, ``value`` or ``tokens``/``tags``) and writes them to ``output``.
     Batches hold at most ``batch_size`` inputs and ``max_tokens`` padded positions (``None``: no cap)."""
-    from kdexam.inference.predictor import predict_file
+    from kdexam.inference.inputs import predict_file
 
     allow_remote_code(trust_remote_code)
     return predict_file(model, input, output, backend=backend, quantized=quantized, batch_size=batch_size, max_tokens=max_tokens)

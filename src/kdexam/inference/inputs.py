@@ -1,5 +1,6 @@
-"""Input files for ``kdexam predict``: texts, JSONL, tables and CoNLL read into the items a
-predictor takes (:func:`read_inputs`), with one-sentence errors naming the file and line."""
+"""The files of ``kdexam predict``: texts, JSONL, tables and CoNLL read into the items a
+predictor takes (:func:`read_inputs`), with one-sentence errors naming the file and line, and
+the predictions written as JSON Lines (:func:`predict_file`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from kdexam.data.readers import read_json_objects, read_lines, read_text
 from kdexam.errors import KdexamError
-from kdexam.inference.predictor import to_example
+from kdexam.inference.predictor import load_student, to_example
+from kdexam.inference.serving import MAX_TOKENS
 
 
 TEXT_EXTS = {".txt", ".text"}
@@ -205,3 +207,29 @@ def _read_conll_words(p: Path) -> list[dict]:
     if words:
         items.append({"tokens": words})
     return items
+
+
+def predict_file(model: str | Path, input_path: str | Path, output: str | Path | None = None, backend: str = "auto",
+                 quantized: bool = False, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS) -> list[dict]:
+    """Predict every input of a file; returns the JSONL records (the input fields, then the
+    prediction) and writes them to ``output`` when given (atomically)."""
+    from kdexam.paths import atomic_write_text, json_text
+    from kdexam.rundir import check_output_file
+
+    if batch_size < 1:
+        raise KdexamError(f"The batch size must be at least 1, not {batch_size}.")
+    if output is not None and Path(output).is_dir():
+        raise KdexamError(f"--output '{output}' is a directory; name the JSONL file to write.")
+    check_output_file(output, [input_path, model], "--output")
+    if output is not None and Path(output).suffix.lower() not in ("", ".jsonl", ".ndjson"):
+        raise KdexamError(f"--output '{output}' would be JSON Lines under a '{Path(output).suffix}' name; name it .jsonl "
+                          "(one JSON object a line), or '-' for standard output.")
+    predictor = load_student(model, backend=backend, quantized=quantized)
+    items = read_inputs(input_path, predictor.task)
+    preds = predictor.predict(items, batch_size=batch_size, max_tokens=max_tokens)
+    records = []
+    for item, pred in zip(items, preds):
+        records.append({**{k: v for k, v in item.items() if k != "tokens"}, **pred})
+    if output is not None:
+        atomic_write_text(output, "".join(json_text(r, ensure_ascii=False) + "\n" for r in records))
+    return records

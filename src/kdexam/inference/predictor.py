@@ -347,26 +347,28 @@ class Predictor:
 # ---- loading -------------------------------------------------------------------------------------------
 
 
+def export_record(export_dir: Path) -> dict:
+    """The ``export.json`` of an export folder; ``{}`` when it cannot be read as a JSON object."""
+    try:
+        record = json.loads((export_dir / EXPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def export_is_fresh(run_dir: Path, export_dir: Path) -> bool:
     """Whether ``export_dir`` was exported from the weights now in ``run_dir`` (SHA-256 match)."""
     from kdexam.paths import sha256_file
 
-    try:
-        record = json.loads((export_dir / EXPORT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
     weights = run_dir / "model.safetensors"
-    want = (record.get("source") or {}).get("weights_sha256")
+    want = (export_record(export_dir).get("source") or {}).get("weights_sha256")
     return bool(want) and weights.is_file() and sha256_file(weights) == want
 
 
 def export_passed_parity(export_dir: Path) -> bool:
     """Whether ``kdexam export`` finished its parity check on ``export_dir`` and it passed
     (``parity_ok`` in ``export.json``; an export that failed or stopped before the check has not)."""
-    try:
-        return json.loads((export_dir / EXPORT_FILE).read_text(encoding="utf-8")).get("parity_ok") is True
-    except (OSError, ValueError, AttributeError):
-        return False
+    return export_record(export_dir).get("parity_ok") is True
 
 
 def _onnx_predictor(export_dir: Path, quantized: bool, threads: int | None):
@@ -375,11 +377,8 @@ def _onnx_predictor(export_dir: Path, quantized: bool, threads: int | None):
     an export stopped before it looks whole but was never checked)."""
     from kdexam.inference.serving import ServingPredictor
 
-    try:
-        finished = "parity_ok" in json.loads((export_dir / EXPORT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        finished = True  # (the predictor names what is wrong with the file)
-    if not finished:
+    record = export_record(export_dir)
+    if record and "parity_ok" not in record:  # (an unreadable export.json: the predictor names what is wrong)
         raise KdexamError(f"The ONNX export in '{export_dir}' did not finish (its export.json has no parity check: the "
                           "export stopped before it); run 'kdexam export' on its run again.")
     return ServingPredictor(export_dir, quantized, threads)
@@ -427,30 +426,3 @@ def load_student(path: str | Path, backend: str = "auto", quantized: bool = Fals
         return _onnx_predictor(export_dir, False, threads)
     tm = load_torch_model(p)
     return Predictor(TorchRunner(tm.module, device), tm.tokenizer, tm.task, tm.max_length, str(p), False, tm.crf, tm.name)
-
-
-def predict_file(model: str | Path, input_path: str | Path, output: str | Path | None = None, backend: str = "auto",
-                 quantized: bool = False, batch_size: int = 32, max_tokens: int | None = MAX_TOKENS) -> list[dict]:
-    """Predict every input of a file; returns the JSONL records (the input fields, then the
-    prediction) and writes them to ``output`` when given (atomically)."""
-    from kdexam.inference.inputs import read_inputs
-    from kdexam.paths import atomic_write_text, json_text
-    from kdexam.rundir import check_output_file
-
-    if batch_size < 1:
-        raise KdexamError(f"The batch size must be at least 1, not {batch_size}.")
-    if output is not None and Path(output).is_dir():
-        raise KdexamError(f"--output '{output}' is a directory; name the JSONL file to write.")
-    check_output_file(output, [input_path, model], "--output")
-    if output is not None and Path(output).suffix.lower() not in ("", ".jsonl", ".ndjson"):
-        raise KdexamError(f"--output '{output}' would be JSON Lines under a '{Path(output).suffix}' name; name it .jsonl "
-                          "(one JSON object a line), or '-' for standard output.")
-    predictor = load_student(model, backend=backend, quantized=quantized)
-    items = read_inputs(input_path, predictor.task)
-    preds = predictor.predict(items, batch_size=batch_size, max_tokens=max_tokens)
-    records = []
-    for item, pred in zip(items, preds):
-        records.append({**{k: v for k, v in item.items() if k != "tokens"}, **pred})
-    if output is not None:
-        atomic_write_text(output, "".join(json_text(r, ensure_ascii=False) + "\n" for r in records))
-    return records
