@@ -288,6 +288,8 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
         token_column, tag_column = CONLLU_FORM, CONLLU_UPOS
     shape = ConllShape.of(lines, tag_column)
     width: tuple[int, int] | None = None  # the first token row's column count, and its line
+    hint = (" A .txt file is read as CoNLL; for one text per line with a label, give a .csv, .tsv or .jsonl file, "
+            "and for unlabelled text use --unlabelled." if path.suffix.lower() == ".txt" else "")
     for i, line in enumerate(lines, start=1):
         if _is_comment(line, in_sentence=bool(words), shape=shape):
             continue
@@ -304,8 +306,6 @@ def read_conll(path: Path, cfg: DataConfig) -> list[Example]:
             word, tag = cols[token_column], cols[tag_column]
         except IndexError:
             word, tag = None, None
-        hint = (" A .txt file is read as CoNLL; for one text per line with a label, give a .csv, .tsv or .jsonl file, "
-                "and for unlabelled text use --unlabelled." if path.suffix.lower() == ".txt" else "")
         if len(cols) < 2 or not word or not tag or not tag.strip():
             raise KdexamError(f"File '{path}' line {i} is not 'token<TAB>tag' ({line[:40]!r}); CoNLL needs a token and a tag column on every non-blank line.{hint}")
         width = width or (len(cols), i)

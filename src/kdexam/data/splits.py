@@ -279,8 +279,9 @@ def type_labels(splits: dict[str, list[Example]], kind: str, name) -> None:
                 raise KdexamError(f"Dataset '{name}' {split} example {i + 1} has {len(e.text)} words and {len(e.label or [])} "
                                   "tags; give every word one tag, or remove that example.")
             if kind == "classification" and not isinstance(e.label, (list, dict)):
-                shown = f"{str(e.label).lower()} (a JSON boolean)" if isinstance(e.label, bool) else repr(class_name(e.label, mixed))
-                spellings.setdefault(spelling_key(e.label), {})[class_name(e.label, mixed)] = shown
+                named = class_name(e.label, mixed)
+                shown = f"{str(e.label).lower()} (a JSON boolean)" if isinstance(e.label, bool) else repr(named)
+                spellings.setdefault(spelling_key(e.label), {})[named] = shown
             if kind == "regression":
                 try:
                     e.label = float(e.label)
