@@ -195,6 +195,16 @@ def test_cache_teacher_switch_and_bool_flags(captured):
     assert (cfg.cache_teacher, cfg.general, cfg.student.crf) == (True, False, False)
 
 
+def test_a_switch_has_its_negative_to_undo_a_config_file(captured, tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("general: true\ntrust_remote_code: true\nstudent:\n  kind: bilstm\n  crf: true\n")
+    assert cli_config(captured, ["distill", "-c", f]).student.crf is True
+    cfg = cli_config(captured, ["distill", "-c", f, "--no-crf", "--no-general", "--no-trust-remote-code"])
+    assert (cfg.student.crf, cfg.general, cfg.trust_remote_code) == (False, False, False)
+    f.write_text("trust_remote_code: true\n")
+    assert cli_config(captured, ["teacher", "-c", f, "--no-trust-remote-code"]).trust_remote_code is False
+
+
 def test_unknown_api_keyword_is_a_type_error():
     with pytest.raises(TypeError, match="model"):
         api.distill_config(model="x")

@@ -34,7 +34,7 @@ class Flag:
     path: str
     """Dotted config key it sets (e.g. ``data.text_column``)."""
     type: type = str
-    """Command-line value type; ``bool``: a switch (``--name``, or ``option`` such as ``--on/--off``)."""
+    """Command-line value type; ``bool``: a switch (``--name/--no-name``, or ``option`` such as ``--on/--off``)."""
     help: str | None = None
     """Help text; ``{default}`` is filled with the config's default. When omitted: the config
     field's docstring, with its default."""
@@ -48,7 +48,11 @@ class Flag:
 
     @property
     def options(self) -> tuple[str, ...]:
-        return (self.option or "--" + self.name.replace("_", "-"),)
+        """A switch gets its negative (``--crf/--no-crf``), so the line can undo a config file's ``true``."""
+        if self.option:
+            return (self.option,)
+        name = self.name.replace("_", "-")
+        return (f"--{name}/--no-{name}",) if self.type is bool else ("--" + name,)
 
     def value(self, given: Any) -> Any:
         """The config value for what was given on the command line or to the api."""
