@@ -187,7 +187,8 @@ def test_pytorch_predictor_takes_the_same_token_cap(exported):
 def test_serving_audit_cases(exported, tmp_path):
     """Four defects an audit of export and serving found (2026-12-04):
     - a tagger's empty or whitespace word was dropped, so the tags no longer lined up with the words;
-    - an export stopped before its parity check (export.json written, no verdict) was served unchecked;
+    - an export stopped before its parity check (export.json written, no verdict) was served unchecked
+      (by kdexam, and since the next session by the folder's own kdexam_serving.py);
     - ``predict --output out.csv`` wrote JSON Lines under a .csv name;
     - the standalone script refused a pair line ending in a tab, which 'kdexam predict' reads."""
     from kdexam.inference.inputs import predict_file
@@ -203,6 +204,10 @@ def test_serving_audit_cases(exported, tmp_path):
         with pytest.raises(KdexamError, match="did not finish \\(its export.json has no parity check"):
             load_student(path, backend=backend)
     assert load_student(stopped).backend == "pytorch"  # auto: no finished export, so PyTorch
+    # the folder's own script refuses it too (exit 2, the sentence), as a service would be started
+    refused = subprocess.run([sys.executable, str(stopped / "onnx" / SERVING_FILE), str(stopped / "onnx")],
+                             input="a good film\n", capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "did not finish (its export.json has no parity check" in refused.stderr
     texts = tmp_path / "in.txt"
     texts.write_text("a good film\n", encoding="utf-8")
     with pytest.raises(KdexamError, match="would be JSON Lines under a '.csv' name; name it .jsonl"):

@@ -372,15 +372,10 @@ def export_passed_parity(export_dir: Path) -> bool:
 
 
 def _onnx_predictor(export_dir: Path, quantized: bool, threads: int | None):
-    """The torch-free :class:`~kdexam.inference.serving.ServingPredictor` of an export folder that
-    ``kdexam export`` finished: its ``export.json`` holds the parity check's verdict (written last;
-    an export stopped before it looks whole but was never checked)."""
+    """The torch-free :class:`~kdexam.inference.serving.ServingPredictor` of an export folder (it
+    refuses an export stopped before its parity check)."""
     from kdexam.inference.serving import ServingPredictor
 
-    record = export_record(export_dir)
-    if record and "parity_ok" not in record:  # (an unreadable export.json: the predictor names what is wrong)
-        raise KdexamError(f"The ONNX export in '{export_dir}' did not finish (its export.json has no parity check: the "
-                          "export stopped before it); run 'kdexam export' on its run again.")
     return ServingPredictor(export_dir, quantized, threads)
 
 

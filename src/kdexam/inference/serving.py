@@ -260,7 +260,8 @@ class ServingPredictor:
 
     backend = "onnx"
 
-    def __init__(self, export_dir: str | Path, quantized: bool = False, threads: int | None = None):
+    def __init__(self, export_dir: str | Path, quantized: bool = False, threads: int | None = None, unchecked: bool = False):
+        """``unchecked``: serve an export whose parity check has not run yet (the check itself does)."""
         from tokenizers import Tokenizer
 
         d = Path(export_dir)
@@ -270,6 +271,9 @@ class ServingPredictor:
             self.max_length = int(record["max_length"])
         except (OSError, ValueError, KeyError, TypeError):
             raise InputError(f"'{d}' has no readable {EXPORT_FILE}; export the model again with 'kdexam export'.") from None
+        if "parity_ok" not in record and not unchecked:  # (written last: an export stopped before it looks whole)
+            raise InputError(f"The export in '{d}' did not finish (its {EXPORT_FILE} has no parity check: the export "
+                             "stopped before it); run 'kdexam export' on its run again.")
         path = d / (INT8_FILE if quantized else FP32_FILE)
         if not path.is_file():
             raise InputError(f"'{d}' has no {path.name}; run 'kdexam export RUN --format onnx --quantize int8' for an int8 model.")
@@ -441,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS,
                     help=f"padded positions per model call (default {MAX_TOKENS}; 0: no limit)")
     ap.add_argument("--rss", metavar="TEXTS_JSON", help="predict the inputs of this JSON list and print peak memory")
+    ap.add_argument("--unchecked", action="store_true", help="serve an export stopped before its parity check")
     a = ap.parse_args(argv)
     import onnxruntime  # noqa: F401  (counted in the baseline, as any service imports it)
     import tokenizers  # noqa: F401
@@ -448,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = peak_rss_mb()
     max_tokens = a.max_tokens or None
     try:
-        clf = load(a.export_dir, a.quantized, a.threads)
+        clf = ServingPredictor(a.export_dir, a.quantized, a.threads, unchecked=a.unchecked)
         if a.rss:
             loaded = peak_rss_mb()
             clf.predict(json.loads(Path(a.rss).read_text(encoding="utf-8")), a.batch_size, max_tokens)
