@@ -145,3 +145,33 @@ def test_a_folder_given_as_input_or_a_general_encoder_given_as_model_is_said_as_
     (tmp_path / "encoder.json").write_text("{}")
     with pytest.raises(KdexamError, match=r"is a general encoder .* with --init-from"):
         model_role(tmp_path)
+
+
+def _metrics_dir(path, student: dict, task="regression", metric="pearson"):
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text(json.dumps({"task": task, "split": "test", "primary_metric": metric,
+                                                   "teacher": {"name": "t", "params": 100, "metrics": {metric: 0.9}},
+                                                   "student": {"name": "s", "params": 10, **student}, "retention": 0.9}))
+    return path
+
+
+def test_report_shows_regression_loyalty_under_its_own_name_and_refuses_figures_of_the_wrong_type(tmp_path, capsys):
+    """An audit (2026-12-04): `kdexam report` put a regression run's loyalty under "label loyalty"
+    and left its r out; a metrics.json with a null parameter count or a metric as a string was a
+    traceback (exit 1) instead of the sentence."""
+    from kdexam import api
+
+    reg = _metrics_dir(tmp_path / "reg", {"metrics": {"pearson": 0.81}, "loyalty": {"regression": 0.827, "pearson": 0.453}})
+    row = api.compare_runs([reg])[0]
+    assert (row["label_loyalty"], row["regression_loyalty"], row["loyalty_pearson"]) == (None, 0.827, 0.453)
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(reg)])
+    text = capsys.readouterr().out
+    assert e.value.code == 0
+    assert "label loyalty" not in text and "loyalty r" in text and "0.827" in text and "0.453" in text
+    for name, student in (("params", {"params": None, "metrics": {"pearson": 0.8}}), ("string", {"metrics": {"pearson": "0.5"}}),
+                          ("loyalty", {"metrics": {"pearson": 0.8}, "loyalty": {"regression": [1]}})):
+        bad = _metrics_dir(tmp_path / name, student)
+        with pytest.raises(SystemExit) as e:
+            main(["report", str(bad)])
+        assert e.value.code == 2 and "is not a valid kdexam metrics file" in capsys.readouterr().err

@@ -115,6 +115,23 @@ def test_retention_is_the_ratio_or_none_where_it_means_nothing():
     assert retention(float("nan"), 0.9) is None
 
 
+def test_a_held_out_file_is_scored_by_the_runs_own_metric(distilled, tmp_path):
+    """An audit (2026-12-04): a held-out file was scored by the task's default metric (accuracy for a
+    run whose primary metric is macro-F1), and a primary metric of another task was a KeyError."""
+    run = shutil.copytree(distilled / "cnn", tmp_path / "cnn")
+    spec = json.loads((run / "student.json").read_text())
+    spec["task"]["primary_metric"] = "macro_f1"  # as a run trained with data.primary_metric=macro_f1 records it
+    (run / "student.json").write_text(json.dumps(spec))
+    held = write_jsonl(tmp_path / "held-out.jsonl", sentiment_examples(30, seed=9))
+    r = api.evaluate(run, data=str(held))
+    assert r["primary_metric"] == "macro_f1"
+    assert r["retention"] == pytest.approx(r["student"]["metrics"]["macro_f1"] / r["teacher"]["metrics"]["macro_f1"])
+    assert api.evaluate(run, data=str(held), primary_metric="accuracy")["primary_metric"] == "accuracy"  # given: it wins
+    for metric in ("span_f1", "mse", "bogus"):
+        with pytest.raises(KdexamError, match=f"Primary metric '{metric}' does not exist for classification; choose one of"):
+            api.evaluate(run, data=str(held), primary_metric=metric)
+
+
 def test_bad_input_is_a_sentence(distilled, tmp_path, capsys):
     with pytest.raises(KdexamError, match="Split 'dev'"):
         api.evaluate(distilled / "cnn", split="dev")

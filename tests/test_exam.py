@@ -2,6 +2,7 @@
 report (opened in headless Chromium), recommendation and export of the best student."""
 
 import csv
+import json
 import re
 import io
 import os
@@ -684,3 +685,51 @@ def test_an_error_metrics_gaps_are_not_points():
     text = recommend(s, {})["d"]["text"]
     assert "gives up 0.12 of mse to the teacher t (0.5000)" in text and "Distillation gained 0.08 of mse" in text
     assert "points" not in text and "its score minus score where lower is better" in leaderboard.markdown(s)
+
+
+def _as_mse(row, score):
+    """``row`` scored by mse (lower is better); ``score`` None is a seed whose NaN was written as null."""
+    result = {**row["result"], "primary_metric": "mse", "greater_is_better": False, "score": score, "teacher_score": 0.5,
+              "retention": None if score is None else 0.5 / score}
+    return {**row, "result": result}
+
+
+def test_an_entry_without_a_score_ranks_last_whichever_way_its_metric_points(tmp_path):
+    """An audit (2026-12-04): a diverged student (its mse NaN, written as null) topped the mse table,
+    a null Pearson ranked above a negative one, and --export-best picked the diverged seed."""
+    from kdexam.exam.recommend import best_run
+
+    teacher = _teacher(0.5)
+    teacher["result"] = {**teacher["result"], "primary_metric": "mse", "greater_is_better": False}
+    rows = [teacher, _as_mse(_row("student", "good", 1, 0.6, (1.0, 5.0)), 0.6),
+            _as_mse(_row("student", "diverged", 1, 0.0, (1.0, 5.0)), None),
+            _as_mse(_row("student", "worse", 1, 0.9, (0.5, 5.0)), 0.9)]
+    ds = leaderboard.summarise(rows)["datasets"]["d"]
+    _, table = leaderboard.dataset_tables(ds)
+    assert [r[0].split()[0] for r in table[1:]] == ["good", "worse", "diverged"]  # (after the teacher; "* s": Pareto marks)
+    assert [e["student"] for e in sorted(ds["students"], key=leaderboard.rank_key)] == ["good", "worse", "diverged"]
+    scores = [-0.2, None, 0.3]
+    ranked = sorted(({"score": s, "greater_is_better": True} for s in scores), key=leaderboard.rank_key)
+    assert [e["score"] for e in ranked] == [0.3, -0.2, None]
+    overall = leaderboard.overall({"d": {"students": [{**e, "retention": r} for e, r in zip(ds["students"], (-0.5, None, 0.8))]}})
+    assert [r["retention"] for r in overall] == [0.8, -0.5, None]
+    for name, score in (("a", None), ("b", 0.3), ("c", 0.9)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({
+            "task": "regression", "primary_metric": "mse", "teacher": {"name": "t", "params": 1, "metrics": {"mse": 0.5}},
+            "student": {"name": "s", "params": 1, "metrics": {"mse": score}}}))
+    assert best_run({"run_dirs": [tmp_path / n for n in "abc"], "greater_is_better": False}) == tmp_path / "b"
+
+
+def test_the_labels_only_score_is_the_controls_own_when_seeds_differ():
+    """An audit (2026-12-04): with student seeds 1-3 and controls of seeds 1-2, the recommendation
+    rebuilt the control's score from the all-seed mean and the paired gain (0.87, not 0.85)."""
+    rows = [_teacher(0.9), _row("student", "x", 1, 0.80, (1, 5)), _row("student", "x", 2, 0.80, (1, 5)),
+            _row("student", "x", 3, 0.86, (1, 5)), _row("control", "x", 1, 0.85), _row("control", "x", 2, 0.85)]
+    summary = leaderboard.summarise(rows)
+    e = summary["datasets"]["d"]["students"][0]
+    assert e["kd_gain"] == pytest.approx(0.80 - 0.85) and e["paired_score"] == pytest.approx(0.80)
+    text = recommend(summary, {})["d"]["text"]
+    assert "trained on labels alone scores 0.8500 on the 2 seeds both ran" in text
+    warning = " ".join(summary["datasets"]["d"]["warnings"])
+    assert "0.8000 against 0.8500 for the same student trained on labels alone on the 2 seeds both ran (-0.0500)" in warning

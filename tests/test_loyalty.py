@@ -67,3 +67,13 @@ def test_words_cut_by_truncation_read_o_for_the_teacher_and_leave_loyalty_out():
     student[2] = [5, 0, 0]  # now the second word disagrees: one of the two words both saw
     _, _, loyal = compare(task, gold, [teacher], [student], decode(task, [student], features), features)
     assert loyal["label"] == pytest.approx(0.5)
+
+
+def test_regression_loyalty_is_undefined_where_the_teacher_has_no_range():
+    """An audit (2026-12-04): one example (or a collapsed teacher) gave loyalty 0 or 1 and r 0.0
+    beside the metrics' NaN; a non-finite prediction gave r 0.0."""
+    for t, s in (([2.0], [2.01]), ([1.0, 1.0], [1.0, 1.0]), ([0.0, 1.0, 2.0], [0.0, float("nan"), 2.0]), ([], [])):
+        m = regression_loyalty(np.array(t), np.array(s))
+        assert math.isnan(m["regression"]) and math.isnan(m["pearson"]), (t, s)
+    m = regression_loyalty(np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 1.0]))  # a constant student: r 0, as the metrics
+    assert m == {"regression": pytest.approx(1 - (1 + 0 + 1) / 3 / 2), "pearson": 0.0}

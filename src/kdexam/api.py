@@ -199,8 +199,8 @@ def compare_runs(runs: list[str | Path]) -> list[dict]:
         rows.append({
             "run": str(run), "model": side.name if r.student else f"teacher {Path(side.name).name}",
             "params": side.params, "metric": metric, "score": score,
-            "retention": r.retention, "label_loyalty": loyal.get("label", loyal.get("regression")),
-            "probability_loyalty": loyal.get("probability"),
+            "retention": r.retention, "label_loyalty": loyal.get("label"), "probability_loyalty": loyal.get("probability"),
+            "regression_loyalty": loyal.get("regression"), "loyalty_pearson": loyal.get("pearson"),
             "minutes": None if seconds is None else seconds / 60,
             **_fastest_batch1(side.efficiency),
         })

@@ -209,13 +209,16 @@ def report(
     rows = api.compare_runs(runs)
     t = Table(title="kdexam runs")
     benched = any(r["p50_ms"] is not None for r in rows)
-    for c in ("run", "model", "params", "metric", "score", "retention", "label loyalty", "prob. loyalty", "minutes",
+    loyalties = [(key, name) for key, name in (("label_loyalty", "label loyalty"), ("probability_loyalty", "prob. loyalty"),
+                                               ("regression_loyalty", "loyalty"), ("loyalty_pearson", "loyalty r"))
+                 if any(r[key] is not None for r in rows)] or [("label_loyalty", "label loyalty")]  # (those the runs have)
+    for c in ("run", "model", "params", "metric", "score", "retention", *(name for _, name in loyalties), "minutes",
               *(("batch-1 backend", "e2e p50 ms", "speedup") if benched else ())):
         t.add_column(c)
     for r in rows:
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         cells = [Path(r["run"]).name, r["model"], f"{r['params']:,}", r["metric"], fmt(r["score"], ".4f"), fmt(r["retention"], ".3f"),
-                 fmt(r["label_loyalty"], ".3f"), fmt(r["probability_loyalty"], ".3f"), fmt(r["minutes"], ".1f")]
+                 *(fmt(r[key], ".3f") for key, _ in loyalties), fmt(r["minutes"], ".1f")]
         if benched:
             cells += [r["backend"] or "", fmt(r["p50_ms"], ".3f"), fmt(r["speedup"], ".1f")]
         t.add_row(*cells)

@@ -25,7 +25,7 @@ import numpy as np
 
 from kdexam.config import DataConfig
 from kdexam.data.readers import Example, read_file
-from kdexam.data.splits import infer_task, load_data, type_labels
+from kdexam.data.splits import METRICS_BY_TASK, infer_task, load_data, type_labels
 from kdexam.errors import KdexamError
 from kdexam.evaluation.loyalty import compare
 from kdexam.evaluation.predict import decode
@@ -166,7 +166,12 @@ def examples_to_score(cfg: DataConfig, split: str, seed: int, model_task: Task, 
             else infer_task(examples)
         type_labels({path.name: examples}, kind, cfg.name)
         examples = examples[: cfg.max_eval] if cfg.max_eval else examples
-        name, split_name, metric = path.stem, path.name, cfg.primary_metric or ""
+        # a file of the run's task is scored by the run's metric unless one is given (a file has no manifest)
+        metric = cfg.primary_metric or (model_task.primary_metric if kind == model_task.kind else "")
+        if metric and metric not in METRICS_BY_TASK[kind]:
+            raise KdexamError(f"Primary metric '{metric}' does not exist for {kind}; choose one of: "
+                              f"{', '.join(METRICS_BY_TASK[kind])}.")
+        name, split_name = path.stem, path.name
     else:
         loaded = load_data(cfg, seed)
         examples = loaded.split(split) or []

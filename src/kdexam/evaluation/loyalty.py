@@ -64,11 +64,15 @@ def classification_loyalty(teacher_logits: np.ndarray, student_logits: np.ndarra
 
 
 def regression_loyalty(teacher_pred: np.ndarray, student_pred: np.ndarray) -> dict:
-    """Regression loyalty and Pearson's r between teacher and student predictions."""
+    """Regression loyalty and Pearson's r between teacher and student predictions. Both are NaN
+    (``null`` in metrics.json) where undefined: the teacher's predictions have no range (one
+    example, or a collapsed teacher), or a prediction is not finite; r is 0 for a constant student,
+    as :func:`kdexam.evaluation.metrics.regression_metrics` scores a constant prediction."""
     t, s = np.asarray(teacher_pred, float).reshape(-1), np.asarray(student_pred, float).reshape(-1)
-    span = t.max() - t.min()
-    loyalty = 1.0 - np.abs(t - s).mean() / span if span > 0 else float(np.allclose(t, s))
-    pearson = float(stats.pearsonr(t, s)[0]) if np.ptp(t) > 0 and np.ptp(s) > 0 else 0.0
+    if t.size == 0 or not (np.isfinite(t).all() and np.isfinite(s).all()) or np.ptp(t) == 0:
+        return {"regression": float("nan"), "pearson": float("nan")}
+    loyalty = 1.0 - np.abs(t - s).mean() / np.ptp(t)
+    pearson = float(stats.pearsonr(t, s)[0]) if np.ptp(s) > 0 else 0.0
     return {"regression": float(loyalty), "pearson": pearson}
 
 

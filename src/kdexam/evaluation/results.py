@@ -29,6 +29,11 @@ from kdexam.errors import KdexamError
 from kdexam.paths import atomic_write_json
 
 
+def _number(v: Any) -> bool:
+    """A figure of ``metrics.json``: a number, or null (NaN is written as null)."""
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
 @dataclass
 class ModelResult:
     """One side of a run: a teacher or a student."""
@@ -50,6 +55,12 @@ class ModelResult:
     def from_dict(cls, d: dict) -> "ModelResult":
         known = {k: d[k] for k in ("name", "params", "metrics", "params_without_embeddings", "per_class", "loyalty",
                                    "efficiency") if k in d}
+        if not isinstance(known.get("params"), int) or isinstance(known["params"], bool):
+            raise TypeError("params")
+        for name in ("metrics", "loyalty"):  # what report and the exam compute with
+            values = known.get(name) or {}
+            if not isinstance(values, dict) or not all(_number(v) for v in values.values()):
+                raise TypeError(name)
         return cls(**known, extra={k: v for k, v in d.items() if k not in known})
 
 
@@ -101,6 +112,8 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunResult":
+        if not all(_number(d.get(k)) for k in ("retention", "compression", "seconds")):
+            raise TypeError("retention, compression or seconds")
         top = ("general", "task", "dataset", "split", "primary_metric", "teacher", "student", "retention", "compression", "seconds")
         return cls(teacher=ModelResult.from_dict(d["teacher"]),
                    student=ModelResult.from_dict(d["student"]) if d.get("student") else None,

@@ -70,6 +70,7 @@ def summarise(rows: list[dict]) -> dict:
             s_mean, _ = _mean_std([m["result"]["score"] for m in members if m["seed"] in seeds])
             sign = 1 if entry["greater_is_better"] else -1
             entry["control_score"], entry["control_std"], entry["control_n"] = c_mean, c_std, len(control)
+            entry["paired_score"] = s_mean  # (the student's mean over the seeds its control ran)
             entry["kd_gain"] = None if c_mean is None or s_mean is None else sign * (s_mean - c_mean)
         out["datasets"][entry["dataset"]]["students"].append(entry)
     for ds in out["datasets"].values():
@@ -152,6 +153,13 @@ def _entry(key: dict, members: list[dict]) -> dict:
     return entry
 
 
+def rank_key(e: dict) -> tuple:
+    """Sort key of an entry: best score first in the metric's direction; an entry without a score
+    (every seed diverged, its NaN written as null) last, whichever way the metric points."""
+    s = e.get("score")
+    return (s is None, 0.0 if s is None else (-s if e["greater_is_better"] else s))
+
+
 def _dominates(a: dict, b: dict, cost: str) -> bool:
     """``a`` is at least as good as ``b`` in score and cost, and better in one."""
     sa, sb = (a["score"], b["score"]) if a["greater_is_better"] else (-a["score"], -b["score"])
@@ -179,6 +187,11 @@ def noise(e: dict) -> float:
     return max(0.005, ((e.get("score_std") or 0.0) ** 2 + (e.get("control_std") or 0.0) ** 2) ** 0.5)
 
 
+def on_seeds(e: dict) -> str:
+    """`` on the N seeds both ran`` where the control ran fewer seeds than the student (the KD gain is paired)."""
+    return f" on the {e['control_n']} seeds both ran" if e.get("control_n", e["n"]) != e["n"] else ""
+
+
 def warnings(ds: dict) -> list[str]:
     """Plain sentences: where distillation hurt (beyond :func:`noise`), and where the teacher is
     barely better than a student trained on labels alone (within one point of the primary metric);
@@ -188,8 +201,8 @@ def warnings(ds: dict) -> list[str]:
         gain = e.get("kd_gain")
         if gain is not None and gain < -noise(e) - 1e-9:  # (a loss of exactly the noise is not beyond it)
             out.append(f"Distillation hurt {e['student']} ({e['recipe']}, transfer {e['transfer']}) on {e['dataset']}: "
-                       f"{_fmt(e['score'])} against {_fmt(e['control_score'])} for the same student trained on labels alone "
-                       f"({gain:+.4f}); prefer the labels-only student or another recipe.")
+                       f"{_fmt(e['paired_score'])} against {_fmt(e['control_score'])} for the same student trained on labels alone"
+                       f"{on_seeds(e)} ({gain:+.4f}); prefer the labels-only student or another recipe.")
     for t in ds["teachers"]:
         if t.get("own_score") is not None and t["score"] is None:
             out.append(f"The teacher {t['teacher']} on {t['dataset']} scored {_fmt(t['own_score'])} in its own run, on its "
@@ -225,7 +238,7 @@ def overall(datasets: dict) -> list[dict]:
         for name in ("retention", "kd_gain", "speedup", "e2e_ms_b1", "size_mb", "train_minutes"):
             row[name], _ = _mean_std([e.get(name) for e in es])
         rows.append(row)
-    return sorted(rows, key=lambda r: -(r["retention"] or 0))
+    return sorted(rows, key=lambda r: (r["retention"] is None, -(r["retention"] or 0)))  # (no retention: last)
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -283,7 +296,7 @@ def dataset_tables(ds: dict) -> tuple[list[str], list[list[str]]]:
                      _size(t.get("size_mb")), "pytorch" if t.get("e2e_ms_b1") else "", _fmt(t.get("e2e_ms_b1"), ".3f"),
                      _fmt(t.get("e2e_ms_per_text"), ".3f"), "1.0x" if t.get("e2e_ms_b1") else "", _fmt(t.get("peak_mb"), ".0f"),
                      _fmt(t.get("train_minutes"), ".1f"), "1"])
-    key = lambda e: -(e["score"] or 0) if e["greater_is_better"] else (e["score"] or 0)  # noqa: E731
+    key = rank_key
     for e in sorted(ds["students"], key=key):
         rows.append([f(e) for _, _, f in STUDENT_COLUMNS])
     for e in sorted(ds["controls"], key=key):

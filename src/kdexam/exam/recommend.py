@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdexam.errors import KdexamError
+from kdexam.exam import leaderboard
 
 
 def amount(value: float, metric: str, greater_is_better: bool) -> str:
@@ -97,8 +98,7 @@ def recommend(summary: dict, budget: dict) -> dict[str, dict]:
                          "trained on labels alone.")
             else:
                 text += (f" But distillation cost it {amount(-c['kd_gain'], metric, c['greater_is_better'])}: the same student "
-                         "trained on labels alone "
-                         f"scores {c['score'] - c['kd_gain'] * (1 if c['greater_is_better'] else -1):.4f} at the same cost, so "
+                         f"trained on labels alone scores {c['control_score']:.4f}{leaderboard.on_seeds(c)} at the same cost, so "
                          "train that one (or a better teacher) instead.")
         if len(ok) > 1:
             n2 = ok[1]
@@ -114,8 +114,9 @@ def best_run(entry: dict) -> str:
     from kdexam.evaluation.results import read_result
 
     runs = [(read_result(d).score, d) for d in entry["run_dirs"]]
+    scored = [r for r in runs if r[0] is not None] or runs  # (a seed without a score, diverged, is never the best)
     sign = 1 if entry["greater_is_better"] else -1
-    return max(runs, key=lambda r: sign * (r[0] if r[0] is not None else -float("inf")))[1]
+    return max(scored, key=lambda r: sign * r[0] if r[0] is not None else 0.0)[1]
 
 
 def export_best(recommendations: dict[str, dict], out: Path, trust_remote_code: bool = False) -> list[dict]:

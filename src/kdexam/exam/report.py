@@ -90,7 +90,7 @@ def html_report(summary: dict, recs: dict, images: dict, cfg: dict, env: dict, b
         header, rows = leaderboard.dataset_tables(ds)
         classes = (["teacher"] * len(ds["teachers"])
                    + ["pareto" if e.get("pareto") else "" for e in sorted(
-                       ds["students"], key=lambda e: -(e["score"] or 0) if e["greater_is_better"] else (e["score"] or 0))]
+                       ds["students"], key=leaderboard.rank_key)]
                    + ["control"] * len(ds["controls"]))
         parts.append(_table(header, rows, classes))
         if name in images:
