@@ -479,6 +479,46 @@ def test_resume_of_a_finished_run_does_not_train_it_again(teacher, tmp_path, cap
     assert (out / "metrics.json").stat().st_mtime_ns == stamp and "is finished" in capsys.readouterr().err
 
 
+def test_resume_of_a_finished_run_that_kept_its_checkpoint_leaves_it_alone(teacher, tmp_path, capsys):
+    """An audit (2026-12-04): a finished run with train.keep_checkpoint was scored again on --resume
+    and its metrics.json rewritten, losing what 'kdexam bench' had added."""
+    out = tmp_path / "s"
+    api.distill(teacher=teacher / "teacher", student="cnn", out=out, set=["train.keep_checkpoint=true"], **FAST)
+    assert any(out.glob("checkpoint*"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["student"]["efficiency"] = {"latency": []}  # as kdexam bench adds it
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    again = api.distill(teacher=teacher / "teacher", student="cnn", out=out, set=["train.keep_checkpoint=true"], resume=True, **FAST)
+    assert again == metrics == json.loads((out / "metrics.json").read_text()) and "is finished" in capsys.readouterr().err
+
+
+def test_resume_after_the_teacher_or_the_data_changed_is_refused(teacher, tmp_path, capsys):
+    """An audit (2026-12-04): a run interrupted, its teacher's weights replaced in place, then resumed,
+    trained its first part on one teacher and the rest on the other, without a word (config.yaml
+    names the teacher by its path). The same for a teacher run whose data file was edited."""
+    from safetensors.torch import load_file, save_file
+
+    t = shutil.copytree(teacher / "teacher", tmp_path / "t")
+    out = tmp_path / "s"
+    api.distill(teacher=t, student="cnn", out=out, set=["train.keep_checkpoint=true"], **FAST)
+    (out / "metrics.json").unlink()  # as if interrupted after its last checkpoint
+    api.distill(teacher=t, student="cnn", out=out, set=["train.keep_checkpoint=true"], resume=True, **FAST)  # same inputs: resumes
+    (out / "metrics.json").unlink()
+    weights = load_file(t / "model.safetensors")
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, t / "model.safetensors")
+    code, err = _exit(["distill", "--teacher", str(t), "--student", "cnn", "--out", str(out), "--resume"], capsys)
+    assert code == 2 and "changed since it was interrupted" in " ".join(err.split()), err
+    data = shutil.copytree(teacher / "data", tmp_path / "data")
+    tout = tmp_path / "teacher"
+    api.finetune_teacher(data=data, model=teacher / "teacher", out=tout, **FAST)
+    (tout / "metrics.json").unlink()
+    rows = [json.loads(line) for line in (data / "validation.jsonl").read_text().splitlines()]
+    rows[0]["text"] = "an edited sentence"
+    (data / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, err = _exit(["teacher", "--out", str(tout), "--resume"], capsys)
+    assert code == 2 and "changed since it was interrupted" in " ".join(err.split()), err
+
+
 def test_resume_with_a_mistyped_out_says_it_starts_a_new_run(teacher, tmp_path, capsys):
     """--resume into a folder with no run starts one (exams and scripts rely on it), but a user's
     mistyped --out used to retrain from scratch without a word."""
@@ -563,6 +603,13 @@ def test_the_fp16_loss_scale_is_in_the_checkpoint(tmp_path):
     (["--augment-n", "3"], "transfer.augment_n has no effect without transfer.augment"),
     (["--max-unlabelled", "5"], "transfer.max_unlabelled has no effect without transfer.unlabelled"),
     (["--combine", "logits"], "do nothing with one"),
+    # an audit of training (2026-12-04): settings accepted and ignored
+    (["--min-confidence", "0.9"], "transfer.min_confidence filters teacher-labelled rows, and there are none"),
+    (["--augment", "ngram", "--augment-p", "0.9"], "transfer.augment_p is read by the mask and neighbours and mlm augmenters"),
+    (["--augment", "mask", "--augment-vectors", "v.txt"], "transfer.augment_vectors is read by the neighbours augmenter"),
+    (["--augment", "mask", "--augment-mlm-model", "m"], "transfer.augment_mlm_model is read by the mlm augmenter"),
+    (["--augment", "mask,mask"], "transfer.augment names mask more than once"),
+    (["--unlabelled", "movie-dialog", "--unlabelled-column", "nosuch"], "--unlabelled-column names a column of a CSV"),
 ])
 def test_numbers_and_settings_that_did_nothing_or_ruined_the_run_are_refused(teacher, tmp_path, capsys, flags, says):
     """An infinite learning rate trained a NaN model with exit 0; a seed numpy cannot take and a huge

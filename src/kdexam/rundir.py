@@ -42,7 +42,8 @@ PATH_KEYS = ("teacher", "teachers", "model", "init_from", "data.name", "student.
 MODEL_MARKERS = RUN_FILES + ("config.json", "export.json", "tokenizer.json")
 """Files that make a folder a run, a model or an export."""
 OWN_FILES = set(MODEL_MARKERS) | {"tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
-                                  "train_log.jsonl", "transfer.jsonl", "README.md", "kdexam_serving.py", "kdexam_model.json"}
+                                  "train_log.jsonl", "transfer.jsonl", "README.md", "kdexam_serving.py", "kdexam_model.json",
+                                  "inputs.json"}
 OWN_SUFFIXES = (".safetensors", ".onnx", ".bin", ".model")
 """What such a folder needs: an output file never replaces one of these."""
 
@@ -129,17 +130,36 @@ def same_run_again(out: Path, resume: bool) -> None:
 
 
 def finished_run(out: Path, resume: bool) -> dict | None:
-    """``--resume`` of a run that finished (its ``metrics.json`` written, no checkpoint or finished
-    stage left): its metrics, said on the console, instead of training it again."""
-    if not resume or not (out / "metrics.json").is_file() or any(out.glob("checkpoint*")) or any(out.glob("stage*-done")):
+    """``--resume`` of a run that finished (its ``metrics.json``, written last, is there; a run that
+    kept its checkpoint, ``train.keep_checkpoint``, finished too): its metrics, said on the console,
+    instead of scoring it again and rewriting what ``kdexam bench`` added."""
+    if not resume or not (out / "metrics.json").is_file():
         return None
     try:
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    Console(stderr=True).print(f"--resume: the run in {out} is finished (metrics.json, no checkpoint); nothing to do. "
+    Console(stderr=True).print(f"--resume: the run in {out} is finished (metrics.json); nothing to do. "
                                "Pass --overwrite to train it again.")
     return metrics if isinstance(metrics, dict) else None
+
+
+INPUTS_FILE = "inputs.json"
+"""A run's record of what it trains on (:func:`check_same_inputs`)."""
+
+
+def check_same_inputs(out: Path, fingerprint: str, resume: bool) -> None:
+    """``--resume`` of a run whose teacher or data changed since it was interrupted is refused: its
+    first part was trained on other inputs than its rest would be, and ``config.yaml`` (which names
+    them by path) cannot tell. ``fingerprint``: the inputs' key, recorded in ``inputs.json``."""
+    try:
+        recorded = json.loads((out / INPUTS_FILE).read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return  # (a run of an older kdexam, or a new run)
+    if resume and recorded != fingerprint:
+        raise KdexamError(f"--resume: the teacher or the data of the run in '{out}' changed since it was interrupted "
+                          "(the teacher's files or the training or validation examples differ); restore them to continue "
+                          "it, or pass --overwrite to train it again from the start.")
 
 
 RUN_FOLDERS = ("onnx", "checkpoint")

@@ -26,7 +26,7 @@ from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.predict import evaluate
 from kdexam.paths import atomic_write_json, plain_mode, temp_prefix
-from kdexam.rundir import check_out, clear_replaced, finished_run, with_absolute_paths
+from kdexam.rundir import INPUTS_FILE, check_out, check_same_inputs, clear_replaced, finished_run, with_absolute_paths
 from kdexam.students.registry import count_parameters
 from kdexam.teachers.loader import allow_remote_code, fit_max_length, load_for_task, load_tokenizer
 from kdexam.teachers.teacher import store_scored_logits
@@ -34,6 +34,16 @@ from kdexam.training.checkpoint import load_stage, save_stage
 from kdexam.training.trainer import fit, make_accelerator
 
 console = Console(stderr=True)
+
+
+def inputs_fingerprint(model: str, examples: list, task, max_length: int) -> str:
+    """One key for what the run trains on: the base model's files (a hub id: its commit) and the
+    training and validation examples in order (:func:`kdexam.teachers.cache.fingerprint`)."""
+    from kdexam.teachers.builtin_models import resolve_model
+    from kdexam.teachers.cache import fingerprint, hub_model_key, model_fingerprint
+
+    path = Path(resolve_model(model))
+    return fingerprint(model_fingerprint(path) if path.is_dir() else hub_model_key(model), examples, task, max_length)
 
 
 def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: bool = False) -> dict:
@@ -71,10 +81,13 @@ def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: boo
     def validate(m):
         return evaluate(m, enc["validation"], data.validation, tokenizer, task, cfg.train.eval_batch_size)[0]
 
+    inputs = inputs_fingerprint(str(cfg.model), data.train + data.validation, task, max_length)
+    check_same_inputs(out, inputs, resume)
     clear_replaced(out, replace, accelerator)
     out.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:  # first: a --resume with another config is refused (check_out compares it)
         save_config(cfg, out / "config.yaml")
+        atomic_write_json(out / INPUTS_FILE, {"fingerprint": inputs})
     log_path = out / "train_log.jsonl"
     if not resume:
         log_path.unlink(missing_ok=True)

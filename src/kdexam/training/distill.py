@@ -32,7 +32,7 @@ from rich.console import Console
 from kdexam.config import DataConfig, DistillRunConfig, ObjectiveSpec, save_config
 from kdexam.data.encode import encode, first_subwords, make_loader
 from kdexam.data.splits import DataSplits, load_data
-from kdexam.data.transfer import TransferSet, build_transfer_set
+from kdexam.data.transfer import TransferSet, build_transfer_set, check_confidence_fits, check_unlabelled_column
 from kdexam.errors import KdexamError
 from kdexam.evaluation.card import refresh_card
 from kdexam.evaluation.evaluate import ensemble_scores, score, without_per_class
@@ -41,12 +41,22 @@ from kdexam.evaluation.predict import decode, predict_logits, predict_logits_sha
 from kdexam.evaluation.results import ModelResult, RunResult, retention, retention_note
 from kdexam.objectives import ModelShape, build_objectives, check_objective_specs, default_objectives
 from kdexam.objectives.members import build_ensemble_objectives
-from kdexam.paths import read_run_config
-from kdexam.rundir import check_out, clear_replaced, finished_run, is_teacher_run, not_a_teacher_run, with_absolute_paths
+from kdexam.paths import atomic_write_json, read_run_config
+from kdexam.rundir import (
+    INPUTS_FILE,
+    check_out,
+    check_same_inputs,
+    clear_replaced,
+    finished_run,
+    is_teacher_run,
+    not_a_teacher_run,
+    with_absolute_paths,
+)
 from kdexam.students.crf import LAMPLE_2016, crf_params
 from kdexam.students.registry import build_student, check_spec, count_parameters, save_student
 from kdexam.tasks import Task
 from kdexam.teachers.ensemble import CITATION as ENSEMBLE_CITATION
+from kdexam.teachers.cache import fingerprint
 from kdexam.teachers.ensemble import Ensemble, split_member
 from kdexam.teachers.loader import allow_remote_code
 from kdexam.teachers.teacher import Teacher, check_same_tokenization
@@ -80,9 +90,13 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
         return done
     run = prepare(cfg, teacher_dirs)  # every check and all teacher work, before the run's folder is touched
 
+    inputs = inputs_fingerprint(cfg, run)
+    check_same_inputs(out, inputs, resume)
     clear_replaced(out, replace, run.accelerator)  # (--overwrite: only now, with the new run set up)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    if run.accelerator.is_main_process:
+        atomic_write_json(out / INPUTS_FILE, {"fingerprint": inputs})
     if len(run.transfer.segments) > 1:
         run.transfer.write(out / "transfer.jsonl")
     student, summaries, citations = train_stages(cfg, run, out, resume)
@@ -93,7 +107,7 @@ def distill(cfg: DistillRunConfig, resume: bool = False, overwrite: bool = False
     train_out = run.teacher_side.outputs
     result.extra.update({
         "teacher_cache": {"hit": train_out.from_cache,
-                          "path": getattr(train_out, "member_paths", None) or (str(train_out.path) if train_out.path else None),
+                          "path": cache_paths(train_out),
                           "outputs": sorted(run.names), "online": list(train_out.online) if cfg.cache_teacher else sorted(run.names),
                           "teacher_forward_calls": run.teacher.forward_calls, "teacher_examples": run.teacher.examples_computed,
                           "precision": cfg.teacher_precision},
@@ -139,6 +153,10 @@ def prepare(cfg: DistillRunConfig, teacher_dirs: list[Path]) -> Prepared:
     data_cfg = cfg.data if cfg.data.task else cfg.data.model_copy(update={"task": teacher.task.kind})
     data = load_data(data_cfg, cfg.seed)
     task = check_data_fits_teacher(data, teacher.task, teacher_dirs[0])
+    check_confidence_fits(cfg.transfer.min_confidence, task)
+    if isinstance(teacher, Ensemble) and task.kind == "regression" and cfg.ensemble.combine == "logits":
+        raise KdexamError("--combine logits averages class logits; regression teachers' predictions are averaged as they "
+                          "are, so drop --combine (or --set ensemble.combine=logits).")
 
     transfer = build_transfer_set(cfg.transfer, data, task, cfg.seed, cfg.data, str(teacher_dir), teacher.tokenizer.mask_token)
     torch.manual_seed(cfg.seed)
@@ -224,6 +242,22 @@ def train_stages(cfg: DistillRunConfig, run: Prepared, out: Path, resume: bool) 
     return student, summaries, citations
 
 
+def inputs_fingerprint(cfg: DistillRunConfig, run: Prepared) -> str:
+    """One key for what the run trains on: the teacher's (each member's) files, and the transfer
+    set and validation split in order (:func:`kdexam.teachers.cache.fingerprint`)."""
+    teachers = run.teacher.members.values() if isinstance(run.teacher, Ensemble) else [run.teacher]
+    return fingerprint("+".join(t.key for t in teachers), run.transfer.examples + run.data.validation, run.task,
+                       cfg.data.max_length)
+
+
+def cache_paths(outputs) -> str | list[str] | dict | None:
+    """Where the teacher outputs are cached: one folder, one per transfer-set segment, or per member of an ensemble."""
+    if getattr(outputs, "member_paths", None):
+        return outputs.member_paths
+    paths = [str(p) for p in getattr(outputs, "paths", [outputs.path]) if p]
+    return None if not paths else paths[0] if len(paths) == 1 else paths
+
+
 def run_inputs(cfg: DistillRunConfig, teacher_dirs: list[Path]) -> dict:
     """The run's inputs by what they are, for :func:`~kdexam.rundir.check_out` (a run never writes into one)."""
     labels = ["teacher"] if len(teacher_dirs) == 1 else [f"teacher {i}" for i in range(1, len(teacher_dirs) + 1)]
@@ -243,6 +277,7 @@ def check_run_config(cfg: DistillRunConfig) -> None:
         check_objective_specs(*stage_objectives(stage, cfg, []))
     for name in cfg.transfer.augment:
         check_augmenter_name(name)
+    check_unlabelled_column(cfg.transfer)
 
 
 def check_teacher_layers(spec, teacher_dir: Path) -> None:
@@ -286,7 +321,7 @@ def teacher_side(cfg: DistillRunConfig, teacher: Teacher | Ensemble, examples: l
     outputs = teacher.outputs_of_segments(segments, names, cache=cfg.cache_teacher,
                                           budget_gb=cfg.cache_budget_gb, precision=cfg.teacher_precision)
     if cfg.cache_teacher:
-        console.print(f"teacher outputs: {'read from cache' if outputs.from_cache else 'computed and cached'} ({outputs.path})")
+        console.print(f"teacher outputs: {'read from cache' if outputs.from_cache else 'computed and cached'} ({cache_paths(outputs)})")
     positions = ([np.asarray(first_subwords(r["word_ids"], r["n_words"]), dtype=np.int64) for r in features.rows]
                  if task.kind == "token-classification" else None)
     return TeacherSide(outputs, names, task, positions)
