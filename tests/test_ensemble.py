@@ -3,6 +3,7 @@ outputs, word-level alignment across a WordPiece and a word-level tokenizer (wit
 members' caches kept apart, label-set checks, and ensemble distillation end to end."""
 
 import json
+import os
 import math
 
 import numpy as np
@@ -364,6 +365,27 @@ def test_regression_ensemble_end_to_end(tmp_path):
     members = r["teacher"]["ensemble"]["members"]
     assert [m["weight"] for m in members] == pytest.approx([0.75, 0.25])
     assert set(members[0]["student_loyalty"]) == {"regression", "pearson"}
+
+
+def test_settings_a_regression_teacher_cannot_use_are_refused_before_its_work(tmp_path, monkeypatch):
+    """An audit (2026-12-04): --combine logits with regression teachers was accepted and ignored;
+    --min-confidence with a regression teacher was refused only after the teacher had run over the
+    whole transfer set; the same teacher given as a relative and an absolute path was one member."""
+    from kdexam.teachers.teacher import Teacher
+    from run_factory import make_teacher_run
+
+    a, b = make_teacher_run(tmp_path / "a", "reg"), make_teacher_run(tmp_path / "b", "reg")
+    (tmp_path / "u.txt").write_text("a fine film\nquite dull\n", encoding="utf-8")
+    monkeypatch.setattr(Teacher, "outputs_of_segments", lambda *a, **k: pytest.fail("the teacher ran"))
+    common = dict(data=tmp_path / "a" / "data-reg", student="cnn", epochs=1)
+    with pytest.raises(KdexamError, match="--combine logits averages class logits; regression teachers"):
+        api.distill(teacher=[a, b], combine="logits", out=tmp_path / "s", **common)
+    with pytest.raises(KdexamError, match="--min-confidence filters by the teacher's class probabilities"):
+        api.distill(teacher=a, unlabelled=str(tmp_path / "u.txt"), min_confidence=0.9, out=tmp_path / "t", **common)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KdexamError, match="teachers lists the same directory twice"):
+        api.distill(teacher=[os.path.relpath(a, tmp_path), str(a.resolve())], out=tmp_path / "u", **common)
+    assert not any((tmp_path / n).exists() for n in "stu")
 
 
 def test_validation_weights_online_and_with_a_member_below_zero(teachers, monkeypatch):

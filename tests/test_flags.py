@@ -66,7 +66,7 @@ SAMPLES = {
     "unlabelled": (["--unlabelled", "movie-dialog", "--unlabelled", "u.txt"], ["movie-dialog", "u.txt"], ["movie-dialog", "u.txt"]),
     "unlabelled_column": (["--unlabelled-column", "line"], "line", "line"),
     "max_unlabelled": (["--max-unlabelled", "500"], 500, 500),
-    "augment": (["--augment", "mask,ngram"], "mask,ngram", ["mask", "ngram"]),
+    "augment": (["--augment", "mask,neighbours,mlm,ngram"], "mask,neighbours,mlm,ngram", ["mask", "neighbours", "mlm", "ngram"]),
     "augment_n": (["--augment-n", "5"], 5, 5),
     "augment_p": (["--augment-p", "0.2"], 0.2, 0.2),
     "augment_vectors": (["--augment-vectors", "glove.txt"], "glove.txt", "glove.txt"),
@@ -143,7 +143,7 @@ def test_distill_takes_every_teacher_flag_but_model():
 
 
 NEEDS = {"unlabelled_column": "unlabelled", "max_unlabelled": "unlabelled", "augment_n": "augment", "augment_p": "augment",
-         "augment_vectors": "augment", "augment_mlm_model": "augment"}
+         "augment_vectors": "augment", "augment_mlm_model": "augment", "min_confidence": "unlabelled"}
 """Flags that do something only with another, given with it (alone they are refused)."""
 
 

@@ -229,6 +229,18 @@ def test_contextual_averages_are_cached_and_a_second_init_skips_the_teacher_pass
     rows.clear()
     third = teacher_context_embeddings(teacher, 4, texts, progress=False)  # a damaged file: computed again
     assert sum(rows) > first.info["tokens_alone"] and torch.equal(third.weight, first.weight) and cache.stat().st_size > 7
+    # bits flipped inside the tensor (the file still loads, shapes agree): caught by the checksum, computed again
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(cache), "pt") as f:
+        metadata = f.metadata()  # (the checksum of the tensors as written)
+    stored = load_file(str(cache))
+    stored["means"][0, 0] = stored["means"][0, 0] * 1e6
+    save_file(stored, str(cache), metadata=metadata)
+    rows.clear()
+    fourth = teacher_context_embeddings(teacher, 4, texts, progress=False)
+    assert sum(rows) > first.info["tokens_alone"] and torch.equal(fourth.weight, first.weight)
 
 
 def test_contextual_embeddings_build_a_trimmed_student_of_every_embedding_kind(runs):

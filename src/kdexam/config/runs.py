@@ -179,6 +179,24 @@ class TransferConfig(Strict):
             if getattr(self, key) != type(self).model_fields[key].default and not getattr(self, source):  # (a config.yaml lists every key)
                 raise ValueError(f"transfer.{key} has no effect without transfer.{source} (--{source}); add it or drop "
                                  f"--{key.replace('_', '-')}")
+        if self.min_confidence is not None and not (self.unlabelled or self.augment):
+            raise ValueError("transfer.min_confidence filters teacher-labelled rows, and there are none without "
+                             "transfer.unlabelled or transfer.augment; add one or drop --min-confidence")
+        return self
+
+    @model_validator(mode="after")
+    def _augmenter_settings_need_their_augmenter(self):
+        """An augmenter named twice made the same examples again; a setting no listed augmenter reads did nothing."""
+        twice = sorted({m for m in self.augment if self.augment.count(m) > 1})
+        if twice:
+            raise ValueError(f"transfer.augment names {', '.join(twice)} more than once, which makes the same examples "
+                             "again; name each augmenter once (--augment-n N makes N examples per augmenter)")
+        for key, readers in (("augment_p", ("mask", "neighbours", "mlm")), ("augment_vectors", ("neighbours",)),
+                             ("augment_mlm_model", ("mlm",))):
+            if getattr(self, key) is not None and self.augment and not set(readers) & set(self.augment):
+                raise ValueError(f"transfer.{key} is read by the {' and '.join(readers)} augmenter{'s' if len(readers) > 1 else ''}, "
+                                 f"and --augment {','.join(self.augment)} has none of them; add one or drop "
+                                 f"--{key.replace('_', '-')}")
         return self
 
 
@@ -272,7 +290,7 @@ class DistillRunConfig(Strict):
         if self.teachers is not None:
             if self.teacher is not None:
                 raise ValueError("teacher and teachers both name the teacher; give several teachers in teachers only")
-            if len({str(Path(t)) for t in self.teachers}) != len(self.teachers):
+            if len({str(Path(t).expanduser().resolve()) for t in self.teachers}) != len(self.teachers):  # (t, ./t, /abs/t)
                 raise ValueError("teachers lists the same directory twice; give each teacher once")
         n = len(self.teacher_dirs)
         if self.ensemble.weights is not None and n and len(self.ensemble.weights) != n:

@@ -116,8 +116,7 @@ class TransferSet:
         confidence (softmax max; tagging: its mean over words) is ≥ ``min_confidence``."""
         if min_confidence is None:
             return list(range(len(self)))
-        if task.kind == "regression":
-            raise KdexamError("--min-confidence filters by the teacher's class probabilities; a regression teacher has none.")
+        check_confidence_fits(min_confidence, task)
         keep, dropped = [], {}
         for i, (source, z) in enumerate(zip(self.sources, logits)):
             if source != "gold" and confidence(z) < min_confidence:
@@ -211,6 +210,25 @@ def build_transfer_set(cfg: TransferConfig, data: DataSplits, task: Task, seed: 
     console.print(f"transfer set: {len(examples):,} examples ({', '.join(f'{k} {v:,}' for k, v in report['sources'].items())})"
                   f"{per_source}; {dropped:,} dropped as duplicates of validation/test or of earlier rows")
     return TransferSet(examples, sources, [example_id(e) for e in examples], segments, report)
+
+
+def check_confidence_fits(min_confidence: float | None, task: Task) -> None:
+    """``min_confidence`` is refused for a regression teacher (it has no class probabilities); checked
+    before any teacher work."""
+    if min_confidence is not None and task.kind == "regression":
+        raise KdexamError("--min-confidence filters by the teacher's class probabilities; a regression teacher has none.")
+
+
+def check_unlabelled_column(cfg: TransferConfig) -> None:
+    """``unlabelled_column`` names a column of a CSV/TSV/JSON(L) source; with only .txt files and
+    built-in datasets (read by their own columns) it would do nothing, so it is refused."""
+    from kdexam.data.builtin import BUILTIN_DATASETS
+
+    tables = [n for n in cfg.unlabelled if n not in BUILTIN_DATASETS and Path(n).suffix.lower() != ".txt"]
+    if cfg.unlabelled_column is not None and cfg.unlabelled and not tables:
+        raise KdexamError(f"--unlabelled-column names a column of a CSV, TSV or JSONL source, and {', '.join(cfg.unlabelled)} "
+                          "has none (a .txt file holds one text per line; a built-in dataset is read by its own columns); "
+                          "drop --unlabelled-column.")
 
 
 def check_unlabelled_name(name: str) -> None:

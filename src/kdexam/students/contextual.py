@@ -90,7 +90,7 @@ def teacher_context_embeddings(teacher: str | Path, dim: int | None = None, text
     return EmbeddingInit(weight, tokenizer, info)
 
 
-CONTEXT_CACHE_FORMAT = 1
+CONTEXT_CACHE_FORMAT = 2  # (2: a checksum in the file's metadata)
 """Bumped when the contextual averages change meaning, so old cache files are not read."""
 
 
@@ -109,6 +109,14 @@ def context_cache_file(teacher: str | Path, strings: list[str], max_length: int)
     return kdexam_home() / "cache" / "contextual" / f"{h.hexdigest()[:32]}.safetensors"
 
 
+def _checksum(ids: torch.Tensor, means: torch.Tensor) -> str:
+    """SHA-256 of the cached tensors' bytes, kept in the file's metadata, so that damage is caught as
+    the teacher cache catches it."""
+    h = hashlib.sha256(ids.numpy().tobytes())
+    h.update(means.float().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _read_context_cache(path: Path) -> dict | None:
     """The cached averages, or None when there are none or the file is damaged (then it is removed
     and the pass runs again)."""
@@ -116,10 +124,16 @@ def _read_context_cache(path: Path) -> dict | None:
         return None
     from safetensors.torch import load_file
 
+    from safetensors import safe_open
+
     try:
         stored = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            recorded = (f.metadata() or {}).get("sha256")
         if stored["ids"].ndim != 1 or stored["means"].shape[0] != stored["ids"].shape[0]:
             raise ValueError("inconsistent shapes")
+        if recorded != _checksum(stored["ids"], stored["means"]):  # (bits flipped on disk load without error)
+            raise ValueError("checksum")
         return stored
     except Exception:
         path.unlink(missing_ok=True)
@@ -136,7 +150,8 @@ def _write_context_cache(path: Path, ids: list[int], means: torch.Tensor) -> Non
     fd, tmp = temp_file(path)
     os.close(fd)
     try:
-        save_file({"ids": torch.tensor(ids, dtype=torch.long), "means": means.contiguous()}, tmp)
+        ids_t, means = torch.tensor(ids, dtype=torch.long), means.contiguous()
+        save_file({"ids": ids_t, "means": means}, tmp, metadata={"sha256": _checksum(ids_t, means)})
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
