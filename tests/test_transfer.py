@@ -249,13 +249,16 @@ def test_two_stage_recipe_changes_data_between_stages(teacher, tmp_path, monkeyp
         return loader
 
     monkeypatch.setattr(D, "make_loader", spy)
+    # the third stage, gold alone without data: gold, reads the labelled rows too (an audit, 2026-12-04:
+    # it read every row, the teacher-labelled ones with no loss)
     stages = [{"name": "transfer", "data": "transfer", "objectives": [{"name": "kl", "temperature": 2}]},
-              {"name": "gold", "data": "gold", "objectives": [{"name": "gold"}], "epochs": 1}]
+              {"name": "gold", "data": "gold", "objectives": [{"name": "gold"}], "epochs": 1},
+              {"name": "gold-again", "objectives": [{"name": "gold"}], "epochs": 1}]
     r = small(teacher, tmp_path / "s", unlabelled=teacher / "unlabelled.txt", set=["stages=" + json.dumps(stages)])
     gold_n = r["transfer"]["sources"]["gold"]
-    assert [s["data"] for s in r["stages"]] == ["transfer", "gold"]
-    assert seen[0] == list(range(r["transfer"]["total"])) and seen[1] == list(range(gold_n))
-    assert r["stages"][1]["examples"] == gold_n < r["stages"][0]["examples"]
+    assert [s["data"] for s in r["stages"]] == ["transfer", "gold", "gold"]
+    assert seen[0] == list(range(r["transfer"]["total"])) and seen[1] == seen[2] == list(range(gold_n))
+    assert r["stages"][1]["examples"] == r["stages"][2]["examples"] == gold_n < r["stages"][0]["examples"]
 
 
 def test_min_confidence_filters_teacher_labelled_rows(teacher, tmp_path):

@@ -227,12 +227,14 @@ def train_stages(cfg: DistillRunConfig, run: Prepared, out: Path, resume: bool) 
         if "logits" not in objective.student_requires:  # the head is not trained in this stage: its task score says nothing
             validate, metric, greater = objective_validation(cfg, run.teacher, run.data.validation, task, feats["validation"],
                                                              tokenizer, objective, accelerator), "objective", False
-        rows = run.transfer.indices("gold") if stage.data == "gold" else run.kept
+        # a stage without the teacher (gold alone) reads the labelled rows: the teacher-labelled ones carry no loss
+        data = "gold" if stage.data == "gold" or not objective.needs_teacher else "transfer"
+        rows = run.transfer.indices("gold") if data == "gold" else run.kept
         loader = make_loader(feats["train"], tokenizer, task, train_cfg.batch_size, shuffle=True, seed=cfg.seed + n, indices=rows)
         summary = fit(distiller, loader, loss_fn, validate, train_cfg, accelerator, metric, greater,
                       log_path, desc=f"{cfg.student.kind} {stage.name}", checkpoint_dir=out / f"checkpoint-stage{n + 1}", resume=resume,
                       log_start=log_start)
-        summaries.append({"stage": stage.name, "objectives": objective.names, "data": stage.data, "examples": len(loader.dataset),
+        summaries.append({"stage": stage.name, "objectives": objective.names, "data": data, "examples": len(loader.dataset),
                           **{k: v for k, v in summary.items() if k != "history"}})
         student = accelerator.unwrap_model(distiller).student
         log_start = log_path.stat().st_size if log_path.is_file() else 0
@@ -273,8 +275,15 @@ def check_run_config(cfg: DistillRunConfig) -> None:
     from kdexam.data.augment.registry import check_augmenter_name
 
     check_spec(cfg.student)
+    gold_only = []
     for stage in stages_of(cfg, cfg.data.task or "classification"):
-        check_objective_specs(*stage_objectives(stage, cfg, []))
+        specs, matches = stage_objectives(stage, cfg, [])
+        check_objective_specs(specs, matches)
+        gold_only.append(stage.data == "gold" or (bool(specs) and not matches and all(s.name == "gold" for s in specs)))
+    if all(gold_only) and (cfg.transfer.unlabelled or cfg.transfer.augment):
+        raise KdexamError("Every stage trains on gold labels alone, so the transfer set's teacher-labelled rows "
+                          "(--unlabelled, --augment) would carry no loss; drop them, or add a teacher objective "
+                          "(--objective kl).")
     for name in cfg.transfer.augment:
         check_augmenter_name(name)
     check_unlabelled_column(cfg.transfer)
