@@ -306,6 +306,21 @@ def test_precedence_on_the_command_line(config_file, captured):
         assert cfg.data.label_column == "set_label" and cfg.seed == 1 and cfg.train.batch_size == 4
 
 
+def test_a_saved_config_rerun_with_another_student_takes_that_students_default_rate(tmp_path):
+    """A run's config.yaml records every default, the learning rate its student's default gave among
+    them: rerun with --student cnn, a bert-mini's 1e-4 was kept for the CNN (whose default is 1e-3)."""
+    from kdexam.config import save_config
+
+    saved = tmp_path / "config.yaml"
+    save_config(api.distill_config(student="bert-mini"), saved)
+    assert api.distill_config(saved).train.learning_rate == 1e-4
+    assert api.distill_config(saved, student="cnn").train.learning_rate == 1e-3  # the CNN's default
+    assert api.distill_config(saved, set=["student.kind=cnn"]).train.learning_rate == 1e-3
+    assert api.distill_config(saved, student="cnn", learning_rate=3e-4).train.learning_rate == 3e-4  # given again: kept
+    save_config(api.distill_config(student="bert-mini", learning_rate=2e-4), saved)  # a rate set on purpose: kept
+    assert api.distill_config(saved, student="cnn").train.learning_rate == 2e-4
+
+
 def test_a_flag_wins_over_a_set_section():
     cfg = api.distill_config(set=["student={kind: cnn, hidden_size: 10}"], layers="upper", student="bilstm")
     assert (cfg.student.kind, cfg.student.hidden_size, cfg.student.layers) == ("bilstm", 10, "upper")

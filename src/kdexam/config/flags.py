@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 from kdexam.config.loading import build_config, load_config
+from kdexam.config.runs import default_rate_follows_the_student
 from kdexam.errors import KdexamError, UnknownArguments
 from kdexam.paths import load_yaml
 
@@ -372,6 +373,8 @@ def _resolve(model: type[BaseModel], config: str | Path | None, overrides: dict[
             raw = None
         if not isinstance(raw, dict):
             load_config(model, config)  # raises the sentence for a missing, unreadable or non-mapping file
+        if "student" in model.model_fields:
+            raw = default_rate_follows_the_student(raw, overrides)
     return build_config(model, raw, overrides, set_nulls=True)
 
 

@@ -204,6 +204,26 @@ STUDENT_LEARNING_RATES = {"bilstm": 1e-3, "cnn": 1e-3, "static": 1e-3, "teacher-
 """Default peak learning rates per student family; other (bert-*) presets use 1e-4."""
 
 
+def student_learning_rate(kind: str) -> float:
+    """The default peak learning rate of a student kind (its family's; kinds are read in any case)."""
+    return STUDENT_LEARNING_RATES.get(kind.strip().lower().split(":")[0], 1e-4)
+
+
+def default_rate_follows_the_student(raw: dict, overrides: dict[str, Any]) -> dict:
+    """A saved ``config.yaml`` records the learning rate its student's default gave. Rerun with
+    another student (``--student``, ``--set student.kind=…``), that rate is the new student's
+    default instead; a rate that is not the old student's default, or one given again, is kept."""
+    student, train = raw.get("student"), raw.get("train")
+    new = overrides.get("student.kind", (overrides.get("student") or {}).get("kind") if isinstance(overrides.get("student"), dict) else None)
+    if (not isinstance(student, dict) or not isinstance(train, dict) or not isinstance(student.get("kind"), str)
+            or not isinstance(new, str) or any(k in overrides for k in ("train", "train.learning_rate"))):
+        return raw
+    old = student["kind"]
+    if student_learning_rate(old) == student_learning_rate(new) or train.get("learning_rate") != student_learning_rate(old):
+        return raw
+    return {**raw, "train": {k: v for k, v in train.items() if k != "learning_rate"}}
+
+
 class EnsembleConfig(Strict):
     """How the outputs of several teachers (``teachers``) combine into one soft target per example
     (:mod:`kdexam.teachers.ensemble`)."""
@@ -334,6 +354,5 @@ class DistillRunConfig(Strict):
     @model_validator(mode="after")
     def _student_learning_rate(self):
         if "learning_rate" not in self.train.model_fields_set:
-            family = self.student.kind.strip().lower().split(":")[0]  # (kinds are read in any case)
-            self.train.learning_rate = STUDENT_LEARNING_RATES.get(family, 1e-4)
+            self.train.learning_rate = student_learning_rate(self.student.kind)
         return self
