@@ -562,6 +562,13 @@ def test_budget_rerender_and_export_best(measured_exam, capsys):
     (out / "texts.txt").write_text("a great fun film\na dull boring mess\n", encoding="utf-8")
     preds = api.predict(exported, out / "texts.txt")
     assert len(preds) == 2 and all("label" in p for p in preds)
+    # limits given on a report apply on top of the exam config's own, not of the last report's (an
+    # audit, 2026-12-04: --max-latency-ms stuck to every later report and could not be removed)
+    api.exam(str(out), max_size_mb=1000)
+    said = " ".join((out / "recommendation.md").read_text(encoding="utf-8").split())
+    assert "size ≤ 1000 MB" in said and "latency ≤" not in said
+    api.exam(str(out))  # no limits given: the last report's budget
+    assert "size ≤ 1000 MB" in " ".join((out / "recommendation.md").read_text(encoding="utf-8").split())
     with pytest.raises(KdexamError, match="positive"):
         api.exam(str(out), max_latency_ms=-1)
     with pytest.raises(KdexamError, match="--set has no effect there"):
@@ -663,6 +670,8 @@ def test_a_relative_teacher_run_is_recorded_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "teacher").mkdir(parents=True)
     RunResult(ModelResult("t", 10, {"accuracy": 0.9}), task="classification", primary_metric="accuracy").write("runs/teacher")
+    for name in ("config.json", "model.safetensors"):  # (what makes a folder a teacher's)
+        (tmp_path / "runs" / "teacher" / name).write_text("{}", encoding="utf-8")
     cfg = ExamConfig.model_validate({"datasets": ["a"], "teachers": [{"run": "runs/teacher"}], "students": ["cnn"],
                                      "bench": {"enabled": False}})
     t = teacher_cells(cfg)[0]
@@ -733,3 +742,57 @@ def test_the_labels_only_score_is_the_controls_own_when_seeds_differ():
     assert "trained on labels alone scores 0.8500 on the 2 seeds both ran" in text
     warning = " ".join(summary["datasets"]["d"]["warnings"])
     assert "0.8000 against 0.8500 for the same student trained on labels alone on the 2 seeds both ran (-0.0500)" in warning
+
+
+def test_exam_audit_cases(tmp_path, monkeypatch):
+    """An audit of the exam (2026-12-04, late):
+    - a dataset entry's ``set`` given as a list of key=value strings was an AttributeError;
+    - a given teacher run trained on other data was timed on that data's texts, its students on the
+      exam's (a speedup of 3.6x where the same texts gave 9.3x): it now carries the exam dataset's settings;
+    - ``batch_sizes: [32, 1]`` measured every cell again against ``[1, 32]``;
+    - a group's backend was picked from a set (its order varied between runs) on a tie, and
+      --export-best quantized a seed whose own fastest backend was fp32;
+    - the same run given twice to bench (r2, ./r2) was measured twice."""
+    from kdexam.config.exam import ExamBench
+    from kdexam.evaluation.efficiency import resolve_models
+    from kdexam.exam import recommend as rec
+
+    cfg = ExamConfig.model_validate({"datasets": [{"name": "a.csv", "text_column": "review", "set": ["data.validation_fraction=0.2"]}],
+                                     "teachers": [{"run": str(tmp_path / "t"), "name": "given"}], "students": ["cnn"]})
+    (t,) = teacher_cells(cfg)
+    assert t.data == {"name": "a.csv", "text_column": "review", "validation_fraction": 0.2}
+    assert ExamBench(batch_sizes=[32, 1, 1]).batch_sizes == [1, 32]
+    members = [{**_row("student", "s", seed, 0.8, (1.0, 5.0)), "run_dir": str(tmp_path / f"s{seed}")} for seed in (2, 1)]
+    members[0]["result"]["cost"]["backend"], members[1]["result"]["cost"]["backend"] = "onnx", "onnx-int8"
+    entry = leaderboard._entry({"student": "s"}, members)
+    assert entry["backend"] == "onnx-int8" and entry["run_backends"] == ["onnx-int8", "onnx"]  # (seed 1 first)
+    for seed, score in ((1, 0.7), (2, 0.9)):  # seed 2, the better, is exported: its own fastest backend is fp32
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "metrics.json").write_text(json.dumps({
+            "task": "classification", "primary_metric": "accuracy", "teacher": {"name": "t", "params": 1, "metrics": {"accuracy": 0.9}},
+            "student": {"name": "s", "params": 1, "metrics": {"accuracy": score}}}))
+    asked = []
+    monkeypatch.setattr(api, "export", lambda run, quantize=None, **kw: asked.append((run, quantize)) or {"parity_ok": True})
+    done = rec.export_best({"d": {"choice": entry}}, tmp_path)
+    assert asked == [(str(tmp_path / "s2"), None)] and "--quantized" not in done[0]["command"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r2").mkdir()
+    monkeypatch.setattr("kdexam.inference.predictor.model_role", lambda p: "teacher")
+    assert resolve_models(["r2", "./r2", str(tmp_path / "r2")])[0] == [Path("r2")]
+
+
+def test_a_student_run_given_as_a_teacher_fails_its_teacher_cell_with_the_sentence(exam_data, tmp_path):
+    """An audit (2026-12-04, late): a student run given as ``teachers: [{run: DIR}]`` was accepted
+    and measured as a teacher; only its cells failed, each with "is a student run"."""
+    student = tmp_path / "student"
+    student.mkdir()
+    for name in ("student.json", "metrics.json"):
+        (student / name).write_text("{}", encoding="utf-8")
+    (student / "model.safetensors").write_bytes(b"weights")
+    cfg = tmp_path / "exam.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "t", "datasets": [{"name": str(exam_data["data"])}], "teachers": [{"run": str(student)}],
+                                   "students": [CNN], "bench": {"enabled": False}}), encoding="utf-8")
+    result = api.exam(str(cfg), out=tmp_path / "exam")
+    errors = [f["error"] for f in result["summary"]["failed"]]
+    assert sum("is a student run (student.json), not a teacher" in " ".join(e.split()) for e in errors) == 1  # the teacher's row
+    assert sum("see that teacher's row" in e for e in errors) == 2  # its cell and the control

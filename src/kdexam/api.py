@@ -271,8 +271,10 @@ def exam(config: str | Path | None = None, out: str | Path | None = None, set: A
     with Store(exam_dir / "results.sqlite") as store:
         if ran is None:  # reported in place: the exam's own trust_remote_code holds for --export-best too
             trust_remote_code = trust_remote_code or bool((store.get("config") or {}).get("trust_remote_code"))
-        configured = cfg.budget.model_dump(exclude_none=True) if ran is not None else store.get("budget") or {}
-        budget = {**configured, **given}
+        # the limits given now apply on top of the exam config's own; none given: the last report's budget
+        configured = (cfg.budget.model_dump(exclude_none=True) if ran is not None else
+                      {k: v for k, v in ((store.get("config") or {}).get("budget") or {}).items() if v is not None})
+        budget = {**configured, **given} if given or ran is not None else store.get("budget") or configured
         result = render(exam_dir, store, budget)
         if ran is None:  # (a run says its own count)
             cells = store.get("cells") or []

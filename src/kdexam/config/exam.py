@@ -172,7 +172,7 @@ class ExamBench(NumbersNotBooleans):
         if 1 not in v or any(b < 1 for b in v):
             raise ValueError("bench.batch_sizes must be positive and include 1 (the leaderboard's latency is at batch 1), "
                              f"e.g. [1, 32]; got {v}")
-        return v
+        return sorted(set(v))  # (as kdexam bench reads them: [32, 1] is [1, 32], and measures nothing again)
 
 
 class ExamConfig(NumbersNotBooleans):

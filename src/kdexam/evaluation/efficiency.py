@@ -136,7 +136,10 @@ def resolve_models(runs: list[str | Path]) -> tuple[list[Path], dict[Path, Path 
     each one's reference teacher (a teacher is its own reference)."""
     from kdexam.inference.predictor import model_role
 
-    listed = [Path(r) for r in runs]
+    first: dict[Path, Path] = {}
+    for r in runs:  # (r2 and ./r2 are one run, measured once)
+        first.setdefault(Path(r).resolve(), Path(r))
+    listed = list(first.values())
     if not listed:
         raise KdexamError("No model given; pass student or teacher run directories, e.g. kdexam bench runs/bilstm-ms.")
     ref: dict[Path, Path | None] = {}

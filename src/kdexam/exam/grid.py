@@ -78,6 +78,8 @@ class TeacherCell:
     teacher: str
     flags: dict = field(default_factory=dict)
     run: str | None = None
+    data: dict = field(default_factory=dict)
+    """The exam dataset's data settings (``DataConfig`` fields): a given run is timed on its texts, as its students are."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +108,17 @@ def teacher_cells(cfg: ExamConfig) -> list[TeacherCell]:
     out = []
     for d in cfg.datasets:
         data = {"data": d.name, **{k: v for k, v in d.flags.items() if k in DATA_KEYS}}
-        data_set = {k: v for k, v in (d.flags.get("set") or {}).items() if k.startswith("data.")}
+        given = set_mapping(d.flags.get("set"))  # (a list of key=value strings, as everywhere a set is taken)
+        data_set = {k: v for k, v in (given if isinstance(given, dict) else {}).items() if k.startswith("data.")}
         if data_set:  # (how the data is read and scored — primary_metric, columns — is the teacher's too)
             data["set"] = data_set
         for t in cfg.teachers:
             if t.run:
                 identity = ["run", t.run, d.name, run_fingerprint(t.run)]
-                out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(identity), d.name, t.name, run=t.run))
+                timed_on = {("name" if k == "data" else k): v for k, v in data.items() if k != "set"}
+                timed_on.update({k.removeprefix("data."): v for k, v in data_set.items()})
+                out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(identity), d.name, t.name,
+                                       run=t.run, data=timed_on))
                 continue
             flags = merge(cfg.train, data, t.flags, d.teacher, {"model": t.model, "seed": cfg.teacher_seed})
             out.append(TeacherCell(_slug("teacher", dataset_slug(d.name), t.name) + "-" + _hash(flags), d.name, t.name, flags))

@@ -148,8 +148,11 @@ def _entry(key: dict, members: list[dict]) -> dict:
     for name, values in figures.items():
         entry[name], entry[name + "_std"] = _mean_std(values)
     entry["cost_batch"] = next((r["cost"]["batch"] for r in res if (r.get("cost") or {}).get("batch")), None)
-    backends = [(r.get("cost") or {}).get("backend") for r in res]
-    entry["backend"] = max(set(backends), key=backends.count) if any(backends) else None
+    by_seed = sorted(members, key=lambda m: m["seed"])
+    entry["run_backends"] = [((m["result"] or {}).get("cost") or {}).get("backend") for m in by_seed]  # (as run_dirs)
+    backends = [b for b in entry["run_backends"] if b]
+    # the seeds' most frequent fastest backend; a tie goes to the first seed's (not to a set's order, which varied by run)
+    entry["backend"] = max(dict.fromkeys(backends), key=backends.count) if backends else None
     return entry
 
 

@@ -33,12 +33,14 @@ def section(exam_dir: Path) -> str:
     recs = recommend(summary, budget)
     if not runs:
         timing = "wall time not recorded"
-    elif len(runs) == 1:
+    elif len(runs) == 1 and not runs[0].get("stopped"):
         r = runs[0]
         failed = f", {r['failed']} of them failed" if r.get("failed") else ""
         timing = f"one invocation ran all {r['cells']} cells{failed} in {r['seconds'] / 60:.1f} minutes"
     else:
-        timing = f"{len(runs)} invocations, {sum(r['seconds'] for r in runs) / 60:.1f} minutes in all"
+        stopped = sum(bool(r.get("stopped")) for r in runs)
+        timing = (f"{len(runs)} invocation{'s' if len(runs) > 1 else ''}{f' ({stopped} stopped before the end)' if stopped else ''}, "
+                  f"{sum(r['seconds'] for r in runs) / 60:.1f} minutes in all")
     lines = [f"Generated from `{exam_dir}` (exam `{cfg.get('name')}`, {timing}) on {env.get('cpu')}, "
              f"{env.get('cpu_count')} CPUs, bench threads {env.get('bench_threads')}, torch {env.get('versions', {}).get('torch')}, "
              f"{env.get('date')}. `*`: Pareto-optimal in score against end-to-end latency; `s`: against file size.", ""]

@@ -131,7 +131,8 @@ def export_best(recommendations: dict[str, dict], out: Path, trust_remote_code: 
         if c is None:
             continue
         run = best_run(c)
-        int8 = c.get("backend") == "onnx-int8"
+        backends = dict(zip(c["run_dirs"], c.get("run_backends") or []))
+        int8 = (backends.get(run) or c.get("backend")) == "onnx-int8"  # the exported seed's own fastest backend
         target = out / "best" / slugs[name]
         info = api.export(run, quantize="int8" if int8 else None, out=target, trust_remote_code=trust_remote_code)
         done.append({"dataset": name, "run": run, "export": str(target), "int8": int8, "parity_ok": info.get("parity_ok"),

@@ -23,6 +23,7 @@ from kdexam.config.exam import ExamBench, ExamConfig
 from kdexam.errors import KdexamError
 from kdexam.exam.grid import Cell, TeacherCell, cells, check_cells, teacher_cells
 from kdexam.exam.store import Store
+from kdexam.rundir import is_teacher_run, not_a_teacher_run
 
 console = Console(stderr=True)
 BACKEND_FILES = {"pytorch": "safetensors", "onnx": "onnx", "onnx-int8": "onnx-int8"}
@@ -45,13 +46,16 @@ def run_exam(cfg: ExamConfig, out: str | Path) -> dict:
         store.put("environment", environment(cfg))
         progress = Progress(store, teachers, grid)
         teacher_dirs: dict[str, Path | None] = {}
-        for t in teachers:
-            teacher_dirs[t.id] = run_teacher(t, cfg, out, store, progress)
-        for c in grid:
-            run_cell(c, teacher_dirs.get(c.teacher_id), cfg, out, store, progress)
-        summary = progress.summary()
-        summary["seconds"] = round(time.perf_counter() - started, 1)
-        store.put("invocations", [*store.get("invocations", []), {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **summary}])
+        stopped = True
+        try:
+            for t in teachers:
+                teacher_dirs[t.id] = run_teacher(t, cfg, out, store, progress)
+            for c in grid:
+                run_cell(c, teacher_dirs.get(c.teacher_id), cfg, out, store, progress)
+            stopped = False
+        finally:  # an invocation stopped by Ctrl-C is recorded too: the README's wall time counts it
+            summary = {**progress.summary(), "seconds": round(time.perf_counter() - started, 1), **({"stopped": True} if stopped else {})}
+            store.put("invocations", [*store.get("invocations", []), {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), **summary}])
     return summary
 
 
@@ -119,7 +123,7 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
     run_dir = Path(t.run).resolve() if t.run else out / "teachers" / t.id  # (its students' configs hold it from anywhere)
     if store.status(t.id) == "done":
         try:
-            if remeasure(t.id, run_dir, cfg, store, None, _trusted(cfg, t.flags), teacher=True, save=t.run is None):
+            if remeasure(t.id, run_dir, cfg, store, None, _trusted(cfg, t.flags), teacher=True, save=t.run is None, data=t.data):
                 console.print(f"teacher {t.teacher} on {t.dataset}: measured with the exam's bench settings")
         except Exception as e:  # the trained teacher stands; its row says why it has no cost (measured again next time)
             remeasure_failed(t.id, f"teacher {t.teacher} on {t.dataset}", store, e)
@@ -131,9 +135,11 @@ def run_teacher(t: TeacherCell, cfg: ExamConfig, out: Path, store: Store, progre
         trust = _trusted(cfg, t.flags)
         if t.run is None and not (run_dir / "metrics.json").is_file():
             api.finetune_teacher(out=str(run_dir), resume=True, **{**t.flags, "trust_remote_code": trust})
+        elif t.run is not None and not is_teacher_run(run_dir):  # (a student run, say: refused here, not in each cell)
+            raise not_a_teacher_run(t.run, "teachers: run:")
         elif t.run is not None and not (run_dir / "metrics.json").is_file():
             raise KdexamError(f"Teacher run '{t.run}' has no metrics.json; pass a directory written by 'kdexam teacher'.")
-        bench = (measure(run_dir, cfg.bench, None, teacher=True, save=t.run is None, trust_remote_code=trust)
+        bench = (measure(run_dir, cfg.bench, None, teacher=True, save=t.run is None, trust_remote_code=trust, data=t.data)
                  if cfg.bench.enabled else None)
         store.finish(t.id, {**cell_row(run_dir, bench), "bench_settings": bench_settings(cfg)}, time.perf_counter() - started)
         return run_dir
@@ -178,7 +184,7 @@ def run_cell(c: Cell, teacher_dir: Path | None, cfg: ExamConfig, out: Path, stor
 
 
 def remeasure(cell_id: str, run_dir: Path, cfg: ExamConfig, store: Store, teacher_id: str | None, trust: bool,
-              teacher: bool = False, save: bool = True) -> bool:
+              teacher: bool = False, save: bool = True, data: dict | None = None) -> bool:
     """Measure a finished cell when it was measured with other bench settings than the exam's now
     (threads, batch sizes, texts…), or not at all (an earlier invocation had ``bench.enabled: false``),
     so that every cost and speedup of the report comes from the settings it states; teachers come
@@ -190,7 +196,7 @@ def remeasure(cell_id: str, run_dir: Path, cfg: ExamConfig, store: Store, teache
     if teacher_id and store.status(teacher_id) != "done":  # its speedups wait for the teacher's new figures
         return False
     reference = ((store.rows([teacher_id]) or [{}])[0].get("result") or {}).get("bench") if teacher_id else None
-    bench = measure(run_dir, cfg.bench, reference, teacher=teacher, save=save, trust_remote_code=trust)
+    bench = measure(run_dir, cfg.bench, reference, teacher=teacher, save=save, trust_remote_code=trust, data=data)
     store.finish(cell_id, {**cell_row(run_dir, bench), "bench_settings": bench_settings(cfg)}, row.get("seconds") or 0.0)
     return True
 
@@ -239,11 +245,13 @@ def _error(e: Exception) -> str:
 
 
 def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bool = False, save: bool = True,
-            trust_remote_code: bool = False) -> dict:
+            trust_remote_code: bool = False, data: dict | None = None) -> dict:
     """``kdexam bench`` figures of one model (:func:`kdexam.evaluation.efficiency.measure_model`),
     with ratios to its teacher's stored figures (measured once per dataset); saved into the run's
     metrics.json when ``save`` (not into a teacher run the exam was given: an input is never
-    written; its figures are in results.sqlite). A teacher is timed in PyTorch only."""
+    written; its figures are in results.sqlite). A teacher is timed in PyTorch only. ``data``: the
+    data settings whose validation texts it is timed on (a given teacher run trained on other
+    data is timed on the exam dataset's texts, as its students are); else its own run's."""
     from kdexam.evaluation.efficiency import BenchConfig, add_ratios, bench_threads, measure_model, save_efficiency, settings
     from kdexam.export.onnx import run_examples
     from kdexam.teachers.loader import allow_remote_code
@@ -252,7 +260,7 @@ def measure(run_dir: Path, bench: ExamBench, reference: dict | None, teacher: bo
                       repeats=bench.repeats, warmup=bench.warmup, onnx=bench.onnx and not teacher, rss=bench.rss,
                       gpu=False)
     allow_remote_code(trust_remote_code)
-    examples, data_task = run_examples(run_dir, None, cfg.n_texts)
+    examples, data_task = run_examples(run_dir, None, cfg.n_texts, settings=data or None)
     with bench_threads(cfg.threads), tempfile.TemporaryDirectory(prefix="kdexam-exam-bench-") as tmp:
         model = measure_model(run_dir, examples, data_task, cfg, Path(tmp), console)
     models = [model] + ([reference] if reference else [])

@@ -71,12 +71,13 @@ QUANTIZE = ("int8",)
 # ---- data -------------------------------------------------------------------------------------
 
 
-def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None = None, task=None) -> tuple[list, object]:
+def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None = None, task=None,
+                 settings: dict | None = None) -> tuple[list, object]:
     """The validation examples of the run's dataset (``config.yaml`` ``data``, read with the
     run's seed so a carved validation split is the same one), or of ``data`` read with the
-    run's column settings; the first ``limit`` of them. Returns ``(examples, the data's Task)``
-    (``Task.dataset`` is the dataset name); with ``task``, a dataset of another task kind or
-    pair setting is a :class:`KdexamError`."""
+    run's column settings, or of the data ``settings`` (``DataConfig`` fields) give; the first
+    ``limit`` of them. Returns ``(examples, the data's Task)`` (``Task.dataset`` is the dataset
+    name); with ``task``, a dataset of another task kind or pair setting is a :class:`KdexamError`."""
     from kdexam.config import DataConfig
     from kdexam.data.splits import load_data
     from kdexam.paths import read_run_config
@@ -84,6 +85,8 @@ def run_examples(run_dir: str | Path, data: str | None = None, limit: int | None
     raw = read_run_config(run_dir, strict=False)
     p = Path(run_dir) / "config.yaml"
     section = dict(raw["data"]) if isinstance(raw.get("data"), dict) else {}
+    if settings:
+        section = dict(settings)
     if data is not None:
         section["name"] = str(data)
     if not section.get("name"):
