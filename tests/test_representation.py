@@ -149,6 +149,9 @@ def test_xtremedistil_recipe_runs_its_stages(tmp_path, tiny_bert_dir):
     with pytest.raises(KdexamError, match="parameter 'temperature' is invalid: needs a temperature > 0"):
         api.distill(teacher=tmp_path / "t", data=data, student="cnn", objective=["representation:temperature=0,loss=kl"],
                     out=tmp_path / "x")
+    with pytest.raises(KdexamError, match="parameter 'temperature' is invalid: it applies to loss kl only"):  # it did nothing
+        api.distill(teacher=tmp_path / "t", data=data, student="cnn", objective=["representation:temperature=4,loss=mse"],
+                    out=tmp_path / "x")
     with pytest.raises(KdexamError, match="unknown recipe 'xtreme'"):
         api.distill(teacher=tmp_path / "t", data=data, student="cnn", recipe="xtreme", out=tmp_path / "x")
 

@@ -8,7 +8,9 @@
      projection, MSE, on the transfer set; every parameter trains;
   2. ``logits-head``, ``logits-top2``, ``logits``: the teacher's logits (KL at T = 2;
      regression: MSE to the teacher's prediction) on the transfer set, with gradual
-     unfreezing from the top: the head alone, then the top two layer groups, then all;
+     unfreezing from the top: the head alone, then the top two layer groups, then all. The
+     authors' code (MSR-LIT/XtremeDistil) regresses the logits with MSE here; kdexam uses its
+     default logit loss instead (``stages:`` with ``mse`` objectives gives the paper's);
   3. ``gold``: cross-entropy (regression: MSE) on the labelled examples only.
 
   Each stage trains for the run's epochs with its early stopping.

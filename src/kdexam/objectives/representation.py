@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
+from pydantic import ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from kdexam.errors import KdexamError
@@ -100,6 +101,13 @@ class RepresentationLoss(Objective):
         target: Literal["cls", "mean"] = "cls"
         loss: Literal["mse", "cosine", "kl"] = "mse"
         temperature: Temperature = 1.0
+
+        @field_validator("temperature")
+        @classmethod
+        def _only_for_kl(cls, value: float, info: ValidationInfo) -> float:
+            if info.data.get("loss") != "kl":  # (a given temperature with mse or cosine did nothing)
+                raise ValueError("it applies to loss kl only; drop it, or set loss=kl")
+            return value
 
     def __init__(self, layer: int, target: str = "cls", loss: str = "mse", temperature: float = 1.0,
                  student_width: int = 1, teacher_width: int = 1, tagging: bool = False):
