@@ -605,7 +605,7 @@ def test_the_fp16_loss_scale_is_in_the_checkpoint(tmp_path):
     (["--combine", "logits"], "do nothing with one"),
     # an audit of training (2026-12-04): settings accepted and ignored
     (["--min-confidence", "0.9"], "transfer.min_confidence filters teacher-labelled rows, and there are none"),
-    (["--augment", "ngram", "--augment-p", "0.9"], "transfer.augment_p is read by the mask and neighbours and mlm augmenters"),
+    (["--augment", "ngram", "--augment-p", "0.9"], "transfer.augment_p is read by the mask, neighbours and mlm augmenters"),
     (["--augment", "mask", "--augment-vectors", "v.txt"], "transfer.augment_vectors is read by the neighbours augmenter"),
     (["--augment", "mask", "--augment-mlm-model", "m"], "transfer.augment_mlm_model is read by the mlm augmenter"),
     (["--augment", "mask,mask"], "transfer.augment names mask more than once"),

@@ -194,7 +194,8 @@ class TransferConfig(Strict):
         for key, readers in (("augment_p", ("mask", "neighbours", "mlm")), ("augment_vectors", ("neighbours",)),
                              ("augment_mlm_model", ("mlm",))):
             if getattr(self, key) is not None and self.augment and not set(readers) & set(self.augment):
-                raise ValueError(f"transfer.{key} is read by the {' and '.join(readers)} augmenter{'s' if len(readers) > 1 else ''}, "
+                named = readers[0] if len(readers) == 1 else f"{', '.join(readers[:-1])} and {readers[-1]}"
+                raise ValueError(f"transfer.{key} is read by the {named} augmenter{'s' if len(readers) > 1 else ''}, "
                                  f"and --augment {','.join(self.augment)} has none of them; add one or drop "
                                  f"--{key.replace('_', '-')}")
         return self
@@ -214,7 +215,8 @@ def default_rate_follows_the_student(raw: dict, overrides: dict[str, Any]) -> di
     another student (``--student``, ``--set student.kind=…``), that rate is the new student's
     default instead; a rate that is not the old student's default, or one given again, is kept."""
     student, train = raw.get("student"), raw.get("train")
-    new = overrides.get("student.kind", (overrides.get("student") or {}).get("kind") if isinstance(overrides.get("student"), dict) else None)
+    section = overrides.get("student")
+    new = overrides.get("student.kind", section.get("kind") if isinstance(section, dict) else None)
     if (not isinstance(student, dict) or not isinstance(train, dict) or not isinstance(student.get("kind"), str)
             or not isinstance(new, str) or any(k in overrides for k in ("train", "train.learning_rate"))):
         return raw
