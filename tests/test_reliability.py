@@ -610,7 +610,7 @@ def test_the_fp16_loss_scale_is_in_the_checkpoint(tmp_path):
     (["--augment", "mask", "--augment-mlm-model", "m"], "transfer.augment_mlm_model is read by the mlm augmenter"),
     (["--augment", "mask,mask"], "transfer.augment names mask more than once"),
     (["--unlabelled", "movie-dialog", "--unlabelled-column", "nosuch"], "--unlabelled-column names a column of a CSV"),
-    (["--objective", "gold", "--augment", "mask"], "Every stage trains on gold labels alone, so the transfer set's"),
+    (["--objective", "gold", "--augment", "mask"], "Every stage trains on the labelled rows alone (data: gold, or the gold objective alone)"),
 ])
 def test_numbers_and_settings_that_did_nothing_or_ruined_the_run_are_refused(teacher, tmp_path, capsys, flags, says):
     """An infinite learning rate trained a NaN model with exit 0; a seed numpy cannot take and a huge

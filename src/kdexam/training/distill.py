@@ -281,9 +281,9 @@ def check_run_config(cfg: DistillRunConfig) -> None:
         check_objective_specs(specs, matches)
         gold_only.append(stage.data == "gold" or (bool(specs) and not matches and all(s.name == "gold" for s in specs)))
     if all(gold_only) and (cfg.transfer.unlabelled or cfg.transfer.augment):
-        raise KdexamError("Every stage trains on gold labels alone, so the transfer set's teacher-labelled rows "
-                          "(--unlabelled, --augment) would carry no loss; drop them, or add a teacher objective "
-                          "(--objective kl).")
+        raise KdexamError("Every stage trains on the labelled rows alone (data: gold, or the gold objective alone), so "
+                          "the transfer set's teacher-labelled rows (--unlabelled, --augment) would never be read; drop "
+                          "them, or add a teacher objective (--objective kl) on the transfer set.")
     for name in cfg.transfer.augment:
         check_augmenter_name(name)
     check_unlabelled_column(cfg.transfer)
