@@ -52,7 +52,7 @@ def main() -> None:
     from kdexam.data.transfer import build_transfer_set
     from kdexam.students.registry import build_student
     from kdexam.teachers.teacher import Teacher
-    from kdexam.training.distill import check_data_fits_teacher, with_teacher_data
+    from kdexam.training.run_checks import check_data_fits_teacher, with_teacher_data
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="loop-eq-"))

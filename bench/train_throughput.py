@@ -47,12 +47,8 @@ def setup(teacher_dir: str, kind: str, max_train: int, batch_size: int, seed: in
     from kdexam.objectives import ModelShape
     from kdexam.students.registry import build_student
     from kdexam.teachers.teacher import Teacher
-    from kdexam.training.distill import (
-        build_stage_objective,
-        check_data_fits_teacher,
-        training_teacher_side,
-        with_teacher_data,
-    )
+    from kdexam.training.distill import build_stage_objective, training_teacher_side
+    from kdexam.training.run_checks import check_data_fits_teacher, with_teacher_data
     from kdexam.training.distiller import Distiller
     from kdexam.training.stages import stages_of
     from kdexam.training.trainer import make_optimizer

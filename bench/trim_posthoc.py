@@ -7,7 +7,7 @@ from kdexam.data.encode import Collator, encode
 from kdexam.data.splits import load_data
 from kdexam.students.registry import load_student
 from kdexam.students.transformer import trim_word_embeddings
-from kdexam.training.distill import with_teacher_data
+from kdexam.training.run_checks import with_teacher_data
 
 T = "exams/default/teachers/teacher-movie-sentiment-minilm-l6-dc2db290"
 kind, out = sys.argv[1], Path(sys.argv[2])

@@ -6,7 +6,7 @@ from kdexam.data.encode import Collator, encode
 from kdexam.data.splits import load_data
 from kdexam.students.registry import load_student
 from kdexam.students.transformer import trim_word_embeddings
-from kdexam.training.distill import with_teacher_data
+from kdexam.training.run_checks import with_teacher_data
 T = "exams/default/teachers/teacher-movie-sentiment-minilm-l6-dc2db290"
 torch.set_num_threads(1)
 cfg = with_teacher_data(api.distill_config(teacher=T, student="bert-mini", out="/x", max_train=1000, max_eval=500, seed=42), Path(T))

@@ -233,7 +233,7 @@ def prepare(a, work: Path) -> tuple[str, dict[str, dict]]:
     from kdexam.data.transfer import build_transfer_set
     from kdexam.students.registry import build_student
     from kdexam.teachers.teacher import Teacher
-    from kdexam.training.distill import check_data_fits_teacher, with_teacher_data
+    from kdexam.training.run_checks import check_data_fits_teacher, with_teacher_data
 
     data_path = str(prepare_dataset(a.data)) if a.data in BUILTIN_DATASETS else a.data
     cfg = with_teacher_data(api.distill_config(teacher=a.teacher, data=data_path, student="bilstm", out=str(work / "x"),

@@ -149,7 +149,7 @@ def test_an_objective_list_that_cannot_train_is_refused_before_any_work():
     """--objective kl --objective kl and all weights 0 were refused only when the objectives were built,
     after the data and the transfer set (an exam: after its teachers trained)."""
     from kdexam import api
-    from kdexam.training.distill import check_run_config
+    from kdexam.training.run_checks import check_run_config
 
     for objectives, said in [(["kl", "kl"], "Objective 'kl' is listed 2 times"),
                              (["gold:weight=0"], "All objective weights are 0"),

@@ -154,7 +154,7 @@ def data_config(recorded: dict, data: str | None, max_eval: int | None, options:
 def examples_to_score(cfg: DataConfig, split: str, seed: int, model_task: Task, run: Path) -> tuple[list[Example], str, str, Task]:
     """The labelled examples to score, the dataset's name, the split's name, and the model's task
     with this data's primary metric; a sentence when the data does not fit the model's head."""
-    from kdexam.training.distill import check_data_fits_head
+    from kdexam.training.run_checks import check_data_fits_head
 
     path = Path(str(cfg.name)).expanduser()
     if path.is_file():

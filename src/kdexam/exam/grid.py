@@ -177,7 +177,7 @@ def check_cells(teachers: list[TeacherCell], grid: list[Cell]) -> None:
     from kdexam import api
     from kdexam.data.splits import check_dataset_name
     from kdexam.data.transfer import check_unlabelled_name
-    from kdexam.training.distill import check_run_config
+    from kdexam.training.run_checks import check_run_config
 
     for flags in [t.flags for t in teachers] + [c.flags for c in grid]:  # a missing or misspelled source, before any run
         if flags.get("data"):
