@@ -177,6 +177,10 @@ def test_mask_changes_at_least_one_word():
     examples = texts("good film", "the plot was dull", "awful")
     for _, e in MaskAugmenter(p=0.01).augment(examples, 20, 0, "classification"):
         assert "[MASK]" in e.text.split()
+    # a word that already is the mask token is not masked again (an audit, 2026-12-04: 6 of 10 copies of
+    # "[MASK] good" were the original); "good" is the one word that can change, so every copy changes it
+    for _, e in MaskAugmenter(p=0.01).augment(texts("[MASK] good"), 10, 0, "classification"):
+        assert e.text == "[MASK] [MASK]"
 
 
 def test_build_mask_uses_the_teacher_mask_token_and_p():
@@ -243,6 +247,9 @@ def test_neighbours_file_without_header_and_bad_files(tmp_path):
     path.write_text("good 1 0\ngreat 0.9 0.1\nbad -1 0\nawful -0.9 -0.1\n", encoding="utf-8")
     made = NeighboursAugmenter(p=1.0, k=1, vectors_file=str(path)).augment(texts("bad good"), 1, 0, "classification")
     assert made[0][1].text == "awful great"
+    path.write_text("good 1 0\ngreat nan 0.1\n", encoding="utf-8")  # (nan parses as a number)
+    with pytest.raises(KdexamError, match="gives the word 'great' a value that is not finite"):
+        NeighboursAugmenter(vectors_file=str(path)).augment(texts("good"), 1, 0, "classification")
     path.write_text("good 1 0\ngreat 0.9\n", encoding="utf-8")
     with pytest.raises(KdexamError, match="line 2"):
         NeighboursAugmenter(vectors_file=str(path)).augment(texts("good"), 1, 0, "classification")

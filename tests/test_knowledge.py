@@ -158,3 +158,11 @@ def test_general_distillation_then_init_from(teacher_run, tmp_path):
         api.distill(teacher=teacher_run / "run", student="teacher-layers:3", init_from=tmp_path / "enc", out=tmp_path / "x")
     with pytest.raises(KdexamError, match="not an encoder written by"):
         api.distill(teacher=teacher_run / "run", student="teacher-layers:2", init_from=teacher_run / "run", out=tmp_path / "x")
+    # an audit (2026-12-04, late): these student settings were accepted by --general and did nothing
+    with pytest.raises(KdexamError, match=r"student.freeze_embeddings would do nothing; drop it"):
+        api.distill(teacher=teacher_run / "run", general=True, data=texts, student="teacher-layers:1", out=tmp_path / "g2",
+                    set=["student.freeze_embeddings=true"])
+    with pytest.raises(KdexamError, match=r"student.dropout, student.trim_vocab would do nothing; drop them"):
+        api.distill(teacher=teacher_run / "run", general=True, data=texts, student="bert-tiny", out=tmp_path / "g2",
+                    set=["student.dropout=0.3", "student.trim_vocab=true"])
+    assert not (tmp_path / "g2").exists()

@@ -432,6 +432,19 @@ def test_glove_vocabulary_and_vectors(teacher_dir, tmp_path, header):
     assert torch.equal(logits_of(loaded, batch_of(tok2, TASKS["cls"], EXAMPLES["cls"])), logits_of(model, batch))
 
 
+def test_a_vector_of_nan_or_inf_is_a_skipped_line(teacher_dir, tmp_path):
+    """An audit (2026-12-04, late): ``nice nan 0 0`` went into the table as it was, and every logit of
+    a text with 'nice' was NaN."""
+    texts = ["the nice movie", "the bad movie", "a movie"]
+    path = write_vectors(tmp_path / "vec.txt", {"the": [0.1, 0.2, 0.3], "movie": [3.0, -3.0, 2.0], "nice": [float("nan"), 0.0, 0.0],
+                                                "bad": [float("inf"), 1.0, 1.0]}, header=False)
+    spec = StudentSpec(kind="bilstm", embeddings="glove", vectors_file=str(path), hidden_size=8)
+    model, tok = build_student(spec, TASKS["cls"], teacher_dir, train_texts=texts)
+    assert torch.isfinite(model.embeddings.word.weight).all()
+    info = model.kdexam_info["embeddings"]
+    assert info["words_found"] == 2 and info["skipped_lines"] == 2
+
+
 def test_glove_for_tagging_and_pairs(teacher_dir, tmp_path):
     vectors_file = write_vectors(tmp_path / "vec.txt", {"movie": [1.0, 2.0, 3.0], "good": [0.0, 1.0, 0.0]})
     sents = tagging_sentences(30)

@@ -94,6 +94,9 @@ def read_vectors(path: str | Path, vocab: dict[str, int]) -> tuple[dict[int, tor
             except ValueError:
                 skipped += 1
                 continue
+            if not all(math.isfinite(v) for v in values):  # (nan and inf parse as floats; one made every logit NaN)
+                skipped += 1
+                continue
             lines += 1
             i = vocab.get(word)
             if i is not None and i not in exact:

@@ -61,6 +61,11 @@ def distill_general(cfg: DistillRunConfig, resume: bool = False, overwrite: bool
     set_seed(cfg.seed)
     started = time.perf_counter()
     family, k = check_spec(cfg.student)
+    ignored = [key for key in ("dropout", "freeze_embeddings", "trim_vocab") if getattr(cfg.student, key) not in (None, False)]
+    if ignored:  # (build_general_student reads the kind and layers alone: these were accepted and did nothing)
+        raise KdexamError(f"--general builds the encoder with the teacher's dropout and whole vocabulary and trains every "
+                          f"weight, so student.{', student.'.join(ignored)} would do nothing; drop "
+                          f"{'it' if len(ignored) == 1 else 'them'} (set them in the task run that --init-from this encoder).")
     teacher = Teacher(cfg.teacher, max_length=cfg.data.max_length, general=True)
     train, validation, name = load_texts(cfg.data, cfg.seed)
     torch.manual_seed(cfg.seed)

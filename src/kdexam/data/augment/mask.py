@@ -38,6 +38,10 @@ class MaskAugmenter(WordSubstitution):
         self.p = check_probability(p, self.name)
         self.token = token
 
+    def eligible(self, word: str) -> bool:
+        """A word that already is the mask token is not one to mask (its copy would be the original)."""
+        return word != self.token
+
     @classmethod
     def from_options(cls, *, p=None, mask_token=None, **_) -> MaskAugmenter:
         return cls(p=0.1 if p is None else p, token=mask_token or "[MASK]")

@@ -109,6 +109,10 @@ def read_vectors_file(path: str) -> EmbeddingSpace:
     except ValueError:
         raise KdexamError(f"Word-vectors file '{p}' has a value that is not a number; "
                           "give a word2vec/GloVe text file ('word v1 v2 …' per line).") from None
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if bad.size:  # (nan and inf parse as numbers, and would make every neighbour distance NaN)
+        raise KdexamError(f"Word-vectors file '{p}' gives the word '{words[bad[0]]}' a value that is not finite (nan or "
+                          "inf); fix or remove that line.")
     return EmbeddingSpace(words, matrix, lower=False, source=f"Word-vectors file '{p}'")
 
 
