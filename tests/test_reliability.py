@@ -200,7 +200,7 @@ def test_temporaries_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
 
     import numpy as np
 
-    from kdexam.paths import temp_prefix
+    from kdexam.paths import HOST_TAG, temp_prefix
     from kdexam.teachers.cache import pack, read_output, write_output
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
@@ -212,8 +212,15 @@ def test_temporaries_of_killed_writers_are_swept_and_live_ones_kept(tmp_path):
     stale_dir.mkdir()
     live = d / f"{temp_prefix('logits.npy')}def.tmp"
     live.write_bytes(b"being written")
+    # a writer on another machine (or in another PID namespace) sharing this home: its process id
+    # means nothing here, so its file stays (an audit, 2026-12-04: a live writer's file was removed)
+    elsewhere = d / f".logits.npy.kdexam-{dead}-h{'0' * 8 if HOST_TAG != '0' * 8 else '1' * 8}-ghi.tmp"
+    elsewhere.write_bytes(b"being written elsewhere")
+    mine_dead = d / f".logits.npy.kdexam-{dead}-h{HOST_TAG}-jkl.tmp"
+    mine_dead.write_bytes(b"half")
     write_output(d, "logits", pack("logits", [np.ones(3, dtype=np.float32)]))
     assert not stale.exists() and not stale_dir.exists() and live.exists()
+    assert elsewhere.exists() and not mine_dead.exists()
     assert read_output(d, "logits").data.tolist() == [[1.0, 1.0, 1.0]]
 
 

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -102,25 +103,39 @@ def check_writable_folder(path: str | Path, flag: str, shown: str | Path | None 
         raise KdexamError(f"Cannot write {flag} '{shown}' ({e.strerror or e}); pass a path you can write to.") from None
 
 
+def _host_tag() -> str:
+    """8 hex digits naming this machine and PID namespace: a process id means something only there."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return hashlib.sha1(f"{socket.gethostname()}|{namespace}".encode()).hexdigest()[:8]
+
+
+HOST_TAG = _host_tag()
+
+
 def temp_prefix(name: str) -> str:
     """Prefix of a temporary file or folder kdexam writes next to ``name``: hidden, and naming the
-    writing process, so that :func:`sweep_stale` can tell an abandoned one from one being written."""
-    return f".{name}.kdexam-{os.getpid()}-"
+    writing process and its machine (:data:`HOST_TAG`), so that :func:`sweep_stale` can tell an
+    abandoned one from one being written, also in a kdexam home shared by several machines."""
+    return f".{name}.kdexam-{os.getpid()}-h{HOST_TAG}-"
 
 
-_TEMP = re.compile(r"^\..*\.kdexam-(\d+)-")
+_TEMP = re.compile(r"^\..*\.kdexam-(\d+)-(?:h([0-9a-f]{8})-)?")
 
 
 def sweep_stale(d: str | Path) -> int:
     """Remove the temporary files and folders in ``d`` left by kdexam processes that no longer run
-    (killed mid-write); those of live processes stay. Returns how many were removed."""
+    (killed mid-write); those of live processes stay, and so do those of another machine or PID
+    namespace (a shared home: their process ids mean nothing here). Returns how many were removed."""
     d = Path(d)
     removed = 0
     if not d.is_dir():
         return 0
     for p in d.iterdir():
         m = _TEMP.match(p.name)
-        if m is None or _alive(int(m.group(1))):
+        if m is None or (m.group(2) is not None and m.group(2) != HOST_TAG) or _alive(int(m.group(1))):
             continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
