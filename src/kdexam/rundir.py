@@ -152,11 +152,13 @@ def check_same_inputs(out: Path, fingerprint: str, resume: bool) -> None:
     """``--resume`` of a run whose teacher or data changed since it was interrupted is refused: its
     first part was trained on other inputs than its rest would be, and ``config.yaml`` (which names
     them by path) cannot tell. ``fingerprint``: the inputs' key, recorded in ``inputs.json``."""
+    if not resume:
+        return
     try:
         recorded = json.loads((out / INPUTS_FILE).read_text(encoding="utf-8")).get("fingerprint")
     except (OSError, ValueError, AttributeError):
         return  # (a run of an older kdexam, or a new run)
-    if resume and recorded != fingerprint:
+    if recorded != fingerprint:
         raise KdexamError(f"--resume: the teacher or the data of the run in '{out}' changed since it was interrupted "
                           "(the teacher's files or the training or validation examples differ); restore them to continue "
                           "it, or pass --overwrite to train it again from the start.")

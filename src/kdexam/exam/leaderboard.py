@@ -129,8 +129,8 @@ def _minutes(seconds) -> float | None:
 def _entry(key: dict, members: list[dict]) -> dict:
     res = [m["result"] for m in members]
     first = res[0]
-    entry = {**key, "seeds": sorted(m["seed"] for m in members), "n": len(members),
-             "run_dirs": [m["run_dir"] for m in sorted(members, key=lambda m: m["seed"])],
+    by_seed = sorted(members, key=lambda m: m["seed"])
+    entry = {**key, "seeds": [m["seed"] for m in by_seed], "n": len(members), "run_dirs": [m["run_dir"] for m in by_seed],
              "primary_metric": first["primary_metric"], "greater_is_better": first["greater_is_better"],
              "params": first["params"], "objectives": first.get("objectives", []),
              "citations": [c for r in res for c in r.get("citations", [])]}
@@ -148,7 +148,6 @@ def _entry(key: dict, members: list[dict]) -> dict:
     for name, values in figures.items():
         entry[name], entry[name + "_std"] = _mean_std(values)
     entry["cost_batch"] = next((r["cost"]["batch"] for r in res if (r.get("cost") or {}).get("batch")), None)
-    by_seed = sorted(members, key=lambda m: m["seed"])
     entry["run_backends"] = [((m["result"] or {}).get("cost") or {}).get("backend") for m in by_seed]  # (as run_dirs)
     backends = [b for b in entry["run_backends"] if b]
     # the seeds' most frequent fastest backend; a tie goes to the first seed's (not to a set's order, which varied by run)

@@ -99,10 +99,9 @@ def context_cache_file(teacher: str | Path, strings: list[str], max_length: int)
     teacher's files (a hub id: ``id@commit``), ``max_length`` and the distinct texts, under the kdexam
     home's ``cache/contextual``."""
     from kdexam.paths import kdexam_home
-    from kdexam.teachers.cache import hub_model_key, model_fingerprint
+    from kdexam.teachers.cache import model_key
 
-    path = Path(teacher_path(teacher))
-    model = model_fingerprint(path) if path.is_dir() else hub_model_key(str(teacher))
+    model = model_key(Path(teacher_path(teacher)), str(teacher))
     h = hashlib.sha256(json.dumps({"format": CONTEXT_CACHE_FORMAT, "model": model, "max_length": max_length}).encode())
     for s in strings:
         h.update(json.dumps(s, ensure_ascii=False).encode())
@@ -122,14 +121,12 @@ def _read_context_cache(path: Path) -> dict | None:
     and the pass runs again)."""
     if not path.is_file():
         return None
-    from safetensors.torch import load_file
-
     from safetensors import safe_open
 
     try:
-        stored = load_file(str(path))
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "pt") as f:  # (tensors and checksum in one read)
             recorded = (f.metadata() or {}).get("sha256")
+            stored = {name: f.get_tensor(name) for name in f.keys()}
         if stored["ids"].ndim != 1 or stored["means"].shape[0] != stored["ids"].shape[0]:
             raise ValueError("inconsistent shapes")
         if recorded != _checksum(stored["ids"], stored["means"]):  # (bits flipped on disk load without error)

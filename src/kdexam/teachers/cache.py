@@ -91,6 +91,12 @@ def hub_commit(repo_id: str) -> str | None:
         return None
 
 
+def model_key(path: Path, name: str) -> str:
+    """A model's identity for a cache or a run's ``inputs.json``: the fingerprint of its local folder
+    ``path`` (:func:`model_fingerprint`), or the hub id ``name`` at its commit (:func:`hub_model_key`)."""
+    return model_fingerprint(path) if path.is_dir() else hub_model_key(name)
+
+
 def hub_model_key(repo_id: str) -> str:
     """A hub model id's cache identity, ``id@commit`` (:func:`hub_commit`), so that a model updated on
     the hub and downloaded again never reuses the old outputs; the bare id when it has no local copy

@@ -40,10 +40,9 @@ def inputs_fingerprint(model: str, examples: list, task, max_length: int) -> str
     """One key for what the run trains on: the base model's files (a hub id: its commit) and the
     training and validation examples in order (:func:`kdexam.teachers.cache.fingerprint`)."""
     from kdexam.teachers.builtin_models import resolve_model
-    from kdexam.teachers.cache import fingerprint, hub_model_key, model_fingerprint
+    from kdexam.teachers.cache import fingerprint, model_key
 
-    path = Path(resolve_model(model))
-    return fingerprint(model_fingerprint(path) if path.is_dir() else hub_model_key(model), examples, task, max_length)
+    return fingerprint(model_key(Path(resolve_model(model)), model), examples, task, max_length)
 
 
 def finetune_teacher(cfg: TeacherRunConfig, resume: bool = False, overwrite: bool = False) -> dict:

@@ -32,7 +32,7 @@ from kdexam.errors import KdexamError
 from kdexam.outputs import encoder_outputs, model_shape, parse_name
 from kdexam.parallel import attention_kernels, barrier, my_share, process_device, rank_and_world
 from kdexam.tasks import Task
-from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_order_key, hub_commit, hub_model_key,
+from kdexam.teachers.cache import (JoinedOutputs, Stored, TeacherOutputs, cache_dir, content_order_key, hub_commit, model_key,
                                    model_fingerprint, pack, read_output, write_output)
 from kdexam.teachers.loader import remote_code
 
@@ -69,7 +69,7 @@ class Teacher:
         if self._key is None:
             if not self.dir.is_dir() and hub_commit(self.name) is None:
                 _ = self.model  # a hub id with no local copy: downloaded first, so that its key names a commit
-            self._key = model_fingerprint(self.dir) if self.dir.is_dir() else hub_model_key(self.name)
+            self._key = model_key(self.dir, self.name)
         return self._key
 
     @property
